@@ -1,0 +1,1 @@
+"""OpenLPU host package."""

@@ -1,0 +1,240 @@
+"""The one ISA definition of OpenLPU.
+
+Every instruction is a 32-bit word: ``opcode`` in bits [5:0], then the instruction's fields
+packed LSB-first in the order listed in :data:`INSTRUCTIONS`. The RTL decodes words through
+:func:`layout` (an Amaranth ``StructLayout`` generated from the same table), the assembler and
+the model use :meth:`InstrDef.encode` / :func:`decode`, the compiler and the model take
+latencies from :meth:`InstrDef.d_func` / :attr:`InstrDef.d_skew`, and ``docs/isa.md`` documents
+each entry (a test checks that every instruction has a section there).
+
+Timing convention (see ``docs/architecture.md``): an instruction *issued* at cycle ``t`` by its
+queue executes in superlane ``c`` at cycle ``t + c``. All latencies below are given in the
+superlane-0 frame. A stream operand is sampled at ``t + d_skew``; a stream result is driven at
+``t + d_func`` into the stream-register column next to the producing slice, and is readable by
+the slice at floorplan position ``q`` at ``t + d_func + |q - p|`` (one stream-register hop per
+cycle). For instructions without a stream result, ``d_func`` is the cycle of their state update.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Callable, Union
+
+__all__ = [
+    "INSTR_BITS", "OPCODE_BITS", "Dir", "Field", "InstrDef", "INSTRUCTIONS", "BY_MNEMONIC",
+    "BY_OPCODE", "QUEUE_ROLES", "IsaError", "decode", "layout", "allowed",
+    "HOST_READ_LATENCY", "HostRegion", "HostReg", "Ctrl", "Status", "ErrorFlag", "CHIP_ID",
+    "NOP_MAX",
+]
+
+INSTR_BITS = 32
+OPCODE_BITS = 6
+
+
+class IsaError(ValueError):
+    """An instruction word or field value is not valid."""
+
+
+class Dir(enum.IntEnum):
+    """Direction a stream flows in."""
+    EAST = 0
+    WEST = 1
+
+
+@dataclass(frozen=True)
+class Field:
+    """An instruction field: ``bits`` wide, ``kind`` says how the assembler writes it."""
+    name: str
+    bits: int
+    kind: str = "uint"       # "uint" | "stream" | "dir" | "group" | "flag"
+    min: int = 0             # smallest legal value (NOP's count starts at 1)
+
+    @property
+    def max(self) -> int:
+        return (1 << self.bits) - 1
+
+
+Latency = Union[int, Callable[["LpuParams"], int]]  # noqa: F821
+
+
+@dataclass(frozen=True)
+class InstrDef:
+    """One instruction: mnemonic, opcode, the queue roles that may hold it, fields, timing."""
+    mnemonic: str
+    opcode: int
+    roles: tuple
+    fields: tuple
+    summary: str
+    d_skew: int | None = None          # stream operand sampled at issue + d_skew
+    _d_func: Latency | None = None     # result driven / state updated at issue + d_func
+
+    def d_func(self, params) -> int | None:
+        """Functional latency on ``params`` (``None`` for control instructions)."""
+        if callable(self._d_func):
+            return self._d_func(params)
+        return self._d_func
+
+    @property
+    def field_names(self) -> tuple:
+        return tuple(f.name for f in self.fields)
+
+    def encode(self, **values) -> int:
+        """Pack field values into a 32-bit word. Raises :class:`IsaError` on bad values."""
+        word = self.opcode
+        pos = OPCODE_BITS
+        extra = set(values) - set(self.field_names)
+        if extra:
+            raise IsaError(f"{self.mnemonic}: unknown field(s) {', '.join(sorted(extra))}")
+        for f in self.fields:
+            if f.name not in values:
+                raise IsaError(f"{self.mnemonic}: missing field {f.name!r}")
+            v = int(values[f.name])
+            if not f.min <= v <= f.max:
+                raise IsaError(f"{self.mnemonic}: field {f.name}={v} out of range "
+                               f"[{f.min}, {f.max}]")
+            word |= v << pos
+            pos += f.bits
+        return word
+
+    def fields_of(self, word: int) -> dict:
+        out = {}
+        pos = OPCODE_BITS
+        for f in self.fields:
+            out[f.name] = (word >> pos) & f.max
+            pos += f.bits
+        return out
+
+
+def _abc_latency(p) -> int:
+    # partial sums ripple north through the superlanes (one per cycle), then each superlane's
+    # result chunk is deskewed back into the stagger: accumulator write at issue + superlanes.
+    return p.superlanes + p.mxm_pipeline
+
+
+_STREAM = Field("stream", 5, "stream")
+_DIR = Field("dir", 1, "dir")
+
+INSTRUCTIONS: tuple[InstrDef, ...] = (
+    # -- every queue -----------------------------------------------------------------------
+    InstrDef("NOP", 0, ("*",), (Field("count", 16, "uint", min=1),),
+             "Issue nothing for `count` cycles (the NOP itself included)."),
+    InstrDef("HALT", 1, ("*",), (),
+             "Stop this queue. The chip is done when every queue has halted."),
+    # -- MEM ---------------------------------------------------------------------------------
+    InstrDef("READ", 8, ("read",), (Field("addr", 16), _STREAM, _DIR),
+             "Read vector word `addr` (bank = address MSB) and drive it onto `stream` flowing `dir`.",
+             d_skew=None, _d_func=1),
+    InstrDef("WRITE", 9, ("write",), (Field("addr", 16), _STREAM, _DIR),
+             "Store the vector on `stream` (flowing `dir`) at word `addr`.",
+             d_skew=0, _d_func=0),
+    # -- MXM ---------------------------------------------------------------------------------
+    InstrDef("LW", 16, ("weights",), (Field("row", 9), _STREAM, _DIR),
+             "Load the vector on `stream` into row `row` of the shadow weight buffer "
+             "(row n holds the weights of output lane n: element k multiplies activation k).",
+             d_skew=0, _d_func=0),
+    InstrDef("IW", 17, ("weights",), (),
+             "Install the shadow weight buffer into the array (ABCs issued later use it).",
+             d_skew=None, _d_func=0),
+    InstrDef("ABC", 18, ("compute",), (Field("acc", 10), _STREAM, _DIR, Field("accumulate", 1, "flag")),
+             "Multiply the int8 activation vector on `stream` by the installed weights; write the "
+             "int32 result vector to accumulator row `acc` (added to it when `accumulate`=1).",
+             d_skew=0, _d_func=_abc_latency),
+    InstrDef("ACC", 19, ("result",), (Field("acc", 10), Field("group", 3, "group"), _DIR),
+             "Read int32 accumulator row `acc` and drive it on streams 4*group..4*group+3 "
+             "(byte b of each lane on stream 4*group+b) flowing `dir`.",
+             d_skew=None, _d_func=1),
+)
+
+BY_MNEMONIC = {i.mnemonic: i for i in INSTRUCTIONS}
+BY_OPCODE = {i.opcode: i for i in INSTRUCTIONS}
+NOP_MAX = BY_MNEMONIC["NOP"].fields[0].max
+
+# Instruction queues of each slice kind (one ICU instruction memory each), in host order.
+QUEUE_ROLES = {
+    "mem": ("read", "write"),
+    "mxm": ("weights", "compute", "result"),
+    "vxm": (),
+    "sxm": (),
+}
+
+
+def allowed(instr: InstrDef, role: str) -> bool:
+    return "*" in instr.roles or role in instr.roles
+
+
+def decode(word: int) -> tuple[InstrDef, dict]:
+    """Split a word into its instruction definition and field values."""
+    if not 0 <= word < (1 << INSTR_BITS):
+        raise IsaError(f"instruction word {word!r} is not a {INSTR_BITS}-bit value")
+    op = word & ((1 << OPCODE_BITS) - 1)
+    try:
+        idef = BY_OPCODE[op]
+    except KeyError:
+        raise IsaError(f"unknown opcode {op} in word 0x{word:08x}") from None
+    used = OPCODE_BITS + sum(f.bits for f in idef.fields)
+    if word >> used:
+        raise IsaError(f"{idef.mnemonic}: word 0x{word:08x} has bits set above bit {used - 1}")
+    vals = idef.fields_of(word)
+    for f in idef.fields:
+        if vals[f.name] < f.min:
+            raise IsaError(f"{idef.mnemonic}: field {f.name}={vals[f.name]} below {f.min}")
+    return idef, vals
+
+
+def layout(mnemonic: str):
+    """Amaranth ``StructLayout`` of one instruction's word (opcode + fields, LSB first)."""
+    from amaranth.lib import data
+    idef = BY_MNEMONIC[mnemonic]
+    members = {"opcode": OPCODE_BITS}
+    for f in idef.fields:
+        members[f.name] = f.bits
+    members["_pad"] = INSTR_BITS - sum(members.values())
+    return data.StructLayout(members)
+
+
+# -- host interface ---------------------------------------------------------------------------
+# The host bus is word-addressed (24-bit address, 32-bit data). Bits [23:20] select a region.
+HOST_ADDR_BITS = 24
+HOST_REGION_SHIFT = 20
+HOST_READ_LATENCY = 2        # r_data is valid (with r_valid) exactly 2 cycles after r_en
+
+
+class HostRegion(enum.IntEnum):
+    REGS = 0
+    MEM = 1                  # MEM vector words, 4 lanes per host word (see LpuParams.host_mem_field_bits)
+    IMEM = 2                 # instruction memories: [19:12] queue index, [11:0] word
+
+
+class HostReg(enum.IntEnum):
+    ID = 0                   # reads CHIP_ID
+    CONFIG_ID = 1            # reads LpuParams.config_id of the built preset
+    CTRL = 2                 # write: Ctrl bits
+    STATUS = 3               # read: Status bits
+    CYCLES = 4               # cycles counted while running (last run)
+    ERRORS = 5               # sticky ErrorFlag bits
+    ERROR_CYCLE = 6          # cycle of the first error of the run
+
+
+class Ctrl(enum.IntFlag):
+    START = 1                # clear cycle counter and errors, start every queue at word 0
+    CLEAR_ERRORS = 2
+
+
+class Status(enum.IntFlag):
+    RUNNING = 1
+    DONE = 2                 # set when every queue has halted; cleared by START
+
+
+class ErrorFlag(enum.IntFlag):
+    STREAM_COLLISION = 1     # two producers drove the same stream slot in one cycle
+    STREAM_UNWRITTEN = 2     # an instruction read a stream slot nothing wrote
+    BANK_CONFLICT = 4        # READ and WRITE hit the same bank of a MEM slice in one cycle
+    ADDR_RANGE = 8           # MEM / accumulator / weight-row address out of range
+    HOST_WHILE_RUNNING = 16  # host wrote MEM or IMEM while the chip was running
+    BAD_INSTRUCTION = 32     # undecodable word, or an instruction not allowed in its queue
+    IMEM_OVERRUN = 64        # a queue ran past the end of its instruction memory
+
+
+CHIP_ID = 0x4C505530         # "LPU0"
+IMEM_QUEUE_SHIFT = 12

@@ -1,0 +1,257 @@
+"""The one parameter object of OpenLPU.
+
+:class:`LpuParams` describes the geometry of a chip: lanes, superlanes, streams, slices,
+memory depths. The RTL, the reference model, the assembler, the compiler and the host
+driver all take the same object; nothing else states a width, a depth or a slice position.
+
+The floorplan (:attr:`LpuParams.floorplan`) lists the functional slices from west to east.
+Slice ``p`` sits between stream-register (SR) column ``p`` (its west side) and SR column
+``p + 1`` (its east side); see ``docs/architecture.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import zlib
+from dataclasses import dataclass
+from functools import cached_property
+
+__all__ = ["LpuParams", "SliceInfo", "QueueInfo", "PRESETS", "preset", "ParamsError"]
+
+
+class ParamsError(ValueError):
+    """A parameter set is inconsistent, or a preset name is unknown."""
+
+
+def _is_pow2(x: int) -> bool:
+    return x > 0 and (x & (x - 1)) == 0
+
+
+def _clog2(x: int) -> int:
+    return max(0, (x - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class SliceInfo:
+    """One functional slice of the floorplan.
+
+    ``kind`` is ``"mem"``, ``"mxm"``, ``"vxm"`` or ``"sxm"``; ``position`` is its index from
+    the west edge (0) and ``name`` a stable identifier such as ``mem_w0`` (MEM slice 0 of the
+    west hemisphere, counted from the centre outwards).
+    """
+    name: str
+    kind: str
+    position: int
+    hemisphere: str          # "west", "east" or "centre"
+    index: int               # index among slices of the same kind (0-based, global)
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """One instruction queue (one ICU instruction memory) and the slice it drives."""
+    name: str                # e.g. "mem_w0.read", "mxm_w.weights"
+    slice: SliceInfo
+    role: str                # "read", "write", "weights", "compute", "result", ...
+    index: int               # global queue index; host IMEM address space is ordered by it
+
+
+@dataclass(frozen=True)
+class LpuParams:
+    """Geometry of an OpenLPU chip.
+
+    Parameters
+    ----------
+    name : str
+        Preset name (informational; part of :attr:`config_id`).
+    lanes : int
+        Lanes per superlane (bytes per stream per superlane). Power of two, >= 4.
+    superlanes : int
+        Number of superlanes. The vector length is ``lanes * superlanes``.
+    streams : int
+        Byte-wide streams per direction (east and west). Multiple of 4 (int32 groups).
+    mem_slices : int
+        MEM slices per hemisphere.
+    mem_banks : int
+        Banks per MEM slice (2: read one bank while writing the other).
+    mem_words : int
+        Vector words per bank. Power of two.
+    mxm_acc_words : int
+        Depth of the MXM int32 accumulator (result rows held at once).
+    imem_words : int
+        Instruction words per queue.
+    mxm_pipeline : int
+        Extra register stages in the MXM dot-product path (adds to ABC's latency).
+    """
+    name: str = "custom"
+    lanes: int = 16
+    superlanes: int = 2
+    streams: int = 8
+    mem_slices: int = 2
+    mem_banks: int = 2
+    mem_words: int = 256
+    mxm_acc_words: int = 64
+    imem_words: int = 256
+    mxm_pipeline: int = 0
+
+    def __post_init__(self):
+        def need(cond, msg):
+            if not cond:
+                raise ParamsError(f"{self.name}: {msg}")
+        for f in ("lanes", "superlanes", "streams", "mem_slices", "mem_banks", "mem_words",
+                  "mxm_acc_words", "imem_words"):
+            v = getattr(self, f)
+            need(isinstance(v, int) and v >= 1, f"{f} must be a positive integer, not {v!r}")
+        need(_is_pow2(self.lanes) and self.lanes >= 4, f"lanes must be a power of two >= 4, not {self.lanes}")
+        need(self.streams % 4 == 0 and self.streams <= 32, f"streams must be a multiple of 4 up to 32, not {self.streams}")
+        need(self.mem_banks == 2, f"mem_banks must be 2, not {self.mem_banks}")
+        need(_is_pow2(self.mem_words), f"mem_words must be a power of two, not {self.mem_words}")
+        need(self.mem_words * self.mem_banks <= 1 << 16, "MEM address (bank and word) must fit 16 bits")
+        need(self.mem_slices * 2 >= 4, "at least 2 MEM slices per hemisphere are needed (4 int32 byte planes)")
+        need(self.vl <= 512, f"vector length {self.vl} exceeds 512 (LW row field)")
+        need(self.mxm_acc_words <= 1024, "mxm_acc_words must be <= 1024 (ABC/ACC address field)")
+        need(isinstance(self.mxm_pipeline, int) and self.mxm_pipeline >= 0, "mxm_pipeline must be >= 0")
+
+    # -- derived sizes -------------------------------------------------------------------
+    @property
+    def vl(self) -> int:
+        """Vector length: bytes in one stream vector across all superlanes."""
+        return self.lanes * self.superlanes
+
+    @property
+    def mem_addr_words(self) -> int:
+        """Addressable words per MEM slice (all banks)."""
+        return self.mem_words * self.mem_banks
+
+    @property
+    def mem_word_bits(self) -> int:
+        return _clog2(self.mem_words)
+
+    def mem_bank_of(self, addr: int) -> int:
+        """Bank selected by a MEM address (its most significant bit)."""
+        return addr >> self.mem_word_bits
+
+    @property
+    def stream_groups(self) -> int:
+        """Number of 4-stream groups per direction (one int32 vector each)."""
+        return self.streams // 4
+
+    @property
+    def sr_columns(self) -> int:
+        """Stream-register columns: one on each side of every slice."""
+        return len(self.floorplan) + 1
+
+    # -- floorplan -----------------------------------------------------------------------
+    @cached_property
+    def floorplan(self) -> tuple[SliceInfo, ...]:
+        """Slices from west to east: MXM | MEM west (outer..inner) | VXM | MEM east (inner..outer)."""
+        slices = []
+
+        def add(name, kind, hemi, index):
+            slices.append(SliceInfo(name, kind, len(slices), hemi, index))
+        add("mxm_w", "mxm", "west", 0)
+        n = self.mem_slices
+        for i in reversed(range(n)):
+            add(f"mem_w{i}", "mem", "west", i)
+        add("vxm", "vxm", "centre", 0)
+        for i in range(n):
+            add(f"mem_e{i}", "mem", "east", n + i)
+        return tuple(slices)
+
+    def slice(self, name: str) -> SliceInfo:
+        for s in self.floorplan:
+            if s.name == name:
+                return s
+        raise ParamsError(f"{self.name}: no slice named {name!r}; slices are "
+                          f"{', '.join(s.name for s in self.floorplan)}")
+
+    @cached_property
+    def mem_slice_list(self) -> tuple[SliceInfo, ...]:
+        """MEM slices ordered by their global index (west 0..n-1, then east 0..n-1)."""
+        return tuple(sorted((s for s in self.floorplan if s.kind == "mem"), key=lambda s: s.index))
+
+    @cached_property
+    def queues(self) -> tuple[QueueInfo, ...]:
+        """All instruction queues, in host IMEM order."""
+        from .isa import QUEUE_ROLES  # roles per slice kind are part of the ISA
+        out = []
+        for s in self.floorplan:
+            for role in QUEUE_ROLES[s.kind]:
+                out.append(QueueInfo(f"{s.name}.{role}", s, role, len(out)))
+        return tuple(out)
+
+    def queue(self, name: str) -> QueueInfo:
+        for q in self.queues:
+            if q.name == name:
+                return q
+        raise ParamsError(f"{self.name}: no instruction queue named {name!r}; queues are "
+                          f"{', '.join(q.name for q in self.queues)}")
+
+    # -- host address map (32-bit words) -------------------------------------------------
+    @property
+    def host_lane_groups(self) -> int:
+        """32-bit host words per superlane tile of a vector word (4 lanes each)."""
+        return self.lanes // 4
+
+    @property
+    def host_mem_field_bits(self) -> dict:
+        """Bit widths of the MEM host address fields, LSB first."""
+        return {
+            "group": _clog2(self.host_lane_groups),
+            "superlane": _clog2(self.superlanes),
+            "word": self.mem_word_bits,
+            "bank": 1,
+            "slice": _clog2(2 * self.mem_slices),
+        }
+
+    # -- identity ------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LpuParams":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - fields
+        if unknown:
+            raise ParamsError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "LpuParams":
+        return cls.from_dict(json.loads(text))
+
+    @property
+    def config_id(self) -> int:
+        """32-bit identifier of this configuration (CRC-32 of its JSON); readable from the RTL."""
+        return zlib.crc32(self.to_json().encode())
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}-L{self.lanes}x{self.superlanes}-S{self.streams}"
+
+    def __repr__(self):
+        return f"LpuParams(name={self.name!r}, vl={self.vl})"
+
+
+PRESETS: dict[str, LpuParams] = {
+    # Fast unit tests in Amaranth's simulator: VL = 8.
+    "tiny": LpuParams(name="tiny", lanes=4, superlanes=2, streams=8, mem_slices=2,
+                      mem_words=64, mxm_acc_words=16, imem_words=128),
+    # The default chip: 2 superlanes x 16 lanes, VL = 32.
+    "default": LpuParams(name="default", lanes=16, superlanes=2, streams=8, mem_slices=2,
+                         mem_words=256, mxm_acc_words=64, imem_words=512),
+    # Four superlanes: exercises the stagger and the MXM reduction over more superlanes.
+    "quad": LpuParams(name="quad", lanes=8, superlanes=4, streams=8, mem_slices=2,
+                      mem_words=128, mxm_acc_words=32, imem_words=256),
+}
+
+
+def preset(name: str) -> LpuParams:
+    """Return a named preset, or raise :class:`ParamsError` naming the known ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ParamsError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}") from None
