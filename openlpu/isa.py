@@ -195,8 +195,8 @@ def layout(mnemonic: str):
 
 # -- host interface ---------------------------------------------------------------------------
 # The host bus is word-addressed (24-bit address, 32-bit data). Bits [23:20] select a region.
-HOST_ADDR_BITS = 24
 HOST_REGION_SHIFT = 20
+HOST_ADDR_BITS = 24
 HOST_READ_LATENCY = 2        # r_data is valid (with r_valid) exactly 2 cycles after r_en
 
 
