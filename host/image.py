@@ -1,0 +1,138 @@
+"""Host-side images: the bus writes that load a package and its inputs, and output decoding.
+
+These functions turn a :class:`~openlpu.firmware.package.Package` and numpy tensors into
+``(address, word)`` pairs for the host bus, and read words back into tensors. They are used by
+:class:`~openlpu.host.device.Device` and by the cocotb testbenches, so every backend and
+testbench moves exactly the same words.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from openlpu import hostmap
+from openlpu.firmware.package import DTYPES, Package, PackageError, TensorDesc
+
+__all__ = ["load_writes", "input_writes", "output_reads", "assemble_outputs", "check_inputs",
+           "InputError"]
+
+
+class InputError(ValueError):
+    """Input tensors missing, extra, of the wrong shape, or out of range for their dtype."""
+
+
+def _word_addrs(params, sl, bank, word):
+    """Host addresses of all lanes of one MEM vector word, in lane order (4 lanes each)."""
+    return [hostmap.mem_addr(params, sl, bank, word, s, g)
+            for s in range(params.superlanes) for g in range(params.host_lane_groups)]
+
+
+def _vector_writes(params, sl, bank, word, data: np.ndarray):
+    lanes = np.asarray(data, dtype=np.uint8).reshape(-1, 4)
+    return [(a, hostmap.pack_lanes(v)) for a, v in zip(_word_addrs(params, sl, bank, word), lanes)]
+
+
+def load_writes(pkg: Package) -> list[tuple[int, int]]:
+    """Instruction images of every queue and the constant MEM image."""
+    p = pkg.params
+    out = []
+    for qname, words in pkg.queues.items():
+        q = p.queue(qname)
+        out += [(hostmap.imem_addr(p, q.index, i), int(w)) for i, w in enumerate(words)]
+    for sl, addr, data in pkg.mem_image:
+        out += _vector_writes(p, sl, p.mem_bank_of(addr), addr % p.mem_words,
+                              np.frombuffer(bytes(data), dtype=np.uint8))
+    return out
+
+
+def _stored(desc: TensorDesc, x: np.ndarray, vl: int) -> np.ndarray:
+    """The stored matrix, zero-padded to whole VL tiles: shape (R, tiles*VL) of int64."""
+    s = x.T if desc.transposed else x
+    r, c = s.shape
+    out = np.zeros((r, desc.tiles(vl) * vl), dtype=np.int64)
+    out[:, :c] = s
+    return out
+
+
+def check_inputs(pkg: Package, inputs: dict) -> dict:
+    """Validate input tensors against the package; returns them as int64 arrays."""
+    want = {t.name: t for t in pkg.inputs}
+    missing = set(want) - set(inputs)
+    extra = set(inputs) - set(want)
+    if missing:
+        raise InputError(f"missing input(s): {', '.join(sorted(missing))}")
+    if extra:
+        raise InputError(f"unknown input(s): {', '.join(sorted(extra))} "
+                         f"(package takes {', '.join(want)})")
+    out = {}
+    for name, desc in want.items():
+        x = np.asarray(inputs[name])
+        if x.shape != tuple(desc.shape):
+            raise InputError(f"input {name}: shape {x.shape} does not match {tuple(desc.shape)}")
+        if not np.issubdtype(x.dtype, np.integer):
+            raise InputError(f"input {name}: dtype {x.dtype} is not an integer type")
+        bits = 8 * DTYPES[desc.dtype]
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        if x.size and (x.min() < lo or x.max() > hi):
+            raise InputError(f"input {name}: values outside {desc.dtype} range [{lo}, {hi}]")
+        out[name] = x.astype(np.int64)
+    return out
+
+
+def input_writes(pkg: Package, inputs: dict) -> list[tuple[int, int]]:
+    """Bus writes that place the input tensors in MEM (validated first)."""
+    p = pkg.params
+    arrays = check_inputs(pkg, inputs)
+    out = []
+    for desc in pkg.inputs:
+        s = _stored(desc, arrays[desc.name], p.vl)
+        nbytes = DTYPES[desc.dtype]
+        u = s.astype(np.int64) & ((1 << (8 * nbytes)) - 1)
+        r_count = s.shape[0]
+        for b, (sl, bank) in enumerate(desc.planes):
+            plane = (u >> (8 * b)) & 0xFF
+            for j in range(desc.tiles(p.vl)):
+                for r in range(r_count):
+                    out += _vector_writes(p, sl, bank, desc.base + j * r_count + r,
+                                          plane[r, j * p.vl:(j + 1) * p.vl])
+    return out
+
+
+def _output_words(pkg: Package):
+    p = pkg.params
+    for desc in pkg.outputs:
+        r_count = desc.stored_shape[0]
+        for b, (sl, bank) in enumerate(desc.planes):
+            for j in range(desc.tiles(p.vl)):
+                for r in range(r_count):
+                    yield desc, b, j, r, _word_addrs(p, sl, bank, desc.base + j * r_count + r)
+
+
+def output_reads(pkg: Package) -> list[int]:
+    """Host addresses to read, in the order :func:`assemble_outputs` expects."""
+    return [a for *_, addrs in _output_words(pkg) for a in addrs]
+
+
+def assemble_outputs(pkg: Package, words) -> dict:
+    """Turn the words read at :func:`output_reads` into ``{name: ndarray}``."""
+    p = pkg.params
+    words = list(words)
+    if len(words) != len(output_reads(pkg)):
+        raise PackageError(f"expected {len(output_reads(pkg))} output words, got {len(words)}")
+    stores = {d.name: np.zeros((d.stored_shape[0], d.tiles(p.vl) * p.vl), dtype=np.int64)
+              for d in pkg.outputs}
+    i = 0
+    for desc, b, j, r, addrs in _output_words(pkg):
+        lanes = []
+        for w in words[i:i + len(addrs)]:
+            lanes += hostmap.unpack_lanes(w)
+        i += len(addrs)
+        stores[desc.name][r, j * p.vl:(j + 1) * p.vl] |= np.array(lanes, dtype=np.int64) << (8 * b)
+    out = {}
+    for desc in pkg.outputs:
+        bits = 8 * DTYPES[desc.dtype]
+        s = stores[desc.name][:, :desc.stored_shape[1]]
+        s = np.where(s >= (1 << (bits - 1)), s - (1 << bits), s)
+        s = s.T if desc.transposed else s
+        out[desc.name] = s.astype(np.int8 if bits == 8 else np.int32)
+    return out

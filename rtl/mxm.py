@@ -1,0 +1,266 @@
+"""The MXM slice: an int8 weight-stationary VL x VL matrix unit with int32 accumulators.
+
+See ``docs/architecture.md`` ("MXM pipeline") for the contract and :mod:`openlpu.isa` for the
+instructions it executes (``LW``, ``IW`` on the ``weights`` queue, ``ABC`` on ``compute``,
+``ACC`` on ``result``).
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from openlpu import isa
+from openlpu.params import LpuParams, SliceInfo
+
+from .common import ERROR_BITS, issue_signature, stream_column, stream_drive, stream_slot
+
+__all__ = ["MxmSlice"]
+
+# Which queue of the slice executes which instruction (checked against the ISA table below).
+_QUEUE_OF = {"LW": "weights", "IW": "weights", "ABC": "compute", "ACC": "result"}
+
+
+def _tree_sum(values):
+    """Balanced adder tree (Amaranth widens every level, so nothing overflows)."""
+    values = list(values)
+    while len(values) > 1:
+        pairs = [values[i] + values[i + 1] for i in range(0, len(values) - 1, 2)]
+        if len(values) % 2:
+            pairs.append(values[-1])
+        values = pairs
+    return values[0]
+
+
+class MxmSlice(wiring.Component):
+    """Matrix execution slice (MXM): ``superlanes`` tiles of an int8 VL x VL weight-stationary array.
+
+    Superlane ``c`` owns activations ``k`` in ``[c*lanes, (c+1)*lanes)``: it holds the weights
+    ``W[k][n]`` of those ``k`` for every output lane ``n`` (a shadow and an active copy, both in
+    registers), ``lanes x VL`` signed 8x8 multipliers with one adder tree per output lane, and
+    its own accumulator of ``mxm_acc_words`` rows of ``lanes`` int32 (an
+    :class:`amaranth.lib.memory.Memory` with one write port and two synchronous read ports, both
+    transparent for the write port).
+
+    Timing (instruction issued at cycle ``t``; superlane ``c`` executes it at ``t + c``; every
+    instruction register is shifted north one superlane per cycle; ``S = superlanes``,
+    ``P = mxm_pipeline``):
+
+    * ``LW row, stream, dir``: superlane ``c`` samples the stream at ``t + c`` and writes its
+      ``lanes`` bytes into shadow row ``row`` at the end of that cycle.
+    * ``IW``: superlane ``c`` copies shadow into active at the end of ``t + c``; an ``ABC`` in
+      the same superlane and cycle still multiplies with the old weights.
+    * ``ABC acc, stream, dir, accumulate``: superlane ``c`` samples its activations and forms its
+      products at ``t + c``; after ``P`` register stages (``P >= 1`` registers the products,
+      ``P >= 2`` also the per-superlane adder-tree sums, further stages delay those sums) it adds
+      them to the partial sums registered by superlane ``c - 1`` one cycle earlier. The full
+      result leaves the top superlane's register in cycle ``t + S + P``; chunk ``j`` is delayed
+      ``j`` cycles and written to superlane ``j``'s accumulator row ``acc`` at the edge ending
+      cycle ``t + S + P + j`` (``= t + d_func + j``), overwriting it or adding to it (int32
+      wrap-around). The read for the addition is issued one cycle earlier on a transparent
+      port, so back-to-back accumulating ``ABC`` s to one row work.
+    * ``ACC acc, group, dir``: superlane ``c`` reads row ``acc`` at ``t + c`` (transparent: it
+      sees a write of the same cycle) and drives it at ``t + c + 1`` on streams ``4*group + b``
+      (byte ``b`` of each lane) of ``drive_east`` or ``drive_west``. ``data`` carries the
+      accumulator bytes on every stream; only ``en`` selects.
+
+    Errors (``openlpu.isa.ErrorFlag``, pulsed on ``error``): ``ADDR_RANGE`` in the issue cycle
+    ``t`` when ``LW row >= VL`` or ``ABC``/``ACC`` ``acc >= mxm_acc_words`` (the write is
+    suppressed; an out-of-range ``ACC`` still drives, with unspecified data);
+    ``STREAM_UNWRITTEN`` at ``t + c`` when ``LW`` or ``ABC`` in superlane ``c`` samples a slot
+    with ``valid = 0``. A ``stream`` field beyond ``params.streams`` reads as an unwritten slot
+    (data 0); an ``ACC`` ``group`` beyond the stream groups drives nothing.
+
+    Parameters
+    ----------
+    params : LpuParams
+        Chip geometry; uses ``lanes``, ``superlanes``, ``streams``, ``mxm_acc_words``,
+        ``mxm_pipeline``.
+    slice_info : SliceInfo
+        The floorplan entry of this slice (``kind`` must be ``"mxm"``).
+
+    Members
+    -------
+    sr_east_in, sr_west_in : ``In(stream_column(params))``
+        Eastward streams of the west SR column, westward streams of the east SR column.
+    drive_east, drive_west : ``Out(stream_drive(params))``
+        ``ACC`` results onto the east / west SR column.
+    instr_weights, instr_compute, instr_result : ``In(issue_signature())``
+        Instructions issued this cycle by the slice's three queues.
+    error : ``Out(ERROR_BITS)``
+        Error flags raised this cycle.
+    """
+
+    def __init__(self, params, slice_info):
+        if not isinstance(params, LpuParams):
+            raise TypeError(f"params must be an LpuParams, not {params!r}")
+        if not isinstance(slice_info, SliceInfo) or slice_info.kind != "mxm":
+            raise ValueError(f"slice_info must be a SliceInfo of kind 'mxm', not {slice_info!r}")
+        roles = isa.QUEUE_ROLES["mxm"]
+        for mnemonic, role in _QUEUE_OF.items():
+            if role not in roles or not isa.allowed(isa.BY_MNEMONIC[mnemonic], role):
+                raise ValueError(f"ISA table: {mnemonic} is not allowed in MXM queue {role!r}; "
+                                 f"the MXM slice expects it there")
+        self._params = params
+        self._slice_info = slice_info
+        members = {
+            "sr_east_in": In(stream_column(params)),
+            "sr_west_in": In(stream_column(params)),
+            "drive_east": Out(stream_drive(params)),
+            "drive_west": Out(stream_drive(params)),
+        }
+        for role in roles:
+            members[f"instr_{role}"] = In(issue_signature())
+        members["error"] = Out(ERROR_BITS)
+        super().__init__(members)
+
+    @property
+    def params(self):
+        return self._params
+
+    @property
+    def slice_info(self):
+        return self._slice_info
+
+    @property
+    def multipliers(self) -> int:
+        """Number of signed 8x8 multipliers (``lanes * VL`` per superlane, ``VL**2`` in all)."""
+        return self._params.vl * self._params.vl
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self._params
+        S, L, VL, P = p.superlanes, p.lanes, p.vl, p.mxm_pipeline
+        depth = p.mxm_acc_words
+        d_func = isa.BY_MNEMONIC["ABC"].d_func(p)
+        assert d_func == S + P, "ABC latency in the ISA table does not match this datapath"
+
+        def opcode(mnemonic):
+            return isa.BY_MNEMONIC[mnemonic].opcode
+
+        # -- instruction registers: stage i holds the word issued i cycles ago --------------
+        def line(role, length):
+            port = getattr(self, f"instr_{role}")
+            stages = [(port.valid, port.word)]
+            for i in range(1, length):
+                valid = Signal(name=f"{role}_valid_d{i}")
+                word = Signal(isa.INSTR_BITS, name=f"{role}_word_d{i}")
+                m.d.sync += [valid.eq(stages[-1][0]), word.eq(stages[-1][1])]
+                stages.append((valid, word))
+            return stages
+
+        def decode(stage, mnemonic):
+            valid, word = stage
+            view = data.View(isa.layout(mnemonic), word)
+            return valid & (view.opcode == opcode(mnemonic)), view
+
+        w_line = line("weights", S)
+        c_line = line("compute", 2 * S + P)     # superlane c: [c]; acc row j read/write: [S+P+j-1/0]
+        r_line = line("result", S + 1)          # superlane c reads at [c], drives at [c + 1]
+
+        # -- stream operand selection --------------------------------------------------------
+        slot_layout = stream_slot(p)
+
+        def select(c, stream, direction, name):
+            """The slot ``stream`` of direction ``direction`` in superlane ``c`` (0 if none)."""
+            slot = Signal(slot_layout, name=name)
+            with m.Switch(Cat(stream, direction)):
+                for d, column in ((isa.Dir.EAST, self.sr_east_in), (isa.Dir.WEST, self.sr_west_in)):
+                    for s in range(p.streams):
+                        with m.Case(s | (int(d) << len(stream))):
+                            m.d.comb += slot.eq(column[c][s])
+            return slot
+
+        psum_shape = signed(ceil_log2(VL * 128 * 128 + 1) + 1)   # exact: no wrap before int32
+        unwritten = []
+        psum_prev = None
+        for c in range(S):
+            # weights: shadow and active rows n (output lane), lanes bytes each (k local)
+            is_lw, lw = decode(w_line[c], "LW")
+            is_iw, _ = decode(w_line[c], "IW")
+            lw_slot = select(c, lw.stream, lw.dir, f"lw_slot_{c}")
+            shadow = [Signal(data.ArrayLayout(unsigned(8), L), name=f"shadow_{c}_{n}") for n in range(VL)]
+            active = [Signal(data.ArrayLayout(unsigned(8), L), name=f"active_{c}_{n}") for n in range(VL)]
+            for n in range(VL):
+                with m.If(is_lw & (lw.row == n)):
+                    m.d.sync += shadow[n].eq(lw_slot.data)
+                with m.If(is_iw):
+                    m.d.sync += active[n].eq(shadow[n])
+            unwritten.append(is_lw & ~lw_slot.valid)
+
+            # dot products of this superlane's activation chunk, one adder tree per output lane
+            is_abc, abc = decode(c_line[c], "ABC")
+            act = select(c, abc.stream, abc.dir, f"act_{c}")
+            unwritten.append(is_abc & ~act.valid)
+            local = []
+            for n in range(VL):
+                prods = [act.data[k].as_signed() * active[n][k].as_signed() for k in range(L)]
+                if P >= 1:
+                    regs = [Signal(signed(16), name=f"prod_{c}_{n}_{k}") for k in range(L)]
+                    m.d.sync += [r.eq(x) for r, x in zip(regs, prods)]
+                    prods = regs
+                total = _tree_sum(prods)
+                for i in range(1, P):
+                    reg = Signal(signed(ceil_log2(L * 128 * 128 + 1) + 1), name=f"lsum_{c}_{n}_d{i}")
+                    m.d.sync += reg.eq(total)
+                    total = reg
+                local.append(total)
+
+            # systolic reduction north: add to the sums registered by superlane c-1
+            psum = [Signal(psum_shape, name=f"psum_{c}_{n}") for n in range(VL)]
+            for n in range(VL):
+                m.d.sync += psum[n].eq(local[n] if psum_prev is None else psum_prev[n] + local[n])
+            psum_prev = psum
+        y = psum_prev                          # valid in cycle t + S + P for an ABC issued at t
+
+        # -- deskew and accumulate: chunk j reaches superlane j's accumulator j cycles later --
+        acc_data = []
+        for j in range(S):
+            chunk = y[j * L:(j + 1) * L]
+            for i in range(1, j + 1):
+                regs = [Signal(psum_shape, name=f"deskew_{j}_{n}_d{i}") for n in range(L)]
+                m.d.sync += [r.eq(x) for r, x in zip(regs, chunk)]
+                chunk = regs
+
+            m.submodules[f"acc_{j}"] = mem = Memory(
+                shape=data.ArrayLayout(signed(32), L), depth=depth, init=[])
+            wp = mem.write_port()
+            rmw = mem.read_port(transparent_for=(wp,))
+            rd = mem.read_port(transparent_for=(wp,))
+
+            _, abc_rd = decode(c_line[S + P + j - 1], "ABC")
+            is_wr, abc_wr = decode(c_line[S + P + j], "ABC")
+            m.d.comb += [
+                rmw.addr.eq(abc_rd.acc),
+                wp.addr.eq(abc_wr.acc),
+                wp.en.eq(is_wr & (abc_wr.acc < depth)),
+            ]
+            for n in range(L):
+                m.d.comb += wp.data[n].eq(Mux(abc_wr.accumulate, rmw.data[n] + chunk[n], chunk[n]))
+
+            _, acc_rd = decode(r_line[j], "ACC")
+            m.d.comb += rd.addr.eq(acc_rd.acc)
+            acc_data.append(rd.data)
+
+        # -- ACC: drive the row read one cycle earlier on 4 byte streams -----------------------
+        for c in range(S):
+            is_drive, acc = decode(r_line[c + 1], "ACC")
+            for d, port in ((isa.Dir.EAST, self.drive_east), (isa.Dir.WEST, self.drive_west)):
+                for s in range(p.streams):
+                    slot = port[c][s]
+                    group, byte = divmod(s, 4)
+                    m.d.comb += slot.en.eq(is_drive & (acc.dir == d) & (acc.group == group))
+                    for n in range(L):
+                        m.d.comb += slot.data[n].eq(acc_data[c][n].as_value()[8 * byte:8 * byte + 8])
+
+        # -- errors -------------------------------------------------------------------------------
+        is_lw0, lw0 = decode(w_line[0], "LW")
+        is_abc0, abc0 = decode(c_line[0], "ABC")
+        is_acc0, acc0 = decode(r_line[0], "ACC")
+        addr_range = ((is_lw0 & (lw0.row >= VL)) | (is_abc0 & (abc0.acc >= depth))
+                      | (is_acc0 & (acc0.acc >= depth)))
+        m.d.comb += self.error.eq(
+            Mux(addr_range, int(isa.ErrorFlag.ADDR_RANGE), 0)
+            | Mux(Cat(*unwritten).any(), int(isa.ErrorFlag.STREAM_UNWRITTEN), 0))
+        return m

@@ -1,0 +1,207 @@
+"""Host bus decoder and register block.
+
+The register block terminates the chip's host bus (``docs/architecture.md``, Host interface):
+
+* it decodes the region (``openlpu.isa.HostRegion``) of every access;
+* it implements the registers of ``openlpu.isa.HostReg`` (ID, CONFIG_ID, CTRL, STATUS, CYCLES,
+  ERRORS, ERROR_CYCLE);
+* it forwards MEM and IMEM accesses, with the region-relative address, to the chip (which fans
+  them out to the targets) while the chip is not running; an access while running is ignored and
+  sets ``ErrorFlag.HOST_WHILE_RUNNING``;
+* it returns read data with ``r_valid`` exactly ``HOST_READ_LATENCY`` (2) cycles after ``r_en``,
+  for every region.
+
+Run control: a write of ``Ctrl.START`` to CTRL in host cycle ``h`` raises :attr:`start` in cycle
+``h`` (combinationally), clears CYCLES, ERRORS, ERROR_CYCLE and DONE, and sets RUNNING from
+``h + 1`` (cycle 0 of the run). RUNNING drops at the end of the first cycle in which
+``all_halted`` is high, which sets DONE. CYCLES counts the cycles with RUNNING = 1, so after a run
+it holds ``max(cycle of each HALT) + 1``.
+"""
+
+from amaranth.hdl import Const, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from openlpu import isa
+from openlpu.isa import ErrorFlag, HostReg, HostRegion
+
+from .common import ERROR_BITS, host_bus_signature
+
+__all__ = ["HOST_SUB_BITS", "host_target_signature", "HostRegisters"]
+
+#: Width of the region-relative part of a host address.
+HOST_SUB_BITS = isa.HOST_REGION_SHIFT
+
+if isa.HOST_READ_LATENCY != 2:  # pragma: no cover - the read pipeline below has two stages
+    raise ImportError(f"the register block implements a host read latency of 2, "
+                      f"not {isa.HOST_READ_LATENCY}")
+
+
+def host_target_signature(addr_bits: int) -> wiring.Signature:
+    """A host access port of a memory target (MEM tile set, instruction memory).
+
+    Seen from the register block (the target takes it as ``In``). ``w_en``/``r_en`` are
+    one-cycle strobes with ``addr`` (target-relative) and ``w_data``; ``r_data`` is the read
+    word in the cycle after ``r_en`` and must be 0 in every other cycle (the chip ORs the
+    targets' read data together).
+    """
+    if addr_bits < 0:
+        raise ValueError(f"addr_bits must be >= 0, not {addr_bits!r}")
+    return wiring.Signature({
+        "w_en":   Out(1),
+        "r_en":   Out(1),
+        "addr":   Out(addr_bits),
+        "w_data": Out(32),
+        "r_data": In(32),
+    })
+
+
+class HostRegisters(wiring.Component):
+    """Host bus decoder and register block.
+
+    Parameters
+    ----------
+    params : :class:`openlpu.params.LpuParams`
+        Chip geometry (for ``CONFIG_ID``).
+
+    Members
+    -------
+    host : ``In(host_bus_signature())``
+        The chip's host bus.
+    start : ``Out(1)``
+        One-cycle pulse in the cycle CTRL.START is written.
+    running : ``Out(1)``
+        STATUS.RUNNING.
+    done : ``Out(1)``
+        STATUS.DONE.
+    all_halted : ``In(1)``
+        Every instruction queue has halted (or halts in this cycle).
+    error_in : ``In(ERROR_BITS)``
+        ``ErrorFlag`` bits raised by the slices and ICUs in this cycle.
+    mem_w_en, mem_r_en, imem_w_en, imem_r_en : ``Out(1)``
+        Host access to the MEM / IMEM region in this cycle (only while not running).
+    sub_addr : ``Out(HOST_SUB_BITS)``
+        Region-relative host address.
+    w_data : ``Out(32)``
+        Host write data.
+    ext_r_data : ``In(32)``
+        MEM / IMEM read data, one cycle after ``mem_r_en`` / ``imem_r_en`` (0 otherwise).
+    """
+
+    def __init__(self, params):
+        self._params = params
+        super().__init__({
+            "host":       In(host_bus_signature()),
+            "start":      Out(1),
+            "running":    Out(1),
+            "done":       Out(1),
+            "all_halted": In(1),
+            "error_in":   In(ERROR_BITS),
+            "mem_w_en":   Out(1),
+            "mem_r_en":   Out(1),
+            "imem_w_en":  Out(1),
+            "imem_r_en":  Out(1),
+            "sub_addr":   Out(HOST_SUB_BITS),
+            "w_data":     Out(32),
+            "ext_r_data": In(32),
+        })
+
+    @property
+    def params(self):
+        return self._params
+
+    def elaborate(self, platform):
+        m = Module()
+        host = self.host
+
+        region = Signal(isa.HOST_ADDR_BITS - isa.HOST_REGION_SHIFT)
+        m.d.comb += [
+            region.eq(host.addr[isa.HOST_REGION_SHIFT:]),
+            self.sub_addr.eq(host.addr[:isa.HOST_REGION_SHIFT]),
+            self.w_data.eq(host.w_data),
+        ]
+        is_regs = region == HostRegion.REGS
+        is_mem = region == HostRegion.MEM
+        is_imem = region == HostRegion.IMEM
+        reg_sel = self.sub_addr
+
+        running = Signal()
+        done = Signal()
+        cycles = Signal(32)
+        errors = Signal(ERROR_BITS)
+        error_cycle = Signal(32)
+        m.d.comb += [self.running.eq(running), self.done.eq(done)]
+
+        # -- writes ------------------------------------------------------------------------
+        ctrl_w = host.w_en & is_regs & (reg_sel == HostReg.CTRL)
+        start = ctrl_w & (host.w_data & int(isa.Ctrl.START)).any()
+        clear_errors = ctrl_w & (host.w_data & int(isa.Ctrl.CLEAR_ERRORS)).any()
+        m.d.comb += self.start.eq(start)
+
+        target = is_mem | is_imem
+        host_blocked = running & target & (host.w_en | host.r_en)
+        m.d.comb += [
+            self.mem_w_en.eq(host.w_en & is_mem & ~running),
+            self.mem_r_en.eq(host.r_en & is_mem & ~running),
+            self.imem_w_en.eq(host.w_en & is_imem & ~running),
+            self.imem_r_en.eq(host.r_en & is_imem & ~running),
+        ]
+
+        # -- run control -------------------------------------------------------------------
+        with m.If(start):
+            m.d.sync += [running.eq(1), done.eq(0), cycles.eq(0)]
+        with m.Elif(running):
+            m.d.sync += cycles.eq(cycles + 1)
+            with m.If(self.all_halted):
+                m.d.sync += [running.eq(0), done.eq(1)]
+
+        # -- errors --------------------------------------------------------------------------
+        new_errors = Signal(ERROR_BITS)
+        m.d.comb += new_errors.eq(self.error_in
+                                  | Const(int(ErrorFlag.HOST_WHILE_RUNNING), ERROR_BITS)
+                                  .replicate(1) & host_blocked.replicate(ERROR_BITS))
+        with m.If(start | clear_errors):
+            m.d.sync += [errors.eq(0), error_cycle.eq(0)]
+        with m.Elif(new_errors.any()):
+            m.d.sync += errors.eq(errors | new_errors)
+            with m.If(~errors.any()):
+                m.d.sync += error_cycle.eq(cycles)
+
+        # -- reads: stage 1 (register value or target select), stage 2 (output) ----------------
+        reg_value = Signal(32)
+        with m.Switch(reg_sel):
+            with m.Case(HostReg.ID):
+                m.d.comb += reg_value.eq(isa.CHIP_ID)
+            with m.Case(HostReg.CONFIG_ID):
+                m.d.comb += reg_value.eq(self._params.config_id)
+            with m.Case(HostReg.STATUS):
+                m.d.comb += reg_value.eq(Signal.cast(running) * int(isa.Status.RUNNING)
+                                         | Signal.cast(done) * int(isa.Status.DONE)
+                                         if False else
+                                         (running.replicate(32) & int(isa.Status.RUNNING))
+                                         | (done.replicate(32) & int(isa.Status.DONE)))
+            with m.Case(HostReg.CYCLES):
+                m.d.comb += reg_value.eq(cycles)
+            with m.Case(HostReg.ERRORS):
+                m.d.comb += reg_value.eq(errors)
+            with m.Case(HostReg.ERROR_CYCLE):
+                m.d.comb += reg_value.eq(error_cycle)
+
+        s1_valid = Signal()
+        s1_data = Signal(32)
+        s1_ext = Signal()
+        m.d.sync += [
+            s1_valid.eq(host.r_en),
+            s1_data.eq(0),
+            s1_ext.eq(0),
+        ]
+        with m.If(host.r_en & is_regs):
+            m.d.sync += s1_data.eq(reg_value)
+        with m.If(host.r_en & target & ~running):
+            m.d.sync += s1_ext.eq(1)
+
+        m.d.sync += [
+            host.r_valid.eq(s1_valid),
+            host.r_data.eq(s1_data | (self.ext_r_data & s1_ext.replicate(32))),
+        ]
+        return m

@@ -1,0 +1,318 @@
+"""Cycle-accurate numpy reference model of an OpenLPU chip.
+
+The model executes the same binary instruction queues as the RTL, with the same timing, in the
+superlane-0 frame (superlane ``c`` of the RTL is superlane 0 delayed by ``c`` cycles; only the MXM
+reduction crosses superlanes, and its latency is part of ``ABC``'s ``d_func``). It exposes the same
+host bus as the RTL (:meth:`LpuModel.write` / :meth:`LpuModel.read`), so the host driver runs on it
+unchanged through :class:`ModelBackend`.
+
+Checkers: two producers driving one stream slot in one cycle, reads of unwritten stream slots, MEM
+bank conflicts, out-of-range addresses, bad instructions and IMEM overruns are recorded as
+``ERRORS`` flags (like the RTL) and, with ``strict=True``, raised as :class:`ModelError`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from openlpu import hostmap, isa
+from openlpu.isa import Dir, ErrorFlag, HostReg, HostRegion
+from openlpu.params import LpuParams
+
+__all__ = ["LpuModel", "ModelError"]
+
+_OP = isa.BY_MNEMONIC
+
+
+class ModelError(RuntimeError):
+    """A checker fired while the model ran a program."""
+
+    def __init__(self, flag: ErrorFlag, cycle: int, message: str):
+        super().__init__(f"cycle {cycle}: {flag.name}: {message}")
+        self.flag = flag
+        self.cycle = cycle
+
+
+class LpuModel:
+    """Reference model of one chip with preset ``params``."""
+
+    def __init__(self, params: LpuParams, *, strict: bool = False):
+        self.params = p = params
+        self.strict = strict
+        self.vl = p.vl
+        n_mem = 2 * p.mem_slices
+        self.mem = np.zeros((n_mem, p.mem_addr_words, p.vl), dtype=np.uint8)
+        self.imem = np.zeros((len(p.queues), p.imem_words), dtype=np.uint32)
+        self.acc = np.zeros((p.mxm_acc_words, p.vl), dtype=np.int32)
+        self.shadow = np.zeros((p.vl, p.vl), dtype=np.int8)   # [row n][k]
+        self.weights = np.zeros((p.vl, p.vl), dtype=np.int8)
+        cols = p.sr_columns
+        self.sr = {d: np.zeros((cols, p.streams, p.vl), dtype=np.uint8) for d in Dir}
+        self.sr_valid = {d: np.zeros((cols, p.streams), dtype=bool) for d in Dir}
+        self.cycles = 0
+        self.errors = 0
+        self.error_cycle = 0
+        self.running = False
+        self.done = False
+        self._mem_pos = {s.index: s.position for s in p.mem_slice_list}
+
+    # -- host bus ---------------------------------------------------------------------------
+    def write(self, addr: int, data: int) -> None:
+        region, f = hostmap.split(self.params, addr)
+        data &= 0xFFFFFFFF
+        if region == HostRegion.REGS:
+            if f["reg"] == HostReg.CTRL:
+                if data & isa.Ctrl.CLEAR_ERRORS:
+                    self.errors = 0
+                    self.error_cycle = 0
+                if data & isa.Ctrl.START:
+                    self.start()
+            return
+        if self.running:
+            self._flag(ErrorFlag.HOST_WHILE_RUNNING, "host write while running")
+            return
+        if region == HostRegion.IMEM:
+            if f["queue"] < len(self.params.queues) and f["word"] < self.params.imem_words:
+                self.imem[f["queue"], f["word"]] = data
+            return
+        sl, lanes = self._mem_lanes(f)
+        if sl is not None:
+            self.mem[f["slice"], f["bank"] * self.params.mem_words + f["word"], lanes] = \
+                hostmap.unpack_lanes(data)
+
+    def read(self, addr: int) -> int:
+        region, f = hostmap.split(self.params, addr)
+        if region == HostRegion.REGS:
+            reg = f["reg"]
+            return {
+                HostReg.ID: isa.CHIP_ID,
+                HostReg.CONFIG_ID: self.params.config_id,
+                HostReg.STATUS: (isa.Status.RUNNING if self.running else 0)
+                | (isa.Status.DONE if self.done else 0),
+                HostReg.CYCLES: self.cycles & 0xFFFFFFFF,
+                HostReg.ERRORS: self.errors,
+                HostReg.ERROR_CYCLE: self.error_cycle & 0xFFFFFFFF,
+            }.get(reg, 0)
+        if region == HostRegion.IMEM:
+            if f["queue"] < len(self.params.queues) and f["word"] < self.params.imem_words:
+                return int(self.imem[f["queue"], f["word"]])
+            return 0
+        sl, lanes = self._mem_lanes(f)
+        if sl is None:
+            return 0
+        row = self.mem[f["slice"], f["bank"] * self.params.mem_words + f["word"], lanes]
+        return hostmap.pack_lanes(row)
+
+    def _mem_lanes(self, f):
+        p = self.params
+        if (f["slice"] >= 2 * p.mem_slices or f["superlane"] >= p.superlanes
+                or f["group"] >= p.host_lane_groups or f["rest"]):
+            return None, None
+        base = f["superlane"] * p.lanes + 4 * f["group"]
+        return f["slice"], slice(base, base + 4)
+
+    # -- execution --------------------------------------------------------------------------
+    def _flag(self, flag: ErrorFlag, message: str, cycle: int | None = None):
+        cycle = self.cycles if cycle is None else cycle
+        if not self.errors:
+            self.error_cycle = cycle
+        self.errors |= int(flag)
+        if self.strict:
+            raise ModelError(flag, cycle, message)
+
+    def start(self, max_cycles: int = 1 << 24) -> None:
+        """Run the loaded program to completion (the RTL's START; the model runs eagerly)."""
+        self.cycles = 0
+        self.errors = 0
+        self.error_cycle = 0
+        self.done = False
+        for d in Dir:
+            self.sr_valid[d][:] = False
+        self.running = True
+        try:
+            self._run(max_cycles)
+        finally:
+            self.running = False
+        self.done = True
+
+    def _decode_queues(self):
+        """Per queue: list of (InstrDef, fields) or an error marker, in program order."""
+        progs = []
+        for q in self.params.queues:
+            prog = []
+            for w in self.imem[q.index]:
+                try:
+                    idef, f = isa.decode(int(w))
+                    if not isa.allowed(idef, q.role):
+                        raise isa.IsaError(f"{idef.mnemonic} is not allowed in a {q.role} queue")
+                    prog.append((idef, f))
+                except isa.IsaError as e:
+                    prog.append((None, str(e)))
+            progs.append(prog)
+        return progs
+
+    def _run(self, max_cycles: int) -> None:
+        p = self.params
+        queues = p.queues
+        progs = self._decode_queues()
+        pc = [0] * len(queues)
+        wait = [0] * len(queues)
+        halted = [False] * len(queues)
+        pending = {}     # cycle -> list of callables run at that cycle (drives, acc updates)
+        d_abc = _OP["ABC"].d_func(p)
+
+        def later(t, fn):
+            pending.setdefault(t, []).append(fn)
+
+        t = 0
+        while not all(halted):
+            if t >= max_cycles:
+                raise TimeoutError(f"model: program still running after {max_cycles} cycles")
+            self.cycles = t
+            drives = {}      # (dir, column, stream) -> vector
+            issued = []
+            for qi, q in enumerate(queues):
+                if halted[qi]:
+                    continue
+                if wait[qi]:
+                    wait[qi] -= 1
+                    continue
+                if pc[qi] >= p.imem_words:
+                    self._flag(ErrorFlag.IMEM_OVERRUN, f"{q.name} ran past its last word", t)
+                    halted[qi] = True
+                    continue
+                idef, f = progs[qi][pc[qi]]
+                pc[qi] += 1
+                if idef is None:
+                    self._flag(ErrorFlag.BAD_INSTRUCTION, f"{q.name}[{pc[qi] - 1}]: {f}", t)
+                    continue
+                if idef.mnemonic == "NOP":
+                    wait[qi] = f["count"] - 1
+                elif idef.mnemonic == "HALT":
+                    halted[qi] = True
+                else:
+                    issued.append((q, idef, f))
+
+            # state updates scheduled for this cycle happen before this cycle's reads
+            # (accumulator rows: reads are transparent to same-cycle updates)
+            for fn in pending.pop(t, []):
+                fn(drives)
+
+            reads_bank = {}
+            writes_bank = {}
+            end_of_cycle = []    # MEM writes, LW and IW take effect at the clock edge
+            for q, idef, f in issued:
+                self._execute(t, q, idef, f, later, drives, reads_bank, writes_bank, d_abc,
+                              end_of_cycle)
+            for fn in end_of_cycle:
+                fn()
+            for sl, bank in reads_bank.items():
+                if writes_bank.get(sl) == bank:
+                    self._flag(ErrorFlag.BANK_CONFLICT,
+                               f"MEM slice {sl}: READ and WRITE on bank {bank}", t)
+            self._advance_streams(drives)
+            t += 1
+        self.cycles = t
+
+    def _sample(self, t, pos, stream, d, what):
+        """The stream value a slice at ``pos`` reads now (eastward: west column; westward: east)."""
+        col = pos if d == Dir.EAST else pos + 1
+        if stream >= self.params.streams:
+            self._flag(ErrorFlag.ADDR_RANGE, f"{what}: stream {stream} out of range", t)
+            return np.zeros(self.vl, dtype=np.uint8)
+        if not self.sr_valid[d][col, stream]:
+            self._flag(ErrorFlag.STREAM_UNWRITTEN,
+                       f"{what}: stream {stream} {d.name} at SR column {col} was never written", t)
+        return self.sr[d][col, stream].copy()
+
+    def _drive(self, t, drives, pos, stream, d, vec, what):
+        col = pos + 1 if d == Dir.EAST else pos
+        key = (d, col, stream)
+        if stream >= self.params.streams:
+            self._flag(ErrorFlag.ADDR_RANGE, f"{what}: stream {stream} out of range", t)
+            return
+        if key in drives:
+            self._flag(ErrorFlag.STREAM_COLLISION,
+                       f"{what}: stream {stream} {d.name} into SR column {col} driven twice", t)
+        drives[key] = vec
+
+    def _advance_streams(self, drives):
+        for d in Dir:
+            sr, valid = self.sr[d], self.sr_valid[d]
+            if d == Dir.EAST:       # east[i+1] <= east[i]
+                sr[1:] = sr[:-1].copy()
+                valid[1:] = valid[:-1].copy()
+                sr[0] = 0
+                valid[0] = False
+            else:                   # west[i] <= west[i+1]
+                sr[:-1] = sr[1:].copy()
+                valid[:-1] = valid[1:].copy()
+                sr[-1] = 0
+                valid[-1] = False
+        for (d, col, stream), vec in drives.items():
+            self.sr[d][col, stream] = vec
+            self.sr_valid[d][col, stream] = True
+
+    def _execute(self, t, q, idef, f, later, drives, reads_bank, writes_bank, d_abc, eoc):
+        p = self.params
+        pos = q.slice.position
+        name = f"{q.name} {idef.mnemonic}"
+        m = idef.mnemonic
+        if m in ("READ", "WRITE"):
+            sl = q.slice.index
+            addr = f["addr"]
+            if addr >= p.mem_addr_words:
+                self._flag(ErrorFlag.ADDR_RANGE, f"{name}: address {addr} >= {p.mem_addr_words}", t)
+                return
+            bank = p.mem_bank_of(addr)
+            if m == "READ":
+                reads_bank[sl] = bank
+                vec = self.mem[sl, addr].copy()
+                later(t + idef.d_func(p),
+                      lambda dr: self._drive(t + 1, dr, pos, f["stream"], Dir(f["dir"]), vec, name))
+            else:
+                writes_bank[sl] = bank
+                vec = self._sample(t, pos, f["stream"], Dir(f["dir"]), name)
+                eoc.append(lambda: self.mem.__setitem__((sl, addr), vec))
+        elif m == "LW":
+            vec = self._sample(t, pos, f["stream"], Dir(f["dir"]), name)
+            if f["row"] >= p.vl:
+                self._flag(ErrorFlag.ADDR_RANGE, f"{name}: row {f['row']} >= {p.vl}", t)
+                return
+            eoc.append(lambda: self.shadow.__setitem__(f["row"], vec.view(np.int8)))
+        elif m == "IW":
+            eoc.append(lambda: setattr(self, "weights", self.shadow.copy()))
+        elif m == "ABC":
+            x = self._sample(t, pos, f["stream"], Dir(f["dir"]), name).view(np.int8)
+            row = f["acc"]
+            if row >= p.mxm_acc_words:
+                self._flag(ErrorFlag.ADDR_RANGE, f"{name}: accumulator row {row} >= "
+                           f"{p.mxm_acc_words}", t)
+                return
+            y = (self.weights.astype(np.int64) @ x.astype(np.int64)).astype(np.int32)
+            accumulate = f["accumulate"]
+
+            def update(_dr, row=row, y=y, accumulate=accumulate):
+                if accumulate:
+                    self.acc[row] = (self.acc[row].astype(np.int64) + y).astype(np.int32)
+                else:
+                    self.acc[row] = y
+            later(t + d_abc, update)
+        elif m == "ACC":
+            row = f["acc"]
+            if row >= p.mxm_acc_words:
+                self._flag(ErrorFlag.ADDR_RANGE, f"{name}: accumulator row {row} >= "
+                           f"{p.mxm_acc_words}", t)
+                return
+            if f["group"] >= p.stream_groups:
+                self._flag(ErrorFlag.ADDR_RANGE, f"{name}: stream group {f['group']} out of range", t)
+                return
+            planes = self.acc[row].view(np.uint8).reshape(p.vl, 4).T.copy()   # [byte][lane]
+            d = Dir(f["dir"])
+
+            def drive(dr, planes=planes):
+                for b in range(4):
+                    self._drive(t + 1, dr, pos, 4 * f["group"] + b, d, planes[b], name)
+            later(t + idef.d_func(p), drive)
+        else:  # pragma: no cover - the ISA table and this model must grow together
+            raise NotImplementedError(f"model has no semantics for {m}")
