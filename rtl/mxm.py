@@ -252,7 +252,7 @@ class MxmSlice(wiring.Component):
                     group, byte = divmod(s, 4)
                     m.d.comb += slot.en.eq(is_drive & (acc.dir == d) & (acc.group == group))
                     for n in range(L):
-                        m.d.comb += slot.data[n].eq(acc_data[c][n].as_value()[8 * byte:8 * byte + 8])
+                        m.d.comb += slot.data[n].eq(acc_data[c][n][8 * byte:8 * byte + 8])
 
         # -- errors -------------------------------------------------------------------------------
         is_lw0, lw0 = decode(w_line[0], "LW")

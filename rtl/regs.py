@@ -18,7 +18,7 @@ Run control: a write of ``Ctrl.START`` to CTRL in host cycle ``h`` raises :attr:
 it holds ``max(cycle of each HALT) + 1``.
 """
 
-from amaranth.hdl import Const, Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -158,8 +158,7 @@ class HostRegisters(wiring.Component):
         # -- errors --------------------------------------------------------------------------
         new_errors = Signal(ERROR_BITS)
         m.d.comb += new_errors.eq(self.error_in
-                                  | Const(int(ErrorFlag.HOST_WHILE_RUNNING), ERROR_BITS)
-                                  .replicate(1) & host_blocked.replicate(ERROR_BITS))
+                                  | Mux(host_blocked, int(ErrorFlag.HOST_WHILE_RUNNING), 0))
         with m.If(start | clear_errors):
             m.d.sync += [errors.eq(0), error_cycle.eq(0)]
         with m.Elif(new_errors.any()):
@@ -175,11 +174,8 @@ class HostRegisters(wiring.Component):
             with m.Case(HostReg.CONFIG_ID):
                 m.d.comb += reg_value.eq(self._params.config_id)
             with m.Case(HostReg.STATUS):
-                m.d.comb += reg_value.eq(Signal.cast(running) * int(isa.Status.RUNNING)
-                                         | Signal.cast(done) * int(isa.Status.DONE)
-                                         if False else
-                                         (running.replicate(32) & int(isa.Status.RUNNING))
-                                         | (done.replicate(32) & int(isa.Status.DONE)))
+                m.d.comb += reg_value.eq(Mux(running, int(isa.Status.RUNNING), 0)
+                                         | Mux(done, int(isa.Status.DONE), 0))
             with m.Case(HostReg.CYCLES):
                 m.d.comb += reg_value.eq(cycles)
             with m.Case(HostReg.ERRORS):

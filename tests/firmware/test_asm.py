@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+
+from openlpu import isa
+from openlpu.firmware.asm import AsmError, assemble, disassemble
+from openlpu.params import preset
+
+SOURCE = """
+; copy one word across the chip
+.queue mem_w0.read
+    READ 5, s1, W
+    NOP 3
+    HALT
+.queue mxm_w.compute
+    ABC acc=3, stream=s1, dir=W, accumulate=1   # named fields
+    HALT
+.queue mxm_w.result
+    ACC 2, g1, E
+    HALT
+"""
+
+
+def test_assemble_encodes_fields_from_the_isa_table(params):
+    out = assemble(SOURCE, params)
+    read = isa.BY_MNEMONIC["READ"]
+    assert out["mem_w0.read"][0] == read.encode(addr=5, stream=1, dir=isa.Dir.WEST)
+    assert isa.decode(out["mem_w0.read"][1]) == (isa.BY_MNEMONIC["NOP"], {"count": 3})
+    idef, f = isa.decode(out["mxm_w.compute"][0])
+    assert idef.mnemonic == "ABC" and f == {"acc": 3, "stream": 1, "dir": 1, "accumulate": 1}
+    idef, f = isa.decode(out["mxm_w.result"][0])
+    assert idef.mnemonic == "ACC" and f == {"acc": 2, "group": 1, "dir": 0}
+
+
+def test_disassemble_round_trips(params):
+    out = assemble(SOURCE, params)
+    assert assemble(disassemble(out), params) == out
+
+
+def test_random_words_round_trip_through_text():
+    p = preset("default")
+    rng = np.random.default_rng(7)
+    queues = {}
+    for q in p.queues:
+        words = []
+        for idef in isa.INSTRUCTIONS:
+            if not isa.allowed(idef, q.role):
+                continue
+            f = {}
+            for fld in idef.fields:
+                limit = {"addr": p.mem_addr_words, "stream": p.streams, "row": p.vl,
+                         "acc": p.mxm_acc_words, "group": p.stream_groups}.get(fld.name, fld.max + 1)
+                f[fld.name] = int(rng.integers(fld.min, limit))
+            words.append(idef.encode(**f))
+        queues[q.name] = words
+    assert assemble(disassemble(queues), p) == queues
+
+
+@pytest.mark.parametrize("text, message", [
+    ("READ 1, s0, W", r"line 1: instruction before any '\.queue'"),
+    (".queue nowhere\nHALT", r"line 1: .*no instruction queue named 'nowhere'"),
+    (".queue mem_w0.read\n  FOO 1", r"line 2: unknown instruction 'FOO'"),
+    (".queue mem_w0.read\n  WRITE 1, s0, W", r"line 2: WRITE is not allowed in queue mem_w0.read"),
+    (".queue mem_w0.read\n  READ 1, s0", r"line 2: READ takes 3 operand"),
+    (".queue mem_w0.read\n\n  READ 1, s0, X", r"line 3: direction must be E or W"),
+    (".queue mem_w0.read\n  READ 99999, s0, W", r"line 2: .*addr=99999 out of range"),
+    (".queue mem_w0.read\n  READ 0, s31, W", r"line 2: .*stream=31 out of range for preset"),
+    (".queue mem_w0.read\n  NOP 0", r"line 2: NOP: field count=0 out of range"),
+    (".queue mxm_w.weights\n  LW 9999, s0, W", r"line 2: .*row=9999 out of range"),
+    (".bogus", r"line 1: unknown directive"),
+])
+def test_errors_carry_line_numbers(params, text, message):
+    with pytest.raises(AsmError, match=message):
+        assemble(text, params)
+
+
+def test_decode_rejects_unknown_opcodes_and_stray_bits():
+    with pytest.raises(isa.IsaError, match="unknown opcode"):
+        isa.decode(63)
+    with pytest.raises(isa.IsaError, match="bits set above"):
+        isa.decode(isa.BY_MNEMONIC["HALT"].encode() | (1 << 31))
