@@ -146,6 +146,61 @@ INSTRUCTIONS: tuple[InstrDef, ...] = (
              d_skew=None, _d_func=1),
 )
 
+# -- VXM: one queue per ALU; lane semantics are defined bit-exactly in openlpu.vxm_ops --------
+VXM_ALU_ROLES = ("alu0", "alu1", "alu2", "alu3")
+_VXM_FIELDS = (
+    Field("a_stream", 5, "stream"), Field("a_dir", 1, "dir"), Field("a_chain", 1, "flag"),
+    Field("b_stream", 5, "stream"), Field("b_dir", 1, "dir"), Field("b_mode", 2, "uint"),
+    Field("out_dir", 1, "dir"), Field("dtype", 2, "uint"), Field("imm", 8, "uint"),
+)
+VXM_SIMPLE_LATENCY = 2      # operands sampled at issue, result driven 2 cycles later
+VXM_FUNC_LATENCY = 4        # EXP, RECIP, RSQRT
+
+
+def _vxm(mnemonic, opcode, summary, latency=VXM_SIMPLE_LATENCY):
+    return InstrDef(mnemonic, opcode, VXM_ALU_ROLES, _VXM_FIELDS, summary, d_skew=0,
+                    _d_func=latency)
+
+
+VXM_INSTRUCTIONS = (
+    _vxm("VADD", 24, "d = a + b (wrap-around)."),
+    _vxm("VSUB", 25, "d = a - b (wrap-around)."),
+    _vxm("VMUL", 26, "d = a * b (low bits, wrap-around)."),
+    _vxm("VMULSHR", 27, "d = saturate(round(a * b / 2**imm)) (multiply-high with rounding shift)."),
+    _vxm("VMIN", 28, "d = min(a, b)."),
+    _vxm("VMAX", 29, "d = max(a, b)."),
+    _vxm("VRELU", 30, "d = max(a, 0) (b ignored)."),
+    _vxm("VABS", 31, "d = saturate(|a|)."),
+    _vxm("VNEG", 32, "d = saturate(-a)."),
+    _vxm("VAND", 33, "d = a & b."),
+    _vxm("VOR", 34, "d = a | b."),
+    _vxm("VXOR", 35, "d = a ^ b."),
+    _vxm("VSHL", 36, "d = a << (b mod lane bits) (wrap-around)."),
+    _vxm("VSRA", 37, "d = a >> (b mod lane bits), arithmetic."),
+    _vxm("VSRL", 38, "d = a >> (b mod lane bits), logical."),
+    _vxm("VCMP", 39, "d = -1 if (a OP b) else 0; OP by imm: 0 eq, 1 ne, 2 lt, 3 le, 4 gt, 5 ge."),
+    _vxm("VSEL", 40, "d = a where b != 0, else the ALU's constant register."),
+    _vxm("VCAST", 41, "d = saturate(a) converted from dtype to dtype imm[1:0] (sign-extending when "
+                      "widening); d is imm's width."),
+    _vxm("VREQ", 42, "int32 -> int8 requantize: d = saturate8(round(a * b / 2**(31 + imm[4:0])))."),
+    _vxm("VEXP", 43, "Q16.16 exp(a) for a <= 0 (a > 0 is clamped to 0); int32 only.",
+         VXM_FUNC_LATENCY),
+    _vxm("VRECIP", 44, "Q16.16 1/a (a > 0; INT32_MAX for a <= 0 or overflow); int32 only.",
+         VXM_FUNC_LATENCY),
+    _vxm("VRSQRT", 45, "Q16.16 1/sqrt(a) (a > 0; INT32_MAX for a <= 0); int32 only.",
+         VXM_FUNC_LATENCY),
+    InstrDef("VLC", 46, VXM_ALU_ROLES, _VXM_FIELDS,
+             "Load the ALU's constant register (dtype-wide per lane) from operand a.",
+             d_skew=0, _d_func=0),
+)
+INSTRUCTIONS = INSTRUCTIONS + VXM_INSTRUCTIONS
+
+# b_mode values of VXM instructions
+VXM_B_STREAM = 0            # stream b_stream flowing b_dir, input-side SR column
+VXM_B_CHAIN = 1             # stream b_stream flowing b_dir, output-side SR column (chaining)
+VXM_B_CONST = 2             # the ALU's constant register
+VXM_B_IMM = 3               # signed 6-bit immediate {b_dir, b_stream}
+
 BY_MNEMONIC = {i.mnemonic: i for i in INSTRUCTIONS}
 BY_OPCODE = {i.opcode: i for i in INSTRUCTIONS}
 NOP_MAX = BY_MNEMONIC["NOP"].fields[0].max

@@ -110,7 +110,7 @@ class InstructionControlUnit(wiring.Component):
         oks = []
         for idef in self.allowed_instructions:
             view = data.View(isa.layout(idef.mnemonic), word)
-            ok = (view.opcode == idef.opcode) & (view._pad == 0)
+            ok = (view.opcode == idef.opcode) & (view["_pad"] == 0)
             for f in idef.fields:
                 if f.min > 0:
                     ok &= view[f.name] >= f.min

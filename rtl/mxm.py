@@ -59,18 +59,19 @@ class MxmSlice(wiring.Component):
       ``j`` cycles and written to superlane ``j``'s accumulator row ``acc`` at the edge ending
       cycle ``t + S + P + j`` (``= t + d_func + j``), overwriting it or adding to it (int32
       wrap-around). The read for the addition is issued one cycle earlier on a transparent
-      port, so back-to-back accumulating ``ABC`` s to one row work.
+      port, so accumulating ``ABC`` instructions to one row may follow each other every cycle.
     * ``ACC acc, group, dir``: superlane ``c`` reads row ``acc`` at ``t + c`` (transparent: it
       sees a write of the same cycle) and drives it at ``t + c + 1`` on streams ``4*group + b``
       (byte ``b`` of each lane) of ``drive_east`` or ``drive_west``. ``data`` carries the
       accumulator bytes on every stream; only ``en`` selects.
 
-    Errors (``openlpu.isa.ErrorFlag``, pulsed on ``error``): ``ADDR_RANGE`` in the issue cycle
-    ``t`` when ``LW row >= VL`` or ``ABC``/``ACC`` ``acc >= mxm_acc_words`` (the write is
-    suppressed; an out-of-range ``ACC`` still drives, with unspecified data);
-    ``STREAM_UNWRITTEN`` at ``t + c`` when ``LW`` or ``ABC`` in superlane ``c`` samples a slot
-    with ``valid = 0``. A ``stream`` field beyond ``params.streams`` reads as an unwritten slot
-    (data 0); an ``ACC`` ``group`` beyond the stream groups drives nothing.
+    Errors (``openlpu.isa.ErrorFlag``, pulsed on ``error``), as in the reference model:
+    ``ADDR_RANGE`` in the issue cycle ``t`` when ``LW row >= VL``, ``ABC``/``ACC``
+    ``acc >= mxm_acc_words``, ``LW``/``ABC`` ``stream >= streams`` or ``ACC``
+    ``group >= streams / 4``. A bad row or accumulator row writes nothing, a bad ``ACC`` drives
+    nothing, an ``LW``/``ABC`` with a bad stream executes on a zero vector.
+    ``STREAM_UNWRITTEN`` at ``t + c`` when an ``LW`` or ``ABC`` in superlane ``c`` samples an
+    existing slot with ``valid = 0``.
 
     Parameters
     ----------
@@ -134,7 +135,9 @@ class MxmSlice(wiring.Component):
         S, L, VL, P = p.superlanes, p.lanes, p.vl, p.mxm_pipeline
         depth = p.mxm_acc_words
         d_func = isa.BY_MNEMONIC["ABC"].d_func(p)
-        assert d_func == S + P, "ABC latency in the ISA table does not match this datapath"
+        if d_func != S + P:
+            raise RuntimeError(f"ABC latency {d_func} in the ISA table does not match the MXM "
+                               f"datapath (superlanes + mxm_pipeline = {S + P})")
 
         def opcode(mnemonic):
             return isa.BY_MNEMONIC[mnemonic].opcode
@@ -145,7 +148,7 @@ class MxmSlice(wiring.Component):
             stages = [(port.valid, port.word)]
             for i in range(1, length):
                 valid = Signal(name=f"{role}_valid_d{i}")
-                word = Signal(isa.INSTR_BITS, name=f"{role}_word_d{i}")
+                word = Signal(isa.INSTR_BITS, name=f"{role}_word_d{i}", reset_less=True)
                 m.d.sync += [valid.eq(stages[-1][0]), word.eq(stages[-1][1])]
                 stages.append((valid, word))
             return stages
@@ -180,35 +183,38 @@ class MxmSlice(wiring.Component):
             is_lw, lw = decode(w_line[c], "LW")
             is_iw, _ = decode(w_line[c], "IW")
             lw_slot = select(c, lw.stream, lw.dir, f"lw_slot_{c}")
-            shadow = [Signal(data.ArrayLayout(unsigned(8), L), name=f"shadow_{c}_{n}") for n in range(VL)]
-            active = [Signal(data.ArrayLayout(unsigned(8), L), name=f"active_{c}_{n}") for n in range(VL)]
+            shadow = [Signal(data.ArrayLayout(unsigned(8), L), name=f"shadow_{c}_{n}", reset_less=True)
+                      for n in range(VL)]
+            active = [Signal(data.ArrayLayout(unsigned(8), L), name=f"active_{c}_{n}", reset_less=True)
+                      for n in range(VL)]
             for n in range(VL):
                 with m.If(is_lw & (lw.row == n)):
                     m.d.sync += shadow[n].eq(lw_slot.data)
                 with m.If(is_iw):
                     m.d.sync += active[n].eq(shadow[n])
-            unwritten.append(is_lw & ~lw_slot.valid)
+            unwritten.append(is_lw & (lw.stream < p.streams) & ~lw_slot.valid)
 
             # dot products of this superlane's activation chunk, one adder tree per output lane
             is_abc, abc = decode(c_line[c], "ABC")
             act = select(c, abc.stream, abc.dir, f"act_{c}")
-            unwritten.append(is_abc & ~act.valid)
+            unwritten.append(is_abc & (abc.stream < p.streams) & ~act.valid)
             local = []
             for n in range(VL):
                 prods = [act.data[k].as_signed() * active[n][k].as_signed() for k in range(L)]
                 if P >= 1:
-                    regs = [Signal(signed(16), name=f"prod_{c}_{n}_{k}") for k in range(L)]
+                    regs = [Signal(signed(16), name=f"prod_{c}_{n}_{k}", reset_less=True) for k in range(L)]
                     m.d.sync += [r.eq(x) for r, x in zip(regs, prods)]
                     prods = regs
                 total = _tree_sum(prods)
                 for i in range(1, P):
-                    reg = Signal(signed(ceil_log2(L * 128 * 128 + 1) + 1), name=f"lsum_{c}_{n}_d{i}")
+                    reg = Signal(signed(ceil_log2(L * 128 * 128 + 1) + 1), name=f"lsum_{c}_{n}_d{i}",
+                                 reset_less=True)
                     m.d.sync += reg.eq(total)
                     total = reg
                 local.append(total)
 
             # systolic reduction north: add to the sums registered by superlane c-1
-            psum = [Signal(psum_shape, name=f"psum_{c}_{n}") for n in range(VL)]
+            psum = [Signal(psum_shape, name=f"psum_{c}_{n}", reset_less=True) for n in range(VL)]
             for n in range(VL):
                 m.d.sync += psum[n].eq(local[n] if psum_prev is None else psum_prev[n] + local[n])
             psum_prev = psum
@@ -219,7 +225,7 @@ class MxmSlice(wiring.Component):
         for j in range(S):
             chunk = y[j * L:(j + 1) * L]
             for i in range(1, j + 1):
-                regs = [Signal(psum_shape, name=f"deskew_{j}_{n}_d{i}") for n in range(L)]
+                regs = [Signal(psum_shape, name=f"deskew_{j}_{n}_d{i}", reset_less=True) for n in range(L)]
                 m.d.sync += [r.eq(x) for r, x in zip(regs, chunk)]
                 chunk = regs
 
@@ -245,7 +251,8 @@ class MxmSlice(wiring.Component):
 
         # -- ACC: drive the row read one cycle earlier on 4 byte streams -----------------------
         for c in range(S):
-            is_drive, acc = decode(r_line[c + 1], "ACC")
+            is_acc, acc = decode(r_line[c + 1], "ACC")
+            is_drive = is_acc & (acc.acc < depth)
             for d, port in ((isa.Dir.EAST, self.drive_east), (isa.Dir.WEST, self.drive_west)):
                 for s in range(p.streams):
                     slot = port[c][s]
@@ -258,8 +265,9 @@ class MxmSlice(wiring.Component):
         is_lw0, lw0 = decode(w_line[0], "LW")
         is_abc0, abc0 = decode(c_line[0], "ABC")
         is_acc0, acc0 = decode(r_line[0], "ACC")
-        addr_range = ((is_lw0 & (lw0.row >= VL)) | (is_abc0 & (abc0.acc >= depth))
-                      | (is_acc0 & (acc0.acc >= depth)))
+        addr_range = ((is_lw0 & ((lw0.row >= VL) | (lw0.stream >= p.streams)))
+                      | (is_abc0 & ((abc0.acc >= depth) | (abc0.stream >= p.streams)))
+                      | (is_acc0 & ((acc0.acc >= depth) | (acc0.group >= p.stream_groups))))
         m.d.comb += self.error.eq(
             Mux(addr_range, int(isa.ErrorFlag.ADDR_RANGE), 0)
             | Mux(Cat(*unwritten).any(), int(isa.ErrorFlag.STREAM_UNWRITTEN), 0))

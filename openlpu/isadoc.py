@@ -1,0 +1,73 @@
+"""Generate the instruction reference of ``docs/isa.md`` from :mod:`openlpu.isa`.
+
+``python -m openlpu.isadoc --write`` rewrites the part of docs/isa.md between the markers; the
+test suite checks that the committed file is current, so the document cannot drift from the
+table the RTL, model, assembler and compiler use.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import isa
+from .params import PRESETS
+
+BEGIN = "<!-- BEGIN GENERATED: python -m openlpu.isadoc --write -->"
+END = "<!-- END GENERATED -->"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "isa.md"
+
+
+def _latency(idef, attr):
+    if attr == "d_skew":
+        return "-" if idef.d_skew is None else str(idef.d_skew)
+    vals = {name: idef.d_func(p) for name, p in PRESETS.items()}
+    if all(v is None for v in vals.values()):
+        return "-"
+    if len(set(vals.values())) == 1:
+        return str(next(iter(vals.values())))
+    return ", ".join(f"{v} ({n})" for n, v in vals.items())
+
+
+def generate() -> str:
+    out = []
+    roles = {}
+    for kind, rs in isa.QUEUE_ROLES.items():
+        for r in rs:
+            roles.setdefault(r, []).append(kind)
+    for idef in isa.INSTRUCTIONS:
+        where = ("every queue" if "*" in idef.roles else
+                 ", ".join(f"{'/'.join(roles.get(r, ['?']))} `{r}` queue" for r in idef.roles))
+        out.append(f"### `{idef.mnemonic}`\n")
+        operands = ", ".join(f.name for f in idef.fields)
+        out.append(f"**Format:** `{idef.mnemonic}{' ' + operands if operands else ''}` "
+                   f"&nbsp; **Opcode:** {idef.opcode} &nbsp; **Issued by:** {where}\n")
+        out.append(f"{idef.summary}\n")
+        out.append("| bits | field | range |")
+        out.append("|---|---|---|")
+        out.append(f"| {isa.OPCODE_BITS - 1}:0 | opcode | = {idef.opcode} |")
+        pos = isa.OPCODE_BITS
+        for f in idef.fields:
+            out.append(f"| {pos + f.bits - 1}:{pos} | {f.name} ({f.kind}) | {f.min}..{f.max} |")
+            pos += f.bits
+        if pos < isa.INSTR_BITS:
+            out.append(f"| {isa.INSTR_BITS - 1}:{pos} | reserved | 0 |")
+        out.append("")
+        out.append(f"**d_skew:** {_latency(idef, 'd_skew')} &nbsp; "
+                   f"**d_func:** {_latency(idef, 'd_func')}\n")
+    return "\n".join(out)
+
+
+def render(current: str) -> str:
+    head, _, rest = current.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    return f"{head}{BEGIN}\n\n{generate()}\n{END}{tail}"
+
+
+if __name__ == "__main__":
+    text = DOC.read_text()
+    new = render(text)
+    if "--write" in sys.argv:
+        DOC.write_text(new)
+    elif new != text:
+        sys.exit("docs/isa.md is out of date: run python -m openlpu.isadoc --write")

@@ -1,0 +1,188 @@
+"""The OpenLPU chip top: fabric, slices, instruction control units and the register block."""
+
+from amaranth.back import verilog
+from amaranth.hdl import Const, Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from openlpu import isa
+
+from .common import ERROR_BITS, host_bus_signature
+from .fabric import StreamFabric
+from .icu import InstructionControlUnit
+from .mem import MemSlice, mem_host_addr_bits
+from .regs import HostRegisters
+
+__all__ = ["LpuChip", "generate_verilog"]
+
+
+class LpuChip(wiring.Component):
+    """An OpenLPU chip built from one parameter set.
+
+    One slice per entry of ``params.floorplan`` (MEM -> :class:`~openlpu.rtl.mem.MemSlice`,
+    MXM -> :class:`~openlpu.rtl.mxm.MxmSlice`; the VXM position has no slice yet, so streams
+    pass straight through it), the stream-register fabric, one
+    :class:`~openlpu.rtl.icu.InstructionControlUnit` per ``params.queues`` entry wired to its
+    slice's ``instr_<role>`` port, and the host register block.
+
+    Parameters
+    ----------
+    params : :class:`openlpu.params.LpuParams`
+        Chip geometry.
+
+    Members
+    -------
+    host : ``In(host_bus_signature())``
+        Host bus (see ``docs/architecture.md``, Host interface).
+    running : ``Out(1)``
+        STATUS.RUNNING.
+    done : ``Out(1)``
+        STATUS.DONE.
+
+    Attributes
+    ----------
+    slices : dict
+        Slice components by floorplan name (``None`` for positions without a slice).
+    icus : tuple
+        The ICUs, in ``params.queues`` order.
+    """
+
+    def __init__(self, params):
+        self._params = params
+        self._fabric = StreamFabric(params)
+        self._regs = HostRegisters(params)
+        self._slices = {}
+        for s in params.floorplan:
+            if s.kind == "mem":
+                self._slices[s.name] = MemSlice(params, s)
+            elif s.kind == "mxm":
+                from .mxm import MxmSlice
+                self._slices[s.name] = MxmSlice(params, s)
+            elif s.kind == "vxm":
+                self._slices[s.name] = None
+            else:
+                raise ValueError(f"slice {s.name}: no RTL for slice kind {s.kind!r}")
+        self._icus = tuple(InstructionControlUnit(params, q) for q in params.queues)
+        for q in params.queues:
+            sl = self._slices[q.slice.name]
+            if sl is None or f"instr_{q.role}" not in sl.signature.members:
+                raise ValueError(f"queue {q.name}: slice {q.slice.name} has no instr_{q.role} port")
+        super().__init__({
+            "host":    In(host_bus_signature()),
+            "running": Out(1),
+            "done":    Out(1),
+        })
+
+    @property
+    def params(self):
+        return self._params
+
+    @property
+    def slices(self) -> dict:
+        return dict(self._slices)
+
+    @property
+    def icus(self) -> tuple:
+        return self._icus
+
+    @property
+    def fabric(self) -> StreamFabric:
+        return self._fabric
+
+    @property
+    def regs(self) -> HostRegisters:
+        return self._regs
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self._params
+        fabric, regs = self._fabric, self._regs
+        m.submodules.fabric = fabric
+        m.submodules.regs = regs
+        wiring.connect(m, wiring.flipped(self.host), regs.host)
+        m.d.comb += [
+            self.running.eq(regs.running),
+            self.done.eq(regs.done),
+            fabric.clear.eq(regs.start),
+        ]
+
+        errors = []
+        ext_r_data = []
+
+        # -- slices on the fabric --------------------------------------------------------------
+        for s in p.floorplan:
+            sl = self._slices[s.name]
+            if sl is None:
+                continue
+            m.submodules[s.name] = sl
+            pos = s.position
+            m.d.comb += [
+                sl.sr_east_in.eq(fabric.east[pos]),
+                sl.sr_west_in.eq(fabric.west[pos + 1]),
+                fabric.drive_east[pos].eq(sl.drive_east),
+                fabric.drive_west[pos].eq(sl.drive_west),
+            ]
+            errors.append(sl.error)
+
+        # -- host access to MEM: fields group, superlane, word, bank, slice (LSB first) ----------
+        sub = regs.sub_addr
+        fb = p.host_mem_field_bits
+        low = mem_host_addr_bits(p)
+        mem_slice_idx = sub[low:low + fb["slice"]]
+        mem_rest = sub[low + fb["slice"]:]
+        for s in p.mem_slice_list:
+            sl = self._slices[s.name]
+            sel = (mem_slice_idx == s.index) & (mem_rest == 0)
+            m.d.comb += [
+                sl.host.w_en.eq(regs.mem_w_en & sel),
+                sl.host.r_en.eq(regs.mem_r_en & sel),
+                sl.host.addr.eq(sub[:low]),
+                sl.host.w_data.eq(regs.w_data),
+            ]
+            ext_r_data.append(sl.host.r_data)
+
+        # -- ICUs and host access to IMEM: [19:12] queue, [11:0] word -----------------------------
+        imem_queue = sub[isa.IMEM_QUEUE_SHIFT:]
+        imem_word = sub[:isa.IMEM_QUEUE_SHIFT]
+        halted = []
+        for q, icu in zip(p.queues, self._icus):
+            m.submodules[f"icu_{q.slice.name}_{q.role}"] = icu
+            sl = self._slices[q.slice.name]
+            wiring.connect(m, icu.issue, getattr(sl, f"instr_{q.role}"))
+            sel = (imem_queue == q.index) & (imem_word < p.imem_words)
+            m.d.comb += [
+                icu.start.eq(regs.start),
+                icu.host.w_en.eq(regs.imem_w_en & sel),
+                icu.host.r_en.eq(regs.imem_r_en & sel),
+                icu.host.addr.eq(imem_word),
+                icu.host.w_data.eq(regs.w_data),
+            ]
+            ext_r_data.append(icu.host.r_data)
+            errors.append(icu.error)
+            halted.append(icu.done)
+
+        m.d.comb += [
+            regs.all_halted.eq(_reduce_and(halted)),
+            regs.error_in.eq(_reduce_or(errors, ERROR_BITS)),
+            regs.ext_r_data.eq(_reduce_or(ext_r_data, 32)),
+        ]
+        return m
+
+
+def _reduce_or(values, width):
+    acc = Const(0, width) if not values else values[0]
+    for v in values[1:]:
+        acc = acc | v
+    return acc
+
+
+def _reduce_and(values):
+    acc = values[0]
+    for v in values[1:]:
+        acc = acc & v
+    return acc
+
+
+def generate_verilog(params) -> str:
+    """Verilog of the whole chip for ``params`` (top module ``lpu_chip``, no source paths)."""
+    return verilog.convert(LpuChip(params), name="lpu_chip", emit_src=False)

@@ -1,0 +1,93 @@
+"""The stream-register fabric: SR columns between the slices, eastward and westward streams."""
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .common import drive_slot, stream_column, stream_drive, stream_slot
+
+__all__ = ["StreamFabric"]
+
+
+class StreamFabric(wiring.Component):
+    """Stream registers of every SR column, both directions (``docs/architecture.md``, Streams).
+
+    Slice position ``p`` has SR column ``p`` on its west side and ``p + 1`` on its east side.
+    Every cycle, per superlane and stream::
+
+        east[i+1] <= drive_east[i].en ? drive_east[i].data : east[i]    (east[0] is never driven)
+        west[i]   <= drive_west[i].en ? drive_west[i].data : west[i+1]  (west[last] is never driven)
+
+    A driven slot becomes valid; an undriven one takes the valid bit of its upstream
+    neighbour. ``clear`` (the start pulse) clears every valid bit at the end of its cycle; the
+    data registers have no reset. ``east[0]`` and ``west[last]`` are constant and never valid.
+
+    Parameters
+    ----------
+    params : :class:`openlpu.params.LpuParams`
+        Uses ``floorplan`` (one driver per position), ``superlanes``, ``streams``, ``lanes``.
+
+    Members
+    -------
+    clear : ``In(1)``
+        Clear all valid bits.
+    drive_east, drive_west : ``In(stream_drive(params)).array(len(floorplan))``
+        What the slice at each position drives (a position without a slice drives nothing).
+    east, west : ``Out(stream_column(params)).array(sr_columns)``
+        The SR columns' eastward and westward streams.
+    """
+
+    def __init__(self, params):
+        self._params = params
+        positions = len(params.floorplan)
+        super().__init__({
+            "clear":      In(1),
+            "drive_east": In(stream_drive(params)).array(positions),
+            "drive_west": In(stream_drive(params)).array(positions),
+            "east":       Out(stream_column(params)).array(params.sr_columns),
+            "west":       Out(stream_column(params)).array(params.sr_columns),
+        })
+
+    @property
+    def params(self):
+        return self._params
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self._params
+        cols = p.sr_columns
+        # east[0] and west[cols-1] stay at their initial value (0, not valid)
+        for i in range(1, cols):
+            self._column(m, f"east{i}", self.east[i], self.east[i - 1], self.drive_east[i - 1])
+        for i in range(cols - 1):
+            self._column(m, f"west{i}", self.west[i], self.west[i + 1], self.drive_west[i])
+        return m
+
+    def _column(self, m, name, out, upstream, drive):
+        # Raw bit slices (offsets from the layouts) keep elaboration fast on big presets.
+        p = self._params
+        col = stream_column(p)
+        slot, dslot = stream_slot(p), drive_slot(p)
+        n_slots = p.superlanes * p.streams
+        dbits = 8 * p.lanes
+        up, drv = upstream.as_value(), drive.as_value()
+        data_reg = Signal(n_slots * dbits, name=f"{name}_data", reset_less=True)
+        valid_reg = Signal(n_slots, name=f"{name}_valid")
+        data_next, valid_next, out_bits = [], [], []
+        for i in range(n_slots):
+            u = i * slot.size
+            d = i * dslot.size
+            en = drv[d + dslot["en"].offset]
+            data_next.append(Mux(en, drv[d + dslot["data"].offset:][:dbits],
+                                 up[u + slot["data"].offset:][:dbits]))
+            valid_next.append(en | up[u + slot["valid"].offset])
+        m.d.sync += data_reg.eq(Cat(*data_next))
+        m.d.sync += valid_reg.eq(Mux(self.clear, 0, Cat(*valid_next)))
+        # reassemble the column layout: slot i = data then valid, at the layout's offsets
+        bits = [None] * col.size
+        for i in range(n_slots):
+            u = i * slot.size
+            bits_data = data_reg[i * dbits:(i + 1) * dbits]
+            bits[u + slot["data"].offset] = bits_data
+            bits[u + slot["valid"].offset] = valid_reg[i]
+        m.d.comb += out.as_value().eq(Cat(*[b for b in bits if b is not None]))

@@ -1,0 +1,262 @@
+"""The serial backend against the HostBridge RTL in Amaranth's simulator, byte by byte.
+
+The bridge's byte streams are fed directly by an in-process transport (no bit-level UART: the
+UART PHY has its own loopback test in tests/synth/test_uart.py).
+"""
+
+from collections import deque
+
+import numpy as np
+import pytest
+from amaranth.hdl import ClockDomain, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from openlpu import bridge_proto as proto
+from openlpu import isa
+from openlpu.bridge_proto import Cmd, FrameError, NakError, NakReason
+from openlpu.host.backend import DeviceTimeout
+from openlpu.host.backends.serial_link import ConfigMismatch, SerialBackend
+from openlpu.hostmap import reg_addr
+from openlpu.params import LpuParams, preset
+from openlpu.rtl.bridge import HostBridge
+from openlpu.rtl.common import host_bus_signature
+
+TIMEOUT = 64            # bridge inter-byte timeout (cycles) used in these tests
+READ_BUDGET = 200_000   # cycles a transport read may wait before it returns short
+
+
+class StubChip(wiring.Component):
+    """A host-bus device for protocol tests: ID/CONFIG_ID/STATUS registers and a 64-word RAM
+    at the start of the MEM region. ``STATUS.DONE`` is set ``run_cycles`` after ``START``."""
+
+    def __init__(self, params, run_cycles=40):
+        self._params = params
+        self._run_cycles = run_cycles
+        super().__init__({"host": In(host_bus_signature()), "running": Out(1), "done": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ram = ram = Memory(shape=32, depth=64, init=[])
+        wr, rd = ram.write_port(), ram.read_port()
+        h = self.host
+        region = h.addr[isa.HOST_REGION_SHIFT:]
+        is_mem = (region == isa.HostRegion.MEM) & (h.addr[6:isa.HOST_REGION_SHIFT] == 0)
+        timer = Signal(range(self._run_cycles + 1))
+        d1_valid, d1_data, d1_mem = Signal(), Signal(32), Signal()
+        m.d.comb += [wr.addr.eq(h.addr[:6]), wr.data.eq(h.w_data), wr.en.eq(h.w_en & is_mem),
+                     rd.addr.eq(h.addr[:6])]
+        with m.If(h.w_en & (h.addr == reg_addr(isa.HostReg.CTRL)) & h.w_data[0]):
+            m.d.sync += [self.running.eq(1), self.done.eq(0), timer.eq(0)]
+        with m.Elif(self.running):
+            m.d.sync += timer.eq(timer + 1)
+            with m.If(timer == self._run_cycles - 1):
+                m.d.sync += [self.running.eq(0), self.done.eq(1)]
+        regs = {isa.HostReg.ID: isa.CHIP_ID, isa.HostReg.CONFIG_ID: self._params.config_id}
+        m.d.sync += [d1_valid.eq(h.r_en), d1_mem.eq(is_mem), h.r_valid.eq(d1_valid),
+                     h.r_data.eq(0)]
+        with m.Switch(h.addr):
+            for reg, value in regs.items():
+                with m.Case(reg_addr(reg)):
+                    m.d.sync += d1_data.eq(value)
+            with m.Case(reg_addr(isa.HostReg.STATUS)):
+                m.d.sync += d1_data.eq(self.running | (self.done << 1))
+            with m.Default():
+                m.d.sync += d1_data.eq(0)
+        with m.If(d1_valid):
+            with m.If(d1_mem):
+                m.d.sync += h.r_data.eq(rd.data)
+            with m.Else():
+                m.d.sync += h.r_data.eq(d1_data)
+        return m
+
+
+class SimBridgeTransport:
+    """A byte transport into ``HostBridge`` + a chip running in ``amaranth.sim``.
+
+    ``write`` queues bytes that a background testbench offers on the bridge's ``i`` stream,
+    one per cycle; ``read(n)`` advances the simulation until ``n`` response bytes have arrived
+    or ``READ_BUDGET`` cycles passed (then it returns what it has, as pyserial does on a
+    timeout). ``corrupt`` maps a byte offset of the outgoing / incoming stream to an XOR mask.
+    """
+
+    def __init__(self, chip, *, timeout=TIMEOUT):
+        self.chip = chip
+        self.bridge = HostBridge(timeout=timeout)
+        self.timeout = timeout
+        top = Module()
+        top.domains.sync = ClockDomain("sync")
+        top.submodules.bridge = self.bridge
+        top.submodules.chip = chip
+        wiring.connect(top, self.bridge.bus, chip.host)
+        self.tx, self.rx = deque(), deque()
+        self.sent = self.received = 0
+        self.corrupt_tx, self.corrupt_rx = {}, {}
+        self.drop_tx = set()
+        self.cycles = 0
+        self.busy = False
+        self.sim = Simulator(top)
+        self.sim.add_clock(1e-8)
+        self.sim.add_testbench(self._pump, background=True)
+
+    async def _pump(self, ctx):
+        b = self.bridge
+        ctx.set(b.o.ready, 1)
+        while True:
+            if self.tx:
+                ctx.set(b.i.payload, self.tx[0])
+                ctx.set(b.i.valid, 1)
+            else:
+                ctx.set(b.i.valid, 0)
+            accepted = self.tx and ctx.get(b.i.ready)
+            out = ctx.get(b.o.payload) if ctx.get(b.o.valid) else None
+            self.busy = bool(ctx.get(b.busy))
+            await ctx.tick()
+            self.cycles += 1
+            if accepted:
+                self.tx.popleft()
+            if out is not None:
+                out ^= self.corrupt_rx.pop(self.received, 0)
+                self.received += 1
+                self.rx.append(out)
+
+    def write(self, data):
+        for byte in bytes(data):
+            if self.sent not in self.drop_tx:
+                self.tx.append(byte ^ self.corrupt_tx.pop(self.sent, 0))
+            self.sent += 1
+        return len(data)
+
+    def run_cycles(self, n):
+        stop = self.cycles + n
+        while self.cycles < stop:
+            self.sim.advance()
+
+    def read(self, n):
+        stop = self.cycles + READ_BUDGET
+        while len(self.rx) < n and self.cycles < stop:
+            self.sim.advance()
+        return bytes(self.rx.popleft() for _ in range(min(n, len(self.rx))))
+
+    def drain(self):
+        """Let the bridge finish or time out on a broken frame, then drop stale bytes."""
+        self.run_cycles(2 * self.timeout)
+        while self.tx or self.busy:
+            self.run_cycles(self.timeout)
+        self.rx.clear()
+
+
+def _stub(params=None):
+    params = params or preset("tiny")
+    return params, SimBridgeTransport(StubChip(params))
+
+
+# -- protocol ------------------------------------------------------------------------------
+
+def test_crc8_reference_vector():
+    # CRC-8 (poly 0x07, init 0): check value of "123456789" is 0xF4
+    assert proto.crc8(b"123456789") == 0xF4
+
+
+def test_encode_request_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="word count"):
+        proto.encode_request(Cmd.READ, 0, proto.MAX_WORDS + 1)
+    with pytest.raises(ValueError, match="payload"):
+        proto.encode_request(Cmd.WRITE, 0, 2, [1])
+    with pytest.raises(ValueError, match="wider than"):
+        proto.encode_request(Cmd.READ, 1 << isa.HOST_ADDR_BITS, 1)
+
+
+@pytest.mark.parametrize("name", ["tiny", "quad"])
+def test_identity_and_ram_roundtrip(name):
+    params, tr = _stub(preset(name))
+    be = SerialBackend(params, tr)              # checks ID and CONFIG_ID
+    rng = np.random.default_rng(1)
+    base = reg_addr(isa.HostReg.ID) | (int(isa.HostRegion.MEM) << isa.HOST_REGION_SHIFT)
+    words = [0, 1, 0xFFFFFFFF, 0x80808080, 0x7F7F7F7F] + \
+        [int(x) for x in rng.integers(0, 1 << 32, 59, dtype=np.uint64)]
+    addrs = [base + i for i in range(64)]
+    be.write_many(zip(addrs, words))
+    assert be.read_many(addrs) == words
+    be.write(base + 5, 0x12345678)
+    assert be.read(base + 5) == 0x12345678
+    # non-consecutive and longer than one frame
+    order = list(reversed(addrs)) + addrs
+    assert be.read_many(order) == [0x12345678 if a == base + 5 else words[a - base]
+                                   for a in order]
+
+
+def test_config_mismatch_is_reported():
+    _, tr = _stub(preset("tiny"))
+    with pytest.raises(ConfigMismatch, match="another parameter set"):
+        SerialBackend(preset("quad"), tr)
+
+
+def test_wait_for_done_and_timeout():
+    params, tr = _stub()
+    be = SerialBackend(params, tr)
+    be.run(max_cycles=10_000)
+    assert be.read(reg_addr(isa.HostReg.STATUS)) & isa.Status.DONE
+    with pytest.raises(DeviceTimeout):
+        be.run(max_cycles=5)
+
+
+def test_corrupted_request_is_nak_and_not_performed():
+    params, tr = _stub()
+    be = SerialBackend(params, tr)
+    addr = int(isa.HostRegion.MEM) << isa.HOST_REGION_SHIFT
+    be.write(addr, 0x11111111)
+    frame_len = len(proto.encode_request(Cmd.WRITE, addr, 1, [0]))
+    tr.corrupt_tx[tr.sent + frame_len - 3] = 0x40          # flip a data bit in transit
+    with pytest.raises(NakError, match="BAD_CRC") as e:
+        be.write(addr, 0x22222222)
+    assert e.value.reason == NakReason.BAD_CRC
+    assert be.read(addr) == 0x11111111                      # the garbled write was not done
+
+
+@pytest.mark.parametrize("offset", [1, 2, 3])   # CMD, COUNT, ADDR byte garbled
+def test_corrupted_header_is_reported(offset):
+    params, tr = _stub()
+    be = SerialBackend(params, tr)
+    addr = int(isa.HostRegion.MEM) << isa.HOST_REGION_SHIFT
+    tr.corrupt_tx[tr.sent + offset] = 0x10
+    with pytest.raises((NakError, FrameError)):
+        be.write(addr, 0x33333333)
+    assert be.read(addr) == 0                               # nothing was written
+    assert be.read(reg_addr(isa.HostReg.ID)) == isa.CHIP_ID  # the link recovers
+
+
+def test_lost_byte_times_out_with_nak():
+    params, tr = _stub()
+    be = SerialBackend(params, tr)
+    tr.drop_tx.add(tr.sent + 7)
+    with pytest.raises(NakError, match="TIMEOUT"):
+        be.write(int(isa.HostRegion.MEM) << isa.HOST_REGION_SHIFT, 0x44444444)
+    assert be.read(reg_addr(isa.HostReg.ID)) == isa.CHIP_ID
+
+
+def test_corrupted_response_is_reported():
+    params, tr = _stub()
+    be = SerialBackend(params, tr)
+    tr.corrupt_rx[tr.received + 2] = 0x01                   # a data byte on the way back
+    with pytest.raises(FrameError, match="checksum"):
+        be.read(reg_addr(isa.HostReg.ID))
+    assert be.read(reg_addr(isa.HostReg.ID)) == isa.CHIP_ID
+
+
+def test_bad_count_and_command_are_nak():
+    params, tr = _stub()
+    SerialBackend(params, tr)
+    frame = bytearray(proto.encode_request(Cmd.READ, 0, 1))
+    frame[2] = proto.MAX_WORDS                               # COUNT + 1 > MAX_WORDS
+    frame[-1] = proto.crc8(frame[:-1])
+    tr.write(frame)
+    resp = tr.read(3)
+    assert resp == bytes([proto.Resp.NAK, NakReason.BAD_COUNT,
+                          proto.crc8([proto.Resp.NAK, NakReason.BAD_COUNT])])
+    frame[1], frame[2] = 0x7E, 0
+    frame[-1] = proto.crc8(frame[:-1])
+    tr.write(frame)
+    assert tr.read(3)[:2] == bytes([proto.Resp.NAK, NakReason.BAD_CMD])

@@ -1,0 +1,473 @@
+"""Unit tests of the MXM slice (rtl/mxm.py) in Amaranth's simulator.
+
+The slice is driven directly, cycle by cycle: instructions on its three queues and vectors on
+its input SR columns with the superlane stagger. Expected values come from numpy and from the
+timing rules of docs/architecture.md (superlane-0 frame, ``ABC`` latency from the ISA table),
+never from the RTL.
+"""
+
+import dataclasses
+import gc
+import time
+import warnings
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from amaranth.back import verilog
+from amaranth.hdl import UnusedElaboratable
+from amaranth.sim import Simulator
+
+from openlpu import isa
+from openlpu.params import preset
+from openlpu.rtl.mxm import MxmSlice
+
+from ..conftest import int8_operands
+
+EAST, WEST = isa.Dir.EAST, isa.Dir.WEST
+SIM_WALL_LIMIT = 60.0          # seconds per simulator run
+EDGE_KINDS = ("min", "max", "zero", "one")
+
+
+def _role(mnemonic):
+    return isa.BY_MNEMONIC[mnemonic].roles[0]
+
+
+def _wrap32(x):
+    return ((np.asarray(x, dtype=np.int64) + (1 << 31)) % (1 << 32)) - (1 << 31)
+
+
+class Program:
+    """Stimulus for one run (instructions and stream slots) and its expected behaviour."""
+
+    def __init__(self, params):
+        self.p = params
+        self.instrs = {}             # (cycle, role) -> (mnemonic, fields)
+        self.slots = {}              # (cycle, superlane, dir, stream) -> uint8[lanes]
+
+    # -- stimulus --------------------------------------------------------------------------
+    def issue(self, t, mnemonic, **fields):
+        key = (t, _role(mnemonic))
+        assert key not in self.instrs, f"two instructions on queue {key[1]} at cycle {t}"
+        isa.BY_MNEMONIC[mnemonic].encode(**fields)      # validates the field values
+        self.instrs[key] = (mnemonic, fields)
+
+    def put(self, t, direction, stream, vec):
+        """Put an int8 vector on a stream with the stagger: superlane c sees its chunk at t+c."""
+        p = self.p
+        vec = np.asarray(vec)
+        assert vec.shape == (p.vl,)
+        for c in range(p.superlanes):
+            key = (t + c, c, int(direction), stream)
+            assert key not in self.slots, f"slot {key} written twice"
+            self.slots[key] = vec[c * p.lanes:(c + 1) * p.lanes].astype(np.int8).view(np.uint8)
+
+    def lw(self, t, row, vec, stream=0, direction=WEST):
+        self.put(t, direction, stream, vec)
+        self.issue(t, "LW", row=row, stream=stream, dir=int(direction))
+
+    def abc(self, t, acc, x, accumulate=0, stream=1, direction=WEST):
+        self.put(t, direction, stream, x)
+        self.issue(t, "ABC", acc=acc, stream=stream, dir=int(direction), accumulate=accumulate)
+
+    def acc(self, t, acc, group=0, direction=EAST):
+        self.issue(t, "ACC", acc=acc, group=group, dir=int(direction))
+
+    @property
+    def last_cycle(self):
+        return max(max(t for t, _ in self.instrs), max(k[0] for k in self.slots))
+
+    # -- expected behaviour (superlane-0 frame, docs/architecture.md) ----------------------------
+    def _sample(self, t, fields):
+        """The int8 vector an instruction issued at t samples (unwritten slots read as 0)."""
+        p = self.p
+        out = np.zeros(p.vl, dtype=np.int64)
+        for c in range(p.superlanes):
+            chunk = self.slots.get((t + c, c, fields["dir"], fields["stream"]))
+            if chunk is not None:
+                out[c * p.lanes:(c + 1) * p.lanes] = chunk.view(np.int8)
+        return out
+
+    def expected(self, n_cycles):
+        """Returns (drives, errors, acc_reads).
+
+        drives: {(cycle, superlane, dir, stream): uint8[lanes]}
+        errors: int per cycle; acc_reads: {issue cycle of a good ACC: int32[VL]}
+        """
+        p = self.p
+        d_func = isa.BY_MNEMONIC["ABC"].d_func(p)
+        depth, vl, lanes = p.mxm_acc_words, p.vl, p.lanes
+        shadow = np.zeros((vl, vl), dtype=np.int64)      # [n][k]
+        active = np.zeros((vl, vl), dtype=np.int64)
+        accm = np.zeros((depth, vl), dtype=np.int64)
+        writes = defaultdict(list)
+        drives, acc_reads = {}, {}
+        errors = [0] * n_cycles
+
+        def flag(cycle, f):
+            if cycle < n_cycles:
+                errors[cycle] |= int(f)
+
+        def check_stream(t, fields):
+            if fields["stream"] >= p.streams:
+                flag(t, isa.ErrorFlag.ADDR_RANGE)
+                return
+            for c in range(p.superlanes):
+                if (t + c, c, fields["dir"], fields["stream"]) not in self.slots:
+                    flag(t + c, isa.ErrorFlag.STREAM_UNWRITTEN)
+
+        for t in range(n_cycles):
+            ins = {role: self.instrs.get((t, role)) for role in isa.QUEUE_ROLES["mxm"]}
+            # ABC uses the weights active before any IW of the same cycle.
+            if ins["compute"]:
+                _, f = ins["compute"]
+                check_stream(t, f)
+                if f["acc"] >= depth:
+                    flag(t, isa.ErrorFlag.ADDR_RANGE)
+                y = self._sample(t, f) @ active.T
+                writes[t + d_func].append((f["acc"], y, f["accumulate"]))
+            # accumulator updates of cycle t are visible to an ACC of cycle t
+            for row, y, accumulate in writes.pop(t, []):
+                if row < depth:
+                    accm[row] = _wrap32(accm[row] + y if accumulate else y)
+            if ins["result"]:
+                _, f = ins["result"]
+                if f["acc"] >= depth or f["group"] >= p.stream_groups:
+                    flag(t, isa.ErrorFlag.ADDR_RANGE)         # faulty: drives nothing
+                else:
+                    value = acc_reads[t] = accm[f["acc"]].copy()
+                    for c in range(p.superlanes):
+                        lane32 = value[c * lanes:(c + 1) * lanes]
+                        for b in range(4):
+                            drives[(t + 1 + c, c, f["dir"], 4 * f["group"] + b)] = (
+                                (lane32 >> (8 * b)) & 0xFF).astype(np.uint8)
+            if ins["weights"]:
+                mnemonic, f = ins["weights"]
+                if mnemonic == "LW":
+                    check_stream(t, f)
+                    if f["row"] >= vl:
+                        flag(t, isa.ErrorFlag.ADDR_RANGE)
+                    else:
+                        shadow[f["row"]] = self._sample(t, f)
+                elif mnemonic == "IW":
+                    active = shadow.copy()
+        assert not writes or min(writes) >= n_cycles, "run too short for the last ABC"
+        return drives, errors, acc_reads
+
+
+def simulate(params, program, n_cycles):
+    """Run ``program`` for ``n_cycles``; returns (drives with en=1, error word per cycle)."""
+    p = params
+    dut = MxmSlice(p, p.slice("mxm_w"))
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    drives, errors = {}, []
+    columns = {EAST: dut.sr_east_in, WEST: dut.sr_west_in}
+    outputs = {EAST: dut.drive_east, WEST: dut.drive_west}
+    idle = [0] * p.lanes
+    deadline = time.monotonic() + SIM_WALL_LIMIT
+
+    async def bench(ctx):
+        for t in range(n_cycles):
+            assert time.monotonic() < deadline, f"simulation exceeded {SIM_WALL_LIMIT} s at cycle {t}"
+            for role in isa.QUEUE_ROLES["mxm"]:
+                port = getattr(dut, f"instr_{role}")
+                ins = program.instrs.get((t, role))
+                ctx.set(port.valid, ins is not None)
+                ctx.set(port.word, 0 if ins is None else isa.BY_MNEMONIC[ins[0]].encode(**ins[1]))
+            for d, column in columns.items():
+                value = []
+                for c in range(p.superlanes):
+                    row = []
+                    for s in range(p.streams):
+                        chunk = program.slots.get((t, c, int(d), s))
+                        row.append({"data": idle if chunk is None else [int(v) for v in chunk],
+                                    "valid": chunk is not None})
+                    value.append(row)
+                ctx.set(column, value)
+            errors.append(ctx.get(dut.error))
+            for d, port in outputs.items():
+                out = ctx.get(port)
+                for c in range(p.superlanes):
+                    for s in range(p.streams):
+                        if out[c][s].en:
+                            drives[(t, c, int(d), s)] = np.array(
+                                [out[c][s].data[n] for n in range(p.lanes)], dtype=np.uint8)
+            await ctx.tick()
+
+    sim.add_testbench(bench)
+    sim.run()
+    return drives, errors
+
+
+def run_and_check(params, program, tail=2):
+    """Simulate past the last expected event and compare every output lane and error bit."""
+    p = params
+    n_cycles = program.last_cycle + isa.BY_MNEMONIC["ABC"].d_func(p) + 2 * p.superlanes + tail
+    exp_drives, exp_errors, acc_reads = program.expected(n_cycles)
+    got_drives, got_errors = simulate(p, program, n_cycles)
+
+    assert got_errors == exp_errors, "error flags differ: " + ", ".join(
+        f"cycle {t}: got {g:#x} expected {e:#x}"
+        for t, (g, e) in enumerate(zip(got_errors, exp_errors)) if g != e)
+    assert set(got_drives) == set(exp_drives), (
+        f"driven slots differ: unexpected {sorted(set(got_drives) - set(exp_drives))[:8]}, "
+        f"missing {sorted(set(exp_drives) - set(got_drives))[:8]}")
+
+    # reassemble every int32 lane of every ACC from its 4 byte streams and compare
+    checked = 0
+    for (t, c, d, s), want in exp_drives.items():
+        got = got_drives[(t, c, d, s)]
+        assert np.array_equal(got, want), (
+            f"cycle {t} superlane {c} dir {d} stream {s}: got {got.tolist()} expected {want.tolist()}")
+        checked += 1
+    for t, value in acc_reads.items():
+        ins = program.instrs[(t, "result")][1]
+        got = np.zeros(p.vl, dtype=np.int64)
+        for c in range(p.superlanes):
+            for b in range(4):
+                raw = got_drives[(t + 1 + c, c, ins["dir"], 4 * ins["group"] + b)].astype(np.int64)
+                got[c * p.lanes:(c + 1) * p.lanes] |= raw << (8 * b)
+        assert np.array_equal(_wrap32(got), value), f"ACC issued at {t}: got {_wrap32(got)} expected {value}"
+    return checked, acc_reads
+
+
+def weight_matrix(rng, vl, kind="random"):
+    """W[k][n] as int8 values; LW row n loads column n (the weights of output lane n)."""
+    return int8_operands(rng, (vl, vl), kind)
+
+
+def load_weights(prog, t0, W, stream=0, direction=WEST):
+    for n in range(W.shape[1]):
+        prog.lw(t0 + n, n, W[:, n], stream=stream, direction=direction)
+    return t0 + W.shape[1]
+
+
+# -- tests ---------------------------------------------------------------------------------------
+
+def matmul_program(p, seed):
+    """LW x VL, IW, overwrite/accumulate ABCs (back to back), double-buffered weights, ACCs.
+
+    Returns the program and the list of (ACC issue cycle, expected int32[VL]) computed directly
+    with numpy as an independent cross-check of the timing model.
+    """
+    rng = np.random.default_rng(seed)
+    vl = p.vl
+    d = isa.BY_MNEMONIC["ABC"].d_func(p)
+    groups = p.stream_groups
+    W1 = weight_matrix(rng, vl)
+    W1[:, 0] = -128                          # edge columns: extreme products
+    W1[:, 1] = 127
+    W2 = weight_matrix(rng, vl)
+    W2[:, 2] = 0
+    W2[:, 3] = 1
+    xs = [int8_operands(rng, vl) for _ in range(3)] + [int8_operands(rng, vl, k) for k in EDGE_KINDS]
+    xmm = lambda x, W: x.astype(np.int32) @ W.astype(np.int32)   # noqa: E731
+    prog = Program(p)
+    checks = []
+
+    t = load_weights(prog, 0, W1, stream=0, direction=WEST)      # LW x VL on the west stream
+    prog.issue(t, "IW")
+    t += 1
+    # ABCs with W1 (row 0: overwrite then two back-to-back accumulates; rows 1..: edge vectors),
+    # while the next weights are loaded into the shadow buffer from the east stream.
+    t_abc = t
+    prog.abc(t_abc + 0, 0, xs[0], accumulate=0)
+    prog.abc(t_abc + 1, 0, xs[1], accumulate=1)
+    prog.abc(t_abc + 2, 0, xs[2], accumulate=1, direction=EAST, stream=2)
+    for i, kind_x in enumerate(xs[3:]):
+        prog.abc(t_abc + 3 + i, 1 + i, kind_x, accumulate=0, stream=1 + i % 3)
+    # min x min accumulated back to back on row 5 (largest products)
+    prog.abc(t_abc + 7, 5, xs[3], accumulate=0)
+    prog.abc(t_abc + 8, 5, xs[3], accumulate=1)
+    t_w2 = load_weights(prog, t_abc, W2, stream=3, direction=EAST)
+    last_w1 = t_abc + 8
+    row0 = xmm(xs[0], W1) + xmm(xs[1], W1) + xmm(xs[2], W1)
+    row5 = xmm(xs[3], W1) * 2
+
+    # IW in the same cycle as an ABC: that ABC still uses W1; the next one uses W2.
+    t_iw = max(t_w2, last_w1 + 1)
+    prog.issue(t_iw, "IW")
+    prog.abc(t_iw, 6, xs[0], accumulate=0)
+    prog.abc(t_iw + 1, 7, xs[0], accumulate=0)
+    prog.abc(t_iw + 2, 5, xs[4], accumulate=1)            # W2 accumulated onto W1 results
+    prog.abc(t_iw + 3, 0, xs[6], accumulate=0)            # overwrite row 0 (ones x W2)
+    row5 = row5 + xmm(xs[4], W2)
+
+    # ACCs: one issued exactly when the row-0 accumulate lands (transparent read), one a cycle
+    # before (sees the previous value), then every row; spread over directions and groups.
+    t_row0_done = t_abc + 2 + d
+    t_acc = t_row0_done - 1
+    prog.acc(t_acc, 0, group=0, direction=EAST)
+    checks.append((t_acc, xmm(xs[0], W1) + xmm(xs[1], W1)))
+    prog.acc(t_acc + 1, 0, group=groups - 1, direction=WEST)
+    checks.append((t_acc + 1, row0))
+    t = t_iw + 3 + d + 1
+    final = {1: xmm(xs[3], W1), 2: xmm(xs[4], W1), 3: xmm(xs[5], W1), 4: xmm(xs[6], W1),
+             5: row5, 6: xmm(xs[0], W1), 7: xmm(xs[0], W2), 0: xmm(xs[6], W2)}
+    for i, (row, value) in enumerate(sorted(final.items())):
+        prog.acc(t + i, row, group=i % groups, direction=(EAST, WEST)[i % 2])
+        checks.append((t + i, value))
+    return prog, checks
+
+
+def check_matmul(p, seed):
+    prog, checks = matmul_program(p, seed)
+    _, exp_errors, _ = prog.expected(prog.last_cycle + 1)
+    assert not any(exp_errors)               # a good program: run_and_check then wants all zero
+    checked, acc_reads = run_and_check(p, prog)
+    for t, value in checks:                   # numpy directly, independent of the timing model
+        assert np.array_equal(acc_reads[t], value.astype(np.int64)), f"ACC at {t}"
+    assert checked == len(acc_reads) * 4 * p.superlanes
+    return checked
+
+
+@pytest.mark.timeout(120)
+def test_matmul_sequence(params):
+    check_matmul(params, seed=1)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name,stages", [("tiny", 1), ("tiny", 2), ("quad", 1), ("quad", 3)])
+def test_pipeline_stages_keep_latency(name, stages):
+    p = dataclasses.replace(preset(name), mxm_pipeline=stages)
+    assert isa.BY_MNEMONIC["ABC"].d_func(p) == p.superlanes + stages
+    check_matmul(p, seed=2 + stages)
+
+
+@pytest.mark.timeout(120)
+def test_back_to_back_accumulate_every_cycle(params):
+    """A long run of accumulating ABCs to one row, read back while it is being updated."""
+    p = params
+    rng = np.random.default_rng(7)
+    W = weight_matrix(rng, p.vl)
+    prog = Program(p)
+    t = load_weights(prog, 0, W)
+    prog.issue(t, "IW")
+    xs = [int8_operands(rng, p.vl) for _ in range(12)]
+    t0 = t + 1
+    for i, x in enumerate(xs):
+        prog.abc(t0 + i, 3, x, accumulate=int(i > 0))
+    d = isa.BY_MNEMONIC["ABC"].d_func(p)
+    for i in range(len(xs)):                 # ACC every cycle while the updates land
+        prog.acc(t0 + d + i, 3, group=i % p.stream_groups)
+    _, acc_reads = run_and_check(p, prog)
+    running = np.zeros(p.vl, dtype=np.int64)
+    for i, x in enumerate(xs):
+        running = running + x.astype(np.int32) @ W.astype(np.int32)
+        assert np.array_equal(acc_reads[t0 + d + i], running)
+
+
+@pytest.mark.timeout(120)
+def test_int32_wraparound():
+    """Accumulate -128 x -128 products until the int32 accumulator wraps (tiny: VL * 2**14 per ABC)."""
+    p = preset("tiny")
+    vl = p.vl
+    d = isa.BY_MNEMONIC["ABC"].d_func(p)
+    vec = int8_operands(None, vl, "min")
+    per_abc = vec.astype(np.int64) @ np.outer(vec, np.ones(vl, dtype=np.int64))  # W = all -128
+    n_abc = (1 << 31) // int(per_abc[0]) + 5                 # enough to pass 2**31
+    expected = _wrap32(n_abc * per_abc)
+    assert np.all(expected < 0)
+    dut = MxmSlice(p, p.slice("mxm_w"))
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    lw, abc, acc = (isa.BY_MNEMONIC[m] for m in ("LW", "ABC", "ACC"))
+    got = np.zeros(vl, dtype=np.int64)
+    deadline = time.monotonic() + SIM_WALL_LIMIT
+    errors = []
+
+    async def bench(ctx):
+        chunk = [int(v) for v in vec[:p.lanes].astype(np.int8).view(np.uint8)]
+        slot = {"data": chunk, "valid": 1}                 # every stream holds the vector always
+        ctx.set(dut.sr_west_in, [[slot] * p.streams] * p.superlanes)
+        for n in range(vl):                                # LW row n at cycle n
+            ctx.set(dut.instr_weights.valid, 1)
+            ctx.set(dut.instr_weights.word, lw.encode(row=n, stream=0, dir=int(WEST)))
+            await ctx.tick()
+        ctx.set(dut.instr_weights.word, isa.BY_MNEMONIC["IW"].encode())
+        await ctx.tick()
+        ctx.set(dut.instr_weights.valid, 0)
+        ctx.set(dut.instr_compute.valid, 1)
+        ctx.set(dut.instr_compute.word, abc.encode(acc=0, stream=1, dir=int(WEST), accumulate=0))
+        await ctx.tick()
+        ctx.set(dut.instr_compute.word, abc.encode(acc=0, stream=1, dir=int(WEST), accumulate=1))
+        for i in range(1, n_abc):
+            if i % 1024 == 0:
+                assert time.monotonic() < deadline, "simulation exceeded the wall-clock limit"
+                errors.append(ctx.get(dut.error))
+            await ctx.tick()
+        ctx.set(dut.instr_compute.valid, 0)
+        await ctx.tick().repeat(d - 1)                     # ACC issued at last ABC + d_func
+        ctx.set(dut.instr_result.valid, 1)
+        ctx.set(dut.instr_result.word, acc.encode(acc=0, group=0, dir=int(EAST)))
+        await ctx.tick()
+        ctx.set(dut.instr_result.valid, 0)
+        for c in range(p.superlanes):                      # superlane c drives at t_acc + 1 + c
+            out = ctx.get(dut.drive_east)
+            for b in range(4):
+                assert out[c][b].en
+                for n in range(p.lanes):
+                    got[c * p.lanes + n] |= out[c][b].data[n] << (8 * b)
+            await ctx.tick()
+
+    sim.add_testbench(bench)
+    sim.run()
+    assert not any(errors)
+    assert np.array_equal(_wrap32(got), expected), f"got {_wrap32(got)} expected {expected}"
+
+
+@pytest.mark.timeout(120)
+def test_errors(params):
+    p = params
+    rng = np.random.default_rng(3)
+    W = weight_matrix(rng, p.vl)
+    x = int8_operands(rng, p.vl)
+    depth = p.mxm_acc_words
+    prog = Program(p)
+    t = load_weights(prog, 0, W)
+    prog.issue(t, "IW")
+    prog.abc(t + 1, 0, x)                                      # good
+    prog.lw(t + 2, p.vl, x, stream=3)                           # row out of range
+
+    prog.issue(t + 3, "LW", row=0, stream=1, dir=int(EAST))     # nothing on the stream
+    prog.put(t + 4, WEST, 2, x)
+    del prog.slots[(t + 4 + p.superlanes - 1, p.superlanes - 1, int(WEST), 2)]
+    prog.issue(t + 4, "ABC", acc=1, stream=2, dir=int(WEST), accumulate=0)  # top chunk missing
+    if p.streams < 32:                                          # stream beyond the column
+        prog.issue(t + 5, "ABC", acc=2, stream=p.streams, dir=int(WEST), accumulate=0)
+        prog.issue(t + 5, "LW", row=1, stream=p.streams, dir=int(EAST))
+    if depth < 1024:
+        # out of range; the truncated address would alias row 0, which must stay unchanged
+        prog.abc(t + 6, depth, int8_operands(rng, p.vl, "max"))
+        prog.acc(t + 7, depth)
+    if p.stream_groups < 8:                                     # group beyond the streams
+        prog.acc(t + 8, 0, group=p.stream_groups)
+    t_read = t + 6 + isa.BY_MNEMONIC["ABC"].d_func(p) + 1
+    prog.acc(t_read, 0, group=p.stream_groups - 1, direction=WEST)  # good
+    _, exp_errors, acc_reads = prog.expected(t_read + 2 * p.superlanes + 4)
+    assert any(e & isa.ErrorFlag.ADDR_RANGE for e in exp_errors)
+    assert any(e & isa.ErrorFlag.STREAM_UNWRITTEN for e in exp_errors)
+    run_and_check(p, prog)
+    assert np.array_equal(acc_reads[t_read], x.astype(np.int32) @ W.astype(np.int32))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name,stages", [("tiny", 0), ("quad", 1)])
+def test_verilog_convert(name, stages):
+    p = dataclasses.replace(preset(name), mxm_pipeline=stages)
+    dut = MxmSlice(p, p.slice("mxm_w"))
+    text = verilog.convert(dut, name="mxm", emit_src=False)
+    assert "module mxm" in text
+    assert dut.multipliers == p.vl * p.vl
+
+
+def test_constructor_checks():
+    p = preset("tiny")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)   # the rejected objects
+        with pytest.raises(ValueError, match="kind 'mxm'"):
+            MxmSlice(p, p.slice("mem_w0"))
+        with pytest.raises(TypeError, match="LpuParams"):
+            MxmSlice("tiny", p.slice("mxm_w"))
+        gc.collect()
