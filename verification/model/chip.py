@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from openlpu import hostmap, isa
+from openlpu import hostmap, isa, vxm_ops
 from openlpu.isa import Dir, ErrorFlag, HostReg, HostRegion
 from openlpu.params import LpuParams
 
 __all__ = ["LpuModel", "ModelError"]
 
 _OP = isa.BY_MNEMONIC
+_VXM = set(isa.VXM_INSTRUCTIONS)
 
 
 class ModelError(RuntimeError):
@@ -55,6 +56,7 @@ class LpuModel:
         self.running = False
         self.done = False
         self._mem_pos = {s.index: s.position for s in p.mem_slice_list}
+        self.vxm_const = np.zeros((len(isa.VXM_ALU_ROLES), p.vl), dtype=np.int64)
 
     # -- host bus ---------------------------------------------------------------------------
     def write(self, addr: int, data: int) -> None:
@@ -314,5 +316,96 @@ class LpuModel:
                 for b in range(4):
                     self._drive(t + 1, dr, pos, 4 * f["group"] + b, d, planes[b], name)
             later(t + idef.d_func(p), drive)
+        elif idef in _VXM:
+            self._execute_vxm(t, q, idef, f, later, eoc, name)
         else:  # pragma: no cover - the ISA table and this model must grow together
             raise NotImplementedError(f"model has no semantics for {m}")
+
+    # -- VXM -----------------------------------------------------------------------------------
+    def _sample_wide(self, t, pos, stream, d, nbytes, chain, what):
+        """Signed lane values of an operand of ``nbytes`` streams; chain reads the output side."""
+        if stream + nbytes > self.params.streams:
+            self._flag(ErrorFlag.ADDR_RANGE, f"{what}: streams {stream}..{stream + nbytes - 1} "
+                       f"out of range", t)
+            return np.zeros(self.vl, dtype=np.int64)
+        if d == Dir.EAST:
+            col = pos + 1 if chain else pos
+        else:
+            col = pos if chain else pos + 1
+        if not self.sr_valid[d][col, stream:stream + nbytes].all():
+            self._flag(ErrorFlag.STREAM_UNWRITTEN, f"{what}: stream(s) {stream}.. {d.name} at SR "
+                       f"column {col} never written", t)
+        raw = np.zeros(self.vl, dtype=np.int64)
+        for b in range(nbytes):
+            raw |= self.sr[d][col, stream + b].astype(np.int64) << (8 * b)
+        return vxm_ops.wrap(raw, {1: 0, 2: 1, 4: 2}[nbytes])
+
+    def _execute_vxm(self, t, q, idef, f, later, eoc, name):
+        p = self.params
+        m = idef.mnemonic
+        alu = isa.VXM_ALU_ROLES.index(q.role)
+        dtype = f["dtype"]
+        needs32 = m in ("VREQ", "VEXP", "VRECIP", "VRSQRT")
+        if dtype not in vxm_ops.DTYPE_BYTES or (needs32 and dtype != 2) or \
+                (m == "VCAST" and (f["imm"] & 3) not in vxm_ops.DTYPE_BYTES):
+            self._flag(ErrorFlag.BAD_INSTRUCTION, f"{name}: invalid data type", t)
+            return
+        w = vxm_ops.DTYPE_BYTES[dtype]
+        pos = q.slice.position
+        a = self._sample_wide(t, pos, f["a_stream"], Dir(f["a_dir"]), w, f["a_chain"], name)
+        if m == "VLC":
+            eoc.append(lambda: self.vxm_const.__setitem__(alu, a))
+            return
+        unary = m in ("VRELU", "VABS", "VNEG", "VCAST", "VEXP", "VRECIP", "VRSQRT")
+        b = None
+        if not unary:
+            mode = f["b_mode"]
+            if mode in (isa.VXM_B_STREAM, isa.VXM_B_CHAIN):
+                b = self._sample_wide(t, pos, f["b_stream"], Dir(f["b_dir"]), w,
+                                      mode == isa.VXM_B_CHAIN, name)
+            elif mode == isa.VXM_B_CONST:
+                b = vxm_ops.wrap(self.vxm_const[alu], dtype)
+            else:
+                imm6 = (f["b_dir"] << 5) | f["b_stream"]
+                b = np.full(self.vl, imm6 - 64 if imm6 >= 32 else imm6, dtype=np.int64)
+        out_dtype = dtype
+        op = m[1:]
+        if op in ("ADD", "SUB", "MUL", "MULSHR", "MIN", "MAX", "AND", "OR", "XOR", "SHL", "SRA",
+                  "SRL"):
+            y = vxm_ops.binary_op(op, a, b, dtype, f["imm"])
+        elif op in ("RELU", "ABS", "NEG"):
+            y = vxm_ops.unary_op(op, a, dtype)
+        elif op == "CMP":
+            if f["imm"] not in vxm_ops.CMP_CODES:
+                self._flag(ErrorFlag.BAD_INSTRUCTION, f"{name}: comparison code {f['imm']}", t)
+                return
+            y = vxm_ops.compare(f["imm"], a, b)
+        elif op == "SEL":
+            y = vxm_ops.select(b, a, vxm_ops.wrap(self.vxm_const[alu], dtype))
+        elif op == "CAST":
+            out_dtype = f["imm"] & 3
+            y = vxm_ops.cast(a, out_dtype)
+        elif op == "REQ":
+            out_dtype = 0
+            y = vxm_ops.requantize(a, b, f["imm"])
+        elif op == "EXP":
+            y = vxm_ops.fx_exp(a)
+        elif op == "RECIP":
+            y = vxm_ops.fx_recip(a)
+        elif op == "RSQRT":
+            y = vxm_ops.fx_rsqrt(a)
+        else:  # pragma: no cover
+            raise NotImplementedError(m)
+        wo = vxm_ops.DTYPE_BYTES[out_dtype]
+        s0 = f["a_stream"]
+        if s0 + wo > p.streams:
+            self._flag(ErrorFlag.ADDR_RANGE, f"{name}: result streams out of range", t)
+            return
+        u = np.asarray(y, dtype=np.int64) & ((1 << (8 * wo)) - 1)
+        planes = [((u >> (8 * k)) & 0xFF).astype(np.uint8) for k in range(wo)]
+        d = Dir(f["out_dir"])
+
+        def drive(dr, planes=planes):
+            for k in range(wo):
+                self._drive(t, dr, pos, s0 + k, d, planes[k], name)
+        later(t + idef.d_func(p), drive)
