@@ -47,11 +47,25 @@ class Field:
     """An instruction field: ``bits`` wide, ``kind`` says how the assembler writes it."""
     name: str
     bits: int
-    kind: str = "uint"       # "uint" | "stream" | "dir" | "group" | "flag"
-    min: int = 0             # smallest legal value (NOP's count starts at 1)
+    kind: str = "uint"       # "uint" | "sint" | "stream" | "dir" | "group" | "flag"
+    min_value: int | None = None   # smallest legal value if not the type's (NOP's count: 1)
+
+    @property
+    def signed(self) -> bool:
+        return self.kind == "sint"
+
+    @property
+    def min(self) -> int:
+        if self.min_value is not None:
+            return self.min_value
+        return -(1 << (self.bits - 1)) if self.signed else 0
 
     @property
     def max(self) -> int:
+        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+
+    @property
+    def mask(self) -> int:
         return (1 << self.bits) - 1
 
 
@@ -93,7 +107,7 @@ class InstrDef:
             if not f.min <= v <= f.max:
                 raise IsaError(f"{self.mnemonic}: field {f.name}={v} out of range "
                                f"[{f.min}, {f.max}]")
-            word |= v << pos
+            word |= (v & f.mask) << pos
             pos += f.bits
         return word
 
@@ -101,7 +115,10 @@ class InstrDef:
         out = {}
         pos = OPCODE_BITS
         for f in self.fields:
-            out[f.name] = (word >> pos) & f.max
+            v = (word >> pos) & f.mask
+            if f.signed and v >> (f.bits - 1):
+                v -= 1 << f.bits
+            out[f.name] = v
             pos += f.bits
         return out
 
@@ -117,16 +134,41 @@ _DIR = Field("dir", 1, "dir")
 
 INSTRUCTIONS: tuple[InstrDef, ...] = (
     # -- every queue -----------------------------------------------------------------------
-    InstrDef("NOP", 0, ("*",), (Field("count", 16, "uint", min=1),),
+    InstrDef("NOP", 0, ("*",), (Field("count", 16, "uint", min_value=1),),
              "Issue nothing for `count` cycles (the NOP itself included)."),
     InstrDef("HALT", 1, ("*",), (),
              "Stop this queue. The chip is done when every queue has halted."),
+    InstrDef("REPEAT", 2, ("*",), (Field("count", 10, "uint", min_value=1),
+                                   Field("interval", 6, "uint", min_value=1),
+                                   Field("stride", 8, "sint")),
+             "Issue the previous instruction `count` more times, every `interval` cycles; copy k "
+             "has its address field (`addr`, `row` or `acc`) increased by k*`stride`. Occupies "
+             "`count`*`interval` cycles."),
+    InstrDef("SYNC", 3, ("*",), (),
+             "Park this queue until a NOTIFY is issued (in this cycle or later) by any queue; the "
+             "next instruction issues in the cycle after that NOTIFY."),
+    InstrDef("NOTIFY", 4, ("*",), (),
+             "Release every queue parked on SYNC (including SYNCs issued in this cycle)."),
+    InstrDef("CONFIG", 5, ("*",), (Field("mask", 16, "uint"),),
+             "Superlane enable mask for this queue's later instructions: superlane c executes "
+             "them only if bit c is set (all set after START). Disabled tiles read, write and "
+             "drive nothing. Applies to MEM and VXM queues; MXM and SXM queues ignore it."),
     # -- MEM ---------------------------------------------------------------------------------
     InstrDef("READ", 8, ("read",), (Field("addr", 16), _STREAM, _DIR),
              "Read vector word `addr` (bank = address MSB) and drive it onto `stream` flowing `dir`.",
              d_skew=None, _d_func=1),
     InstrDef("WRITE", 9, ("write",), (Field("addr", 16), _STREAM, _DIR),
              "Store the vector on `stream` (flowing `dir`) at word `addr`.",
+             d_skew=0, _d_func=0),
+    InstrDef("GATHER", 10, ("read",), (Field("addr", 14), Field("map_stream", 5, "stream"),
+                                       Field("map_dir", 1, "dir"), _STREAM, _DIR),
+             "Lane l reads its byte of word (addr + map[l]) mod mem_words in addr's bank, where "
+             "map is the vector on `map_stream`; drives the gathered vector onto `stream`.",
+             d_skew=0, _d_func=1),
+    InstrDef("SCATTER", 11, ("write",), (Field("addr", 14), Field("map_stream", 5, "stream"),
+                                         Field("map_dir", 1, "dir"), _STREAM, _DIR),
+             "Lane l stores its byte of the vector on `stream` into word (addr + map[l]) mod "
+             "mem_words in addr's bank.",
              d_skew=0, _d_func=0),
     # -- MXM ---------------------------------------------------------------------------------
     InstrDef("LW", 16, ("weights",), (Field("row", 9), _STREAM, _DIR),
@@ -194,6 +236,47 @@ VXM_INSTRUCTIONS = (
              d_skew=0, _d_func=0),
 )
 INSTRUCTIONS = INSTRUCTIONS + VXM_INSTRUCTIONS
+
+# -- SXM: the switch, one per hemisphere between the MXM and the MEM slices ---------------------
+_SXM_IO = (Field("in_stream", 5, "stream"), Field("in_dir", 1, "dir"),
+           Field("out_stream", 5, "stream"), Field("out_dir", 1, "dir"))
+
+
+def _cross_superlane_latency(p) -> int:
+    # the input is deskewed (all superlanes' chunks aligned), switched, then reskewed
+    return p.superlanes + 1
+
+
+def _transpose_latency(p) -> int:
+    return p.lanes + 1
+
+
+SXM_INSTRUCTIONS = (
+    InstrDef("SHIFT", 48, ("shift",), _SXM_IO + (Field("amount", 10, "sint"),),
+             "out[l] = in[l - amount] across the whole vector (amount > 0 moves data north to "
+             "higher lanes, < 0 south), zero fill.",
+             d_skew=0, _d_func=_cross_superlane_latency),
+    InstrDef("PERMUTE", 49, ("permute",), _SXM_IO + (Field("map_stream", 5, "stream"),
+                                                     Field("map_dir", 1, "dir")),
+             "out[l] = in[map[l]] for any map (lanes >= VL select zero), map from `map_stream`.",
+             d_skew=0, _d_func=_cross_superlane_latency),
+    InstrDef("DISTRIBUTE", 50, ("permute",), _SXM_IO + (Field("map_stream", 5, "stream"),
+                                                        Field("map_dir", 1, "dir")),
+             "Within each superlane: out[j] = in[map[j]] (map[j] >= lanes selects zero): "
+             "rearrange, replicate, zero-fill.",
+             d_skew=0, _d_func=1),
+    InstrDef("TRANSPOSE", 51, ("transpose",), _SXM_IO,
+             "Take `lanes` vectors from `in_stream` on consecutive cycles (issue .. issue+lanes-1) "
+             "and emit the transpose of each superlane's lanes x lanes block: output vector j "
+             "(lane i = input vector i's lane j) is driven at issue + d_func + j.",
+             d_skew=0, _d_func=_transpose_latency),
+)
+INSTRUCTIONS = INSTRUCTIONS + SXM_INSTRUCTIONS
+
+# field that REPEAT's stride advances, per instruction (None: no address field)
+REPEAT_FIELD = {"READ": "addr", "WRITE": "addr", "GATHER": "addr", "SCATTER": "addr",
+                "LW": "row", "ABC": "acc", "ACC": "acc"}
+CONTROL_MNEMONICS = ("NOP", "HALT", "REPEAT", "SYNC", "NOTIFY", "CONFIG")
 
 # b_mode values of VXM instructions
 VXM_B_STREAM = 0            # stream b_stream flowing b_dir, input-side SR column
