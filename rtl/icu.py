@@ -88,7 +88,8 @@ class InstructionControlUnit(wiring.Component):
     @property
     def allowed_instructions(self) -> tuple:
         """Instruction definitions this queue accepts."""
-        return tuple(i for i in isa.INSTRUCTIONS if isa.allowed(i, self._queue.role))
+        return tuple(i for _, i in sorted(isa.BY_OPCODE.items())
+                     if isa.allowed(i, self._queue.role))
 
     def elaborate(self, platform):
         m = Module()

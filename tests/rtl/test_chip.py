@@ -155,7 +155,7 @@ def copy_plan(p, n_vec):
     n = p.mem_slices
     routes = [   # (source, destination, stream)
         (f"mem_w{n - 1}", f"mem_e{n - 1}", 1),        # eastward across the whole chip
-        (f"mem_e0", f"mem_w{n - 1}", 2),              # westward
+        ("mem_e0", f"mem_w{n - 1}", 2),              # westward
         (f"mem_e{n - 1}", "mem_w0", 5),               # westward
         ("mem_w0", "mem_e0", 6),                      # eastward, short hop
     ]
@@ -274,14 +274,15 @@ def test_error_flags(params):
     p = params
     n = p.mem_addr_words
     enc = {m: OP[m].encode for m in OP}
-    w0, w1 = f"mem_w0", f"mem_w{p.mem_slices - 1}"
+    w0, w1 = "mem_w0", f"mem_w{p.mem_slices - 1}"
     ps0, ps1 = p.slice(w0).position, p.slice(w1).position
     hop = abs(ps0 - ps1)
     arrive = 2 + OP["READ"].d_func(p) + hop - OP["WRITE"].d_skew
+    d = int(Dir.EAST if ps0 > ps1 else Dir.WEST)
     good = {  # READ in w1 at 2, WRITE of the same stream in w0 on time, other banks
-        f"{w1}.read": assemble({2: enc["READ"](addr=1, stream=3, dir=int(Dir.EAST))}, 3),
-        f"{w0}.write": assemble({arrive: enc["WRITE"](addr=p.mem_words, stream=3,
-                                                      dir=int(Dir.EAST))}, arrive + 1),
+        f"{w1}.read": assemble({2: enc["READ"](addr=1, stream=3, dir=d)}, 3),
+        f"{w0}.write": assemble({arrive: enc["WRITE"](addr=p.mem_words, stream=3, dir=d)},
+                                arrive + 1),
         f"{w0}.read": assemble({arrive: enc["READ"](addr=2, stream=0, dir=int(Dir.WEST))},
                                arrive + 1),
     }

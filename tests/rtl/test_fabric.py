@@ -7,10 +7,11 @@ numpy implementation of the update rule in docs/architecture.md (Streams).
 import numpy as np
 from amaranth.back import verilog
 
+from openlpu.isa import Dir
 from openlpu.rtl.fabric import StreamFabric
 from openlpu.rtl.testing import pack_drive, run_sim, unpack_column
 
-EAST, WEST = 0, 1
+EAST, WEST = Dir.EAST, Dir.WEST
 
 
 def test_fabric_random(params):

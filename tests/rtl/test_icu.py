@@ -7,6 +7,7 @@ undecodable or disallowed word is flagged and skipped) applied to ``openlpu.isa.
 
 import dataclasses
 
+import numpy as np
 import pytest
 from amaranth.back import verilog
 
@@ -178,7 +179,6 @@ def test_imem_overrun(imem_words):
 def test_host_roundtrip(params):
     q = queue_of(params, "write")
     dut = InstructionControlUnit(params, q)
-    import numpy as np
     rng = np.random.default_rng(1)
     addrs = [0, 1, params.imem_words - 1, params.imem_words // 2]
     values = [int(v) for v in rng.integers(0, 1 << 32, size=len(addrs), dtype=np.uint64)]

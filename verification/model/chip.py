@@ -23,6 +23,7 @@ __all__ = ["LpuModel", "ModelError"]
 
 _OP = isa.BY_MNEMONIC
 _VXM = set(isa.VXM_INSTRUCTIONS)
+_SXM = set(isa.SXM_INSTRUCTIONS)
 
 
 class ModelError(RuntimeError):
@@ -49,7 +50,7 @@ class LpuModel:
         self.weights = np.zeros((p.vl, p.vl), dtype=np.int8)
         cols = p.sr_columns
         self.sr = {d: np.zeros((cols, p.streams, p.vl), dtype=np.uint8) for d in Dir}
-        self.sr_valid = {d: np.zeros((cols, p.streams), dtype=bool) for d in Dir}
+        self.sr_valid = {d: np.zeros((cols, p.streams, p.superlanes), dtype=bool) for d in Dir}
         self.cycles = 0
         self.errors = 0
         self.error_cycle = 0
@@ -153,14 +154,25 @@ class LpuModel:
             progs.append(prog)
         return progs
 
+    def _lane_mask(self, superlane_mask: int) -> np.ndarray:
+        p = self.params
+        bits = np.array([(superlane_mask >> c) & 1 for c in range(p.superlanes)], dtype=bool)
+        return np.repeat(bits, p.lanes)
+
     def _run(self, max_cycles: int) -> None:
         p = self.params
         queues = p.queues
         progs = self._decode_queues()
-        pc = [0] * len(queues)
-        wait = [0] * len(queues)
-        halted = [False] * len(queues)
-        pending = {}     # cycle -> list of callables run at that cycle (drives, acc updates)
+        n = len(queues)
+        pc = [0] * n
+        wait = [0] * n
+        halted = [False] * n
+        parked = [False] * n
+        last = [None] * n            # last issued (idef, fields) per queue, for REPEAT
+        rep = [None] * n             # active REPEAT: [idef, fields, count, interval, stride, j]
+        masks = [self._lane_mask((1 << p.superlanes) - 1)] * n
+        all_lanes = masks[0]
+        pending = {}     # cycle -> callables run at the start of that cycle (drives, updates)
         d_abc = _OP["ABC"].d_func(p)
 
         def later(t, fn):
@@ -171,13 +183,29 @@ class LpuModel:
             if t >= max_cycles:
                 raise TimeoutError(f"model: program still running after {max_cycles} cycles")
             self.cycles = t
-            drives = {}      # (dir, column, stream) -> vector
+            drives = {}      # (dir, column, stream) -> (vector, lane mask)
             issued = []
+            notify = False
             for qi, q in enumerate(queues):
-                if halted[qi]:
+                if halted[qi] or parked[qi]:
                     continue
                 if wait[qi]:
                     wait[qi] -= 1
+                    continue
+                if rep[qi] is not None:
+                    r = rep[qi]
+                    idef, f, count, interval, stride, j = r
+                    if j % interval == interval - 1:
+                        k = j // interval + 1
+                        fk = dict(f)
+                        fld = isa.REPEAT_FIELD.get(idef.mnemonic)
+                        if fld:
+                            bits = next(x.bits for x in idef.fields if x.name == fld)
+                            fk[fld] = (f[fld] + k * stride) & ((1 << bits) - 1)
+                        issued.append((q, idef, fk, masks[qi]))
+                    r[5] += 1
+                    if r[5] == count * interval:
+                        rep[qi] = None
                     continue
                 if pc[qi] >= p.imem_words:
                     self._flag(ErrorFlag.IMEM_OVERRUN, f"{q.name} ran past its last word", t)
@@ -188,55 +216,97 @@ class LpuModel:
                 if idef is None:
                     self._flag(ErrorFlag.BAD_INSTRUCTION, f"{q.name}[{pc[qi] - 1}]: {f}", t)
                     continue
-                if idef.mnemonic == "NOP":
+                m = idef.mnemonic
+                if m == "NOP":
                     wait[qi] = f["count"] - 1
-                elif idef.mnemonic == "HALT":
+                elif m == "HALT":
                     halted[qi] = True
+                elif m == "SYNC":
+                    parked[qi] = True
+                elif m == "NOTIFY":
+                    notify = True
+                elif m == "CONFIG":
+                    if q.slice.kind in ("mem", "vxm"):
+                        masks[qi] = self._lane_mask(f["mask"])
+                elif m == "REPEAT":
+                    if last[qi] is None:
+                        self._flag(ErrorFlag.BAD_INSTRUCTION,
+                                   f"{q.name}[{pc[qi] - 1}]: REPEAT with no instruction before it", t)
+                        continue
+                    r = [last[qi][0], last[qi][1], f["count"], f["interval"], f["stride"], 0]
+                    rep[qi] = r
+                    if f["interval"] == 1:          # the first copy issues in this very cycle
+                        fk = dict(r[1])
+                        fld = isa.REPEAT_FIELD.get(r[0].mnemonic)
+                        if fld:
+                            bits = next(x.bits for x in r[0].fields if x.name == fld)
+                            fk[fld] = (fk[fld] + f["stride"]) & ((1 << bits) - 1)
+                        issued.append((q, r[0], fk, masks[qi]))
+                    r[5] = 1
+                    if r[5] == r[2] * r[3]:
+                        rep[qi] = None
                 else:
-                    issued.append((q, idef, f))
+                    last[qi] = (idef, f)
+                    issued.append((q, idef, f, masks[qi]))
+            if notify:
+                parked = [False] * n
 
-            # state updates scheduled for this cycle happen before this cycle's reads
+            # updates scheduled for this cycle happen before this cycle's reads
             # (accumulator rows: reads are transparent to same-cycle updates)
             for fn in pending.pop(t, []):
                 fn(drives)
 
-            reads_bank = {}
-            writes_bank = {}
-            end_of_cycle = []    # MEM writes, LW and IW take effect at the clock edge
-            for q, idef, f in issued:
-                self._execute(t, q, idef, f, later, drives, reads_bank, writes_bank, d_abc,
-                              end_of_cycle)
+            mem_ports = {}       # (slice, "r"/"w") -> (bank, lane mask)
+            end_of_cycle = []    # MEM writes, LW, IW, VLC take effect at the clock edge
+            for q, idef, f, lm in issued:
+                self._execute(t, q, idef, f, lm if q.slice.kind in ("mem", "vxm") else all_lanes,
+                              later, drives, mem_ports, d_abc, end_of_cycle)
             for fn in end_of_cycle:
                 fn()
-            for sl, bank in reads_bank.items():
-                if writes_bank.get(sl) == bank:
+            for sl in range(2 * p.mem_slices):
+                r, w = mem_ports.get((sl, "r")), mem_ports.get((sl, "w"))
+                if r and w and r[0] == w[0] and (r[1] & w[1]).any():
                     self._flag(ErrorFlag.BANK_CONFLICT,
-                               f"MEM slice {sl}: READ and WRITE on bank {bank}", t)
+                               f"MEM slice {sl}: read and write on bank {r[0]} in one cycle", t)
             self._advance_streams(drives)
             t += 1
         self.cycles = t
 
-    def _sample(self, t, pos, stream, d, what):
-        """The stream value a slice at ``pos`` reads now (eastward: west column; westward: east)."""
-        col = pos if d == Dir.EAST else pos + 1
-        if stream >= self.params.streams:
+    # -- streams -------------------------------------------------------------------------------
+    def _column(self, pos, d, output_side=False):
+        """SR column a slice at ``pos`` reads for direction ``d`` (input side unless told)."""
+        if d == Dir.EAST:
+            return pos + 1 if output_side else pos
+        return pos if output_side else pos + 1
+
+    def _sample(self, t, pos, stream, d, what, lm=None, output_side=False):
+        """The byte vector on ``stream`` at the slice's input (or output) side now."""
+        p = self.params
+        col = self._column(pos, d, output_side)
+        if stream >= p.streams:
             self._flag(ErrorFlag.ADDR_RANGE, f"{what}: stream {stream} out of range", t)
             return np.zeros(self.vl, dtype=np.uint8)
-        if not self.sr_valid[d][col, stream]:
+        enabled = np.ones(p.superlanes, dtype=bool) if lm is None else lm[::p.lanes]
+        if not self.sr_valid[d][col, stream][enabled].all():
             self._flag(ErrorFlag.STREAM_UNWRITTEN,
                        f"{what}: stream {stream} {d.name} at SR column {col} was never written", t)
         return self.sr[d][col, stream].copy()
 
-    def _drive(self, t, drives, pos, stream, d, vec, what):
+    def _drive(self, t, drives, pos, stream, d, vec, what, lm=None):
         col = pos + 1 if d == Dir.EAST else pos
-        key = (d, col, stream)
         if stream >= self.params.streams:
             self._flag(ErrorFlag.ADDR_RANGE, f"{what}: stream {stream} out of range", t)
             return
+        lm = np.ones(self.vl, dtype=bool) if lm is None else lm
+        key = (d, col, stream)
         if key in drives:
-            self._flag(ErrorFlag.STREAM_COLLISION,
-                       f"{what}: stream {stream} {d.name} into SR column {col} driven twice", t)
-        drives[key] = vec
+            old, old_lm = drives[key]
+            if (old_lm & lm).any():
+                self._flag(ErrorFlag.STREAM_COLLISION,
+                           f"{what}: stream {stream} {d.name} into SR column {col} driven twice", t)
+            vec = np.where(lm, vec, old)
+            lm = lm | old_lm
+        drives[key] = (np.asarray(vec, dtype=np.uint8), lm)
 
     def _advance_streams(self, drives):
         for d in Dir:
@@ -251,31 +321,41 @@ class LpuModel:
                 valid[:-1] = valid[1:].copy()
                 sr[-1] = 0
                 valid[-1] = False
-        for (d, col, stream), vec in drives.items():
-            self.sr[d][col, stream] = vec
-            self.sr_valid[d][col, stream] = True
+        for (d, col, stream), (vec, lm) in drives.items():
+            self.sr[d][col, stream][lm] = vec[lm]
+            self.sr_valid[d][col, stream][lm[::self.params.lanes]] = True
 
-    def _execute(self, t, q, idef, f, later, drives, reads_bank, writes_bank, d_abc, eoc):
+    # -- execution -----------------------------------------------------------------------------
+    def _execute(self, t, q, idef, f, lm, later, drives, mem_ports, d_abc, eoc):
         p = self.params
         pos = q.slice.position
         name = f"{q.name} {idef.mnemonic}"
         m = idef.mnemonic
-        if m in ("READ", "WRITE"):
+        if m in ("READ", "WRITE", "GATHER", "SCATTER"):
             sl = q.slice.index
             addr = f["addr"]
             if addr >= p.mem_addr_words:
                 self._flag(ErrorFlag.ADDR_RANGE, f"{name}: address {addr} >= {p.mem_addr_words}", t)
                 return
             bank = p.mem_bank_of(addr)
-            if m == "READ":
-                reads_bank[sl] = bank
-                vec = self.mem[sl, addr].copy()
-                later(t + idef.d_func(p),
-                      lambda dr: self._drive(t + 1, dr, pos, f["stream"], Dir(f["dir"]), vec, name))
+            mem_ports[(sl, "r" if m in ("READ", "GATHER") else "w")] = (bank, lm)
+            if m in ("READ", "WRITE"):
+                rows = np.full(self.vl, addr)
             else:
-                writes_bank[sl] = bank
-                vec = self._sample(t, pos, f["stream"], Dir(f["dir"]), name)
-                eoc.append(lambda: self.mem.__setitem__((sl, addr), vec))
+                amap = self._sample(t, pos, f["map_stream"], Dir(f["map_dir"]), name, lm)
+                word = (addr % p.mem_words + amap.astype(np.int64)) % p.mem_words
+                rows = bank * p.mem_words + word
+            lanes = np.arange(self.vl)
+            if m in ("READ", "GATHER"):
+                vec = self.mem[sl, rows, lanes].copy()
+                later(t + idef.d_func(p),
+                      lambda dr: self._drive(t + 1, dr, pos, f["stream"], Dir(f["dir"]), vec, name, lm))
+            else:
+                vec = self._sample(t, pos, f["stream"], Dir(f["dir"]), name, lm)
+
+                def store(rows=rows, vec=vec):
+                    self.mem[sl, rows[lm], lanes[lm]] = vec[lm]
+                eoc.append(store)
         elif m == "LW":
             vec = self._sample(t, pos, f["stream"], Dir(f["dir"]), name)
             if f["row"] >= p.vl:
@@ -309,38 +389,36 @@ class LpuModel:
             if f["group"] >= p.stream_groups:
                 self._flag(ErrorFlag.ADDR_RANGE, f"{name}: stream group {f['group']} out of range", t)
                 return
-            planes = self.acc[row].view(np.uint8).reshape(p.vl, 4).T.copy()   # [byte][lane]
             d = Dir(f["dir"])
 
-            def drive(dr, planes=planes):
+            # the row is read at issue (after same-cycle updates); drive a copy one cycle later
+            snapshot = self.acc[row].copy()
+            later(t + idef.d_func(p), lambda dr, s=snapshot: drive_snapshot(dr, s))
+
+            def drive_snapshot(dr, snap):
+                planes = snap.view(np.uint8).reshape(p.vl, 4).T.copy()
                 for b in range(4):
                     self._drive(t + 1, dr, pos, 4 * f["group"] + b, d, planes[b], name)
-            later(t + idef.d_func(p), drive)
         elif idef in _VXM:
-            self._execute_vxm(t, q, idef, f, later, eoc, name)
+            self._execute_vxm(t, q, idef, f, lm, later, eoc, name)
+        elif idef in _SXM:
+            self._execute_sxm(t, q, idef, f, later, name)
         else:  # pragma: no cover - the ISA table and this model must grow together
             raise NotImplementedError(f"model has no semantics for {m}")
 
     # -- VXM -----------------------------------------------------------------------------------
-    def _sample_wide(self, t, pos, stream, d, nbytes, chain, what):
+    def _sample_wide(self, t, pos, stream, d, nbytes, chain, what, lm):
         """Signed lane values of an operand of ``nbytes`` streams; chain reads the output side."""
         if stream + nbytes > self.params.streams:
             self._flag(ErrorFlag.ADDR_RANGE, f"{what}: streams {stream}..{stream + nbytes - 1} "
                        f"out of range", t)
             return np.zeros(self.vl, dtype=np.int64)
-        if d == Dir.EAST:
-            col = pos + 1 if chain else pos
-        else:
-            col = pos if chain else pos + 1
-        if not self.sr_valid[d][col, stream:stream + nbytes].all():
-            self._flag(ErrorFlag.STREAM_UNWRITTEN, f"{what}: stream(s) {stream}.. {d.name} at SR "
-                       f"column {col} never written", t)
         raw = np.zeros(self.vl, dtype=np.int64)
         for b in range(nbytes):
-            raw |= self.sr[d][col, stream + b].astype(np.int64) << (8 * b)
+            raw |= self._sample(t, pos, stream + b, d, what, lm, chain).astype(np.int64) << (8 * b)
         return vxm_ops.wrap(raw, {1: 0, 2: 1, 4: 2}[nbytes])
 
-    def _execute_vxm(self, t, q, idef, f, later, eoc, name):
+    def _execute_vxm(self, t, q, idef, f, lm, later, eoc, name):
         p = self.params
         m = idef.mnemonic
         alu = isa.VXM_ALU_ROLES.index(q.role)
@@ -352,9 +430,10 @@ class LpuModel:
             return
         w = vxm_ops.DTYPE_BYTES[dtype]
         pos = q.slice.position
-        a = self._sample_wide(t, pos, f["a_stream"], Dir(f["a_dir"]), w, f["a_chain"], name)
+        a = self._sample_wide(t, pos, f["a_stream"], Dir(f["a_dir"]), w, f["a_chain"], name, lm)
         if m == "VLC":
-            eoc.append(lambda: self.vxm_const.__setitem__(alu, a))
+            eoc.append(lambda: self.vxm_const.__setitem__(
+                alu, np.where(lm, a, self.vxm_const[alu])))
             return
         unary = m in ("VRELU", "VABS", "VNEG", "VCAST", "VEXP", "VRECIP", "VRSQRT")
         b = None
@@ -362,7 +441,7 @@ class LpuModel:
             mode = f["b_mode"]
             if mode in (isa.VXM_B_STREAM, isa.VXM_B_CHAIN):
                 b = self._sample_wide(t, pos, f["b_stream"], Dir(f["b_dir"]), w,
-                                      mode == isa.VXM_B_CHAIN, name)
+                                      mode == isa.VXM_B_CHAIN, name, lm)
             elif mode == isa.VXM_B_CONST:
                 b = vxm_ops.wrap(self.vxm_const[alu], dtype)
             else:
@@ -407,5 +486,41 @@ class LpuModel:
 
         def drive(dr, planes=planes):
             for k in range(wo):
-                self._drive(t, dr, pos, s0 + k, d, planes[k], name)
+                self._drive(t, dr, pos, s0 + k, d, planes[k], name, lm)
         later(t + idef.d_func(p), drive)
+
+    # -- SXM -----------------------------------------------------------------------------------
+    def _execute_sxm(self, t, q, idef, f, later, name):
+        p = self.params
+        pos = q.slice.position
+        m = idef.mnemonic
+        d_in, d_out = Dir(f["in_dir"]), Dir(f["out_dir"])
+        dfunc = idef.d_func(p)
+        if m == "TRANSPOSE":
+            rows = []
+
+            def sample_row(_dr):
+                rows.append(self._sample(t, pos, f["in_stream"], d_in, name))
+                if len(rows) == p.lanes:
+                    blk = np.stack(rows).reshape(p.lanes, p.superlanes, p.lanes)  # [i][c][j]
+                    out = blk.transpose(2, 1, 0).reshape(p.lanes, p.vl)          # [j][c][i]
+                    for j in range(p.lanes):
+                        later(t + dfunc + j, lambda dr, v=out[j]: self._drive(
+                            t, dr, pos, f["out_stream"], d_out, v, name))
+            for i in range(p.lanes):
+                later(t + i, sample_row) if i else sample_row(None)
+            return
+        x = self._sample(t, pos, f["in_stream"], d_in, name)
+        lanes = np.arange(p.vl)
+        if m == "SHIFT":
+            src = lanes - f["amount"]
+            y = np.where((src >= 0) & (src < p.vl), x[np.clip(src, 0, p.vl - 1)], 0)
+        else:
+            amap = self._sample(t, pos, f["map_stream"], Dir(f["map_dir"]), name).astype(np.int64)
+            if m == "PERMUTE":
+                y = np.where(amap < p.vl, x[np.minimum(amap, p.vl - 1)], 0)
+            else:   # DISTRIBUTE: within each superlane
+                base = (lanes // p.lanes) * p.lanes
+                y = np.where(amap < p.lanes, x[base + np.minimum(amap, p.lanes - 1)], 0)
+        y = y.astype(np.uint8)
+        later(t + dfunc, lambda dr: self._drive(t, dr, pos, f["out_stream"], d_out, y, name))
