@@ -20,7 +20,7 @@ BOARD        ?= ulx3s
 PRESET       ?= tiny
 # Wall-clock limits (seconds): whole test run, and each single test.
 TEST_TIMEOUT ?= 1500
-TEST_CASE_TIMEOUT ?= 600
+TEST_CASE_TIMEOUT ?= 900
 PYTEST_ARGS  ?=
 
 .PHONY: all venv sim test bench synth synth-report clean distclean

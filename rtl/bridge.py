@@ -20,12 +20,21 @@ __all__ = ["HostBridge", "crc8_next"]
 
 
 def crc8_next(crc, byte):
-    """Combinational CRC-8 update (same polynomial as :func:`openlpu.bridge_proto.crc8`)."""
-    c = crc ^ byte
-    for _ in range(8):
-        shifted = Cat(Const(0, 1), c[:7])
-        c = shifted ^ (Const(proto.CRC_POLY, 8) & c[7].replicate(8))
-    return c
+    """Combinational CRC-8 update (same polynomial as :func:`openlpu.bridge_proto.crc8`).
+
+    The update is linear in ``crc ^ byte``, so each output bit is an XOR of input bits; the
+    matrix comes from :func:`openlpu.bridge_proto.crc8_update` on the basis vectors.
+    """
+    x = crc ^ byte
+    cols = [proto.crc8_update(0, 1 << i) for i in range(8)]
+    bits = []
+    for j in range(8):
+        terms = [x[i] for i in range(8) if cols[i] >> j & 1]
+        acc = terms[0]
+        for t in terms[1:]:
+            acc = acc ^ t
+        bits.append(acc)
+    return Cat(*bits)
 
 
 class HostBridge(wiring.Component):

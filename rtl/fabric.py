@@ -66,28 +66,24 @@ class StreamFabric(wiring.Component):
     def _column(self, m, name, out, upstream, drive):
         # Raw bit slices (offsets from the layouts) keep elaboration fast on big presets.
         p = self._params
-        col = stream_column(p)
         slot, dslot = stream_slot(p), drive_slot(p)
-        n_slots = p.superlanes * p.streams
+        n_slots = p.superlanes * p.streams      # slot i: superlane i // streams, stream i % streams
         dbits = 8 * p.lanes
         up, drv = upstream.as_value(), drive.as_value()
         data_reg = Signal(n_slots * dbits, name=f"{name}_data", reset_less=True)
         valid_reg = Signal(n_slots, name=f"{name}_valid")
-        data_next, valid_next, out_bits = [], [], []
+        data_next, valid_next, out_slots = [], [], []
         for i in range(n_slots):
-            u = i * slot.size
-            d = i * dslot.size
+            u, d = i * slot.size, i * dslot.size
             en = drv[d + dslot["en"].offset]
             data_next.append(Mux(en, drv[d + dslot["data"].offset:][:dbits],
                                  up[u + slot["data"].offset:][:dbits]))
             valid_next.append(en | up[u + slot["valid"].offset])
-        m.d.sync += data_reg.eq(Cat(*data_next))
-        m.d.sync += valid_reg.eq(Mux(self.clear, 0, Cat(*valid_next)))
-        # reassemble the column layout: slot i = data then valid, at the layout's offsets
-        bits = [None] * col.size
-        for i in range(n_slots):
-            u = i * slot.size
-            bits_data = data_reg[i * dbits:(i + 1) * dbits]
-            bits[u + slot["data"].offset] = bits_data
-            bits[u + slot["valid"].offset] = valid_reg[i]
-        m.d.comb += out.as_value().eq(Cat(*[b for b in bits if b is not None]))
+            fields = {slot["data"].offset: data_reg[i * dbits:(i + 1) * dbits],
+                      slot["valid"].offset: valid_reg[i]}
+            out_slots.append(Cat(*[fields[k] for k in sorted(fields)]))
+        m.d.sync += [
+            data_reg.eq(Cat(*data_next)),
+            valid_reg.eq(Mux(self.clear, 0, Cat(*valid_next))),
+        ]
+        m.d.comb += out.as_value().eq(Cat(*out_slots))

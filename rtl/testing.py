@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from amaranth.sim import Simulator
 
@@ -33,13 +35,14 @@ class HostBusError(AssertionError):
     """The host bus did not follow its protocol (e.g. ``r_valid`` at the wrong cycle)."""
 
 
-def run_sim(dut, *testbenches, max_cycles: int = 10_000, vcd: str | None = None,
-            background=()):
+def run_sim(dut, *testbenches, max_cycles: int = 10_000, max_seconds: float | None = 120.0,
+            vcd: str | None = None, background=()):
     """Simulate ``dut`` with a clock and the given async testbenches.
 
     Each testbench is ``async def tb(ctx)``. ``background`` testbenches may run forever.
     Raises :class:`SimulationTimeout` if a (foreground) testbench has not returned after
-    ``max_cycles`` clock cycles; exceptions raised in a testbench propagate.
+    ``max_cycles`` clock cycles or ``max_seconds`` of wall-clock time (checked every 256
+    cycles); exceptions raised in a testbench propagate.
     """
     if not testbenches:
         raise ValueError("run_sim needs at least one testbench")
@@ -56,20 +59,24 @@ def run_sim(dut, *testbenches, max_cycles: int = 10_000, vcd: str | None = None,
 
     if vcd:
         with sim.write_vcd(vcd):
-            _run_checked(sim, finished, testbenches, max_cycles)
+            _run_checked(sim, finished, testbenches, max_cycles, max_seconds)
     else:
-        _run_checked(sim, finished, testbenches, max_cycles)
+        _run_checked(sim, finished, testbenches, max_cycles, max_seconds)
     return finished
 
 
-def _run_checked(sim, finished, testbenches, max_cycles):
+def _run_checked(sim, finished, testbenches, max_cycles, max_seconds):
     step = 256
     t = 0
+    t0 = time.monotonic()
     while len(finished) < len(testbenches):
+        missing = [tb.__name__ for tb in testbenches if tb.__name__ not in finished]
         if t >= max_cycles:
-            missing = [tb.__name__ for tb in testbenches if tb.__name__ not in finished]
             raise SimulationTimeout(f"testbench(es) {', '.join(missing)} still running after "
                                     f"{max_cycles} cycles")
+        if max_seconds is not None and time.monotonic() - t0 > max_seconds:
+            raise SimulationTimeout(f"testbench(es) {', '.join(missing)} still running after "
+                                    f"{max_seconds} s ({t} cycles)")
         t = min(t + step, max_cycles)
         sim.run_until(PERIOD * t)
 
@@ -169,7 +176,7 @@ def _unpack_slots(params, slot_layout, flag_name, value):
 
 
 def pack_column(params, data, valid) -> int:
-    """``data[superlane, stream, lane]`` and ``valid[superlane, stream]`` -> a stream_column value."""
+    """``data[superlane, stream, lane]``, ``valid[superlane, stream]`` -> a stream_column value."""
     from .common import stream_slot
     return _pack_slots(params, stream_slot(params), "valid", data, valid)
 

@@ -288,8 +288,10 @@ def test_error_flags(params):
     }
     cases = [  # (name, programs, flag, error cycle)
         ("good", good, 0, 0),
-        ("bank", {f"{w0}.read": assemble({4: enc["READ"](addr=p.mem_words + 1, stream=0, dir=0)}, 5),
-                  f"{w0}.write": [enc["NOP"](count=4), enc["WRITE"](addr=p.mem_words + 2, stream=0, dir=0),
+        ("bank", {f"{w0}.read": assemble({4: enc["READ"](addr=p.mem_words + 1, stream=0,
+                                                         dir=0)}, 5),
+                  f"{w0}.write": [enc["NOP"](count=4),
+                                  enc["WRITE"](addr=p.mem_words + 2, stream=0, dir=0),
                                   enc["HALT"]()]},
          ErrorFlag.BANK_CONFLICT | ErrorFlag.STREAM_UNWRITTEN, 4),
         ("range", {f"{w1}.read": assemble({3: enc["READ"](addr=n, stream=0, dir=0)}, 4)},

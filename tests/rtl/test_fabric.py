@@ -64,13 +64,15 @@ def test_fabric_random(params):
                 for d, port in ((EAST, dut.east), (WEST, dut.west)):
                     got_d, got_v = unpack_column(params, ctx.get(port[i].as_value()))
                     exp_d, exp_v = expect[t][0][d, i], expect[t][1][d, i]
-                    np.testing.assert_array_equal(got_v, exp_v, err_msg=f"valid t={t} col={i} d={d}")
+                    np.testing.assert_array_equal(got_v, exp_v,
+                                                  err_msg=f"valid t={t} col={i} d={d}")
                     # data matters only where valid (the data registers have no reset)
                     np.testing.assert_array_equal(got_d[exp_v], exp_d[exp_v],
                                                   err_msg=f"data t={t} col={i} d={d}")
             for p in range(n_pos):
-                ctx.set(dut.drive_east[p].as_value(), pack_drive(params, drives[t][p, EAST][1], drives[t][p, EAST][0]))
-                ctx.set(dut.drive_west[p].as_value(), pack_drive(params, drives[t][p, WEST][1], drives[t][p, WEST][0]))
+                for d, port in ((EAST, dut.drive_east), (WEST, dut.drive_west)):
+                    en, dat = drives[t][p, d]
+                    ctx.set(port[p].as_value(), pack_drive(params, dat, en))
             ctx.set(dut.clear, t == clear_at)
             await ctx.tick()
 

@@ -71,9 +71,16 @@ def _runner():
     return PortsOnlyVerilator()
 
 
+# C++ optimisation of the cocotb model: -O1 (measured: -O0 builds about 25 % faster than -Os
+# but runs the bus transactions of the default preset at only a few hundred cycles/s).
+COCOTB_MAKE_VARS = os.environ.get("OPENLPU_COCOTB_OPT", "OPT_FAST=-O1 OPT_SLOW= OPT_GLOBAL=-O1")
+
+
 def _apply_verilator_env():
-    os.environ.update({k: v for k, v in verilator_environ().items()
-                       if k in ("VERILATOR_ROOT", "PATH", "MAKEFLAGS")})
+    env = verilator_environ()
+    os.environ["VERILATOR_ROOT"] = env["VERILATOR_ROOT"]
+    os.environ["PATH"] = env["PATH"]
+    os.environ["MAKEFLAGS"] = f"{env['MAKEFLAGS']} {COCOTB_MAKE_VARS}".strip()
 
 
 def chip_build(params: LpuParams, *, waves: bool = False, verilog: str | None = None,
@@ -86,7 +93,7 @@ def chip_build(params: LpuParams, *, waves: bool = False, verilog: str | None = 
         from openlpu.rtl.chip import generate_verilog
         verilog = generate_verilog(params)
     h = hashlib.sha256()
-    for part in (verilog, _PUBLIC_PORTS_VLT, cocotb.__version__, verilator_version(), " ".join(VERILATOR_WARNING_FLAGS),
+    for part in (verilog, _PUBLIC_PORTS_VLT, COCOTB_MAKE_VARS, cocotb.__version__, verilator_version(), " ".join(VERILATOR_WARNING_FLAGS),
                  str(waves)):
         h.update(part.encode())
         h.update(b"\0")

@@ -16,15 +16,16 @@ from openlpu.verification.cocotb.sim_runner import run_cocotb
 
 
 def _cases(vl: int):
-    """(name, M, K, N, fill) with fill "random", or an int for a constant matrix pair."""
+    """(name, M, K, N, fill) with fill "random", "edges" (random with -128, 127, 0, 1 mixed
+    in) or an int for constant matrices. Names are cocotb test-name safe (<= 10 chars)."""
     return [
-        ("1x1x1", 1, 1, 1, "random"),
+        ("one", 1, 1, 1, "random"),
         ("vl_cube", vl, vl, vl, "random"),
         ("ragged", 5, vl + 3, vl - 3, "random"),
-        ("k_n_over_vl", 6, 2 * vl + 5, 2 * vl + 1, "random"),
-        ("all_minus128", vl, 2 * vl, vl, -128),
+        ("k_n_big", 6, 2 * vl + 5, 2 * vl + 1, "random"),
+        ("all_m128", vl, 2 * vl, vl, -128),
         ("all_127", vl, 2 * vl, vl, 127),
-        ("random_edges", 2 * vl, 2 * vl, vl + 1, "edges"),
+        ("edges", vl + 2, 2 * vl, vl + 1, "edges"),
     ]
 
 

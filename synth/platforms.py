@@ -1,0 +1,186 @@
+"""FPGA boards and their top-level designs: LpuChip + HostBridge + UART on the board's UART.
+
+Each entry of :data:`BOARDS` names an ``amaranth-boards`` platform, the preset sized for its
+device, the clock it runs at and the device's resources (to check that a build fits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal
+from amaranth.lib import io, wiring
+from amaranth.lib.cdc import ResetSynchronizer
+
+from openlpu.params import LpuParams
+from openlpu.rtl.bridge import HostBridge
+from openlpu.rtl.uart import UartRx, UartTx, uart_divisor
+
+__all__ = ["Board", "BOARDS", "board", "BoardTop", "ecp5_pll_params", "BoardError"]
+
+DEFAULT_BAUD = 115200
+
+
+class BoardError(ValueError):
+    """Unknown board, or a clock the board cannot make."""
+
+
+@dataclass(frozen=True)
+class Board:
+    """An FPGA board the flow can build for.
+
+    ``capacity`` maps nextpnr's cell types to the device's count (for the fit check);
+    ``logic_cell`` is the cell type counted as LUTs/LCs.
+    """
+    name: str
+    family: str              # "ecp5" | "ice40"
+    preset: str              # default preset
+    clk_mhz: float           # board oscillator
+    target_mhz: float        # default system clock (a PLL makes it when != clk_mhz)
+    capacity: dict = field(default_factory=dict)
+    logic_cell: str = ""
+    ff_cell: str = ""
+    dsp_cell: str = ""
+    bram_cell: str = ""
+
+    def platform(self):
+        if self.name == "ulx3s":
+            from amaranth_boards.ulx3s import ULX3S_85F_Platform
+            return ULX3S_85F_Platform()
+        if self.name == "icebreaker":
+            from amaranth_boards.icebreaker import ICEBreakerPlatform
+            return ICEBreakerPlatform()
+        raise BoardError(f"no platform for board {self.name!r}")  # pragma: no cover
+
+
+BOARDS: dict[str, Board] = {
+    "ulx3s": Board("ulx3s", "ecp5", preset="ecp5", clk_mhz=25.0, target_mhz=100.0,
+                   capacity={"TRELLIS_COMB": 83640, "TRELLIS_FF": 83640, "MULT18X18D": 156,
+                             "DP16KD": 208},
+                   logic_cell="TRELLIS_COMB", ff_cell="TRELLIS_FF", dsp_cell="MULT18X18D",
+                   bram_cell="DP16KD"),
+    "icebreaker": Board("icebreaker", "ice40", preset="ice40", clk_mhz=12.0, target_mhz=12.0,
+                        capacity={"ICESTORM_LC": 5280, "ICESTORM_DSP": 8, "ICESTORM_RAM": 30,
+                                  "ICESTORM_SPRAM": 4},
+                        logic_cell="ICESTORM_LC", ff_cell="ICESTORM_LC",
+                        dsp_cell="ICESTORM_DSP", bram_cell="ICESTORM_RAM"),
+}
+
+
+def board(name: str) -> Board:
+    try:
+        return BOARDS[name]
+    except KeyError:
+        raise BoardError(f"unknown board {name!r}; known boards: {', '.join(BOARDS)}") from None
+
+
+def ecp5_pll_params(fin_mhz: float, fout_mhz: float) -> dict:
+    """EHXPLLL dividers for ``fout`` from ``fin`` (feedback from CLKOP, VCO 400..800 MHz).
+
+    Returns ``{"CLKI_DIV", "CLKFB_DIV", "CLKOP_DIV", "fout"}`` with the closest ``fout``;
+    raises :class:`BoardError` if no setting is within 1 %.
+    """
+    best = None
+    for clki in range(1, 129):
+        pfd = fin_mhz / clki
+        if pfd < 3.125:
+            break
+        for fb in range(1, 81):
+            f = pfd * fb
+            for op in range(1, 129):
+                vco = f * op
+                if 400 <= vco <= 800:
+                    err = abs(f - fout_mhz)
+                    if best is None or err < best[0]:
+                        best = (err, clki, fb, op, f)
+                    break
+    if best is None or best[0] > 0.01 * fout_mhz:
+        raise BoardError(f"the ECP5 PLL cannot make {fout_mhz} MHz from {fin_mhz} MHz")
+    _, clki, fb, op, f = best
+    return {"CLKI_DIV": clki, "CLKFB_DIV": fb, "CLKOP_DIV": op, "fout": f}
+
+
+class BoardTop(Elaboratable):
+    """LpuChip + HostBridge + UART PHY on a board.
+
+    The ``sync`` domain runs at ``freq_mhz`` (from a PLL on ECP5 when it differs from the
+    board clock; held in reset until the PLL locks). LED 0 shows ``running``, LED 1 ``done``.
+
+    Parameters
+    ----------
+    board : Board
+    params : LpuParams
+    freq_mhz : float, optional
+        System clock (default: the board's target).
+    baud : int
+        UART baud rate.
+    chip : wiring.Component, optional
+        Design with the members of ``LpuChip`` to build instead (default ``LpuChip(params)``).
+    """
+
+    def __init__(self, board: Board, params: LpuParams, freq_mhz: float | None = None,
+                 baud: int = DEFAULT_BAUD, chip=None):
+        self.board = board
+        self.params = params
+        self.freq_mhz = float(freq_mhz or board.target_mhz)
+        self.pll = None
+        if self.freq_mhz != board.clk_mhz:
+            if board.family != "ecp5":
+                raise BoardError(f"{board.name}: runs at its {board.clk_mhz} MHz clock only "
+                                 f"(no PLL support here), not {self.freq_mhz} MHz")
+            self.pll = ecp5_pll_params(board.clk_mhz, self.freq_mhz)
+            self.freq_mhz = self.pll["fout"]
+        self.baud = baud
+        self.divisor = uart_divisor(self.freq_mhz * 1e6, baud)
+        if chip is None:
+            from openlpu.rtl.chip import LpuChip
+            chip = LpuChip(params)
+        self.chip = chip
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.pll is not None:
+            p = self.pll
+            clk_io = platform.request(platform.default_clk, dir="-")
+            m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_io)
+            pll_clk, locked = Signal(), Signal()
+            m.domains.sync = ClockDomain("sync")
+            m.submodules.pll = Instance(
+                "EHXPLLL",
+                a_FREQUENCY_PIN_CLKI=str(self.board.clk_mhz),
+                a_FREQUENCY_PIN_CLKOP=f"{p['fout']:.6g}",
+                a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
+                a_MFG_GMCREF_SEL="2",
+                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+                p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA",
+                p_CLKI_DIV=p["CLKI_DIV"], p_CLKFB_DIV=p["CLKFB_DIV"],
+                p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=p["CLKOP_DIV"],
+                p_CLKOP_CPHASE=p["CLKOP_DIV"] - 1, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
+                i_RST=0, i_STDBY=0, i_CLKI=clk_buf.i, o_CLKOP=pll_clk, i_CLKFB=pll_clk,
+                i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=0, i_PHASESTEP=0,
+                i_PHASELOADREG=0, i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked)
+            m.d.comb += ClockSignal("sync").eq(pll_clk)
+            m.submodules.rst_sync = ResetSynchronizer(~locked, domain="sync")
+            platform.add_clock_constraint(pll_clk, self.freq_mhz * 1e6)
+
+        m.submodules.chip = chip = self.chip
+        m.submodules.bridge = bridge = HostBridge(timeout=40 * self.divisor)
+        m.submodules.uart_rx = rx = UartRx(self.divisor)
+        m.submodules.uart_tx = tx = UartTx(self.divisor)
+        wiring.connect(m, bridge.bus, chip.host)
+        wiring.connect(m, rx.o, bridge.i)
+        wiring.connect(m, bridge.o, tx.i)
+
+        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
+        m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
+        m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
+        m.d.comb += [rx.rx.eq(rx_buf.i), tx_buf.o.eq(tx.tx)]
+
+        for i, sig in enumerate([chip.running, chip.done]):
+            try:
+                led = platform.request("led", i, dir="-")
+            except Exception:  # a board with fewer LEDs
+                break
+            m.submodules[f"led_buf{i}"] = buf = io.Buffer("o", led)
+            m.d.comb += buf.o.eq(sig)
+        return m
