@@ -292,8 +292,8 @@ NOP_MAX = BY_MNEMONIC["NOP"].fields[0].max
 QUEUE_ROLES = {
     "mem": ("read", "write"),
     "mxm": ("weights", "compute", "result"),
-    "vxm": (),
-    "sxm": (),
+    "vxm": VXM_ALU_ROLES,                         # the first LpuParams.vxm_alus of them
+    "sxm": ("shift", "permute", "transpose"),
 }
 
 

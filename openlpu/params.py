@@ -82,6 +82,10 @@ class LpuParams:
         Instruction words per queue.
     mxm_pipeline : int
         Extra register stages in the MXM dot-product path (adds to ABC's latency).
+    vxm_alus : int
+        ALUs per VXM lane, each with its own instruction queue (0: no VXM, streams pass through).
+    sxm : bool
+        Whether the floorplan has an SXM in each hemisphere (between the MXM and the MEM slices).
     """
     name: str = "custom"
     lanes: int = 16
@@ -93,6 +97,8 @@ class LpuParams:
     mxm_acc_words: int = 64
     imem_words: int = 256
     mxm_pipeline: int = 0
+    vxm_alus: int = 0
+    sxm: bool = False
 
     def __post_init__(self):
         def need(cond, msg):
@@ -111,6 +117,7 @@ class LpuParams:
         need(self.vl <= 512, f"vector length {self.vl} exceeds 512 (LW row field)")
         need(self.mxm_acc_words <= 1024, "mxm_acc_words must be <= 1024 (ABC/ACC address field)")
         need(isinstance(self.mxm_pipeline, int) and self.mxm_pipeline >= 0, "mxm_pipeline must be >= 0")
+        need(isinstance(self.vxm_alus, int) and 0 <= self.vxm_alus <= 4, "vxm_alus must be 0..4")
 
     # -- derived sizes -------------------------------------------------------------------
     @property
@@ -150,12 +157,16 @@ class LpuParams:
         def add(name, kind, hemi, index):
             slices.append(SliceInfo(name, kind, len(slices), hemi, index))
         add("mxm_w", "mxm", "west", 0)
+        if self.sxm:
+            add("sxm_w", "sxm", "west", 0)
         n = self.mem_slices
         for i in reversed(range(n)):
             add(f"mem_w{i}", "mem", "west", i)
         add("vxm", "vxm", "centre", 0)
         for i in range(n):
             add(f"mem_e{i}", "mem", "east", n + i)
+        if self.sxm:
+            add("sxm_e", "sxm", "east", 1)
         return tuple(slices)
 
     def slice(self, name: str) -> SliceInfo:
@@ -176,7 +187,10 @@ class LpuParams:
         from .isa import QUEUE_ROLES  # roles per slice kind are part of the ISA
         out = []
         for s in self.floorplan:
-            for role in QUEUE_ROLES[s.kind]:
+            roles = QUEUE_ROLES[s.kind]
+            if s.kind == "vxm":
+                roles = roles[:self.vxm_alus]
+            for role in roles:
                 out.append(QueueInfo(f"{s.name}.{role}", s, role, len(out)))
         return tuple(out)
 

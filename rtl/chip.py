@@ -1,7 +1,7 @@
 """The OpenLPU chip top: fabric, slices, instruction control units and the register block."""
 
 from amaranth.back import verilog
-from amaranth.hdl import Const, Module
+from amaranth.hdl import Const, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -23,7 +23,9 @@ class LpuChip(wiring.Component):
     MXM -> :class:`~openlpu.rtl.mxm.MxmSlice`; the VXM position has no slice yet, so streams
     pass straight through it), the stream-register fabric, one
     :class:`~openlpu.rtl.icu.InstructionControlUnit` per ``params.queues`` entry wired to its
-    slice's ``instr_<role>`` port, and the host register block.
+    slice's ``instr_<role>`` port, and the host register block. Every ICU's ``notify`` output is
+    ORed (combinationally, in the same cycle) into one wire that goes to every ICU's
+    ``notify_in`` (SYNC / NOTIFY).
 
     Parameters
     ----------
@@ -145,6 +147,9 @@ class LpuChip(wiring.Component):
         imem_queue = sub[isa.IMEM_QUEUE_SHIFT:]
         imem_word = sub[:isa.IMEM_QUEUE_SHIFT]
         halted = []
+        notifies = [icu.notify for icu in self._icus]
+        notify = Signal()                 # NOTIFY issued by any queue this cycle (to every ICU)
+        m.d.comb += notify.eq(_reduce_or(notifies, 1))
         for q, icu in zip(p.queues, self._icus):
             m.submodules[f"icu_{q.slice.name}_{q.role}"] = icu
             sl = self._slices[q.slice.name]
@@ -152,6 +157,7 @@ class LpuChip(wiring.Component):
             sel = (imem_queue == q.index) & (imem_word < p.imem_words)
             m.d.comb += [
                 icu.start.eq(regs.start),
+                icu.notify_in.eq(notify),
                 icu.host.w_en.eq(regs.imem_w_en & sel),
                 icu.host.r_en.eq(regs.imem_r_en & sel),
                 icu.host.addr.eq(imem_word),

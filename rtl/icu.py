@@ -1,6 +1,6 @@
 """Instruction control unit (ICU): one instruction memory and the issue logic of one queue."""
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -11,6 +11,7 @@ from openlpu.isa import ErrorFlag
 
 from .common import ERROR_BITS, issue_signature
 from .regs import host_target_signature
+from .sweep import CONFIG_SLICE_KINDS, config_word
 
 __all__ = ["InstructionControlUnit"]
 
@@ -28,6 +29,19 @@ class InstructionControlUnit(wiring.Component):
       cycle ``x`` on.
     * Any other instruction is presented on :attr:`issue` (``valid`` and ``word``) in the cycle
       it issues; the slice executes it in superlane 0 in that cycle.
+    * ``REPEAT count, interval, stride`` re-issues X, the last non-control instruction this
+      queue issued in this run (none: ``BAD_INSTRUCTION``, the REPEAT is skipped). With the
+      REPEAT considered in cycle ``r``, copy ``k`` (1..count) issues at ``r - 1 + k*interval``
+      with X's ``isa.REPEAT_FIELD`` field increased by ``k*stride`` (stride sign-extended, sum
+      modulo the field width); the next word is considered at ``r + count*interval``.
+    * ``SYNC`` parks the queue; it is released by :attr:`notify_in` (a NOTIFY of any queue) in
+      the SYNC's own cycle or later, and considers its next word in the cycle after that.
+    * ``NOTIFY`` raises :attr:`notify` in its cycle (the chip ORs every queue's into
+      :attr:`notify_in`, combinationally).
+    * ``CONFIG mask``: for queues of slices in ``rtl.sweep.CONFIG_SLICE_KINDS`` it is presented
+      on :attr:`issue` like an instruction (the slice's :class:`~openlpu.rtl.sweep.InstructionSweep`
+      applies it), and ``CONFIG`` with every bit set is presented in the START cycle so every run
+      starts with all superlanes enabled. Other queues treat it as a one-cycle no-op.
     * A word that does not decode (unknown opcode, bits set above its last field, a field below
       its minimum) or whose instruction is not allowed in this queue's role raises
       ``BAD_INSTRUCTION`` and is skipped (one cycle, nothing issued).
@@ -47,8 +61,12 @@ class InstructionControlUnit(wiring.Component):
         Start pulse (from the register block).
     issue : ``Out(issue_signature())``
         The instruction issued this cycle.
+    notify : ``Out(1)``
+        A NOTIFY is issued this cycle.
+    notify_in : ``In(1)``
+        Some queue issues a NOTIFY this cycle (releases a parked SYNC).
     done : ``Out(1)``
-        The queue is idle or halts in this cycle.
+        The queue is idle or halts in this cycle (a parked queue is not done).
     error : ``Out(ERROR_BITS)``
         ``ErrorFlag`` bits raised this cycle.
     host : ``In(host_target_signature(addr_bits))``
@@ -60,6 +78,7 @@ class InstructionControlUnit(wiring.Component):
             raise ValueError(f"queue {queue_info.name!r} has unknown role {queue_info.role!r}")
         self._params = params
         self._queue = queue_info
+        self._forward_config = queue_info.slice.kind in CONFIG_SLICE_KINDS
         self._addr_bits = ceil_log2(params.imem_words)
         self._imem = Memory(shape=unsigned(isa.INSTR_BITS), depth=params.imem_words, init=[])
         self._imem_wr = self._imem.write_port()
@@ -67,6 +86,8 @@ class InstructionControlUnit(wiring.Component):
         super().__init__({
             "start": In(1),
             "issue": Out(issue_signature()),
+            "notify": Out(1),
+            "notify_in": In(1),
             "done":  Out(1),
             "error": Out(ERROR_BITS),
             "host":  In(host_target_signature(self._addr_bits)),
@@ -101,13 +122,14 @@ class InstructionControlUnit(wiring.Component):
         active = Signal()                 # the queue is running
         pc = Signal(range(n + 1))         # address of the word on rd.data
         wait = Signal(isa.NOP_MAX.bit_length())   # idle cycles left of a NOP
+        parked = Signal()                 # waiting for a NOTIFY after a SYNC
         word = rd.data
 
         # -- decode through the ISA table's layouts -----------------------------------------
         nop = data.View(isa.layout("NOP"), word)
+        rep = data.View(isa.layout("REPEAT"), word)
         ok_any = Signal()
-        is_nop = Signal()
-        is_halt = Signal()
+        is_ctl = {}                       # control mnemonic -> decoded-and-valid signal
         oks = []
         for idef in self.allowed_instructions:
             view = data.View(isa.layout(idef.mnemonic), word)
@@ -118,35 +140,104 @@ class InstructionControlUnit(wiring.Component):
             ok_sig = Signal(name=f"ok_{idef.mnemonic.lower()}")
             m.d.comb += ok_sig.eq(ok)
             oks.append(ok_sig)
-            if idef.mnemonic == "NOP":
-                m.d.comb += is_nop.eq(ok_sig)
-            elif idef.mnemonic == "HALT":
-                m.d.comb += is_halt.eq(ok_sig)
-        m.d.comb += ok_any.eq(_any(oks))   # NOP and HALT are allowed in every queue
+            if idef.mnemonic in isa.CONTROL_MNEMONICS:
+                is_ctl[idef.mnemonic] = ok_sig
+        missing = set(isa.CONTROL_MNEMONICS) - set(is_ctl)
+        if missing:  # pragma: no cover - the ISA table allows control instructions everywhere
+            raise ValueError(f"queue {self._queue.name}: control instruction(s) "
+                             f"{', '.join(sorted(missing))} not allowed in role {self._queue.role}")
+        is_control = _any(list(is_ctl.values()))
+        m.d.comb += ok_any.eq(_any(oks))
+
+        # -- REPEAT state ------------------------------------------------------------------------
+        last = Signal(isa.INSTR_BITS)     # the last non-control instruction issued (REPEAT's X)
+        has_last = Signal()
+        rep_active = Signal()             # copies of a REPEAT are being issued
+        rep_word = Signal(isa.INSTR_BITS)   # the next copy
+        rep_left = Signal.like(rep.count)   # copies left (the next one included)
+        rep_ph = Signal.like(rep.interval)  # cycles until the next copy (0: this cycle)
+        rep_interval = Signal.like(rep.interval)
+        rep_stride = Signal(signed(len(rep.stride)))
 
         go = Signal()                     # the word on rd.data is considered this cycle
         overrun = Signal()
         advance = Signal()
         halting = Signal()
+        good = Signal()                   # a valid instruction is taken this cycle
         m.d.comb += [
-            go.eq(active & (wait == 0)),
+            go.eq(active & (wait == 0) & ~rep_active & ~parked),
             overrun.eq(pc == n),
-            halting.eq(go & (overrun | is_halt)),
-            advance.eq(go & ~overrun & ~is_halt),
-            self.issue.valid.eq(advance & ok_any & ~is_nop),
-            self.issue.word.eq(word),
+            halting.eq(go & (overrun | is_ctl["HALT"])),
+            advance.eq(go & ~overrun & ~is_ctl["HALT"]),
+            good.eq(advance & ok_any),
+        ]
+        normal = good & ~is_control
+        rep_start = Signal()
+        bad_repeat = Signal()
+        m.d.comb += [
+            rep_start.eq(good & is_ctl["REPEAT"] & has_last),
+            bad_repeat.eq(good & is_ctl["REPEAT"] & ~has_last),
+        ]
+
+        # the copy engine: in REPEAT's own cycle it runs on the REPEAT's fields
+        eff_ph = Mux(rep_active, rep_ph, rep.interval - 1)
+        eff_left = Mux(rep_active, rep_left, rep.count)
+        eff_stride = Mux(rep_active, rep_stride, rep.stride.as_signed())
+        eff_word = Signal(isa.INSTR_BITS)
+        m.d.comb += eff_word.eq(Mux(rep_active, rep_word, self._bump(m, last, rep.stride.as_signed())))
+        rep_on = rep_active | rep_start
+        rep_fire = Signal()
+        m.d.comb += rep_fire.eq(rep_on & (eff_ph == 0))
+
+        with m.If(rep_on):
+            with m.If(rep_fire):
+                m.d.sync += [
+                    rep_active.eq(eff_left != 1),
+                    rep_left.eq(eff_left - 1),
+                    rep_ph.eq(Mux(rep_active, rep_interval, rep.interval) - 1),
+                    rep_word.eq(self._bump(m, eff_word, eff_stride)),
+                ]
+            with m.Else():
+                m.d.sync += [
+                    rep_active.eq(1),
+                    rep_left.eq(eff_left),
+                    rep_ph.eq(eff_ph - 1),
+                    rep_word.eq(eff_word),
+                ]
+            with m.If(rep_start):
+                m.d.sync += [rep_interval.eq(rep.interval), rep_stride.eq(rep.stride.as_signed())]
+        with m.If(normal):
+            m.d.sync += [last.eq(word), has_last.eq(1)]
+
+        # -- SYNC / NOTIFY ------------------------------------------------------------------------
+        m.d.comb += self.notify.eq(good & is_ctl["NOTIFY"])
+        with m.If(good & is_ctl["SYNC"] & ~self.notify_in):
+            m.d.sync += parked.eq(1)
+        with m.Elif(self.notify_in):
+            m.d.sync += parked.eq(0)
+
+        # -- issue ----------------------------------------------------------------------------
+        fwd_config = self._forward_config
+        config_issue = (good & is_ctl["CONFIG"]) if fwd_config else 0
+        start_config = self.start if fwd_config else 0
+        m.d.comb += [
+            self.issue.valid.eq(Mux(self.start, start_config, normal | rep_fire | config_issue)),
+            self.issue.word.eq(Mux(self.start, config_word(-1) if fwd_config else 0,
+                                   Mux(rep_fire, eff_word, word))),
             self.done.eq(~active | halting),
             self.error.eq(Mux(go & overrun, int(ErrorFlag.IMEM_OVERRUN), 0)
-                          | Mux(advance & ~ok_any, int(ErrorFlag.BAD_INSTRUCTION), 0)),
+                          | Mux((advance & ~ok_any) | bad_repeat,
+                                int(ErrorFlag.BAD_INSTRUCTION), 0)),
         ]
 
         with m.If(self.start):
-            m.d.sync += [active.eq(1), pc.eq(0), wait.eq(0)]
+            m.d.sync += [active.eq(1), pc.eq(0), wait.eq(0), parked.eq(0), rep_active.eq(0),
+                         has_last.eq(0)]
         with m.Elif(halting):
             m.d.sync += active.eq(0)
         with m.Elif(advance):
             m.d.sync += pc.eq(pc + 1)
-            with m.If(is_nop):
+            with m.If(is_ctl["NOP"]):
                 m.d.sync += wait.eq(nop.count - 1)
         with m.Elif(wait != 0):
             m.d.sync += wait.eq(wait - 1)
@@ -166,6 +257,24 @@ class InstructionControlUnit(wiring.Component):
         m.d.sync += host_r_pending.eq(self.host.r_en & ~self.start)
         m.d.comb += self.host.r_data.eq(Mux(host_r_pending, rd.data, 0))
         return m
+
+    def _bump(self, m, word, stride):
+        """``word`` with its REPEAT field (``isa.REPEAT_FIELD``) increased by ``stride``."""
+        out = Signal(isa.INSTR_BITS)
+        m.d.comb += out.eq(word)
+        opcode = word[:isa.OPCODE_BITS]
+        for idef in self.allowed_instructions:
+            fld = isa.REPEAT_FIELD.get(idef.mnemonic)
+            if fld is None:
+                continue
+            pos = isa.OPCODE_BITS
+            for f in idef.fields:
+                if f.name == fld:
+                    break
+                pos += f.bits
+            with m.If(opcode == idef.opcode):
+                m.d.comb += out[pos:pos + f.bits].eq(word[pos:pos + f.bits] + stride)
+        return out
 
 
 def _any(signals):

@@ -1,6 +1,6 @@
-"""MEM slice: one SRAM tile per superlane, a read queue and a write queue."""
+"""MEM slice: one SRAM tile per superlane (one byte-wide memory per lane), read and write queues."""
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -11,6 +11,7 @@ from openlpu.isa import Dir, ErrorFlag
 
 from .common import ERROR_BITS, issue_signature, stream_column, stream_drive
 from .regs import host_target_signature
+from .sweep import InstructionSweep
 
 __all__ = ["MemSlice", "mem_host_addr_bits"]
 
@@ -24,25 +25,37 @@ def mem_host_addr_bits(params) -> int:
 class MemSlice(wiring.Component):
     """A MEM slice: ``superlanes`` tiles of ``mem_banks x mem_words`` words of ``lanes`` bytes.
 
-    Every tile is one memory with one write port (32-bit granularity, for the host) and one
-    synchronous read port, so it maps to simple dual-port block RAM. The bank of an address is
-    its most significant bit (``params.mem_bank_of``).
+    Every tile is ``lanes`` byte-wide memories (one per lane, both banks, address = ``bank *
+    mem_words + word``), each with one write port and one synchronous read port, so it maps to
+    simple dual-port block RAM and every lane can use its own address (GATHER / SCATTER). The
+    bank of an address is its most significant bit (``params.mem_bank_of``).
 
-    Timing (superlane 0; superlane ``c`` does the same ``c`` cycles later, the decoded
-    instructions being shifted north one superlane per cycle):
+    Each queue's instructions go through an :class:`~openlpu.rtl.sweep.InstructionSweep`: they
+    move north one superlane per cycle, and superlane ``c`` executes an instruction only if its
+    ``CONFIG`` mask enables ``c`` (a disabled tile reads, writes and drives nothing, so the
+    passing stream value is kept, and its checkers are silent).
+
+    Timing (superlane 0; superlane ``c`` does the same ``c`` cycles later):
 
     * ``READ addr, stream, dir`` issued at ``t`` reads the word at ``t`` and drives it onto
       ``stream`` flowing ``dir`` at ``t + 1`` (``d_func = 1``).
+    * ``GATHER addr, map_stream, map_dir, stream, dir`` samples the map vector at ``t`` (from the
+      input-side SR column of ``map_dir``); lane ``l`` reads word ``(addr mod mem_words +
+      map[l]) mod mem_words`` of ``addr``'s bank at ``t``; the vector is driven at ``t + 1``.
     * ``WRITE addr, stream, dir`` issued at ``t`` samples ``stream`` at ``t`` (eastward streams
       from :attr:`sr_east_in`, westward ones from :attr:`sr_west_in`) and writes it at the clock
       edge that ends ``t`` (``d_skew = 0``).
+    * ``SCATTER addr, map_stream, map_dir, stream, dir``: like WRITE, lane ``l`` storing at the
+      word GATHER's lane ``l`` would read.
 
     Errors (in the cycle of the instruction in superlane 0, except where noted):
     ``ADDR_RANGE`` for ``addr >= mem_banks * mem_words`` (the instruction does nothing) or a
-    stream index ``>= streams`` (a READ then drives nothing, flagged at ``t + 1``; a WRITE stores
-    zeros); ``BANK_CONFLICT`` when a READ and a WRITE hit the same bank in the same cycle (both
-    still execute; the READ returns the old word); ``STREAM_UNWRITTEN`` when a WRITE samples a
-    slot whose valid bit is 0 (in any superlane, at ``t + c``).
+    stream index ``>= streams`` (a READ / GATHER then drives nothing, flagged at ``t + 1``; a
+    WRITE / SCATTER stores zeros; an out-of-range map stream reads as zeros) -- whatever the
+    mask; ``BANK_CONFLICT`` when a READ / GATHER and a WRITE / SCATTER hit the same bank in the
+    same cycle in a superlane enabled for both (both still execute; the read returns the old
+    data); ``STREAM_UNWRITTEN`` when an enabled superlane samples a slot whose valid bit is 0
+    (flagged at ``t + c``).
 
     Host access (:attr:`host`) reads or writes one 32-bit word (4 lanes) of one tile; it shares
     the memory ports and is meant for use while the chip is not running (instructions have
@@ -62,7 +75,7 @@ class MemSlice(wiring.Component):
     drive_east, drive_west : ``Out(stream_drive(params))``
         Values driven into the east / west SR column.
     instr_read, instr_write : ``In(issue_signature())``
-        Instructions of the read and write queues.
+        Instructions of the read and write queues (``CONFIG`` included).
     error : ``Out(ERROR_BITS)``
         ``ErrorFlag`` bits raised this cycle.
     host : ``In(host_target_signature(mem_host_addr_bits(params)))``
@@ -75,10 +88,13 @@ class MemSlice(wiring.Component):
                              f"({slice_info.name})")
         self._params = params
         self._info = slice_info
-        self._tiles = []
+        self._lanes = []                 # [superlane][lane] -> (memory, write port, read port)
         for c in range(params.superlanes):
-            mem = Memory(shape=unsigned(8 * params.lanes), depth=params.mem_addr_words, init=[])
-            self._tiles.append((mem, mem.write_port(granularity=32), mem.read_port()))
+            row = []
+            for _ in range(params.lanes):
+                mem = Memory(shape=unsigned(8), depth=params.mem_addr_words, init=[])
+                row.append((mem, mem.write_port(), mem.read_port()))
+            self._lanes.append(row)
         super().__init__({
             "sr_east_in":  In(stream_column(params)),
             "sr_west_in":  In(stream_column(params)),
@@ -100,71 +116,132 @@ class MemSlice(wiring.Component):
 
     @property
     def memories(self) -> tuple:
-        """One :class:`~amaranth.lib.memory.Memory` per superlane (for simulation back doors).
+        """The lane memories, ``memories[c][i]`` for lane ``i`` of superlane ``c`` (back doors).
 
-        Word ``a`` of tile ``c`` holds lanes ``c*lanes ..`` of vector word ``a``, lane ``i`` in
-        bits ``8*i .. 8*i+7``.
+        Entry ``a`` of ``memories[c][i]`` is byte ``c*lanes + i`` of vector word ``a`` (``a =
+        bank * mem_words + word``).
         """
-        return tuple(t[0] for t in self._tiles)
+        return tuple(tuple(t[0] for t in row) for row in self._lanes)
 
     def elaborate(self, platform):
         m = Module()
         p = self._params
         n_addr = p.mem_addr_words
         abits = ceil_log2(n_addr)
+        wbits = p.mem_word_bits
         sbits = max(1, ceil_log2(p.streams))
-        bank_bit = p.mem_word_bits           # the address MSB selects the bank
+        bank_bit = wbits                     # the address MSB selects the bank
+        lanes = p.lanes
+
+        m.submodules.sweep_read = sw_r = InstructionSweep(p)
+        m.submodules.sweep_write = sw_w = InstructionSweep(p)
+        wiring.connect(m, wiring.flipped(self.instr_read), sw_r.issue)
+        wiring.connect(m, wiring.flipped(self.instr_write), sw_w.issue)
 
         op_layout = data.StructLayout({
-            "valid":     1,                  # in-range instruction in this superlane
-            "addr":      abits,
-            "stream":    sbits,
-            "stream_ok": 1,
-            "dir":       1,
+            "valid":      1,                 # in-range instruction, superlane enabled
+            "present":    1,                 # in-range instruction (whatever the mask)
+            "mapped":     1,                 # GATHER / SCATTER
+            "addr":       abits,
+            "stream":     sbits,
+            "stream_ok":  1,
+            "dir":        1,
+            "map_stream": sbits,
+            "map_ok":     1,
+            "map_dir":    1,
         })
 
-        def decode(name, issue, mnemonic):
-            view = data.View(isa.layout(mnemonic), issue.word)
-            op = Signal(op_layout, name=f"{name}_sl0")
-            in_range = view.addr < n_addr
+        def decode(name, sweep, c, plain, mapped):
+            """Decode the word in superlane ``c`` of a queue (``plain`` / ``mapped`` mnemonic)."""
+            word = sweep.word[c]
+            pv = data.View(isa.layout(plain), word)
+            mv = data.View(isa.layout(mapped), word)
+            is_mapped = mv.opcode == isa.BY_MNEMONIC[mapped].opcode
+            op = Signal(op_layout, name=f"{name}_sl{c}")
+            addr = Signal(max(len(pv.addr), len(mv.addr)), name=f"{name}_addr_sl{c}")
+            stream = Mux(is_mapped, mv.stream, pv.stream)
             m.d.comb += [
-                op.valid.eq(issue.valid & in_range),
-                op.addr.eq(view.addr[:abits]),
-                op.stream.eq(view.stream[:sbits]),
-                op.stream_ok.eq(view.stream < p.streams),
-                op.dir.eq(view.dir),
+                addr.eq(Mux(is_mapped, mv.addr, pv.addr)),
+                op.present.eq(sweep.present[c] & (addr < n_addr)),
+                op.valid.eq(sweep.valid[c] & (addr < n_addr)),
+                op.mapped.eq(is_mapped),
+                op.addr.eq(addr[:abits]),
+                op.stream.eq(stream[:sbits]),
+                op.stream_ok.eq(stream < p.streams),
+                op.dir.eq(Mux(is_mapped, mv.dir, pv.dir)),
+                op.map_stream.eq(mv.map_stream[:sbits]),
+                op.map_ok.eq(mv.map_stream < p.streams),
+                op.map_dir.eq(mv.map_dir),
             ]
-            return op, issue.valid & ~in_range
+            return op, sweep.present[0] & (addr >= n_addr)
 
-        r0, r_bad_addr = decode("rd", self.instr_read, "READ")
-        w0, w_bad_addr = decode("wr", self.instr_write, "WRITE")
+        def slot(c, stream, d):
+            """The SR slot (data, valid) of ``stream`` flowing ``d`` at the input side."""
+            east = self.sr_east_in[c][stream]
+            west = self.sr_west_in[c][stream]
+            src = Signal(data.StructLayout({"data": data.ArrayLayout(unsigned(8), lanes),
+                                            "valid": 1}))
+            m.d.comb += src.eq(Mux(d == Dir.WEST, west.as_value(), east.as_value()))
+            return src
 
-        # instructions move north one superlane per cycle
-        r_ops, w_ops = [r0], [w0]
-        for c in range(1, p.superlanes):
-            r_c = Signal(op_layout, name=f"rd_sl{c}")
-            w_c = Signal(op_layout, name=f"wr_sl{c}")
-            m.d.sync += [r_c.eq(r_ops[-1]), w_c.eq(w_ops[-1])]
-            r_ops.append(r_c)
-            w_ops.append(w_c)
+        def lane_addrs(op, map_slot, name):
+            """Per lane memory address of ``op`` (READ/WRITE: addr; mapped: bank + word + map)."""
+            out = []
+            bank = op.addr[bank_bit]
+            word = op.addr[:wbits]
+            for i in range(lanes):
+                a = Signal(abits, name=f"{name}_lane{i}")
+                mapv = Mux(op.map_ok, map_slot.data[i], 0)
+                mword = (word + mapv)[:wbits] if wbits else word
+                m.d.comb += a.eq(Mux(op.mapped, Cat(mword, bank) if wbits else bank, op.addr))
+                out.append(a)
+            return out
 
         # -- host address fields ---------------------------------------------------------------
         fb = p.host_mem_field_bits
         h_group = self.host.addr[:fb["group"]]
         h_sl = self.host.addr[fb["group"]:fb["group"] + fb["superlane"]]
         h_addr = self.host.addr[fb["group"] + fb["superlane"]:]
-        groups = p.host_lane_groups
 
         # -- tiles -------------------------------------------------------------------------------
         unwritten = []
         read_bad_stream = Signal()
-        rd_datas = []
-        for c, (mem, wr, rd) in enumerate(self._tiles):
-            m.submodules[f"tile{c}"] = mem
-            r, w = r_ops[c], w_ops[c]
+        rd_datas = []                        # per superlane: the lanes' read data, lane 0 first
+        r0 = w0 = None
+        r_bad_addr = w_bad_addr = None
+        for c, row in enumerate(self._lanes):
+            r, rb = decode("rd", sw_r, c, "READ", "GATHER")
+            w, wb = decode("wr", sw_w, c, "WRITE", "SCATTER")
+            if c == 0:
+                r0, w0, r_bad_addr, w_bad_addr = r, w, rb, wb
+            r_map = slot(c, r.map_stream, r.map_dir)
+            w_map = slot(c, w.map_stream, w.map_dir)
+            w_src = slot(c, w.stream, w.dir)
+            r_addrs = lane_addrs(r, r_map, f"rd_sl{c}")
+            w_addrs = lane_addrs(w, w_map, f"wr_sl{c}")
+            host_here = self.host.w_en & (h_sl == c) if len(h_sl) else self.host.w_en
+            lane_data = []
+            for i, (mem, wr, rd) in enumerate(row):
+                m.submodules[f"tile{c}_lane{i}"] = mem
+                m.d.comb += rd.addr.eq(Mux(r.valid, r_addrs[i], h_addr))
+                lane_data.append(rd.data)
+                host_lane = host_here & (h_group == i // 4 if len(h_group) else 1)
+                with m.If(w.valid):
+                    m.d.comb += [
+                        wr.en.eq(1),
+                        wr.addr.eq(w_addrs[i]),
+                        wr.data.eq(Mux(w.stream_ok, w_src.data[i], 0)),
+                    ]
+                with m.Else():
+                    m.d.comb += [
+                        wr.en.eq(host_lane),
+                        wr.addr.eq(h_addr),
+                        wr.data.eq(self.host.w_data.word_select(i % 4, 8)),
+                    ]
+            tile_data = Cat(*lane_data)
+            rd_datas.append(tile_data)
 
-            # READ: sync read now, drive next cycle
-            m.d.comb += rd.addr.eq(Mux(r.valid, r.addr, h_addr))
+            # READ / GATHER: drive next cycle
             d_valid = Signal(name=f"drv_valid_sl{c}")
             d_stream = Signal(sbits, name=f"drv_stream_sl{c}")
             d_dir = Signal(name=f"drv_dir_sl{c}")
@@ -174,36 +251,20 @@ class MemSlice(wiring.Component):
                 d_dir.eq(r.dir),
             ]
             if c == 0:
-                m.d.sync += read_bad_stream.eq(r.valid & ~r.stream_ok)
+                m.d.sync += read_bad_stream.eq(r.present & ~r.stream_ok)
             for s in range(p.streams):
                 hit = d_valid & (d_stream == s)
                 m.d.comb += [
                     self.drive_east[c][s].en.eq(hit & (d_dir == Dir.EAST)),
-                    self.drive_east[c][s].data.eq(rd.data),
+                    self.drive_east[c][s].data.eq(tile_data),
                     self.drive_west[c][s].en.eq(hit & (d_dir == Dir.WEST)),
-                    self.drive_west[c][s].data.eq(rd.data),
+                    self.drive_west[c][s].data.eq(tile_data),
                 ]
-            rd_datas.append(rd.data)
 
-            # WRITE: sample the stream now, store at the end of the cycle
-            src = Signal(data.StructLayout({"data": 8 * p.lanes, "valid": 1}), name=f"wr_src_sl{c}")
-            east = self.sr_east_in[c][w.stream]
-            west = self.sr_west_in[c][w.stream]
-            m.d.comb += src.eq(Mux(w.dir == Dir.WEST, west.as_value(), east.as_value()))
-            host_here = self.host.w_en & (h_sl == c)
-            with m.If(w.valid):
-                m.d.comb += [
-                    wr.en.eq(-1),
-                    wr.addr.eq(w.addr),
-                    wr.data.eq(Mux(w.stream_ok, src.data, 0)),
-                ]
-            with m.Else():
-                m.d.comb += [
-                    wr.en.eq(Mux(host_here, Const(1, len(wr.en)) << h_group, 0)),
-                    wr.addr.eq(h_addr),
-                    wr.data.eq(self.host.w_data.replicate(groups)),
-                ]
-            unwritten.append(w.valid & w.stream_ok & ~src.valid)
+            # checkers of this superlane (enabled instructions only)
+            unwritten.append(w.valid & w.stream_ok & ~w_src.valid)
+            unwritten.append(w.valid & w.mapped & w.map_ok & ~w_map.valid)
+            unwritten.append(r.valid & r.mapped & r.map_ok & ~r_map.valid)
 
         # -- host read data ------------------------------------------------------------------
         h_r = Signal()
@@ -220,13 +281,17 @@ class MemSlice(wiring.Component):
             word32 = tile_word.word_select(h_r_group, 32)
         m.d.comb += self.host.r_data.eq(Mux(h_r, word32, 0))
 
-        # -- errors ------------------------------------------------------------------------------
+        # -- errors (superlane 0 frame) ----------------------------------------------------------
         r_bank = r0.addr[bank_bit]
         w_bank = w0.addr[bank_bit]
-        addr_range = r_bad_addr | w_bad_addr | (w0.valid & ~w0.stream_ok) | read_bad_stream
+        both = (sw_r.issue_mask & sw_w.issue_mask).any()
+        addr_range = (r_bad_addr | w_bad_addr | (w0.present & ~w0.stream_ok) | read_bad_stream
+                      | (r0.present & r0.mapped & ~r0.map_ok)
+                      | (w0.present & w0.mapped & ~w0.map_ok))
         m.d.comb += self.error.eq(
             Mux(addr_range, int(ErrorFlag.ADDR_RANGE), 0)
-            | Mux(r0.valid & w0.valid & (r_bank == w_bank), int(ErrorFlag.BANK_CONFLICT), 0)
+            | Mux(r0.present & w0.present & (r_bank == w_bank) & both,
+                  int(ErrorFlag.BANK_CONFLICT), 0)
             | Mux(_any(unwritten), int(ErrorFlag.STREAM_UNWRITTEN), 0))
         return m
 

@@ -100,7 +100,7 @@ class InstructionSweep(wiring.Component):
             self.issue_config.eq(is_config),
         ]
         mask = Signal(s, init=(1 << s) - 1)          # the queue's current mask
-        new_mask = view.mask.as_value()
+        new_mask = view.mask
         new_mask = new_mask[:s] if len(new_mask) >= s else new_mask   # higher superlanes: 0
         with m.If(is_config):
             m.d.sync += mask.eq(new_mask)

@@ -5,7 +5,7 @@ instructions it executes (``SHIFT`` on the ``shift`` queue, ``PERMUTE`` and ``DI
 ``permute``, ``TRANSPOSE`` on ``transpose``).
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -127,19 +127,28 @@ class SxmSlice(wiring.Component):
 
     @property
     def resources(self) -> dict:
-        """Datapath size estimate (byte-wide multiplexer inputs and byte registers)."""
+        """Datapath size estimate: byte-wide multiplexer inputs and byte registers.
+
+        Per datapath: ``SHIFT`` ``log2(VL)`` stages of a 3:1 mux per lane; ``PERMUTE`` one
+        ``VL:1`` mux per output lane (``min(VL, 256)`` inputs: map bytes are unsigned);
+        ``DISTRIBUTE`` one ``L:1`` per lane; ``TRANSPOSE`` a 2:1 axis select per block byte and a
+        2:1 exit select per output byte; 4 operand selects of ``2 * streams`` slots per superlane
+        (SHIFT input, PERMUTE/DISTRIBUTE input and map, TRANSPOSE input); per output slot a
+        choice between the 4 datapaths. Registers: ``SHIFT`` and ``PERMUTE`` ``VL * (S + 1)``
+        each (deskew, result, reskew), the ``PERMUTE`` map deskew ``L * S * (S + 1) / 2``,
+        ``DISTRIBUTE`` ``VL``, ``TRANSPOSE`` ``S * (L * L + L)``; instruction registers not
+        counted.
+        """
         p = self._params
         S, L, VL = p.superlanes, p.lanes, p.vl
-        stages = ceil_log2(VL)
         return {
-            "shift_mux_inputs": stages * VL * 3,           # log2(VL) stages of 3:1 per lane
-            "permute_mux_inputs": VL * VL,                 # one VL:1 per output lane
-            "distribute_mux_inputs": S * L * L,            # one L:1 per lane
-            "transpose_mux_inputs": S * (L * L * 3 + L * 2),   # shift axis select + exit select
-            "operand_select_inputs": 5 * S * 2 * p.streams * L,  # 5 stream selects per superlane
-            # deskew S(S+1)/2 chunks, switch register S, reskew S(S-1)/2: VL*(S+1) bytes each,
-            # PERMUTE twice for its map; DISTRIBUTE S*L; TRANSPOSE S*(L*L + L)
-            "register_bytes": 3 * VL * (S + 1) - S * (S + 1) // 2 * L + S * L + S * (L * L + L),
+            "shift_mux_inputs": 3 * VL * ceil_log2(VL),
+            "permute_mux_inputs": VL * min(VL, 256),
+            "distribute_mux_inputs": S * L * L,
+            "transpose_mux_inputs": S * (2 * L * L + 2 * L),
+            "operand_select_inputs": 4 * S * 2 * p.streams * L,
+            "drive_mux_inputs": 4 * S * 2 * p.streams * L,
+            "register_bytes": 2 * VL * (S + 1) + L * S * (S + 1) // 2 + VL + S * (L * L + L),
         }
 
     def elaborate(self, platform):
@@ -329,7 +338,7 @@ class SxmSlice(wiring.Component):
         ctrl_layout = data.StructLayout({
             "load": 1,          # sample an input row into the block
             "shift": 1,         # shift the block (load and/or drain)
-            "vert": 1,          # shift axis: 1 rows move to row 0 (exit row 0), 0 columns (exit col 0)
+            "vert": 1,          # axis: 1 rows move towards row 0, 0 columns towards column 0
             "drain": 1,         # capture the exiting row/column into the output register
             "in_stream": sbits, "in_dir": 1,
             "out_stream": sbits, "out_dir": 1,

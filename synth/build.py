@@ -99,26 +99,27 @@ def _parse_fmax(tim_text: str) -> dict:
     return out
 
 
-def _critical_path(tim_text: str, limit: int = 12) -> list[str]:
-    """The last critical-path listing of a nextpnr log (its first and last lines)."""
+def _critical_path(tim_text: str, limit: int = 16) -> list[str]:
+    """Steps of the last critical-path report of the system clock in a nextpnr log."""
     blocks = re.split(r"Info: Critical path report for clock", tim_text)
     if len(blocks) < 2:
         return []
-    lines = [ln.strip() for ln in blocks[-1].splitlines()[1:]]
+    step = re.compile(r"^Info:\s+(clk-to-q|routing|logic|setup)\s+([\d.]+)\s+([\d.]+)\s+(.*)$")
     path = []
-    for ln in lines:
-        if not ln.startswith("Info:") or "Max frequency" in ln or "Critical path report" in ln:
+    for ln in blocks[-1].splitlines()[1:]:
+        if ln.startswith("Info: Critical path report") or "Max frequency" in ln:
             break
-        body = ln[len("Info:"):].strip()
-        if body:
-            path.append(body)
+        mt = step.match(ln.rstrip())
+        if mt and mt.group(1) != "routing":
+            path.append(f"{mt.group(1)} {mt.group(2)} ns (total {mt.group(3)}): {mt.group(4)}")
     if len(path) > limit:
         path = path[:limit // 2] + ["..."] + path[-limit // 2:]
     return path
 
 
 def build(board_name: str, preset_name: str | None = None, *, freq_mhz: float | None = None,
-          out: Path = DEFAULT_OUT, timeout: float = 3600, chip=None, log=print) -> dict:
+          out: Path = DEFAULT_OUT, timeout: float = 3600, chip=None, nextpnr_opts: str = "",
+          log=print) -> dict:
     """Build one board top and return (and store as ``result.json``) its figures."""
     brd = get_board(board_name)
     preset_name = preset_name or brd.preset
@@ -131,7 +132,7 @@ def build(board_name: str, preset_name: str | None = None, *, freq_mhz: float | 
     for stale in ("top.tim", "top.bit", "top.bin", "result.json", "nextpnr.json"):
         (build_dir / stale).unlink(missing_ok=True)
 
-    overrides = {"nextpnr_opts": f"--timing-allow-fail --report nextpnr.json --seed 1"}
+    overrides = {"nextpnr_opts": f"--timing-allow-fail --report nextpnr.json --seed 1 {nextpnr_opts}"}
     if brd.family == "ecp5" and kind == "yowasp":
         overrides["synth_opts"] = "-dff"
     t0 = time.monotonic()
@@ -218,13 +219,15 @@ def main(argv=None):
     ap.add_argument("--freq", type=float, help="system clock in MHz (default: the board's target)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     ap.add_argument("--timeout", type=float, default=3600, help="build time limit in seconds")
+    ap.add_argument("--nextpnr-opts", default="", help="extra nextpnr options")
     ap.add_argument("--report", action="store_true", help="collect results and print the table")
     args = ap.parse_args(argv)
     if not args.board and not args.report:
         ap.error("give --board (to build) and/or --report")
     try:
         if args.board:
-            build(args.board, args.preset, freq_mhz=args.freq, out=args.out, timeout=args.timeout)
+            build(args.board, args.preset, freq_mhz=args.freq, out=args.out, timeout=args.timeout,
+                  nextpnr_opts=args.nextpnr_opts)
         if args.report:
             results = collect_report(args.out)
             if not results:

@@ -348,3 +348,435 @@ def test_generate_verilog(name):
                  "host__r_valid", "running", "done", "clk", "rst"):
         assert port in v
     assert time.monotonic() - t0 < 60
+
+
+# == model vs RTL: the same host traffic on LpuChip and on the reference model ====================
+from openlpu.verification.model import LpuModel  # noqa: E402
+from tests.rtl.test_mem import backdoor_get  # noqa: E402
+
+
+def asm(items: dict, halt_at: int | None = None) -> list[int]:
+    """Queue words from ``{cycle: word or (word, busy_cycles)}`` (REPEAT is busy count*interval
+    cycles, SYNC until released: give its release cycle + 1 - cycle), NOPs between, then HALT."""
+    words, t = [], 0
+    for cyc in sorted(items):
+        w, busy = items[cyc] if isinstance(items[cyc], tuple) else (items[cyc], 1)
+        assert cyc >= t, f"two instructions of one queue at cycle {cyc}"
+        if cyc > t:
+            words.append(OP["NOP"].encode(count=cyc - t))
+        words.append(w)
+        t = cyc + busy
+    if halt_at is not None and halt_at > t:
+        words.append(OP["NOP"].encode(count=halt_at - t))
+    words.append(OP["HALT"].encode())
+    return words
+
+
+def rep(count, interval, stride):
+    return (OP["REPEAT"].encode(count=count, interval=interval, stride=stride), count * interval)
+
+
+def mem_writes(p, slice_index, addr, vec):
+    out = []
+    for c in range(p.superlanes):
+        for g in range(p.host_lane_groups):
+            base = c * p.lanes + 4 * g
+            out.append((hostmap.mem_addr(p, slice_index, p.mem_bank_of(addr), addr % p.mem_words,
+                                         c, g), hostmap.pack_lanes(vec[base:base + 4])))
+    return out
+
+
+def host_traffic(p, programs, preload=()):
+    """Host writes loading ``programs`` ({queue: words}, others HALT) and ``preload`` vectors."""
+    ops = []
+    for q in p.queues:
+        for i, w in enumerate(programs.get(q.name, [OP["HALT"].encode()])):
+            ops.append((hostmap.imem_addr(p, q.index, i), w))
+    for sl, a, vec in preload:
+        ops += mem_writes(p, sl, a, vec)
+    return ops
+
+
+REGS = (HostReg.CYCLES, HostReg.ERRORS, HostReg.ERROR_CYCLE)
+
+
+def model_runs(p, runs):
+    """Apply each run's host writes to the model, START; returns [(regs, mem)] per run."""
+    mdl = LpuModel(p)
+    out = []
+    for ops in runs:
+        for a, d in ops:
+            mdl.write(a, d)
+        mdl.write(hostmap.reg_addr(HostReg.CTRL), int(isa.Ctrl.START))
+        regs = tuple(mdl.read(hostmap.reg_addr(r)) for r in REGS)
+        mem = np.zeros((2 * p.mem_slices, p.mem_addr_words, p.vl), dtype=np.uint8)
+        for s in range(2 * p.mem_slices):       # through the model's host interface
+            for a in range(p.mem_addr_words):
+                for c in range(p.superlanes):
+                    for g in range(p.host_lane_groups):
+                        w = mdl.read(hostmap.mem_addr(p, s, p.mem_bank_of(a), a % p.mem_words,
+                                                      c, g))
+                        base = c * p.lanes + 4 * g
+                        mem[s, a, base:base + 4] = hostmap.unpack_lanes(w)
+        out.append((regs, mem))
+    return out
+
+
+def rtl_runs(p, runs, max_cycles=20000):
+    """Same on LpuChip through the host bus (MEM contents read back through the back door)."""
+    b = ChipBench(p)
+    out = []
+
+    async def tb(ctx):
+        for ops in runs:
+            for a, d in ops:
+                await b.bus.write(ctx, a, d)
+            regs = await b.run(ctx, max_polls=2000)
+            mem = np.zeros((2 * p.mem_slices, p.mem_addr_words, p.vl), dtype=np.uint8)
+            for s in p.mem_slice_list:
+                dut = b.dut.slices[s.name]
+                for a in range(p.mem_addr_words):
+                    mem[s.index, a] = backdoor_get(ctx, dut, a)
+            out.append((tuple(regs), mem))
+
+    t0 = time.monotonic()
+    run_sim(b.dut, tb, max_cycles=max_cycles, max_seconds=60)
+    assert time.monotonic() - t0 < 60
+    return out
+
+
+def cross_check(p, runs, expect_errors=None):
+    """Run on both; assert CYCLES, ERRORS, ERROR_CYCLE and every MEM byte agree. Returns the
+    model's results (per run: (regs, mem))."""
+    got_m = model_runs(p, runs)
+    got_r = rtl_runs(p, runs)
+    for i, ((rm, mm), (rr, mr)) in enumerate(zip(got_m, got_r)):
+        assert rr == rm, f"run {i}: RTL (CYCLES, ERRORS, ERROR_CYCLE) {rr} != model {rm}"
+        for s in range(mm.shape[0]):
+            bad = np.argwhere(mm[s] != mr[s])
+            assert not len(bad), f"run {i}: MEM slice {s} differs at (word, lane) {bad[:4].tolist()}"
+        if expect_errors is not None:
+            assert rm[1] == int(expect_errors[i]), f"run {i}: ERRORS {rm[1]}"
+    return got_m
+
+
+def pos(p, name):
+    return p.slice(name).position
+
+
+def idx(p, name):
+    return p.slice(name).index
+
+
+def route_dir(p, src, dst):
+    return Dir.EAST if pos(p, dst) > pos(p, src) else Dir.WEST
+
+
+def arrival(p, src, dst, t, mnemonic="READ"):
+    """Cycle a result of ``mnemonic`` issued at ``t`` in ``src`` is sampled by ``dst`` (d_skew 0)."""
+    return t + OP[mnemonic].d_func(p) + abs(pos(p, dst) - pos(p, src))
+
+
+def rand_vecs(rng, p, n):
+    v = rng.integers(0, 256, size=(n, p.vl), dtype=np.uint8)
+    v[0] = np.resize(EDGE, p.vl)
+    return v
+
+
+@pytest.mark.parametrize("interval,rstride,wstride", [(1, 1, 2), (3, -3, -1)])
+def test_repeat_read_write(params, interval, rstride, wstride):
+    """READ + REPEAT in one slice, WRITE + REPEAT in another: k-th copy moves word a0+k*rstride
+    to w0+k*wstride (interval 1 back to back, interval 3 with negative strides)."""
+    p = params
+    rng = np.random.default_rng(31 + interval)
+    n = 4
+    src, dst = f"mem_w{p.mem_slices - 1}", f"mem_e{p.mem_slices - 1}"
+    d = int(route_dir(p, src, dst))
+    a0 = 3 if rstride > 0 else 3 * n
+    w0 = p.mem_words + (1 if wstride > 0 else 2 * n)      # bank 1: no conflict with the READs
+    t = 2
+    ta = arrival(p, src, dst, t)
+    programs = {
+        f"{src}.read": asm({t: OP["READ"].encode(addr=a0, stream=3, dir=d),
+                            t + 1: rep(n - 1, interval, rstride)}),
+        f"{dst}.write": asm({ta: OP["WRITE"].encode(addr=w0, stream=3, dir=d),
+                             ta + 1: rep(n - 1, interval, wstride)}),
+    }
+    # copy k of X issues at t_r - 1 + k*interval: copies are `interval` apart after X... the first
+    # copy follows X directly only for interval 1; with interval > 1 both queues shift the same
+    vecs = rand_vecs(rng, p, n)
+    preload = [(idx(p, src), a0 + k * rstride, vecs[k]) for k in range(n)]
+    res = cross_check(p, [host_traffic(p, programs, preload)], [0])
+    (cycles, _, _), mem = res[0]
+    assert cycles == ta + 1 + (n - 1) * interval + 1
+    for k in range(n):
+        np.testing.assert_array_equal(mem[idx(p, dst), w0 + k * wstride], vecs[k],
+                                      err_msg=f"copy {k}")
+
+
+def test_repeat_field_wraps_and_bad_repeat(params):
+    """The stride wraps modulo the field width (addr 1 - 2 -> 0xFFFF: ADDR_RANGE), REPEAT with
+    nothing before it (or only control instructions) -> BAD_INSTRUCTION, skipped."""
+    p = params
+    w1 = f"mem_w{p.mem_slices - 1}"
+    runs = [
+        host_traffic(p, {f"{w1}.read": asm({1: OP["READ"].encode(addr=1, stream=0, dir=0),
+                                            2: rep(1, 1, -2)})}),
+        host_traffic(p, {"mem_w0.write": [OP["CONFIG"].encode(mask=3), OP["NOP"].encode(count=2),
+                                          rep(2, 1, 1)[0], OP["NOP"].encode(count=2),
+                                          OP["HALT"].encode()],
+                         "mxm_w.compute": [rep(1, 1, 0)[0], OP["HALT"].encode()]}),
+    ]
+    res = cross_check(p, runs, [ErrorFlag.ADDR_RANGE, ErrorFlag.BAD_INSTRUCTION])
+    assert res[0][0][2] == 3                # the copy (addr 0xFFFF) issues at 2
+    assert res[1][0] == (6, int(ErrorFlag.BAD_INSTRUCTION), 0)
+
+
+def test_repeat_mxm_lw_abc_acc(params):
+    """A matmul built with REPEAT: READ/LW rows, IW, READ/ABC activations, ACC/WRITE int32 planes
+    into four MEM slices; checked against numpy and the model."""
+    p = params
+    rng = np.random.default_rng(41)
+    vl = p.vl
+    n_x = 3
+    w = rng.integers(-128, 128, size=(vl, vl), dtype=np.int64)
+    w[0, :4] = [-128, 127, 0, 1]
+    x = rng.integers(-128, 128, size=(n_x, vl), dtype=np.int64)
+    src = f"mem_w{p.mem_slices - 1}"            # next to the MXM
+    d_w = int(Dir.WEST)
+    preload = [(idx(p, src), r, w[r].astype(np.uint8)) for r in range(vl)]
+    preload += [(idx(p, src), vl + i, x[i].astype(np.uint8)) for i in range(n_x)]
+    t = 1
+    t_lw = arrival(p, src, "mxm_w", t)
+    t_iw = t_lw + vl
+    t_x = t_iw + 1 - (t_lw - t)                 # READ of x so that ABC issues after IW
+    t_abc = t_iw + 1
+    reads = {t: OP["READ"].encode(addr=0, stream=1, dir=d_w), t + 1: rep(vl - 1, 1, 1),
+             t_x: OP["READ"].encode(addr=vl, stream=2, dir=d_w), t_x + 1: rep(n_x - 1, 2, 1)}
+    t_abc_last = t_abc + 2 * (n_x - 1)
+    t_acc = t_abc_last + OP["ABC"].d_func(p) + 1
+    dsts = [s.name for s in p.mem_slice_list][:4]
+    programs = {
+        f"{src}.read": asm(reads),
+        "mxm_w.weights": asm({t_lw: OP["LW"].encode(row=0, stream=1, dir=d_w),
+                              t_lw + 1: rep(vl - 1, 1, 1), t_iw: OP["IW"].encode()}),
+        "mxm_w.compute": asm({t_abc: OP["ABC"].encode(acc=2, stream=2, dir=d_w, accumulate=0),
+                              t_abc + 1: rep(n_x - 1, 2, 3)}),
+        "mxm_w.result": asm({t_acc: OP["ACC"].encode(acc=2, group=1, dir=int(Dir.EAST)),
+                             t_acc + 1: rep(n_x - 1, 1, 3)}),
+    }
+    for b, name in enumerate(dsts):
+        ta = arrival(p, "mxm_w", name, t_acc, "ACC")
+        programs[f"{name}.write"] = asm({ta: OP["WRITE"].encode(addr=p.mem_words + 5, stream=4 + b,
+                                                                 dir=int(Dir.EAST)),
+                                         ta + 1: rep(n_x - 1, 1, -1)})
+    res = cross_check(p, [host_traffic(p, programs, preload)], [0])
+    mem = res[0][1]
+    y = (x @ w.T).astype(np.int32)              # y[i][n] = sum_k W[n][k] x[i][k]
+    for i in range(n_x):
+        planes = np.stack([mem[idx(p, name), p.mem_words + 5 - i] for name in dsts])
+        got = planes.T.copy().view(np.int32).reshape(vl)
+        np.testing.assert_array_equal(got, y[i], err_msg=f"result {i}")
+
+
+def test_sync_notify(params):
+    """SYNC parks a queue until a NOTIFY of any queue (same cycle or later); the next instruction
+    issues the cycle after the NOTIFY. WRITEs placed by that rule receive the READs' data."""
+    p = params
+    rng = np.random.default_rng(51)
+    n = p.mem_slices
+    w_src, e_src = f"mem_w{n - 1}", "mem_e0"
+    w_dst, e_dst = f"mem_e{n - 1}", "mem_w0"
+    t_n1, t_n2 = 6, 13                          # NOTIFYs (from two different queues)
+    # queue A: SYNC at 0 -> released by NOTIFY at 6 -> READ at 7
+    # queue B: NOP, SYNC at 6 (same cycle as the NOTIFY) -> READ at 7 ... then SYNC at 9 -> READ at 14
+    ra = OP["READ"].encode(addr=1, stream=2, dir=int(route_dir(p, w_src, w_dst)))
+    rb = OP["READ"].encode(addr=2, stream=5, dir=int(route_dir(p, e_src, e_dst)))
+    rb2 = OP["READ"].encode(addr=3, stream=6, dir=int(route_dir(p, e_src, e_dst)))
+    sync, notify = OP["SYNC"].encode(), OP["NOTIFY"].encode()
+    programs = {
+        f"{w_src}.read": asm({0: (sync, t_n1 + 1), t_n1 + 1: ra}),
+        f"{e_src}.read": asm({t_n1: (sync, 1), t_n1 + 1: rb, 9: (sync, t_n2 + 1 - 9),
+                              t_n2 + 1: rb2}),
+        "mxm_w.weights": asm({t_n1: notify}),
+        f"mem_w{n - 1}.write": asm({t_n2: notify}),
+    }
+    ta = arrival(p, w_src, w_dst, t_n1 + 1)
+    tb_ = arrival(p, e_src, e_dst, t_n1 + 1)
+    tb2 = arrival(p, e_src, e_dst, t_n2 + 1)
+    programs[f"{w_dst}.write"] = asm({ta: OP["WRITE"].encode(addr=p.mem_words, stream=2,
+                                                              dir=int(route_dir(p, w_src, w_dst)))})
+    programs[f"{e_dst}.write"] = asm({tb_: OP["WRITE"].encode(addr=p.mem_words + 1, stream=5,
+                                                               dir=int(route_dir(p, e_src, e_dst))),
+                                      tb2: OP["WRITE"].encode(addr=p.mem_words + 2, stream=6,
+                                                              dir=int(route_dir(p, e_src, e_dst)))})
+    vecs = rand_vecs(rng, p, 3)
+    preload = [(idx(p, w_src), 1, vecs[0]), (idx(p, e_src), 2, vecs[1]), (idx(p, e_src), 3, vecs[2])]
+    res = cross_check(p, [host_traffic(p, programs, preload)], [0])
+    mem = res[0][1]
+    assert res[0][0][0] == max(ta, tb2) + 2
+    np.testing.assert_array_equal(mem[idx(p, w_dst), p.mem_words], vecs[0])
+    np.testing.assert_array_equal(mem[idx(p, e_dst), p.mem_words + 1], vecs[1])
+    np.testing.assert_array_equal(mem[idx(p, e_dst), p.mem_words + 2], vecs[2])
+
+
+def test_config_partial_mask(params):
+    """CONFIG masks: a WRITE with a partial mask updates only the enabled superlanes; disabled
+    tiles neither drive nor check; a bank conflict needs a superlane enabled for both; CONFIG in
+    an MXM queue is ignored; the next START enables every superlane again."""
+    p = params
+    rng = np.random.default_rng(61)
+    S, L = p.superlanes, p.lanes
+    mask = 0b0101 if S == 4 else 0b01
+    lanes_on = np.repeat([(mask >> c) & 1 for c in range(S)], L).astype(bool)
+    src, dst = f"mem_w{p.mem_slices - 1}", f"mem_e{p.mem_slices - 1}"
+    d = int(route_dir(p, src, dst))
+    vecs = rand_vecs(rng, p, 4)
+    old = rand_vecs(rng, p, 2)
+    t = 2
+    ta = arrival(p, src, dst, t)
+    cfg = OP["CONFIG"].encode
+    copy = {
+        f"{src}.read": asm({0: cfg(mask=0xFFFF), t: OP["READ"].encode(addr=0, stream=4, dir=d),
+                            t + 1: OP["READ"].encode(addr=1, stream=5, dir=d),
+                            t + 2: cfg(mask=mask),
+                            t + 3: OP["READ"].encode(addr=2, stream=6, dir=d)}),
+        f"{dst}.write": asm({ta - 1: cfg(mask=mask),
+                             ta: OP["WRITE"].encode(addr=p.mem_words, stream=4, dir=d),
+                             ta + 1: cfg(mask=0),             # nothing written, nothing checked
+                             ta + 2: OP["WRITE"].encode(addr=p.mem_words + 1, stream=7, dir=d),
+                             ta + 3: cfg(mask=mask),          # same mask as the READ: no error
+                             ta + 4: OP["WRITE"].encode(addr=p.mem_words + 2, stream=6, dir=d)}),
+        # READ (superlane mask) and WRITE (complement) on one bank: no common superlane
+        "mem_w0.read": asm({0: cfg(mask=mask), 4: OP["READ"].encode(addr=5, stream=0, dir=0)}),
+        "mem_w0.write": asm({0: cfg(mask=~mask & 0xFFFF),
+                             4: OP["WRITE"].encode(addr=6, stream=0, dir=0)}),
+        "mxm_w.weights": asm({0: cfg(mask=0), 1: OP["LW"].encode(row=0, stream=0, dir=0)}),
+    }
+    preload = [(idx(p, src), i, vecs[i]) for i in range(3)]
+    preload += [(idx(p, dst), p.mem_words + i, old[i % 2]) for i in range(3)]
+    conflict = {"mem_w0.read": asm({0: cfg(mask=mask), 4: OP["READ"].encode(addr=5, stream=0,
+                                                                            dir=0)}),
+                "mem_w0.write": asm({0: cfg(mask=mask | (mask << 1)),
+                                     4: OP["WRITE"].encode(addr=6, stream=0, dir=0)})}
+    again = {f"{src}.read": asm({t: OP["READ"].encode(addr=0, stream=4, dir=d)}),
+             f"{dst}.write": asm({ta: OP["WRITE"].encode(addr=p.mem_words + 3, stream=4, dir=d)})}
+    runs = [host_traffic(p, copy, preload), host_traffic(p, conflict), host_traffic(p, again)]
+    # mem_w0's WRITE of an unwritten stream is flagged only where enabled (every run has it
+    # in an enabled superlane except where the mask hides it)
+    res = cross_check(p, runs)
+    (_, e0, _), mem = res[0]
+    assert e0 == int(ErrorFlag.STREAM_UNWRITTEN)          # mem_w0's WRITE in its enabled tiles
+    np.testing.assert_array_equal(mem[idx(p, dst), p.mem_words],
+                                  np.where(lanes_on, vecs[0], old[0]))
+    np.testing.assert_array_equal(mem[idx(p, dst), p.mem_words + 1], old[1])
+    np.testing.assert_array_equal(mem[idx(p, dst), p.mem_words + 2],
+                                  np.where(lanes_on, vecs[2], old[0]))
+    assert res[1][0][1] == int(ErrorFlag.BANK_CONFLICT | ErrorFlag.STREAM_UNWRITTEN)
+    np.testing.assert_array_equal(res[2][1][idx(p, dst), p.mem_words + 3], vecs[0])
+    assert res[2][0][1] == 0
+
+
+@pytest.mark.parametrize("which", ["gather", "scatter"])
+def test_gather_scatter(params, which):
+    """GATHER / SCATTER with random maps (wrapping past the end of the bank); the map comes from a
+    READ in another slice; checked against numpy fancy indexing and the model."""
+    p = params
+    rng = np.random.default_rng(71 if which == "gather" else 72)
+    mw, vl = p.mem_words, p.vl
+    n = p.mem_slices
+    g, msrc, dst = "mem_e0", f"mem_w{n - 1}", f"mem_e{n - 1}"
+    dm = int(route_dir(p, msrc, g))
+    maps = rng.integers(0, 256, size=(2, vl), dtype=np.uint8)
+    maps[0, :4] = [255, 0, mw - 1, 1]
+    base = [mw + mw - 3, 5]                     # bank 1 near its end (wraps), bank 0
+    table = rng.integers(0, 256, size=(p.mem_addr_words, vl), dtype=np.uint8)
+    lanes = np.arange(vl)
+    t = 1
+    tm = arrival(p, msrc, g, t)
+    preload = [(idx(p, msrc), 10 + i, maps[i]) for i in range(2)]
+    if which == "gather":
+        preload += [(idx(p, g), a, table[a]) for a in range(p.mem_addr_words)]
+        dg = int(route_dir(p, g, dst))
+        programs = {
+            f"{msrc}.read": asm({t: OP["READ"].encode(addr=10, stream=3, dir=dm),
+                                 t + 1: OP["READ"].encode(addr=11, stream=3, dir=dm)}),
+            f"{g}.read": asm({tm: OP["GATHER"].encode(addr=base[0], map_stream=3, map_dir=dm,
+                                                      stream=1, dir=dg),
+                              tm + 1: OP["GATHER"].encode(addr=base[1], map_stream=3, map_dir=dm,
+                                                          stream=1, dir=dg)}),
+            f"{dst}.write": asm({arrival(p, g, dst, tm): OP["WRITE"].encode(addr=0, stream=1, dir=dg),
+                                 arrival(p, g, dst, tm) + 1: rep(1, 1, 1)}),
+        }
+        res = cross_check(p, [host_traffic(p, programs, preload)], [0])
+        mem = res[0][1]
+        for i in range(2):
+            bank, w0 = p.mem_bank_of(base[i]), base[i] % mw
+            exp = table[bank * mw + (w0 + maps[i].astype(int)) % mw, lanes]
+            np.testing.assert_array_equal(mem[idx(p, dst), i], exp, err_msg=f"GATHER {i}")
+    else:
+        data = rand_vecs(rng, p, 2)
+        preload += [(idx(p, msrc), 20 + i, data[i]) for i in range(2)]
+        old = rng.integers(0, 256, size=(p.mem_addr_words, vl), dtype=np.uint8)
+        preload += [(idx(p, g), a, old[a]) for a in range(p.mem_addr_words)]
+        programs = {
+            f"{msrc}.read": asm({t: OP["READ"].encode(addr=10, stream=3, dir=dm),
+                                 t + 1: rep(1, 1, 1)}),
+            "mem_w0.read": asm({t + abs(pos(p, "mem_w0") - pos(p, msrc)):
+                                OP["READ"].encode(addr=0, stream=0, dir=dm)}),
+            f"{msrc}.write": asm({}),
+        }
+        dsrc = f"mem_w{n - 1}"
+        # data from the same source slice's read queue would clash with the map READs: use mem_w0
+        programs["mem_w0.read"] = asm({t + pos(p, msrc) - pos(p, "mem_w0") + 0:
+                                       OP["READ"].encode(addr=20, stream=4, dir=dm),
+                                       t + pos(p, msrc) - pos(p, "mem_w0") + 1:
+                                       rep(1, 1, 1)}) if False else asm({})
+        preload = [(sl, a, v) for sl, a, v in preload if sl != idx(p, msrc) or a < 20]
+        preload += [(idx(p, "mem_w0"), 20 + i, data[i]) for i in range(2)]
+        td = tm - OP["READ"].d_func(p) - abs(pos(p, g) - pos(p, "mem_w0"))
+        programs["mem_w0.read"] = asm({td: OP["READ"].encode(addr=20, stream=4, dir=dm),
+                                       td + 1: rep(1, 1, 1)})
+        programs[f"{g}.write"] = asm({tm: OP["SCATTER"].encode(addr=base[0], map_stream=3,
+                                                               map_dir=dm, stream=4, dir=dm),
+                                      tm + 1: OP["SCATTER"].encode(addr=base[1], map_stream=3,
+                                                                   map_dir=dm, stream=4, dir=dm)})
+        del programs[f"{msrc}.write"]
+        res = cross_check(p, [host_traffic(p, programs, preload)], [0])
+        mem = res[0][1]
+        exp = old.copy()
+        for i in range(2):
+            bank, w0 = p.mem_bank_of(base[i]), base[i] % mw
+            exp[bank * mw + (w0 + maps[i].astype(int)) % mw, lanes] = data[i]
+        np.testing.assert_array_equal(mem[idx(p, g)], exp)
+
+
+def test_xcheck_host_traffic(params):
+    """Model vs RTL on the earlier programs: MEM copies, bank conflict, address and stream
+    ranges, unwritten stream, bad instructions, IMEM overrun (one chip, consecutive runs)."""
+    p = params
+    rng = np.random.default_rng(3)
+    programs, moves, _, _ = copy_plan(p, 3)
+    n = p.mem_addr_words
+    w0, w1 = "mem_w0", f"mem_w{p.mem_slices - 1}"
+    enc = {m: OP[m].encode for m in OP}
+    cases = [
+        programs,
+        {f"{w0}.read": assemble({4: enc["READ"](addr=p.mem_words + 1, stream=0, dir=0)}, 5),
+         f"{w0}.write": assemble({4: enc["WRITE"](addr=p.mem_words + 2, stream=0, dir=0)}, 5)},
+        {f"{w1}.read": assemble({3: enc["READ"](addr=n, stream=0, dir=0)}, 4)},
+        {f"{w1}.read": assemble({3: enc["READ"](addr=1, stream=p.streams + 1, dir=0)}, 6)},
+        {f"{w0}.write": assemble({5: enc["WRITE"](addr=0, stream=7, dir=1)}, 6)},
+        {f"{w0}.read": [enc["NOP"](count=2), enc["WRITE"](addr=0, stream=0, dir=0), 0x3F,
+                        enc["READ"](addr=3, stream=1, dir=0), enc["HALT"]()]},
+        {f"{w1}.write": [enc["NOP"](count=2)] * p.imem_words},
+    ]
+    vecs = rand_vecs(rng, p, len(moves))
+    runs = [host_traffic(p, progs) for progs in cases]
+    runs[0] = host_traffic(p, programs, [(ss, sa, v) for (ss, sa, _, _), v in zip(moves, vecs)])
+    res = cross_check(p, runs, [0, ErrorFlag.BANK_CONFLICT | ErrorFlag.STREAM_UNWRITTEN,
+                                ErrorFlag.ADDR_RANGE, ErrorFlag.ADDR_RANGE,
+                                ErrorFlag.STREAM_UNWRITTEN, ErrorFlag.BAD_INSTRUCTION,
+                                ErrorFlag.IMEM_OVERRUN])
+    for (_, _, ds, da), v in zip(moves, vecs):
+        np.testing.assert_array_equal(res[0][1][ds, da], v)

@@ -21,6 +21,19 @@ OP = isa.BY_MNEMONIC
 EDGE = np.array([0x80, 0x7F, 0x00, 0x01], dtype=np.uint8)    # -128, 127, 0, 1
 
 
+def backdoor_set(ctx, dut, addr, vec):
+    """Write vector word ``addr`` of a MemSlice directly into its lane memories."""
+    for c, row in enumerate(dut.memories):
+        for i, mem in enumerate(row):
+            ctx.set(mem.data[addr], int(vec[c * dut.params.lanes + i]))
+
+
+def backdoor_get(ctx, dut, addr):
+    """Vector word ``addr`` of a MemSlice, read directly from its lane memories."""
+    return np.array([ctx.get(mem.data[addr]) for row in dut.memories for mem in row],
+                    dtype=np.uint8)
+
+
 def random_vectors(params, rng, n):
     vecs = rng.integers(0, 256, size=(n, params.vl), dtype=np.uint8)
     vecs[0] = np.resize(EDGE, params.vl)
@@ -47,12 +60,10 @@ class MemBench:
 
     def run(self):
         p, dut = self.p, self.dut
-        mems = dut.memories
 
         async def tb(ctx):
             for a, vec in self.preload.items():
-                for c, w in enumerate(vector_to_tiles(p, vec)):
-                    ctx.set(mems[c].data[a], w)
+                backdoor_set(ctx, dut, a, vec)
             for t in range(self.cycles):
                 for d, port in ((Dir.EAST, dut.sr_east_in), (Dir.WEST, dut.sr_west_in)):
                     ctx.set(port.as_value(), pack_column(p, self.sr[d][t], self.sr_valid[d][t]))
@@ -71,7 +82,7 @@ class MemBench:
                 self.errors.append(ctx.get(dut.error))
                 await ctx.tick()
             for a in range(p.mem_addr_words):
-                self.final_mem[a] = tiles_to_vector(p, [ctx.get(m.data[a]) for m in mems])
+                self.final_mem[a] = backdoor_get(ctx, dut, a)
 
         run_sim(dut, tb, max_cycles=self.cycles + 10)
 
@@ -195,9 +206,10 @@ def test_host_roundtrip(params):
             assert ctx.get(dut.host.r_data) == v
             await ctx.tick()
             assert ctx.get(dut.host.r_data) == 0
-            # back door: lane 4g+i of the tile word holds byte i
-            tile = ctx.get(dut.memories[c].data[bank * p.mem_words + word])
-            assert (tile >> (32 * g)) & 0xFFFFFFFF == v
+            # back door: lane 4g+i of the tile holds byte i
+            vec = backdoor_get(ctx, dut, bank * p.mem_words + word)
+            base = c * p.lanes + 4 * g
+            assert hostmap.pack_lanes(vec[base:base + 4]) == v
 
     run_sim(dut, tb, max_cycles=200)
 

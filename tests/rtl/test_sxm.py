@@ -319,8 +319,8 @@ def test_permute(params):
     for k, amap in enumerate(maps):
         x = with_edges(rng, VL)
         out = ((k + 1) % p.streams, (EAST, WEST)[k % 2])
-        prog.permute(1 + k, "PERMUTE", x, amap, in_=(k % 4, EAST), map_=(4 + k % 4, WEST),
-                     out=out)
+        prog.permute(1 + k, "PERMUTE", x, amap, in_=(k % p.streams, EAST),
+                     map_=((k + 1) % p.streams, WEST), out=out)
         cases.append((1 + k, x, amap, out))
     got = run_good(p, prog)
     d = d_func(p, "PERMUTE")
@@ -367,7 +367,7 @@ def test_transpose(params):
     cases = []
     for k, t in enumerate(starts):
         rows = [with_edges(rng, VL) for _ in range(L)]
-        out = (k % 2 + 4, (WEST, EAST)[k % 2])
+        out = ((k % 2 + 2) % p.streams, (WEST, EAST)[k % 2])
         prog.transpose(t, rows, in_=(k % 3, (EAST, WEST)[k // 2 % 2]), out=out)
         cases.append((t, rows, out))
     got = run_good(p, prog)
@@ -388,24 +388,24 @@ def test_queues_pipelined(params):
     S, L, VL = p.superlanes, p.lanes, p.vl
     rng = np.random.default_rng(15)
     prog = Program(p)
-    out = (5, EAST)
+    out = (0, WEST)
     for k in range(6):
         t = 3 + 2 * k
         prog.shift(t, with_edges(rng, VL), rng.integers(-VL, VL + 1), in_=(0, EAST), out=out)
         prog.permute(t + 1, "PERMUTE", with_edges(rng, VL), rng.integers(0, VL + 4, VL),
                      in_=(1, EAST), map_=(2, EAST), out=out)
-    # PERMUTE at t drives at t + S + 1 + c; a DISTRIBUTE right after drives one cycle later
+    # PERMUTE then DISTRIBUTE on the next cycle of the same queue (separate datapaths)
     prog.permute(20, "PERMUTE", with_edges(rng, VL), rng.permutation(VL), in_=(0, WEST),
-                 map_=(1, WEST), out=(6, WEST))
+                 map_=(1, WEST), out=(1, WEST))
     prog.permute(21, "DISTRIBUTE", with_edges(rng, VL), rng.integers(0, L, VL), in_=(2, WEST),
-                 map_=(3, WEST), out=(6, WEST))
-    prog.transpose(2, [with_edges(rng, VL) for _ in range(L)], in_=(3, EAST), out=(5, WEST))
-    prog.transpose(2 + L, [with_edges(rng, VL) for _ in range(L)], in_=(4, EAST), out=(5, WEST))
+                 map_=(3, WEST), out=(1, EAST))
+    for t in (2, 2 + L):                    # back-to-back TRANSPOSEs on one input stream
+        prog.transpose(t, [with_edges(rng, VL) for _ in range(L)], in_=(3, EAST), out=(2, WEST))
     got = run_good(p, prog)
     d = d_func(p, "SHIFT")
     for c in range(S):                      # the shift/permute pairs fill every cycle
-        assert all((t + c, c, int(EAST), 5) in got for t in range(3 + d, 3 + d + 12))
-        assert (20 + d + c, c, int(WEST), 6) in got and (22 + c, c, int(WEST), 6) in got
+        assert all((t + c, c, int(WEST), 0) in got for t in range(3 + d, 3 + d + 12))
+        assert (20 + d + c, c, int(WEST), 1) in got and (22 + c, c, int(EAST), 1) in got
 
 
 @pytest.mark.timeout(60)
@@ -424,8 +424,8 @@ def test_errors(params):
     del prog.slots[(1, 0, int(EAST), 2)]
     # collision: SHIFT and PERMUTE of the same cycle onto one stream
     prog.shift(10, with_edges(rng, VL), -1, in_=(3, WEST), out=(2, WEST))
-    prog.permute(10, "PERMUTE", with_edges(rng, VL), rng.permutation(VL), in_=(4, WEST),
-                 map_=(5, WEST), out=(2, WEST))
+    prog.permute(10, "PERMUTE", with_edges(rng, VL), rng.permutation(VL), in_=(4 % NS, WEST),
+                 map_=(5 % NS, WEST), out=(2, WEST))
     # collision: PERMUTE at t and DISTRIBUTE at t + S (both drive at t + S + 1 + c)
     prog.permute(20, "PERMUTE", with_edges(rng, VL), rng.permutation(VL), in_=(0, WEST),
                  map_=(1, WEST), out=(3, EAST))
@@ -440,11 +440,12 @@ def test_errors(params):
                      in_=(1, EAST), map_=(2, EAST), out=(31, WEST))
     # TRANSPOSE issued one cycle after another: rejected; the first one misses a row slot
     rows = [with_edges(rng, VL) for _ in range(L)]
-    prog.transpose(40, rows, in_=(6, EAST), out=(6, EAST))
-    del prog.slots[(40 + 2 + (S - 1), S - 1, int(EAST), 6)]
-    prog.issue(41, "TRANSPOSE", in_stream=6, in_dir=int(EAST), out_stream=7, out_dir=int(EAST))
-    prog.transpose(40 + L, [with_edges(rng, VL) for _ in range(L)], in_=(7, WEST),
-                   out=(7, WEST))
+    prog.transpose(40, rows, in_=(6 % NS, EAST), out=(6 % NS, EAST))
+    del prog.slots[(40 + 2 + (S - 1), S - 1, int(EAST), 6 % NS)]
+    prog.issue(41, "TRANSPOSE", in_stream=6 % NS, in_dir=int(EAST), out_stream=7 % NS,
+               out_dir=int(EAST))
+    prog.transpose(40 + L, [with_edges(rng, VL) for _ in range(L)], in_=(7 % NS, WEST),
+                   out=(7 % NS, WEST))
     _, collided, exp_errors = prog.expected(prog.last_cycle + 4 * VL)
     raised = 0
     for e in exp_errors:

@@ -8,11 +8,14 @@ values come from ``openlpu.vxm_ops`` and the timing rule (``d_func`` from the IS
 from the RTL.
 """
 
+import gc
 import time
+import warnings
 
 import numpy as np
 import pytest
 from amaranth.back import verilog
+from amaranth.hdl import UnusedElaboratable
 from amaranth.sim import Simulator
 
 from openlpu import isa, vxm_ops
@@ -630,8 +633,11 @@ def test_fx_widths():
 
 def test_bad_slice_kind():
     p = preset("tiny")
-    with pytest.raises(ValueError, match="kind 'vxm'"):
-        VxmSlice(p, p.slice("mem_w0"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        with pytest.raises(ValueError, match="kind 'vxm'"):
+            VxmSlice(p, p.slice("mem_w0"))
+        gc.collect()
 
 
 def test_verilog_convert():

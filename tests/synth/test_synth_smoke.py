@@ -1,0 +1,54 @@
+"""FPGA build smoke test: the smallest preset through Yosys + nextpnr for the ULX3S-85F.
+
+Runs at the board's 25 MHz clock (no PLL) to keep place-and-route short; the 100 MHz build of
+the ``ecp5`` preset is run with ``make synth`` and recorded in docs/fpga.md.
+"""
+
+import json
+
+import pytest
+
+from openlpu.params import preset
+from openlpu.synth import build as synth_build
+from openlpu.synth.platforms import BOARDS, BoardError, BoardTop, ecp5_pll_params
+
+
+def test_pll_dividers():
+    p = ecp5_pll_params(25.0, 100.0)
+    assert p["fout"] == pytest.approx(100.0)
+    vco = p["fout"] * p["CLKOP_DIV"]
+    assert 400 <= vco <= 800
+    with pytest.raises(BoardError, match="cannot make"):
+        ecp5_pll_params(25.0, 2000.0)
+
+
+def test_board_table_and_errors():
+    assert {"ulx3s", "icebreaker"} <= set(BOARDS)
+    for b in BOARDS.values():
+        preset(b.preset)                         # every board's default preset exists
+    with pytest.raises(BoardError, match="known boards"):
+        synth_build.get_board("nosuchboard")
+    with pytest.raises(BoardError, match="no PLL"):
+        BoardTop(BOARDS["icebreaker"], preset("ice40"), 48.0)
+
+
+@pytest.mark.synth
+@pytest.mark.timeout(900)
+def test_smallest_preset_builds_and_fits(tmp_path):
+    try:
+        synth_build.find_tools("ecp5", log=lambda *a: None)
+    except synth_build.BuildError as e:
+        pytest.skip(str(e))
+    brd = BOARDS["ulx3s"]
+    result = synth_build.build("ulx3s", "ice40", freq_mhz=brd.clk_mhz, out=tmp_path,
+                               timeout=840, nextpnr_opts="--router router2", log=print)
+    saved = json.loads((tmp_path / "ulx3s-ice40" / "result.json").read_text())
+    assert saved == result
+    assert (tmp_path / "ulx3s-ice40" / "top.bit").stat().st_size > 100_000
+    assert result["fits"]
+    for cell, cap in brd.capacity.items():
+        used = result["utilization"].get(cell, {}).get("used", 0)
+        assert used <= cap, f"{cell}: {used} used, device has {cap}"
+    assert result["luts"] > 1000 and result["brams"] > 0     # the chip was not optimised away
+    assert result["fmax_mhz"] and result["fmax_mhz"] > 0
+    assert result["timing_met"], f"Fmax {result['fmax_mhz']} MHz below {brd.clk_mhz} MHz"
