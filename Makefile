@@ -3,8 +3,8 @@
 #   make sim            run the host demo (python -m openlpu.host.demo)
 #   make test           full test suite (tests/ and verification/) under a global time limit
 #   make bench          benchmarks in benchmarks/
-#   make synth          FPGA build:  make synth BOARD=ulx3s PRESET=tiny
-#   make synth-report   report of the last FPGA build for BOARD/PRESET
+#   make synth          FPGA build:  make synth BOARD=ulx3s [PRESET=name] (default: the board's)
+#   make synth-report   table of FPGA build results (of BOARD/PRESET when given)
 #   make clean          remove build products (keeps .venv); `make distclean` also removes .venv
 #
 # Every target first makes sure .venv exists with the pinned tool versions, which live in one
@@ -17,7 +17,8 @@ VENV         := .venv
 VPY          := $(VENV)/bin/python
 STAMP        := $(VENV)/.stamp
 BOARD        ?= ulx3s
-PRESET       ?= tiny
+PRESET       ?=
+SYNTH_ARGS    = $(if $(BOARD),--board $(BOARD)) $(if $(PRESET),--preset $(PRESET))
 # Wall-clock limits (seconds): whole test run, and each single test.
 TEST_TIMEOUT ?= 1500
 TEST_CASE_TIMEOUT ?= 900
@@ -48,10 +49,10 @@ bench: $(STAMP)
 	  echo "== $$b"; timeout --kill-after=30 1800 $(VPY) $$b; done
 
 synth: $(STAMP)
-	$(VPY) -m openlpu.synth.build --board $(BOARD) --preset $(PRESET)
+	$(VPY) -m openlpu.synth.build $(SYNTH_ARGS)
 
 synth-report: $(STAMP)
-	$(VPY) -m openlpu.synth.build --board $(BOARD) --preset $(PRESET) --report
+	$(VPY) -m openlpu.synth.build $(SYNTH_ARGS) --report
 
 clean:
 	rm -rf build sim_build .pytest_cache

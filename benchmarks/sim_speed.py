@@ -93,13 +93,13 @@ def main(argv=None):
     t0 = time.perf_counter()
     v = open_backend("verilator", p)
     print(f"verilator default: backend ready in {time.perf_counter() - t0:.1f} s "
-          f"(build {v.build_seconds:.1f} s{' , cached' if v.build_seconds < 1 else ''})")
+          f"(build {v.build_seconds:.1f} s{', cached' if v.build_seconds < 1 else ''})")
     dt, cycles = measure_nop(v, p, args.nop_cycles)
     print(f"verilator default: NOP chain {cycles} cycles in {dt:.2f} s = "
           f"{cycles / dt:,.0f} cycles/s")
-    mm = measure_matmul(v, p, 64, 128, 64)
+    mm = measure_matmul(v, p, 64, 96, 64)
     if mm:
-        print(f"verilator default: matmul 64x128x64 {mm['cycles']} cycles "
+        print(f"verilator default: matmul 64x96x64 {mm['cycles']} cycles "
               f"(predicted {mm['predicted']}, correct={mm['correct']}), run {mm['run_s'] * 1e3:.2f} ms"
               f" = {mm['cycles'] / mm['run_s']:,.0f} cycles/s; load {mm['load_s'] * 1e3:.1f} ms,"
               f" read {mm['read_s'] * 1e3:.1f} ms")

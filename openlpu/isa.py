@@ -232,7 +232,9 @@ VXM_INSTRUCTIONS = (
     _vxm("VRSQRT", 45, "Q16.16 1/sqrt(a) (a > 0; INT32_MAX for a <= 0); int32 only.",
          VXM_FUNC_LATENCY),
     InstrDef("VLC", 46, VXM_ALU_ROLES, _VXM_FIELDS,
-             "Load the ALU's constant register (dtype-wide per lane) from operand a.",
+             "Load the ALU's constant register (32 bits per lane) from operand a: imm[0]=0: "
+             "const = a (sign-extended); imm[0]=1 (shift-in): const = (const << lane bits) | a, "
+             "so four int8 VLCs build any int32 constant from single byte streams.",
              d_skew=0, _d_func=0),
 )
 INSTRUCTIONS = INSTRUCTIONS + VXM_INSTRUCTIONS

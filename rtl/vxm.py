@@ -442,7 +442,16 @@ class VxmSlice(wiring.Component):
                 ]
                 m.d.sync += [a.eq(a_val), b.eq(b_val), k.eq(k_val)]
                 with m.If(is_op(v0, "VLC")):
-                    m.d.sync += const.eq(a_val)
+                    with m.If(v0.imm[0]):           # shift-in: const = const << w | a
+                        with m.Switch(dt0):
+                            with m.Case(0):
+                                m.d.sync += const.eq(Cat(a_raw[:8], const[:24]))
+                            with m.Case(1):
+                                m.d.sync += const.eq(Cat(a_raw[:16], const[:16]))
+                            with m.Default():
+                                m.d.sync += const.eq(a_raw[:32])
+                    with m.Else():
+                        m.d.sync += const.eq(a_val)
                 with m.If(is_op(v0, "VRECIP", "VRSQRT")):
                     e_even = Cat(Const(0, 1), (n_lz - 2)[1:5])      # lz - 2 rounded down to even
                     m_recip = (a1 << (n_lz - 1)[:5])[:w["recip_m"]]

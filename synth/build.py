@@ -4,7 +4,7 @@ Usage::
 
     python -m openlpu.synth.build --board ulx3s [--preset ecp5] [--freq 100]
     python -m openlpu.synth.build --board icebreaker [--preset ice40]
-    python -m openlpu.synth.build --report
+    python -m openlpu.synth.build --report [--board ulx3s] [--preset ecp5]
 
 A build writes ``build/synth/<board>-<preset>/`` (Verilog/RTLIL, Yosys and nextpnr logs,
 ``top.bit`` or ``top.bin``) and ``result.json`` there; ``--report`` collects every
@@ -220,21 +220,33 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     ap.add_argument("--timeout", type=float, default=3600, help="build time limit in seconds")
     ap.add_argument("--nextpnr-opts", default="", help="extra nextpnr options")
-    ap.add_argument("--report", action="store_true", help="collect results and print the table")
+    ap.add_argument("--report", action="store_true",
+                    help="do not build: collect all results into report.json and print the "
+                         "table (of --board/--preset only, when given)")
     args = ap.parse_args(argv)
     if not args.board and not args.report:
         ap.error("give --board (to build) and/or --report")
     try:
-        if args.board:
-            build(args.board, args.preset, freq_mhz=args.freq, out=args.out, timeout=args.timeout,
-                  nextpnr_opts=args.nextpnr_opts)
         if args.report:
             results = collect_report(args.out)
-            if not results:
-                print(f"no build results under {args.out}; run with --board first")
+            shown = [r for r in results
+                     if (not args.board or r["board"] == args.board)
+                     and (not args.preset or r["preset"] == args.preset)]
+            if not shown:
+                print(f"no build results for {args.board or 'any board'}/"
+                      f"{args.preset or 'any preset'} under {args.out}; build first with "
+                      f"--board (without --report)")
                 return 1
-            print(format_table(results))
+            print(format_table(shown))
+            for r in shown:
+                if not r["timing_met"]:
+                    print(f"\n{r['board']}/{r['preset']}: timing NOT met at {r['clock_mhz']:g} MHz "
+                          f"(Fmax {r['fmax_mhz']} MHz); critical path:")
+                    print("\n".join("  " + step for step in r["critical_path"]))
             print(f"\nwritten {args.out / 'report.json'}")
+        else:
+            build(args.board, args.preset, freq_mhz=args.freq, out=args.out, timeout=args.timeout,
+                  nextpnr_opts=args.nextpnr_opts)
     except (BuildError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -42,6 +42,9 @@ class SerialBackend(Backend):
         Serial baud rate (only when a port name is given).
     timeout : float
         Seconds to wait for a response byte (only when a port name is given).
+    run_timeout : float
+        Seconds :meth:`run` waits for the bridge's answer to ``WAIT`` (the chip computes
+        meanwhile; the cycle limit itself is enforced by the bridge).
     check : bool
         Read ``ID`` and ``CONFIG_ID`` on connect and raise :class:`ConfigMismatch` unless they
         are :data:`openlpu.isa.CHIP_ID` and ``params.config_id``.
@@ -57,7 +60,7 @@ class SerialBackend(Backend):
     name = "serial"
 
     def __init__(self, params: LpuParams, port_or_transport, *, baudrate: int = DEFAULT_BAUD,
-                 timeout: float = 1.0, check: bool = True):
+                 timeout: float = 1.0, run_timeout: float = 120.0, check: bool = True):
         if not isinstance(params, LpuParams):
             raise TypeError(f"params must be an LpuParams, not {type(params).__name__}")
         super().__init__(params)
@@ -75,6 +78,7 @@ class SerialBackend(Backend):
                     raise TypeError(f"transport {port_or_transport!r} has no {meth}() method")
             self.transport = port_or_transport
         self.frames = 0
+        self.run_timeout = run_timeout
         if check:
             self.check_identity()
 
@@ -116,7 +120,16 @@ class SerialBackend(Backend):
         self.transport.write(frame)
         self.frames += 1
         try:
-            status = self._read_exact(1, what)[0]
+            if cmd == Cmd.WAIT:              # the answer comes when the chip is done
+                deadline = time.monotonic() + self.run_timeout
+                first = b""
+                while not first and time.monotonic() < deadline:
+                    first = bytes(self.transport.read(1))
+                if not first:
+                    raise FrameError(f"{what}: no answer within {self.run_timeout} s")
+                status = first[0]
+            else:
+                status = self._read_exact(1, what)[0]
             if status == Resp.NAK:
                 rest = self._read_exact(2, what)
                 if proto.crc8(bytes([status, rest[0]])) != rest[1]:

@@ -502,8 +502,8 @@ def test_repeat_read_write(params, interval, rstride, wstride):
         f"{dst}.write": asm({ta: OP["WRITE"].encode(addr=w0, stream=3, dir=d),
                              ta + 1: rep(n - 1, interval, wstride)}),
     }
-    # copy k of X issues at t_r - 1 + k*interval: copies are `interval` apart after X... the first
-    # copy follows X directly only for interval 1; with interval > 1 both queues shift the same
+    # copy k of X issues at t_r - 1 + k*interval (t_r = X's cycle + 1) in both queues, so every
+    # copy's WRITE meets its READ's vector
     vecs = rand_vecs(rng, p, n)
     preload = [(idx(p, src), a0 + k * rstride, vecs[k]) for k in range(n)]
     res = cross_check(p, [host_traffic(p, programs, preload)], [0])
@@ -528,8 +528,8 @@ def test_repeat_field_wraps_and_bad_repeat(params):
                          "mxm_w.compute": [rep(1, 1, 0)[0], OP["HALT"].encode()]}),
     ]
     res = cross_check(p, runs, [ErrorFlag.ADDR_RANGE, ErrorFlag.BAD_INSTRUCTION])
-    assert res[0][0][2] == 3                # the copy (addr 0xFFFF) issues at 2
-    assert res[1][0] == (6, int(ErrorFlag.BAD_INSTRUCTION), 0)
+    assert res[0][0][2] == 2                # the copy (addr 0xFFFF) issues at 2
+    assert res[1][0] == (7, int(ErrorFlag.BAD_INSTRUCTION), 0)   # HALT at 6
 
 
 def test_repeat_mxm_lw_abc_acc(params):
@@ -640,7 +640,7 @@ def test_config_partial_mask(params):
         f"{src}.read": asm({0: cfg(mask=0xFFFF), t: OP["READ"].encode(addr=0, stream=4, dir=d),
                             t + 1: OP["READ"].encode(addr=1, stream=5, dir=d),
                             t + 2: cfg(mask=mask),
-                            t + 3: OP["READ"].encode(addr=2, stream=6, dir=d)}),
+                            t + 4: OP["READ"].encode(addr=2, stream=6, dir=d)}),
         f"{dst}.write": asm({ta - 1: cfg(mask=mask),
                              ta: OP["WRITE"].encode(addr=p.mem_words, stream=4, dir=d),
                              ta + 1: cfg(mask=0),             # nothing written, nothing checked
@@ -662,8 +662,6 @@ def test_config_partial_mask(params):
     again = {f"{src}.read": asm({t: OP["READ"].encode(addr=0, stream=4, dir=d)}),
              f"{dst}.write": asm({ta: OP["WRITE"].encode(addr=p.mem_words + 3, stream=4, dir=d)})}
     runs = [host_traffic(p, copy, preload), host_traffic(p, conflict), host_traffic(p, again)]
-    # mem_w0's WRITE of an unwritten stream is flagged only where enabled (every run has it
-    # in an enabled superlane except where the mask hides it)
     res = cross_check(p, runs)
     (_, e0, _), mem = res[0]
     assert e0 == int(ErrorFlag.STREAM_UNWRITTEN)          # mem_w0's WRITE in its enabled tiles
@@ -695,8 +693,11 @@ def test_gather_scatter(params, which):
     t = 1
     tm = arrival(p, msrc, g, t)
     preload = [(idx(p, msrc), 10 + i, maps[i]) for i in range(2)]
+    # the words the maps reach (loading only those keeps the host traffic short)
+    touched = sorted({p.mem_bank_of(b) * mw + (b % mw + int(v)) % mw for b, mp in zip(base, maps)
+                      for v in mp} | {0, p.mem_addr_words - 1})
     if which == "gather":
-        preload += [(idx(p, g), a, table[a]) for a in range(p.mem_addr_words)]
+        preload += [(idx(p, g), a, table[a]) for a in touched]
         dg = int(route_dir(p, g, dst))
         programs = {
             f"{msrc}.read": asm({t: OP["READ"].encode(addr=10, stream=3, dir=dm),
@@ -716,24 +717,14 @@ def test_gather_scatter(params, which):
             np.testing.assert_array_equal(mem[idx(p, dst), i], exp, err_msg=f"GATHER {i}")
     else:
         data = rand_vecs(rng, p, 2)
-        preload += [(idx(p, msrc), 20 + i, data[i]) for i in range(2)]
-        old = rng.integers(0, 256, size=(p.mem_addr_words, vl), dtype=np.uint8)
-        preload += [(idx(p, g), a, old[a]) for a in range(p.mem_addr_words)]
-        programs = {
-            f"{msrc}.read": asm({t: OP["READ"].encode(addr=10, stream=3, dir=dm),
-                                 t + 1: rep(1, 1, 1)}),
-            "mem_w0.read": asm({t + abs(pos(p, "mem_w0") - pos(p, msrc)):
-                                OP["READ"].encode(addr=0, stream=0, dir=dm)}),
-            f"{msrc}.write": asm({}),
-        }
-        dsrc = f"mem_w{n - 1}"
-        # data from the same source slice's read queue would clash with the map READs: use mem_w0
-        programs["mem_w0.read"] = asm({t + pos(p, msrc) - pos(p, "mem_w0") + 0:
-                                       OP["READ"].encode(addr=20, stream=4, dir=dm),
-                                       t + pos(p, msrc) - pos(p, "mem_w0") + 1:
-                                       rep(1, 1, 1)}) if False else asm({})
-        preload = [(sl, a, v) for sl, a, v in preload if sl != idx(p, msrc) or a < 20]
+        old = np.zeros((p.mem_addr_words, vl), dtype=np.uint8)      # unwritten words stay 0
+        for a in touched:
+            old[a] = table[a]
+            preload.append((idx(p, g), a, old[a]))
+        # the data comes from mem_w0's read queue, timed to reach the SCATTER with the map
         preload += [(idx(p, "mem_w0"), 20 + i, data[i]) for i in range(2)]
+        programs = {f"{msrc}.read": asm({t: OP["READ"].encode(addr=10, stream=3, dir=dm),
+                                         t + 1: rep(1, 1, 1)})}
         td = tm - OP["READ"].d_func(p) - abs(pos(p, g) - pos(p, "mem_w0"))
         programs["mem_w0.read"] = asm({td: OP["READ"].encode(addr=20, stream=4, dir=dm),
                                        td + 1: rep(1, 1, 1)})
@@ -741,7 +732,6 @@ def test_gather_scatter(params, which):
                                                                map_dir=dm, stream=4, dir=dm),
                                       tm + 1: OP["SCATTER"].encode(addr=base[1], map_stream=3,
                                                                    map_dir=dm, stream=4, dir=dm)})
-        del programs[f"{msrc}.write"]
         res = cross_check(p, [host_traffic(p, programs, preload)], [0])
         mem = res[0][1]
         exp = old.copy()

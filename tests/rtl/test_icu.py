@@ -222,3 +222,96 @@ def test_run_sim_cycle_limit():
     with pytest.raises(SimulationTimeout, match="never_done still running after 300 cycles"):
         run_sim(dut, never_done, max_cycles=300)
     gc.collect()
+
+
+def run_icu_notify(params, queue, words, cycles, notify_at=()):
+    """Like run_icu, with notify_in high in the cycles of ``notify_at``; also records the
+    start-cycle issue and the notify output."""
+    dut = InstructionControlUnit(params, queue)
+    trace, notes, at_start = [], [], []
+
+    async def tb(ctx):
+        for a, w in enumerate(words):
+            ctx.set(dut.host.addr, a)
+            ctx.set(dut.host.w_data, w)
+            ctx.set(dut.host.w_en, 1)
+            await ctx.tick()
+        ctx.set(dut.host.w_en, 0)
+        ctx.set(dut.start, 1)
+        at_start.append(ctx.get(dut.issue.word) if ctx.get(dut.issue.valid) else None)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        for t in range(cycles):
+            ctx.set(dut.notify_in, t in notify_at)
+            v = ctx.get(dut.issue.valid)
+            trace.append((ctx.get(dut.issue.word) if v else None, ctx.get(dut.error),
+                          bool(ctx.get(dut.done))))
+            notes.append(bool(ctx.get(dut.notify)))
+            await ctx.tick()
+
+    run_sim(dut, tb, max_cycles=len(words) + cycles + 50)
+    return trace, notes, at_start[0]
+
+
+def _with_field(word, mnemonic, delta):
+    idef = OP[mnemonic]
+    f = dict(isa.decode(word)[1])
+    fld = isa.REPEAT_FIELD[mnemonic]
+    bits = next(x.bits for x in idef.fields if x.name == fld)
+    f[fld] = (f[fld] + delta) & ((1 << bits) - 1)
+    return idef.encode(**f)
+
+
+@pytest.mark.parametrize("role,mnemonic,fields", [
+    ("read", "READ", dict(addr=5, stream=2, dir=1)),
+    ("write", "SCATTER", dict(addr=3, map_stream=1, map_dir=0, stream=4, dir=1)),
+    ("weights", "LW", dict(row=1, stream=3, dir=0)),
+    ("compute", "ABC", dict(acc=0, stream=1, dir=1, accumulate=1)),
+])
+def test_repeat_schedule(params, role, mnemonic, fields):
+    """Copy k of X issues at r - 1 + k*interval with the REPEAT field + k*stride (mod width)."""
+    q = queue_of(params, role)
+    x = enc(mnemonic, **fields)
+    words = [x, enc("REPEAT", count=3, interval=1, stride=-2),
+             enc("REPEAT", count=2, interval=3, stride=7), enc("NOP", count=2),
+             enc("REPEAT", count=1, interval=2, stride=1), enc("HALT")]
+    n = 20
+    trace, _, _ = run_icu_notify(params, q, words, n)
+    exp = {0: x}
+    for k in (1, 2, 3):                      # REPEAT at r = 1, interval 1
+        exp[1 - 1 + k] = _with_field(x, mnemonic, -2 * k)
+    for k in (1, 2):                         # REPEAT at r = 4, interval 3
+        exp[4 - 1 + 3 * k] = _with_field(x, mnemonic, 7 * k)
+    exp[12 - 1 + 2] = _with_field(x, mnemonic, 1)   # NOP at 10-11, REPEAT at r = 12
+    halt = 14
+    assert [w for w, _, _ in trace] == [exp.get(t) for t in range(n)]
+    assert [d for _, _, d in trace] == [t >= halt for t in range(n)]
+    assert all(e == 0 for _, e, _ in trace)
+
+
+def test_bad_repeat_sync_notify_config(params):
+    """REPEAT with no instruction before it is BAD_INSTRUCTION; SYNC waits for notify_in (same
+    cycle or later); NOTIFY drives notify; CONFIG is forwarded to MEM slices (and CONFIG with
+    every bit set in the START cycle), a no-op in MXM queues."""
+    cfg_all = enc("CONFIG", mask=0xFFFF)
+    rd = enc("READ", addr=1, stream=0, dir=0)
+    words = [enc("REPEAT", count=2, interval=1, stride=1), enc("SYNC"), rd, enc("SYNC"),
+             enc("NOTIFY"), enc("CONFIG", mask=1), enc("SYNC"), rd, enc("HALT")]
+    # t0 bad REPEAT, t1 SYNC (released by notify at 4) -> READ at 5, SYNC at 6 with notify at 6
+    # -> NOTIFY at 7, CONFIG at 8, SYNC at 9 (released by notify at 12) -> READ at 13
+    n = 16
+    q = queue_of(params, "read")
+    trace, notes, at_start = run_icu_notify(params, q, words, n, notify_at=(4, 6, 12))
+    assert at_start == cfg_all
+    issued = {t: w for t, (w, _, _) in enumerate(trace) if w is not None}
+    assert issued == {5: rd, 8: enc("CONFIG", mask=1), 13: rd}
+    assert [t for t, (_, e, _) in enumerate(trace) if e] == [0]
+    assert trace[0][1] == ErrorFlag.BAD_INSTRUCTION
+    assert [t for t, v in enumerate(notes) if v] == [7]
+    assert [d for _, _, d in trace] == [t >= 14 for t in range(n)]
+    # an MXM queue: CONFIG issues nothing, nothing at START
+    q = queue_of(params, "weights")
+    trace, _, at_start = run_icu_notify(params, q, [enc("CONFIG", mask=0), enc("IW"),
+                                                    enc("HALT")], 4)
+    assert at_start is None
+    assert [w for w, _, _ in trace] == [None, enc("IW"), None, None]

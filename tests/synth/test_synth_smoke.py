@@ -41,7 +41,7 @@ def test_smallest_preset_builds_and_fits(tmp_path):
         pytest.skip(str(e))
     brd = BOARDS["ulx3s"]
     result = synth_build.build("ulx3s", "ice40", freq_mhz=brd.clk_mhz, out=tmp_path,
-                               timeout=840, nextpnr_opts="--router router2", log=print)
+                               timeout=840, log=print)
     saved = json.loads((tmp_path / "ulx3s-ice40" / "result.json").read_text())
     assert saved == result
     assert (tmp_path / "ulx3s-ice40" / "top.bit").stat().st_size > 100_000

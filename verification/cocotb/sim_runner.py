@@ -71,8 +71,8 @@ def _runner():
     return PortsOnlyVerilator()
 
 
-# C++ optimisation of the cocotb model: -O1 (measured: -O0 builds about 25 % faster than -Os
-# but runs the bus transactions of the default preset at only a few hundred cycles/s).
+# C++ optimisation of the cocotb model: -O1. Measured on the default preset: the seven matmul
+# cases run in about 6 s at -O1 against 80 s at -O0, whose build is only 1-2 min shorter.
 COCOTB_MAKE_VARS = os.environ.get("OPENLPU_COCOTB_OPT", "OPT_FAST=-O1 OPT_SLOW= OPT_GLOBAL=-O1")
 
 

@@ -432,8 +432,14 @@ class LpuModel:
         pos = q.slice.position
         a = self._sample_wide(t, pos, f["a_stream"], Dir(f["a_dir"]), w, f["a_chain"], name, lm)
         if m == "VLC":
+            if f["imm"] & 1:                    # shift-in
+                bits = 8 * w
+                new = ((self.vxm_const[alu] << bits) | (a & ((1 << bits) - 1))) & 0xFFFFFFFF
+                new = vxm_ops.wrap(new, 2)
+            else:
+                new = a
             eoc.append(lambda: self.vxm_const.__setitem__(
-                alu, np.where(lm, a, self.vxm_const[alu])))
+                alu, np.where(lm, new, self.vxm_const[alu])))
             return
         unary = m in ("VRELU", "VABS", "VNEG", "VCAST", "VEXP", "VRECIP", "VRSQRT")
         b = None
