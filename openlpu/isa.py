@@ -152,7 +152,7 @@ INSTRUCTIONS: tuple[InstrDef, ...] = (
     InstrDef("CONFIG", 5, ("*",), (Field("mask", 16, "uint"),),
              "Superlane enable mask for this queue's later instructions: superlane c executes "
              "them only if bit c is set (all set after START). Disabled tiles read, write and "
-             "drive nothing. Applies to MEM and VXM queues; MXM and SXM queues ignore it."),
+             "drive nothing. Applies to MEM queues (CONFIG_SLICE_KINDS); other queues ignore it."),
     # -- MEM ---------------------------------------------------------------------------------
     InstrDef("READ", 8, ("read",), (Field("addr", 16), _STREAM, _DIR),
              "Read vector word `addr` (bank = address MSB) and drive it onto `stream` flowing `dir`.",
@@ -279,6 +279,8 @@ INSTRUCTIONS = INSTRUCTIONS + SXM_INSTRUCTIONS
 REPEAT_FIELD = {"READ": "addr", "WRITE": "addr", "GATHER": "addr", "SCATTER": "addr",
                 "LW": "row", "ABC": "acc", "ACC": "acc"}
 CONTROL_MNEMONICS = ("NOP", "HALT", "REPEAT", "SYNC", "NOTIFY", "CONFIG")
+# slice kinds whose queues obey CONFIG (superlane enable mask); the others treat it as a no-op
+CONFIG_SLICE_KINDS = ("mem",)
 
 # b_mode values of VXM instructions
 VXM_B_STREAM = 0            # stream b_stream flowing b_dir, input-side SR column

@@ -61,7 +61,14 @@ class LpuChip(wiring.Component):
                 from .mxm import MxmSlice
                 self._slices[s.name] = MxmSlice(params, s)
             elif s.kind == "vxm":
-                self._slices[s.name] = None
+                if params.vxm_alus:
+                    from .vxm import VxmSlice
+                    self._slices[s.name] = VxmSlice(params, s)
+                else:
+                    self._slices[s.name] = None     # no VXM: streams pass straight through
+            elif s.kind == "sxm":
+                from .sxm import SxmSlice
+                self._slices[s.name] = SxmSlice(params, s)
             else:
                 raise ValueError(f"slice {s.name}: no RTL for slice kind {s.kind!r}")
         self._icus = tuple(InstructionControlUnit(params, q) for q in params.queues)
@@ -124,6 +131,11 @@ class LpuChip(wiring.Component):
                 fabric.drive_east[pos].eq(sl.drive_east),
                 fabric.drive_west[pos].eq(sl.drive_west),
             ]
+            if s.kind == "vxm":           # chaining: the VXM also reads its output-side columns
+                m.d.comb += [
+                    sl.sr_east_out.eq(fabric.east[pos + 1]),
+                    sl.sr_west_out.eq(fabric.west[pos]),
+                ]
             errors.append(sl.error)
 
         # -- host access to MEM: fields group, superlane, word, bank, slice (LSB first) ----------

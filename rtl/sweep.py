@@ -25,7 +25,7 @@ from .common import issue_signature
 __all__ = ["CONFIG_SLICE_KINDS", "InstructionSweep", "config_word"]
 
 #: Slice kinds whose queues obey CONFIG (the ICU forwards CONFIG to them). MXM and SXM ignore it.
-CONFIG_SLICE_KINDS = ("mem", "vxm")
+CONFIG_SLICE_KINDS = isa.CONFIG_SLICE_KINDS
 
 _CONFIG = isa.BY_MNEMONIC["CONFIG"]
 

@@ -160,8 +160,9 @@ class VxmSlice(wiring.Component):
         Westward streams of the west SR column (where the VXM's westward results go).
     drive_east, drive_west : ``Out(stream_drive(params))``
         Results driven into the east / west SR column.
-    instr_alu0 .. instr_alu3 : ``In(issue_signature())``
-        Instructions issued this cycle by the ALU queues.
+    instr_alu0 .. instr_aluN : ``In(issue_signature())``
+        Instructions issued this cycle by the ALU queues (``params.vxm_alus`` of them; all four
+        when the preset has no VXM in its floorplan, so the slice can be tested on its own).
     error : ``Out(ERROR_BITS)``
         Error flags raised this cycle.
     """
@@ -186,6 +187,7 @@ class VxmSlice(wiring.Component):
                                  f"and sample its operands at issue (d_skew = 0)")
         self._params = params
         self._slice_info = slice_info
+        self._roles = isa.VXM_ALU_ROLES[:params.vxm_alus or len(isa.VXM_ALU_ROLES)]
         members = {
             "sr_east_in":  In(stream_column(params)),
             "sr_west_in":  In(stream_column(params)),
@@ -194,7 +196,7 @@ class VxmSlice(wiring.Component):
             "drive_east":  Out(stream_drive(params)),
             "drive_west":  Out(stream_drive(params)),
         }
-        for role in isa.VXM_ALU_ROLES:
+        for role in self._roles:
             members[f"instr_{role}"] = In(issue_signature())
         members["error"] = Out(ERROR_BITS)
         super().__init__(members)
@@ -211,7 +213,7 @@ class VxmSlice(wiring.Component):
     def multipliers(self) -> dict:
         """Multipliers of the datapath: ``{(a_bits, b_bits): count}`` (unsigned widths; the
         ALU multiplier is signed 32 x 32). Constant multiplications are listed as ``const``."""
-        n = len(isa.VXM_ALU_ROLES) * self._params.vl
+        n = len(self._roles) * self._params.vl
         w = FX_WIDTHS
         per_lane = {
             "alu signed 32x32": 1,
@@ -228,7 +230,7 @@ class VxmSlice(wiring.Component):
         m = Module()
         p = self._params
         S, L, NS = p.superlanes, p.lanes, p.streams
-        n_alu = len(isa.VXM_ALU_ROLES)
+        n_alu = len(self._roles)
         d_simple = {isa.BY_MNEMONIC[x].d_func(p) for x in _SIMPLE}
         d_fx = {isa.BY_MNEMONIC[x].d_func(p) for x in _FX}
         if d_simple != {2} or d_fx != {4}:
@@ -260,7 +262,7 @@ class VxmSlice(wiring.Component):
         # -- decode at issue, then one register per superlane and pipeline stage ---------------
         lines = []
         issue_errors = []
-        for i, role in enumerate(isa.VXM_ALU_ROLES):
+        for i, role in enumerate(self._roles):
             port = getattr(self, f"instr_{role}")
             v = data.View(vxm_layout, port.word)
             w = _width_of(v.dtype)

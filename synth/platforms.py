@@ -171,7 +171,7 @@ class BoardTop(Elaboratable):
         wiring.connect(m, rx.o, bridge.i)
         wiring.connect(m, bridge.o, tx.i)
 
-        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
+        uart = platform.request("uart", 0, dir="-")
         m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
         m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
         m.d.comb += [rx.rx.eq(rx_buf.i), tx_buf.o.eq(tx.tx)]

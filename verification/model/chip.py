@@ -226,7 +226,7 @@ class LpuModel:
                 elif m == "NOTIFY":
                     notify = True
                 elif m == "CONFIG":
-                    if q.slice.kind in ("mem", "vxm"):
+                    if q.slice.kind in isa.CONFIG_SLICE_KINDS:
                         masks[qi] = self._lane_mask(f["mask"])
                 elif m == "REPEAT":
                     if last[qi] is None:
@@ -259,7 +259,7 @@ class LpuModel:
             mem_ports = {}       # (slice, "r"/"w") -> (bank, lane mask)
             end_of_cycle = []    # MEM writes, LW, IW, VLC take effect at the clock edge
             for q, idef, f, lm in issued:
-                self._execute(t, q, idef, f, lm if q.slice.kind in ("mem", "vxm") else all_lanes,
+                self._execute(t, q, idef, f, lm if q.slice.kind in isa.CONFIG_SLICE_KINDS else all_lanes,
                               later, drives, mem_ports, d_abc, end_of_cycle)
             for fn in end_of_cycle:
                 fn()
