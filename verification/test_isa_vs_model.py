@@ -61,7 +61,7 @@ def _all_mem_addrs():
             for c in range(P.superlanes) for g in range(P.host_lane_groups)]
 
 
-def run_both(rtl, text, contents, max_cycles=10_000):
+def run_both(rtl, text, contents, max_cycles=10_000, errors=0):
     """Run one program on RTL and model from a cleared MEM; compare everything; return MEM."""
     progs = assemble(text, P)
     halt = isa.BY_MNEMONIC["HALT"].encode()
@@ -82,6 +82,8 @@ def run_both(rtl, text, contents, max_cycles=10_000):
     (rtl_regs, rtl_mem), (model_regs, model_mem) = results
     assert rtl_regs == model_regs, f"RTL CYCLES/ERRORS {rtl_regs} != model {model_regs}"
     assert rtl_mem == model_mem, "MEM contents differ between RTL and model"
+    if errors is not None:
+        assert rtl_regs[1] == errors, f"ERRORS = {isa.ErrorFlag(rtl_regs[1])!r}"
     return model.model, rtl_regs
 
 
@@ -101,7 +103,7 @@ def _operands(seed, dtype):
     return x, y, edges
 
 
-def vxm_program(op, dtype, imm, planes, b_mode=isa.VXM_B_STREAM):
+def vxm_program(op, dtype, imm, planes, b_mode=isa.VXM_B_CHAIN):
     """x (mem_w0, stream 0) and y (mem_w1, stream 4) are cast to ``dtype`` by ALU0/ALU1; ALU2
     loads y (int8, sign-extended) into its constant register, then applies ``op`` on the chained
     values; result byte planes ``planes`` are written by mem_e0/e1."""
@@ -176,7 +178,7 @@ def test_vxm_ops(rtl, op, dtype):
     ("RSQRT", 2, 0)])
 def test_vxm_conversions_and_functions(rtl, op, dtype, imm):
     x, y, _ = _operands(7, dtype)
-    text = _halt_all(vxm_program("MUL", dtype, 0, (0, 1), b_mode=isa.VXM_B_STREAM))
+    text = _halt_all(vxm_program("MUL", dtype, 0, (0, 1)))
     # first the product x*y (int32 on streams 0..3), then the operation under test on it
     text = text.replace(".queue mem_e0.write", ".queue mem_e0.write_unused")
     v = _pos("vxm")
@@ -290,5 +292,5 @@ def test_vxm_collision_flag(rtl):
 {_nop(t_v)}    VABS 0, E, 0, 0, E, 0, E, 0, 0
     HALT
 """
-    _, regs = run_both(rtl, text, {("mem_w0", 0): np.arange(P.vl)})
+    _, regs = run_both(rtl, text, {("mem_w0", 0): np.arange(P.vl)}, errors=None)
     assert regs[1] & isa.ErrorFlag.STREAM_COLLISION

@@ -271,6 +271,14 @@ class LpuModel:
             self._advance_streams(drives)
             t += 1
         self.cycles = t
+        # instructions issued before the last HALT still complete (the RTL's slices keep running
+        # after DONE): drain their scheduled effects so the checkers see them too
+        while pending:
+            drives = {}
+            for fn in pending.pop(t, []):
+                fn(drives)
+            self._advance_streams(drives)
+            t += 1
 
     # -- streams -------------------------------------------------------------------------------
     def _column(self, pos, d, output_side=False):
