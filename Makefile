@@ -20,7 +20,7 @@ BOARD        ?= ulx3s
 PRESET       ?=
 SYNTH_ARGS    = $(if $(BOARD),--board $(BOARD)) $(if $(PRESET),--preset $(PRESET))
 # Wall-clock limits (seconds): whole test run, and each single test.
-TEST_TIMEOUT ?= 1500
+TEST_TIMEOUT ?= 3600
 TEST_CASE_TIMEOUT ?= 900
 PYTEST_ARGS  ?=
 

@@ -3,6 +3,8 @@
 ``model``      the reference model (``openlpu.verification.model.ModelBackend``)
 ``amaranth``   the RTL in Amaranth's simulator (:class:`.amaranth_sim.AmaranthBackend`)
 ``verilator``  the RTL compiled by Verilator (:class:`.verilator_sim.VerilatorBackend`)
+``serial``     an FPGA board behind the UART bridge (:class:`.serial_link.SerialBackend`;
+               pass the serial port or a byte transport as keyword argument ``port``)
 
 Each is imported only when it is opened, so the model works without a simulator installed.
 """
@@ -35,7 +37,14 @@ def _verilator(params, **kw):
     return VerilatorBackend(params, **kw)
 
 
-BACKENDS = {"model": _model, "amaranth": _amaranth, "verilator": _verilator}
+def _serial(params, port=None, **kw):
+    if port is None:
+        raise ValueError("the serial backend needs port=<device path or byte transport>")
+    from .serial_link import SerialBackend
+    return SerialBackend(params, port, **kw)
+
+
+BACKENDS = {"model": _model, "amaranth": _amaranth, "verilator": _verilator, "serial": _serial}
 
 
 def open_backend(name: str, params: LpuParams, **kwargs) -> Backend:

@@ -121,6 +121,6 @@ def test_verilator_build_is_cached(backends):
 
 
 def test_unknown_backend():
-    with pytest.raises(UnknownBackend, match="known backends: model, amaranth, verilator"):
+    with pytest.raises(UnknownBackend, match="known backends: model, amaranth, verilator, serial"):
         open_backend("fpga-over-carrier-pigeon", PARAMS)
 
