@@ -40,8 +40,14 @@ def _check_dim(name, v):
         raise CompileError(f"matmul dimension {name} must be a positive integer, not {v!r}")
 
 
-def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | None = None) -> Package:
+def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | None = None,
+                   requantize: tuple | None = None, relu: bool = False) -> Package:
     """Compile an int8 matmul ``(M x K) @ (K x N) -> int32 (M x N)`` for ``params``.
+
+    With ``requantize=(multiplier, shift)`` the int32 rows stream from the MXM straight into the
+    VXM, which requantizes them (``VREQ``: ``saturate8(round(c * multiplier / 2**(31 + shift)))``,
+    multiplier in the ALU's constant register) and, with ``relu``, applies ``VRELU`` in a chained
+    second ALU; the result ``C`` is int8 and never exists as int32 in MEM.
 
     Raises :class:`CompileError` if a dimension is invalid or the operands, the result or the
     instruction images do not fit the preset.
@@ -59,6 +65,20 @@ def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | Non
             raise CompileError(f"{where}: {what} needs {need} words of one MEM bank, a bank holds "
                                f"{p.mem_words}")
 
+    if relu and requantize is None:
+        raise CompileError("relu needs requantize=(multiplier, shift)")
+    if requantize is not None:
+        mult, rq_shift = requantize
+        if not -(1 << 31) <= int(mult) < (1 << 31) or not 0 <= int(rq_shift) < 32:
+            raise CompileError(f"requantize multiplier must be int32 and shift 0..31, not "
+                               f"{requantize!r}")
+        need_alus = 2 if relu else 1
+        if p.vxm_alus < need_alus:
+            raise CompileError(f"{where}: the fused epilogue needs {need_alus} VXM ALU(s); preset "
+                               f"{p.name!r} has {p.vxm_alus}")
+        if M * NT > p.mem_words:
+            raise CompileError(f"{where}: C needs {M * NT} words of one MEM bank")
+
     mxm = p.slice("mxm_w")
     s_a, s_b = p.slice("mem_w0"), p.slice("mem_w1")
     out_slices = p.mem_slice_list[:4]
@@ -73,6 +93,11 @@ def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | Non
 
     sched = Schedule(p)
     lw_free, abc_free, acc_free = lat_b, lat_a, 0
+    mem_image = []
+    out_desc = TensorDesc("C", (M, N), "int32", [(s.index, 1) for s in out_slices], base=0)
+    if requantize is not None:
+        epilogue, acc_free, mem_image, out_desc = _requant_epilogue(
+            p, sched, mxm, int(mult), int(rq_shift), relu, M, N)
     prev_iw, prev_last_abc = -1, -1
     last_acc_read = {}                   # accumulator row -> cycle of its last ACC
     for m0 in range(0, M, mc):
@@ -108,6 +133,9 @@ def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | Non
                         sched.place("mxm_w.result", tc, "ACC", acc=r, group=_GROUP_C, dir=Dir.EAST)
                         acc_free = tc + 1
                         last_acc_read[r] = tc
+                        if requantize is not None:
+                            epilogue(tc, p.mem_words + nt * M + m0 + r)
+                            continue
                         for b in range(4):
                             sched.place(q_w[b], tc + lat_w[b], "WRITE",
                                         addr=p.mem_words + nt * M + m0 + r,
@@ -121,10 +149,60 @@ def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | Non
             TensorDesc("A", (M, K), "int8", [(s_a.index, 0)], base=0),
             TensorDesc("B", (K, N), "int8", [(s_b.index, 0)], base=0, transposed=True),
         ],
-        outputs=[TensorDesc("C", (M, N), "int32", [(s.index, 1) for s in out_slices], base=0)],
+        outputs=[out_desc],
         predicted_cycles=cycles,
+        mem_image=mem_image,
         meta={"macs": M * K * N, "mxm_busy_cycles": sched.count("ABC"),
               "shape": [M, K, N]},
     )
     pkg.validate()
     return pkg
+
+
+def _requant_epilogue(p, sched, mxm, mult, shift, relu, M, N):
+    """Set up the VXM epilogue of a matmul: returns ``(place(t_acc, addr), first free ACC cycle,
+    MEM image, output descriptor)``.
+
+    The multiplier's four bytes are stored (MSB first) in four words of ``mem_e0`` bank 0 and
+    shifted into ALU0's constant register by four ``VLC`` (shift-in) before the first ACC.
+    """
+    vx = p.slice("vxm")
+    src = p.slice("mem_e0")                 # constant words, flowing west into the VXM
+    dst = src                               # int8 result rows, bank 1
+    d_read = isa.BY_MNEMONIC["READ"].d_func(p)
+    d_acc = isa.BY_MNEMONIC["ACC"].d_func(p)
+    d_vxm = isa.BY_MNEMONIC["VREQ"].d_func(p)
+    lat_c = d_read + abs(vx.position - src.position)
+    const_stream = p.streams - 1
+    image = []
+    for k in range(4):                      # word k holds byte 3-k of the multiplier, all lanes
+        byte = (mult >> (8 * (3 - k))) & 0xFF
+        image.append((src.index, k, bytes([byte]) * p.vl))
+        t = lat_c + k
+        sched.place(f"{src.name}.read", t - lat_c, "READ", addr=k, stream=const_stream,
+                    dir=Dir.WEST)
+        sched.place("vxm.alu0", t, "VLC", a_stream=const_stream, a_dir=Dir.WEST, a_chain=0,
+                    b_stream=0, b_dir=0, b_mode=0, out_dir=Dir.EAST, dtype=0, imm=1)
+    first_vreq = lat_c + 4                  # constant complete after the last VLC
+    arrive = d_acc + abs(vx.position - mxm.position)    # ACC at t -> VXM samples at t + arrive
+    acc_free = max(0, first_vreq - arrive)
+
+    def place(t_acc, addr):
+        t = t_acc + arrive
+        # with relu, VREQ sends its result west and VRELU reads it back from the west output
+        # column (chaining), so the two ALUs never drive the same stream in one cycle
+        f = dict(a_stream=4 * _GROUP_C, a_dir=Dir.EAST, a_chain=0, b_stream=0, b_dir=0,
+                 b_mode=isa.VXM_B_CONST, out_dir=Dir.WEST if relu else Dir.EAST, dtype=2,
+                 imm=shift)
+        sched.place("vxm.alu0", t, "VREQ", **f)
+        t_out = t + d_vxm
+        if relu:
+            t = t_out + 1                   # chained: the VREQ result in the output column
+            sched.place("vxm.alu1", t, "VRELU", a_stream=4 * _GROUP_C, a_dir=Dir.WEST, a_chain=1,
+                        b_stream=0, b_dir=0, b_mode=0, out_dir=Dir.EAST, dtype=0, imm=0)
+            t_out = t + isa.BY_MNEMONIC["VRELU"].d_func(p)
+        sched.place(f"{dst.name}.write", t_out + abs(dst.position - vx.position), "WRITE",
+                    addr=addr, stream=4 * _GROUP_C, dir=Dir.EAST)
+
+    desc = TensorDesc("C", (M, N), "int8", [(dst.index, 1)], base=0)
+    return place, acc_free, image, desc
