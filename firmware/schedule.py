@@ -63,10 +63,17 @@ class Schedule:
                 end = max(end, t + max(idef.d_func(p) or 0, 0) + p.superlanes - 1, t + 1)
         return end
 
-    def emit(self) -> tuple[dict[str, list[int]], int]:
-        """Return ``({queue: words}, predicted_cycles)``."""
+    def emit(self, *, compress: bool = True) -> tuple[dict[str, list[int]], int]:
+        """Return ``({queue: words}, predicted_cycles)``.
+
+        With ``compress``, a run of instructions that differ only by a constant step of their
+        address field (``isa.REPEAT_FIELD``) and issue at a constant interval becomes the first
+        instruction plus one ``REPEAT``.
+        """
         halt_at = self.last_effect
         nop = isa.BY_MNEMONIC["NOP"]
+        rep = isa.BY_MNEMONIC["REPEAT"]
+        f_count, f_interval, f_stride = rep.fields
         out = {}
         for qname, slots in self._slots.items():
             words, now = [], 0
@@ -76,11 +83,21 @@ class Schedule:
                     k = min(n, isa.NOP_MAX)
                     words.append(nop.encode(count=k))
                     n -= k
-            for t in sorted(slots):
+            times = sorted(slots)
+            i = 0
+            while i < len(times):
+                t = times[i]
                 idef, f = slots[t]
                 gap(t - now)
                 words.append(idef.encode(**f))
                 now = t + 1
+                run = _repeat_run(slots, times, i, f_count, f_interval, f_stride) if compress else 0
+                if run:
+                    k, interval, stride = run
+                    words.append(rep.encode(count=k, interval=interval, stride=stride))
+                    now = t + k * interval + 1
+                    i += k
+                i += 1
             gap(halt_at - now)
             words.append(isa.BY_MNEMONIC["HALT"].encode())
             if len(words) > self.params.imem_words:
@@ -88,3 +105,53 @@ class Schedule:
                                    f"{self.params.name!r} has {self.params.imem_words} per queue")
             out[qname] = words
         return out, halt_at + 1
+
+
+def _repeat_run(slots, times, i, f_count, f_interval, f_stride):
+    """``(count, interval, stride)`` of the longest REPEAT-able run after ``times[i]``, or None."""
+    t0 = times[i]
+    idef, f0 = slots[t0]
+    field = isa.REPEAT_FIELD.get(idef.mnemonic)
+    if i + 1 >= len(times):
+        return None
+    interval = times[i + 1] - t0
+    if not f_interval.min <= interval <= f_interval.max:
+        return None
+    stride = None
+    k = 0
+    while i + k + 1 < len(times) and k < f_count.max:
+        t = times[i + k + 1]
+        idef_k, fk = slots[t]
+        if t != t0 + (k + 1) * interval or idef_k is not idef:
+            break
+        if any(fk[n] != f0[n] for n in f0 if n != field):
+            break
+        step = (fk[field] - f0[field]) if field else 0
+        if stride is None:
+            if field and step % (k + 1):
+                break
+            stride = step // (k + 1) if field else 0
+            if not f_stride.min <= stride <= f_stride.max:
+                break
+        if field and fk[field] != f0[field] + (k + 1) * stride:
+            break
+        k += 1
+    if k < 2:                # a REPEAT pays off from two copies on
+        return None
+    return k, interval, stride or 0
+
+
+def issue_counts(words) -> dict:
+    """How many times each instruction of a queue image issues (REPEAT copies included)."""
+    counts = {}
+    last = None
+    for w in words:
+        idef, f = isa.decode(int(w))
+        if idef.mnemonic == "REPEAT":
+            if last is not None:
+                counts[last] = counts.get(last, 0) + f["count"]
+            continue
+        counts[idef.mnemonic] = counts.get(idef.mnemonic, 0) + 1
+        if idef.mnemonic not in isa.CONTROL_MNEMONICS:
+            last = idef.mnemonic
+    return counts

@@ -5,6 +5,7 @@ import pytest
 
 from openlpu import isa
 from openlpu.firmware.compiler import CompileError, compile_matmul
+from openlpu.firmware.schedule import issue_counts
 from openlpu.params import preset
 
 
@@ -20,8 +21,8 @@ def test_shape_that_does_not_fit_memory(params):
 
 
 def test_program_that_does_not_fit_instruction_memory():
-    p = dataclasses.replace(preset("tiny"), name="tiny-imem32", imem_words=32)
-    with pytest.raises(CompileError, match="needs .* instruction words; preset 'tiny-imem32' has 32"):
+    p = dataclasses.replace(preset("tiny"), name="tiny-imem4", imem_words=4)
+    with pytest.raises(CompileError, match="needs .* instruction words; preset 'tiny-imem4' has 4"):
         compile_matmul(p, 16, 16, 8)
 
 
@@ -31,7 +32,8 @@ def test_every_queue_ends_with_halt_at_the_predicted_cycle(params):
         cycles = 0
         for w in words[:-1]:
             idef, f = isa.decode(w)
-            cycles += f["count"] if idef.mnemonic == "NOP" else 1
+            cycles += {"NOP": f.get("count"),
+                       "REPEAT": f.get("count", 0) * f.get("interval", 0)}.get(idef.mnemonic, 1)
         assert isa.decode(words[-1])[0].mnemonic == "HALT"
         assert cycles + 1 == pkg.predicted_cycles, name
 
@@ -39,6 +41,24 @@ def test_every_queue_ends_with_halt_at_the_predicted_cycle(params):
 def test_one_abc_per_activation_row_and_tile(params):
     M, K, N = 6, 2 * params.vl + 1, params.vl + 2
     pkg = compile_matmul(params, M, K, N)
-    abc = sum(1 for w in pkg.queues["mxm_w.compute"] if isa.decode(w)[0].mnemonic == "ABC")
+    abc = issue_counts(pkg.queues["mxm_w.compute"])["ABC"]
     assert abc == M * math.ceil(K / params.vl) * math.ceil(N / params.vl)
     assert pkg.meta["macs"] == M * K * N
+
+
+def test_repeat_compression_shrinks_images_and_keeps_timing(params):
+    M, K, N = params.mem_words // 4, 2 * params.vl, params.vl
+    packed = compile_matmul(params, M, K, N)
+    # the same schedule without compression
+    from openlpu.firmware import compiler, schedule
+    orig = schedule.Schedule.emit
+    try:
+        schedule.Schedule.emit = lambda self, compress=True: orig(self, compress=False)
+        plain = compiler.compile_matmul(params, M, K, N)
+    finally:
+        schedule.Schedule.emit = orig
+    assert packed.predicted_cycles == plain.predicted_cycles
+    words = lambda pkg: sum(len(w) for w in pkg.queues.values())   # noqa: E731
+    assert words(packed) * 3 < words(plain)
+    for q in packed.queues:
+        assert issue_counts(packed.queues[q]).get("ABC") == issue_counts(plain.queues[q]).get("ABC")
