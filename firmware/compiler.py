@@ -206,3 +206,53 @@ def _requant_epilogue(p, sched, mxm, mult, shift, relu, M, N):
 
     desc = TensorDesc("C", (M, N), "int8", [(dst.index, 1)], base=0)
     return place, acc_free, image, desc
+
+
+_ELEMENTWISE_BINARY = ("ADD", "SUB", "MUL", "MIN", "MAX", "AND", "OR", "XOR")
+_ELEMENTWISE_UNARY = ("RELU", "ABS", "NEG")
+
+
+def compile_elementwise(params: LpuParams, op: str, R: int, C: int, *,
+                        name: str | None = None) -> Package:
+    """Compile ``Y = op(A, B)`` (or ``op(A)``) on int8 ``R x C`` tensors, one VXM op per vector.
+
+    ``A`` lives in ``mem_w0`` bank 0 and ``B`` in ``mem_w1`` bank 0 (both stream east into the
+    VXM), ``Y`` in ``mem_e0`` bank 1. Rows are placed by :func:`firmware.dataflow.commit`, which
+    pipelines them one vector per cycle when the resources allow.
+    """
+    from .dataflow import INT8, Flow, MemSrc, commit
+    p = params
+    op = op.upper()
+    if op not in _ELEMENTWISE_BINARY + _ELEMENTWISE_UNARY:
+        raise CompileError(f"unknown elementwise op {op!r}; known: "
+                           f"{', '.join(_ELEMENTWISE_BINARY + _ELEMENTWISE_UNARY)}")
+    for n_, v in (("R", R), ("C", C)):
+        _check_dim(n_, v)
+    if p.vxm_alus < 1:
+        raise CompileError(f"elementwise ops need a VXM; preset {p.name!r} has none")
+    tiles = math.ceil(C / p.vl)
+    if R * tiles > p.mem_words:
+        raise CompileError(f"elementwise {R}x{C} on preset {p.name!r} needs {R * tiles} words "
+                           f"of one MEM bank, a bank holds {p.mem_words}")
+    binary = op in _ELEMENTWISE_BINARY
+    sched = Schedule(p)
+    earliest = 0
+    for j in range(tiles):
+        for r in range(R):
+            w = j * R + r
+            flow = Flow(p)
+            a = MemSrc((("mem_w0", w),), stream=0)
+            b = MemSrc((("mem_w1", w),), stream=1) if binary else None
+            y = flow.vxm(op, a, b, dtype=INT8, out_dir=Dir.EAST)
+            flow.write(y, [("mem_e0", p.mem_words + w)])
+            earliest = commit(sched, flow, earliest) + 1
+    queues, cycles = sched.emit()
+    s_a, s_b, s_y = p.slice("mem_w0"), p.slice("mem_w1"), p.slice("mem_e0")
+    inputs = [TensorDesc("A", (R, C), "int8", [(s_a.index, 0)], base=0)]
+    if binary:
+        inputs.append(TensorDesc("B", (R, C), "int8", [(s_b.index, 0)], base=0))
+    pkg = Package(name=name or f"{op.lower()}_{R}x{C}", params=p, queues=queues, inputs=inputs,
+                  outputs=[TensorDesc("Y", (R, C), "int8", [(s_y.index, 1)], base=0)],
+                  predicted_cycles=cycles, meta={"vectors": R * tiles})
+    pkg.validate()
+    return pkg

@@ -50,3 +50,24 @@ def test_epilogue_needs_a_vxm():
         compile_matmul(P, 2, 2, 2, relu=True)
     with pytest.raises(CompileError, match="shift 0..31"):
         compile_matmul(P, 2, 2, 2, requantize=(1 << 30, 40))
+
+
+@pytest.mark.parametrize("op", ["ADD", "SUB", "MUL", "MIN", "MAX", "AND", "OR", "XOR",
+                                "RELU", "ABS", "NEG"])
+def test_elementwise(dev, op):
+    from openlpu.firmware.compiler import compile_elementwise
+    R, C = 6, P.vl + 3
+    pkg = compile_elementwise(P, op, R, C)
+    rng = np.random.default_rng(sum(map(ord, op)))
+    A, B = rng.integers(-128, 128, (R, C)), rng.integers(-128, 128, (R, C))
+    A[0, :4], B[0, :4] = [-128, 127, 0, 1], [-128, -1, 127, 1]
+    dev.load(pkg)
+    dev.write_inputs({"A": A, "B": B} if len(pkg.inputs) == 2 else {"A": A})
+    assert dev.run() == pkg.predicted_cycles
+    if len(pkg.inputs) == 2:
+        want = vxm_ops.binary_op(op, A, B, 0)
+    else:
+        want = vxm_ops.unary_op(op, A, 0)
+    np.testing.assert_array_equal(dev.read_outputs()["Y"], want)
+    # rows are pipelined: one vector per cycle once the pipeline is full
+    assert pkg.predicted_cycles < pkg.meta["vectors"] + 20
