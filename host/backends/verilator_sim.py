@@ -47,6 +47,9 @@ _OPT = os.environ.get("OPENLPU_VERILATOR_OPT", "-O2")
 _MAKE_VARS = (f"OPT_FAST={_OPT}", "OPT_SLOW=", f"OPT_GLOBAL={_OPT}",
               "CFG_CXXFLAGS_PCH_I=-include")
 _LIB_NAME = "liblpu_sim.so"
+# Verilator's own optimisation: X values resolved at compile time (the chip resets every register
+# it reads), highest optimisation level.
+VERILATOR_OPT_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast")
 
 
 class VerilatorBuildError(RuntimeError):
@@ -118,7 +121,7 @@ def _verilator_cmd(src_dir: Path, obj_dir: Path, lib: Path, jobs: int) -> list[s
     root = verilator_root()
     return [
         str(root / "bin" / "verilator"), "--cc", "--exe", "--build", "-j", str(jobs),
-        "--no-timing", *VERILATOR_WARNING_FLAGS,
+        "--no-timing", *VERILATOR_OPT_FLAGS, *VERILATOR_WARNING_FLAGS,
         "--top-module", WRAPPER_TOP, "--prefix", "Vlpu_sim_top",
         "-Mdir", str(obj_dir), "-o", str(lib),
         "-CFLAGS", "-fPIC", "-LDFLAGS", "-shared -Wl,-Bsymbolic",
@@ -139,7 +142,7 @@ def build_library(verilog: str, tag: str = "chip", *, jobs: int = 2, root: Path 
     wrapper = wrapper_verilog()
     h = hashlib.sha256()
     for part in (verilog, wrapper, harness, verilator_version(), " ".join(_MAKE_VARS),
-                 " ".join(VERILATOR_WARNING_FLAGS)):
+                 " ".join(VERILATOR_WARNING_FLAGS), " ".join(VERILATOR_OPT_FLAGS)):
         h.update(part.encode())
         h.update(b"\0")
     key = f"{tag}-{h.hexdigest()[:16]}"
