@@ -20,14 +20,14 @@ Every functional slice is a ``wiring.Component`` with these members (from the sl
 All indexing is ``[superlane][stream]``; ``data`` is an array of ``lanes`` unsigned bytes.
 """
 
-from amaranth.hdl import unsigned
+from amaranth.hdl import Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from openlpu import isa
 
 __all__ = ["ERROR_BITS", "stream_slot", "stream_column", "drive_slot", "stream_drive",
-           "issue_signature", "host_bus_signature"]
+           "issue_signature", "host_bus_signature", "instruction_line", "decode_stage"]
 
 ERROR_BITS = 8
 
@@ -76,3 +76,22 @@ def host_bus_signature() -> wiring.Signature:
         "r_data":  In(32),
         "r_valid": In(1),
     })
+
+
+def instruction_line(m, port, role, length):
+    """Delay line of an issue port: entry ``i`` is ``(valid, word)`` of the instruction issued
+    ``i`` cycles ago (entry 0 is the port itself). Superlane ``c`` executes entry ``c``."""
+    stages = [(port.valid, port.word)]
+    for i in range(1, length):
+        valid = Signal(name=f"{role}_valid_d{i}")
+        word = Signal(isa.INSTR_BITS, name=f"{role}_word_d{i}", reset_less=True)
+        m.d.sync += [valid.eq(stages[-1][0]), word.eq(stages[-1][1])]
+        stages.append((valid, word))
+    return stages
+
+
+def decode_stage(stage, mnemonic):
+    """``(is mnemonic, view of its fields)`` for one ``instruction_line`` entry."""
+    valid, word = stage
+    view = data.View(isa.layout(mnemonic), word)
+    return valid & (view.opcode == isa.BY_MNEMONIC[mnemonic].opcode), view

@@ -14,7 +14,8 @@ from openlpu import isa
 from openlpu.isa import ErrorFlag
 from openlpu.params import LpuParams, SliceInfo
 
-from .common import ERROR_BITS, issue_signature, stream_column, stream_drive, stream_slot
+from .common import (ERROR_BITS, decode_stage, instruction_line, issue_signature, stream_column,
+                     stream_drive, stream_slot)
 
 __all__ = ["SxmSlice", "SXM_QUEUE_OF"]
 
@@ -164,24 +165,10 @@ class SxmSlice(wiring.Component):
                                    f"the SXM datapath (d_func={want[mn]}, d_skew=0)")
         d_cross = lat["SHIFT"]
 
-        def opcode(mnemonic):
-            return isa.BY_MNEMONIC[mnemonic].opcode
-
-        # -- instruction registers: stage i holds the word issued i cycles ago ------------------
         def line(role, length):
-            port = getattr(self, f"instr_{role}")
-            stages = [(port.valid, port.word)]
-            for i in range(1, length):
-                valid = Signal(name=f"{role}_valid_d{i}")
-                word = Signal(isa.INSTR_BITS, name=f"{role}_word_d{i}", reset_less=True)
-                m.d.sync += [valid.eq(stages[-1][0]), word.eq(stages[-1][1])]
-                stages.append((valid, word))
-            return stages
+            return instruction_line(m, getattr(self, f"instr_{role}"), role, length)
 
-        def decode(stage, mnemonic):
-            valid, word = stage
-            view = data.View(isa.layout(mnemonic), word)
-            return valid & (view.opcode == opcode(mnemonic)), view
+        decode = decode_stage
 
         def ok(stream):
             return stream < NS
