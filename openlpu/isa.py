@@ -175,6 +175,13 @@ INSTRUCTIONS: tuple[InstrDef, ...] = (
              "Load the vector on `stream` into row `row` of the shadow weight buffer "
              "(row n holds the weights of output lane n: element k multiplies activation k).",
              d_skew=0, _d_func=0),
+    InstrDef("LWT", 20, ("weights",), (Field("col", 9), _STREAM, _DIR),
+             "Load the vector on `stream` into column `col` of the shadow weight buffer (lane n "
+             "goes to row n, element `col`): a transposed weight load. Superlane c's lanes are "
+             "written at t + c into the superlane holding column `col`, so an IW must issue at "
+             "least `superlanes` cycles after the LWT (and an LWT at least `superlanes` cycles "
+             "after an IW or an LW touching the same bytes) for the load to be defined.",
+             d_skew=0, _d_func=0),
     InstrDef("IW", 17, ("weights",), (),
              "Install the shadow weight buffer into the array (ABCs issued later use it).",
              d_skew=None, _d_func=0),
@@ -221,11 +228,14 @@ VXM_INSTRUCTIONS = (
     _vxm("VSRA", 37, "d = a >> (b mod lane bits), arithmetic."),
     _vxm("VSRL", 38, "d = a >> (b mod lane bits), logical."),
     _vxm("VCMP", 39, "d = -1 if (a OP b) else 0; OP by imm: 0 eq, 1 ne, 2 lt, 3 le, 4 gt, 5 ge."),
-    _vxm("VSEL", 40, "d = a where b != 0, else the ALU's constant register."),
+    _vxm("VSEL", 40, "d = a where the low byte of b is non-zero, else the ALU's constant "
+                     "register. b is one byte stream whatever the dtype, so an int8 mask (or the "
+                     "low plane of a VCMP result) selects lanes of any width."),
     _vxm("VCAST", 41, "d = saturate(a) converted from dtype to dtype imm[1:0] (sign-extending when "
                       "widening); d is imm's width."),
     _vxm("VREQ", 42, "int32 -> int8 requantize: d = saturate8(round(a * b / 2**(31 + imm[4:0])))."),
-    _vxm("VEXP", 43, "Q16.16 exp(a) for a <= 0 (a > 0 is clamped to 0); int32 only.",
+    _vxm("VEXP", 43, "Q16.16 exp(a) for a <= 0 (a > 0 is clamped to 0), divided by "
+                     "2**imm[3:0] with a single rounding (imm = 8: round(256 * exp)); int32 only.",
          VXM_FUNC_LATENCY),
     _vxm("VRECIP", 44, "Q16.16 1/a (a > 0; INT32_MAX for a <= 0 or overflow); int32 only.",
          VXM_FUNC_LATENCY),
@@ -277,7 +287,7 @@ INSTRUCTIONS = INSTRUCTIONS + SXM_INSTRUCTIONS
 
 # field that REPEAT's stride advances, per instruction (None: no address field)
 REPEAT_FIELD = {"READ": "addr", "WRITE": "addr", "GATHER": "addr", "SCATTER": "addr",
-                "LW": "row", "ABC": "acc", "ACC": "acc"}
+                "LW": "row", "LWT": "col", "ABC": "acc", "ACC": "acc"}
 CONTROL_MNEMONICS = ("NOP", "HALT", "REPEAT", "SYNC", "NOTIFY", "CONFIG")
 # slice kinds whose queues obey CONFIG (superlane enable mask); the others treat it as a no-op
 CONFIG_SLICE_KINDS = ("mem",)

@@ -135,9 +135,14 @@ def compare(code: int, a, b):
 
 
 def select(mask, a, c):
-    """``a`` where ``mask`` is non-zero, else ``c``."""
-    return np.where(np.asarray(mask) != 0, np.asarray(a, dtype=np.int64),
-                    np.asarray(c, dtype=np.int64))
+    """``a`` where the low byte of ``mask`` is non-zero, else ``c`` (``VSEL``).
+
+    Only bits [7:0] of each mask lane count: ``VSEL`` reads its condition from one byte stream
+    whatever the data type, so an int8 mask (or the low plane of a ``VCMP`` result) selects lanes
+    of any width, and a wider mask value whose low byte is 0 (e.g. 256) selects ``c``.
+    """
+    low = np.asarray(mask, dtype=np.int64) & 0xFF
+    return np.where(low != 0, np.asarray(a, dtype=np.int64), np.asarray(c, dtype=np.int64))
 
 
 def cast(a, to_dtype: int):
@@ -152,8 +157,13 @@ def requantize(a, multiplier, shift: int):
 
 
 # -- fixed-point functions (Q16.16 in, Q16.16 out) -------------------------------------------
-def fx_exp(a):
-    """exp(x) for x = a / 2**16, clamped to x <= 0 (softmax inputs after max subtraction)."""
+def fx_exp(a, out_shift: int = 0):
+    """exp(x) for x = a / 2**16, clamped to x <= 0 (softmax inputs after max subtraction).
+
+    The Q16.16 result is divided by ``2**out_shift`` (0..15, ``VEXP``'s ``imm[3:0]``) in the
+    same rounding shift that scales ``2**frac`` by ``2**int``, so ``out_shift = 8`` gives
+    ``round(exp(x) * 256)`` with a single rounding.
+    """
     x = np.minimum(np.asarray(a, dtype=np.int64), 0)
     t = (x * EXP_LOG2E) >> 16                # x * log2(e), Q16, <= 0
     q = t >> 16                              # integer part (floor), <= 0
@@ -161,7 +171,7 @@ def fx_exp(a):
     p = EXP_C2 + ((r * EXP_C3) >> 16)
     p = EXP_C1 + ((r * p) >> 16)
     p = 65536 + ((r * p) >> 16)              # 2**r in [1, 2), Q16
-    n = -q
+    n = -q + (int(out_shift) & 15)
     out = round_shift(p, np.minimum(n, 62))
     return np.where(n >= 32, 0, out)
 

@@ -1,7 +1,7 @@
 """The MXM slice: an int8 weight-stationary VL x VL matrix unit with int32 accumulators.
 
 See ``docs/architecture.md`` ("MXM pipeline") for the contract and :mod:`openlpu.isa` for the
-instructions it executes (``LW``, ``IW`` on the ``weights`` queue, ``ABC`` on ``compute``,
+instructions it executes (``LW``, ``LWT``, ``IW`` on the ``weights`` queue, ``ABC`` on ``compute``,
 ``ACC`` on ``result``).
 """
 
@@ -20,7 +20,8 @@ from .common import (ERROR_BITS, decode_stage, instruction_line, issue_signature
 __all__ = ["MxmSlice"]
 
 # Which queue of the slice executes which instruction (checked against the ISA table below).
-_QUEUE_OF = {"LW": "weights", "IW": "weights", "ABC": "compute", "ACC": "result"}
+_QUEUE_OF = {"LW": "weights", "LWT": "weights", "IW": "weights", "ABC": "compute",
+             "ACC": "result"}
 
 
 def _tree_sum(values):
@@ -38,8 +39,8 @@ class MxmSlice(wiring.Component):
     """Matrix execution slice (MXM): ``superlanes`` tiles of an int8 VL x VL weight-stationary array.
 
     Superlane ``c`` owns activations ``k`` in ``[c*lanes, (c+1)*lanes)``: it holds the weights
-    ``W[k][n]`` of those ``k`` for every output lane ``n`` (a shadow and an active copy, both in
-    registers), ``lanes x VL`` signed 8x8 multipliers with one adder tree per output lane, and
+    ``W[n][k]`` of those ``k`` for every output lane ``n`` (a shadow and an active copy, both in
+    registers: ``shadow[c][n][k - c*lanes]``), ``lanes x VL`` signed 8x8 multipliers with one adder tree per output lane, and
     its own accumulator of ``mxm_acc_words`` rows of ``lanes`` int32 (an
     :class:`amaranth.lib.memory.Memory` with one write port and two synchronous read ports, both
     transparent for the write port).
@@ -50,6 +51,16 @@ class MxmSlice(wiring.Component):
 
     * ``LW row, stream, dir``: superlane ``c`` samples the stream at ``t + c`` and writes its
       ``lanes`` bytes into shadow row ``row`` at the end of that cycle.
+    * ``LWT col, stream, dir`` (transposed load, ``L = lanes``): superlane ``c`` samples its chunk
+      of the stream (lanes ``n`` in ``[c*L, (c+1)*L)``, same stream selection as ``LW``) at
+      ``t + c`` and writes, at the end of that cycle, byte ``n - c*L`` of it into shadow row
+      ``n``, element ``col``: register ``shadow[col // L][n][col % L]``. One ``LWT`` thus writes
+      the superlane holding column ``col`` from every superlane, one superlane per cycle over
+      ``S`` cycles. When an ``LW`` and an ``LWT`` write the same shadow byte in the same cycle,
+      the ``LWT`` wins. The superlane-0 frame (the whole column written at the end of ``t``)
+      holds when an ``IW`` issues at least ``S`` cycles after an ``LWT``, an ``LWT`` at least
+      ``S`` cycles after an ``IW``, and an ``LW`` and an ``LWT`` writing the same byte are at
+      least ``S`` cycles apart (the reference model raises ``ScheduleHazard`` for the first two).
     * ``IW``: superlane ``c`` copies shadow into active at the end of ``t + c``; an ``ABC`` in
       the same superlane and cycle still multiplies with the old weights.
     * ``ABC acc, stream, dir, accumulate``: superlane ``c`` samples its activations and forms its
@@ -67,12 +78,12 @@ class MxmSlice(wiring.Component):
       accumulator bytes on every stream; only ``en`` selects.
 
     Errors (``openlpu.isa.ErrorFlag``, pulsed on ``error``), as in the reference model:
-    ``ADDR_RANGE`` in the issue cycle ``t`` when ``LW row >= VL``, ``ABC``/``ACC``
-    ``acc >= mxm_acc_words``, ``LW``/``ABC`` ``stream >= streams`` or ``ACC``
-    ``group >= streams / 4``. A bad row or accumulator row writes nothing, a bad ``ACC`` drives
-    nothing, an ``LW``/``ABC`` with a bad stream executes on a zero vector.
-    ``STREAM_UNWRITTEN`` at ``t + c`` when an ``LW`` or ``ABC`` in superlane ``c`` samples an
-    existing slot with ``valid = 0``.
+    ``ADDR_RANGE`` in the issue cycle ``t`` when ``LW row >= VL``, ``LWT col >= VL``,
+    ``ABC``/``ACC`` ``acc >= mxm_acc_words``, ``LW``/``LWT``/``ABC`` ``stream >= streams`` or
+    ``ACC`` ``group >= streams / 4``. A bad row, column or accumulator row writes nothing, a bad
+    ``ACC`` drives nothing, an ``LW``/``LWT``/``ABC`` with a bad stream executes on a zero vector.
+    ``STREAM_UNWRITTEN`` at ``t + c`` when an ``LW``, ``LWT`` or ``ABC`` in superlane ``c``
+    samples an existing slot with ``valid = 0``.
 
     Parameters
     ----------
@@ -162,24 +173,48 @@ class MxmSlice(wiring.Component):
                             m.d.comb += slot.eq(column[c][s])
             return slot
 
+        # LW and LWT share the stream operand fields (same bit positions): one slot select
+        for fld in ("stream", "dir"):
+            if isa.layout("LW")[fld] != isa.layout("LWT")[fld]:
+                raise RuntimeError(f"ISA table: LW and LWT must place field {fld!r} at the same "
+                                   f"bit position (the MXM shares their stream select)")
+
         psum_shape = signed(ceil_log2(VL * 128 * 128 + 1) + 1)   # exact: no wrap before int32
         unwritten = []
-        psum_prev = None
+        # weights of superlane c: shadow[c][n] / active[c][n], row n (output lane), lanes bytes
+        # each (element k - c*L)
+        shadow = [[Signal(data.ArrayLayout(unsigned(8), L), name=f"shadow_{c}_{n}", reset_less=True)
+                   for n in range(VL)] for c in range(S)]
+        active = [[Signal(data.ArrayLayout(unsigned(8), L), name=f"active_{c}_{n}", reset_less=True)
+                   for n in range(VL)] for c in range(S)]
+        w_slots = []
         for c in range(S):
-            # weights: shadow and active rows n (output lane), lanes bytes each (k local)
             is_lw, lw = decode(w_line[c], "LW")
+            is_lwt, _ = decode(w_line[c], "LWT")
             is_iw, _ = decode(w_line[c], "IW")
-            lw_slot = select(c, lw.stream, lw.dir, f"lw_slot_{c}")
-            shadow = [Signal(data.ArrayLayout(unsigned(8), L), name=f"shadow_{c}_{n}", reset_less=True)
-                      for n in range(VL)]
-            active = [Signal(data.ArrayLayout(unsigned(8), L), name=f"active_{c}_{n}", reset_less=True)
-                      for n in range(VL)]
+            w_slot = select(c, lw.stream, lw.dir, f"w_slot_{c}")      # LW's or LWT's operand
+            w_slots.append(w_slot)
             for n in range(VL):
                 with m.If(is_lw & (lw.row == n)):
-                    m.d.sync += shadow[n].eq(lw_slot.data)
+                    m.d.sync += shadow[c][n].eq(w_slot.data)
                 with m.If(is_iw):
-                    m.d.sync += active[n].eq(shadow[n])
-            unwritten.append(is_lw & (lw.stream < p.streams) & ~lw_slot.valid)
+                    m.d.sync += active[c][n].eq(shadow[c][n])
+            unwritten.append((is_lw | is_lwt) & (lw.stream < p.streams) & ~w_slot.valid)
+        # LWT, after every LW assignment (it wins on a byte both write in one cycle): superlane
+        # c's lane j goes to row c*L + j, element col % L of superlane col // L
+        for c in range(S):
+            is_lwt, lwt = decode(w_line[c], "LWT")
+            w_slot = w_slots[c]
+            for col in range(VL):
+                hit = Signal(name=f"lwt_{c}_col{col}")
+                m.d.comb += hit.eq(is_lwt & (lwt.col == col))
+                cc, kk = divmod(col, L)
+                with m.If(hit):
+                    for j in range(L):
+                        m.d.sync += shadow[cc][c * L + j][kk].eq(w_slot.data[j])
+
+        psum_prev = None
+        for c in range(S):
 
             # dot products of this superlane's activation chunk, one adder tree per output lane
             is_abc, abc = decode(c_line[c], "ABC")
@@ -187,7 +222,7 @@ class MxmSlice(wiring.Component):
             unwritten.append(is_abc & (abc.stream < p.streams) & ~act.valid)
             local = []
             for n in range(VL):
-                prods = [act.data[k].as_signed() * active[n][k].as_signed() for k in range(L)]
+                prods = [act.data[k].as_signed() * active[c][n][k].as_signed() for k in range(L)]
                 if P >= 1:
                     regs = [Signal(signed(16), name=f"prod_{c}_{n}_{k}", reset_less=True) for k in range(L)]
                     m.d.sync += [r.eq(x) for r, x in zip(regs, prods)]
@@ -250,9 +285,11 @@ class MxmSlice(wiring.Component):
 
         # -- errors -------------------------------------------------------------------------------
         is_lw0, lw0 = decode(w_line[0], "LW")
+        is_lwt0, lwt0 = decode(w_line[0], "LWT")
         is_abc0, abc0 = decode(c_line[0], "ABC")
         is_acc0, acc0 = decode(r_line[0], "ACC")
         addr_range = ((is_lw0 & ((lw0.row >= VL) | (lw0.stream >= p.streams)))
+                      | (is_lwt0 & ((lwt0.col >= VL) | (lwt0.stream >= p.streams)))
                       | (is_abc0 & ((abc0.acc >= depth) | (abc0.stream >= p.streams)))
                       | (is_acc0 & ((acc0.acc >= depth) | (acc0.group >= p.stream_groups))))
         m.d.comb += self.error.eq(

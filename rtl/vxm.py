@@ -52,6 +52,12 @@ def _width_of(dtype):
     return out
 
 
+def _b_width(view):
+    """Bytes of operand ``b`` read from streams: 1 for ``VSEL`` (a one-byte condition), else the
+    ``dtype`` width."""
+    return Mux(view.opcode == _opcode("VSEL"), 1, _width_of(view.dtype))
+
+
 def _sext(raw, dtype):
     """Sign-extend the low ``DTYPE_BYTES[dtype]`` bytes of ``raw`` to ``signed(32)``."""
     out = raw[:32].as_signed()
@@ -120,7 +126,10 @@ class VxmSlice(wiring.Component):
     :attr:`sr_east_in` / :attr:`sr_west_in`) or the output-side column (``a_chain = 1``:
     :attr:`sr_east_out` / :attr:`sr_west_out`, what the VXM drove one cycle earlier). Operand
     ``b`` follows ``b_mode`` (``isa.VXM_B_*``): input-side or output-side streams, the ALU's
-    constant register, or the signed 6-bit immediate ``{b_dir, b_stream}``. Both are captured
+    constant register, or the signed 6-bit immediate ``{b_dir, b_stream}``. A stream ``b`` is
+    ``w`` bytes wide like ``a``, except for ``VSEL``, whose condition is the single byte stream
+    ``b_stream`` whatever the ``dtype`` (``VSEL`` tests the low byte of ``b`` in every
+    ``b_mode``: ``d = a`` where it is non-zero, else the constant register). Both are captured
     into registers at the end of the issue cycle.
 
     Results: the lane values of :mod:`openlpu.vxm_ops` are driven on streams ``a_stream ..``
@@ -282,7 +291,7 @@ class VxmSlice(wiring.Component):
                 ctl0.drive.eq(ok & has_result & res_ok),
                 ctl0.a_ok.eq(v.a_stream + w <= NS),
                 ctl0.b_used.eq(b_used),
-                ctl0.b_ok.eq(v.b_stream + w <= NS),
+                ctl0.b_ok.eq(v.b_stream + _b_width(v) <= NS),
             ]
             issue_errors.append((
                 port.valid & is_vxm & bad_type,
@@ -306,11 +315,11 @@ class VxmSlice(wiring.Component):
             for i in range(n_alu):
                 ctl = lines[i][c]
                 v = data.View(vxm_layout, ctl.word)
-                w = _width_of(v.dtype)
-                for name, stream, direction, chain, used in (
-                        ("a", v.a_stream, v.a_dir, v.a_chain, ctl.ok & ctl.a_ok),
+                for name, stream, direction, chain, used, w in (
+                        ("a", v.a_stream, v.a_dir, v.a_chain, ctl.ok & ctl.a_ok,
+                         _width_of(v.dtype)),
                         ("b", v.b_stream, v.b_dir, v.b_mode == isa.VXM_B_CHAIN,
-                         ctl.ok & ctl.b_used & ctl.b_ok)):
+                         ctl.ok & ctl.b_used & ctl.b_ok, _b_width(v))):
                     # the column by direction and side, then the w byte streams by a shift
                     col = Signal(data.ArrayLayout(slot_layout, NS),
                                  name=f"{name}_col_sl{c}_alu{i}")
@@ -430,7 +439,9 @@ class VxmSlice(wiring.Component):
             k_val = Signal(signed(32), name=f"k_val_sl{c}_alu{i}_l{lane}")
             a1 = Signal(31, name=f"a1_sl{c}_alu{i}_l{lane}")
             n_lz = Signal(5, name=f"lz_sl{c}_alu{i}_l{lane}")
-            b_stream = Mux(c0.b_ok, _sext(b_raw, dt0), 0)
+            # VSEL's stream condition is one byte (dtype 0) whatever the dtype
+            b_dt0 = Mux(v0.opcode == _opcode("VSEL"), 0, dt0)
+            b_stream = Mux(c0.b_ok, _sext(b_raw, b_dt0), 0)
             b_val = Mux(v0.b_mode == isa.VXM_B_CONST, k_val,
                         Mux(v0.b_mode == isa.VXM_B_IMM, Cat(v0.b_stream, v0.b_dir).as_signed(),
                             b_stream))
@@ -515,7 +526,7 @@ class VxmSlice(wiring.Component):
                             cond = Mux(imm == code, hit, cond)
                         put(Mux(cond, Const(-1, signed(32)), 0))
                     with m.Case(_opcode("VSEL")):
-                        put(Mux(b != 0, a, k))
+                        put(Mux(b[:8] != 0, a, k))          # the low byte, in every b_mode
                     with m.Case(_opcode("VCAST")):
                         put(_saturate(a, imm[:2]))
             res_s.append(out_s)
@@ -550,7 +561,7 @@ class VxmSlice(wiring.Component):
                                 x = Mux(a < 0, a, 0)
                                 t = (x * vxm_ops.EXP_LOG2E) >> 16
                                 r = t[:16]
-                                n = -(t >> 16)
+                                n = -(t >> 16) + vs.imm[:4]     # output shift imm[3:0]
                                 p1 = vxm_ops.EXP_C2 + ((r * vxm_ops.EXP_C3) >> 16)
                                 m.d.sync += [exp_r[0].eq(r), exp_n[0].eq(Mux(n >= 32, 32, n)),
                                              exp_p[0].eq(p1)]

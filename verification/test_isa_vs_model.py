@@ -1,7 +1,8 @@
 """Whole-chip RTL (Verilator) against the reference model, instruction by instruction.
 
-Every VXM and SXM instruction (and the VXM constant register, chaining and collision checker) runs
-in a small directed program on the ``mini`` preset, which has every slice kind. The same host
+Every VXM and SXM instruction (and the VXM constant register, chaining and collision checker), and
+the MXM's transposed weight load ``LWT`` mixed with ``LW``, runs in a small directed program on the
+``mini`` preset, which has every slice kind. The same host
 writes go to the Verilator-compiled chip and to the reference model; afterwards CYCLES, ERRORS and
 every byte of every MEM slice must be identical, and the written results are also checked
 against :mod:`openlpu.vxm_ops` / numpy, so a bug shared by model and RTL is caught too.
@@ -103,10 +104,12 @@ def _operands(seed, dtype):
     return x, y, edges
 
 
-def vxm_program(op, dtype, imm, planes, b_mode=isa.VXM_B_CHAIN):
-    """x (mem_w0, stream 0) and y (mem_w1, stream 4) are cast to ``dtype`` by ALU0/ALU1; ALU2
-    loads y (int8, sign-extended) into its constant register, then applies ``op`` on the chained
-    values; result byte planes ``planes`` are written by mem_e0/e1."""
+def vxm_program(op, dtype, imm, planes, b_mode=isa.VXM_B_CHAIN, b_dtype=None):
+    """x (mem_w0, stream 0) and y (mem_w1, stream 4) are cast to ``dtype`` (y: to ``b_dtype``
+    if given) by ALU0/ALU1; ALU2 loads y (int8, sign-extended) into its constant register, then
+    applies ``op`` on the chained values; result byte planes ``planes`` are written by
+    mem_e0/e1."""
+    b_dtype = dtype if b_dtype is None else b_dtype
     v = _pos("vxm")
     lat = isa.VXM_SIMPLE_LATENCY
     d_op = isa.BY_MNEMONIC["V" + op].d_func(P)
@@ -123,7 +126,7 @@ def vxm_program(op, dtype, imm, planes, b_mode=isa.VXM_B_CHAIN):
 .queue vxm.alu0
 {_nop(t_v)}    VCAST 0, E, 0, 0, E, 0, E, 0, {dtype}
 .queue vxm.alu1
-{_nop(t_v)}    VCAST 4, E, 0, 0, E, 0, E, 0, {dtype}
+{_nop(t_v)}    VCAST 4, E, 0, 0, E, 0, E, 0, {b_dtype}
 .queue vxm.alu2
 {_nop(t_v)}    VLC 4, E, 0, 0, E, 0, E, 0, 0
 {_nop(t_op - t_v - 1)}    V{op} 0, E, 1, 4, E, {b_mode}, E, {dtype}, {imm}
@@ -150,8 +153,8 @@ def _expected(op, dtype, imm, x, y, const):
         return vxm_ops.unary_op(op, a, dtype), dtype
     if op == "CMP":
         return vxm_ops.wrap(vxm_ops.compare(imm, a, b), dtype), dtype
-    if op == "SEL":
-        return vxm_ops.select(b, a, vxm_ops.wrap(const, dtype)), dtype
+    if op == "SEL":                           # the condition is y as one int8 plane
+        return vxm_ops.select(vxm_ops.cast(y, 0), a, vxm_ops.wrap(const, dtype)), dtype
     return vxm_ops.binary_op(op, a, b, dtype, imm), dtype
 
 
@@ -162,8 +165,10 @@ def test_vxm_ops(rtl, op, dtype):
     x, y, _ = _operands(hash((op, dtype)) & 0xFFFF, dtype)
     nbytes = vxm_ops.DTYPE_BYTES[dtype]
     got = np.zeros(P.vl, dtype=np.int64)
+    # VSEL's condition is one byte stream: y stays int8 (streams 5.. are never written)
+    b_dtype = 0 if op == "SEL" else dtype
     for planes in ((0, 1), (2, 3))[: (nbytes + 1) // 2]:
-        text = _halt_all(vxm_program(op, dtype, imm, planes))
+        text = _halt_all(vxm_program(op, dtype, imm, planes, b_dtype=b_dtype))
         model, _ = run_both(rtl, text, {("mem_w0", 0): x, ("mem_w1", 0): y})
         for k, plane in enumerate(planes):
             if plane < nbytes:
@@ -171,6 +176,57 @@ def test_vxm_ops(rtl, op, dtype):
     const = model.vxm_const[2]
     want, out_dtype = _expected(op, dtype, imm, x, y, const)
     np.testing.assert_array_equal(vxm_ops.wrap(got, out_dtype), want)
+
+
+@pytest.mark.parametrize("dtype", [0, 1, 2])
+def test_vxm_select_low_byte(rtl, dtype):
+    """VSEL tests only the low byte of its condition: the mask y*16 is an int32 on streams 4..7
+    (ALU1: VCAST, then VMUL by the immediate 16), so lanes with y a non-zero multiple of 16 have
+    a zero low byte but non-zero higher bytes on streams 5..7, which VSEL must ignore."""
+    rng = np.random.default_rng(31 + dtype)
+    x = rng.integers(-128, 128, P.vl)
+    y = rng.integers(-128, 128, P.vl)
+    y[:4] = [16, -128, 0, 48]                 # mask 256, -2048, 0, 768: low byte 0
+    y[4:6] = [1, -1]
+    v = _pos("vxm")
+    lat = isa.VXM_SIMPLE_LATENCY
+    chain = lat + 1
+    t_v = 1 + v - _pos("mem_w1")              # y arrives at the VXM at t_v, x at t_v + chain
+    t_x = t_v + chain - (1 + v - _pos("mem_w0"))
+    t_sel = t_v + 2 * chain
+    t_res = t_sel + isa.BY_MNEMONIC["VSEL"].d_func(P)
+    nbytes = vxm_ops.DTYPE_BYTES[dtype]
+    got = np.zeros(P.vl, dtype=np.int64)
+    for planes in ((0, 1), (2, 3))[: (nbytes + 1) // 2]:
+        text = f"""
+.queue mem_w0.read
+{_nop(t_x)}    READ 0, s0, E
+.queue mem_w1.read
+    READ 0, s4, E
+.queue vxm.alu0
+{_nop(t_v + chain)}    VCAST 0, E, 0, 0, E, 0, E, 0, {dtype}
+.queue vxm.alu1
+{_nop(t_v)}    VCAST 4, E, 0, 0, E, 0, E, 0, 2
+{_nop(chain - 1)}    VMUL 4, E, 1, 16, E, 3, E, 2, 0
+.queue vxm.alu2
+{_nop(t_v)}    VLC 4, E, 0, 0, E, 0, E, 0, 0
+{_nop(t_sel - t_v - 1)}    VSEL 0, E, 1, 4, E, 1, E, {dtype}, 0
+"""
+        for k, (sname, plane) in enumerate(zip(("mem_e0", "mem_e1"), planes)):
+            if plane < nbytes:
+                t_w = t_res + _pos(sname) - v
+                text += f".queue {sname}.write\n{_nop(t_w)}    WRITE {P.mem_words + k}, s{plane}, E\n"
+        model, _ = run_both(rtl, _halt_all(text), {("mem_w0", 0): x, ("mem_w1", 0): y})
+        for k, plane in enumerate(planes):
+            if plane < nbytes:
+                got |= _vec(model, ["mem_e0", "mem_e1"][k], P.mem_words + k) << (8 * plane)
+    np.testing.assert_array_equal(model.vxm_const[2], y)
+    mask = y * 16
+    a = vxm_ops.cast(x, dtype)
+    want = np.where((mask & 0xFF) != 0, a, y)             # numpy, independent of vxm_ops
+    assert (want[:4] == y[:4]).all() and (want[4:6] == a[4:6]).all()
+    np.testing.assert_array_equal(want, vxm_ops.select(mask, a, y))
+    np.testing.assert_array_equal(vxm_ops.wrap(got, dtype), want)
 
 
 @pytest.mark.parametrize("op, dtype, imm", [
@@ -294,3 +350,77 @@ def test_vxm_collision_flag(rtl):
 """
     _, regs = run_both(rtl, text, {("mem_w0", 0): np.arange(P.vl)}, errors=None)
     assert regs[1] & isa.ErrorFlag.STREAM_COLLISION
+
+
+def test_mxm_lw_lwt(rtl):
+    """Weights by LW rows, then LWT columns over some of them, IW, ABCs; then the next weights
+    by LWT columns only (REPEAT), IW, ABCs (one accumulating onto a first-weights result); ACC
+    rows written by four MEM slices. RTL and model agree, and the results equal numpy W @ x."""
+    rng = np.random.default_rng(41)
+    vl, S = P.vl, P.superlanes
+    d_abc = isa.BY_MNEMONIC["ABC"].d_func(P)
+    d_acc = isa.BY_MNEMONIC["ACC"].d_func(P)
+    mxm = _pos("mxm_w")
+    lat_b = 1 + _pos("mem_w1") - mxm              # READ mem_w1 at t -> LW/LWT at t + lat_b
+    lat_a = 1 + _pos("mem_w0") - mxm              # READ mem_w0 at t -> ABC at t + lat_a
+    W1 = rng.integers(-128, 128, (vl, vl))        # W[n][k]
+    W1[0] = -128
+    C = rng.integers(-128, 128, (vl, 4))          # columns 2..5 by LWT
+    W2 = rng.integers(-128, 128, (vl, vl))
+    W2[:, 1] = 127
+    xs = rng.integers(-128, 128, (4, vl))
+    xs[3] = -128
+    # weights queue and the mem_w1 reads feeding it (words: W1 rows, C columns, W2 columns)
+    ops = [("LW", 0, 0, vl), ("gap", S - 1), ("LWT", 2, vl, C.shape[1]), ("gap", S - 1),
+           ("IW",), ("gap", S - 1), ("LWT", 0, vl + C.shape[1], vl), ("gap", S - 1), ("IW",)]
+    weights, reads, t, t_iw = [_nop(lat_b)], [], lat_b, []
+    for op in ops:
+        if op[0] == "gap":
+            weights.append(_nop(op[1]))
+            reads.append(_nop(op[1]))
+            t += op[1]
+        elif op[0] == "IW":
+            weights.append("    IW\n")
+            reads.append(_nop(1))
+            t_iw.append(t)
+            t += 1
+        else:
+            m, field, word, n = op
+            weights.append(f"    {m} {field}, s1, W\n" + (f"    REPEAT {n - 1}, 1, 1\n" if n > 1 else ""))
+            reads.append(f"    READ {word}, s1, W\n" + (f"    REPEAT {n - 1}, 1, 1\n" if n > 1 else ""))
+            t += n
+    t_abc = [t_iw[0] + 1, t_iw[0] + 2, t_iw[1] + 1, t_iw[1] + 2]
+    assert t_abc[1] < t_iw[1]
+    abcs = [(0, 0), (1, 0), (2, 0), (0, 1)]       # (accumulator row, accumulate)
+    t_acc = t_abc[-1] + d_abc                     # sees the last (accumulating) ABC's update
+    text = (".queue mem_w1.read\n" + "".join(reads) + ".queue mxm_w.weights\n" + "".join(weights))
+    text += ".queue mem_w0.read\n"
+    t = 0
+    for i, ta in enumerate(t_abc):
+        text += f"{_nop(ta - lat_a - t)}    READ {i}, s0, W\n"
+        t = ta - lat_a + 1
+    text += ".queue mxm_w.compute\n"
+    t = 0
+    for ta, (row, acc) in zip(t_abc, abcs):
+        text += f"{_nop(ta - t)}    ABC {row}, s0, W, {acc}\n"
+        t = ta + 1
+    text += f".queue mxm_w.result\n{_nop(t_acc)}    ACC 0, g0, E\n    REPEAT 2, 1, 1\n"
+    planes = ("mem_w1", "mem_w0", "mem_e0", "mem_e1")
+    for b, sname in enumerate(planes):            # byte b of each lane is on stream b
+        t_w = t_acc + d_acc + _pos(sname) - mxm
+        text += (f".queue {sname}.write\n{_nop(t_w)}    WRITE {P.mem_words}, s{b}, E\n"
+                 f"    REPEAT 2, 1, 1\n")
+    contents = {("mem_w1", n): W1[n] for n in range(vl)}
+    contents.update({("mem_w1", vl + i): C[:, i] for i in range(C.shape[1])})
+    contents.update({("mem_w1", vl + C.shape[1] + k): W2[:, k] for k in range(vl)})
+    contents.update({("mem_w0", i): xs[i] for i in range(len(xs))})
+    model, _ = run_both(rtl, _halt_all(text), contents)
+    Wa = W1.copy()
+    Wa[:, 2:2 + C.shape[1]] = C
+    np.testing.assert_array_equal(model.weights, W2)
+    want = [Wa @ xs[0] + W2 @ xs[3], Wa @ xs[1], W2 @ xs[2]]
+    for r, value in enumerate(want):
+        got = np.zeros(vl, dtype=np.int64)
+        for b, sname in enumerate(planes):
+            got |= _vec(model, sname, P.mem_words + r) << (8 * b)
+        np.testing.assert_array_equal(vxm_ops.wrap(got, 2), value, err_msg=f"accumulator row {r}")

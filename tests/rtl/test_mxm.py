@@ -2,8 +2,11 @@
 
 The slice is driven directly, cycle by cycle: instructions on its three queues and vectors on
 its input SR columns with the superlane stagger. Expected values come from numpy and from the
-timing rules of docs/architecture.md (superlane-0 frame, ``ABC`` latency from the ISA table),
-never from the RTL.
+timing contract of the ``MxmSlice`` docstring and docs/architecture.md (superlane ``c`` executes
+an instruction at issue + ``c``; ``ABC`` latency from the ISA table), never from the RTL. The
+expectation model tracks every superlane separately, so it also covers the schedules where the
+superlane-0 frame does not hold (an ``IW`` right after an ``LWT``, an ``LW`` and an ``LWT`` on the
+same byte in one cycle).
 """
 
 import dataclasses
@@ -66,6 +69,11 @@ class Program:
         self.put(t, direction, stream, vec)
         self.issue(t, "LW", row=row, stream=stream, dir=int(direction))
 
+    def lwt(self, t, col, vec, stream=0, direction=WEST):
+        """LWT: lane n of ``vec`` becomes weight W[n][col]."""
+        self.put(t, direction, stream, vec)
+        self.issue(t, "LWT", col=col, stream=stream, dir=int(direction))
+
     def abc(self, t, acc, x, accumulate=0, stream=1, direction=WEST):
         self.put(t, direction, stream, x)
         self.issue(t, "ABC", acc=acc, stream=stream, dir=int(direction), accumulate=accumulate)
@@ -77,16 +85,13 @@ class Program:
     def last_cycle(self):
         return max(max(t for t, _ in self.instrs), max(k[0] for k in self.slots))
 
-    # -- expected behaviour (superlane-0 frame, docs/architecture.md) ----------------------------
-    def _sample(self, t, fields):
-        """The int8 vector an instruction issued at t samples (unwritten slots read as 0)."""
-        p = self.p
-        out = np.zeros(p.vl, dtype=np.int64)
-        for c in range(p.superlanes):
-            chunk = self.slots.get((t + c, c, fields["dir"], fields["stream"]))
-            if chunk is not None:
-                out[c * p.lanes:(c + 1) * p.lanes] = chunk.view(np.int8)
-        return out
+    # -- expected behaviour (every superlane, docs/architecture.md) ------------------------------
+    def _chunk(self, t, c, fields):
+        """The int8 chunk superlane c samples for an instruction issued at t (0 if unwritten)."""
+        chunk = self.slots.get((t + c, c, fields["dir"], fields["stream"]))
+        if chunk is None:
+            return np.zeros(self.p.lanes, dtype=np.int64)
+        return chunk.view(np.int8).astype(np.int64)
 
     def expected(self, n_cycles):
         """Returns (drives, errors, acc_reads).
@@ -96,9 +101,10 @@ class Program:
         """
         p = self.p
         d_func = isa.BY_MNEMONIC["ABC"].d_func(p)
-        depth, vl, lanes = p.mxm_acc_words, p.vl, p.lanes
-        shadow = np.zeros((vl, vl), dtype=np.int64)      # [n][k]
+        depth, vl, lanes, S = p.mxm_acc_words, p.vl, p.lanes, p.superlanes
+        shadow = np.zeros((vl, vl), dtype=np.int64)      # [n][k]: superlane c holds k in chunk c
         active = np.zeros((vl, vl), dtype=np.int64)
+        partial = {}                                      # ABC issue cycle -> partial sums
         accm = np.zeros((depth, vl), dtype=np.int64)
         writes = defaultdict(list)
         drives, acc_reads = {}, {}
@@ -118,14 +124,39 @@ class Program:
 
         for t in range(n_cycles):
             ins = {role: self.instrs.get((t, role)) for role in isa.QUEUE_ROLES["mxm"]}
-            # ABC uses the weights active before any IW of the same cycle.
+            # checks at issue (superlane 0); STREAM_UNWRITTEN at t + c
             if ins["compute"]:
                 _, f = ins["compute"]
                 check_stream(t, f)
                 if f["acc"] >= depth:
                     flag(t, isa.ErrorFlag.ADDR_RANGE)
-                y = self._sample(t, f) @ active.T
-                writes[t + d_func].append((f["acc"], y, f["accumulate"]))
+                partial[t] = np.zeros(vl, dtype=np.int64)
+            if ins["weights"] and ins["weights"][0] in ("LW", "LWT"):
+                mnemonic, f = ins["weights"]
+                check_stream(t, f)
+                if f["row" if mnemonic == "LW" else "col"] >= vl:
+                    flag(t, isa.ErrorFlag.ADDR_RANGE)
+            # superlane c executes what was issued at t - c; register updates happen at the
+            # edge ending cycle t: ABC (and IW) see the weights before that edge
+            lw_writes, lwt_writes, iw_copies = [], [], []
+            for c in range(S):
+                ks = slice(c * lanes, (c + 1) * lanes)
+                comp = self.instrs.get((t - c, "compute"))
+                if comp and t - c in partial:
+                    _, f = comp
+                    partial[t - c] += active[:, ks] @ self._chunk(t - c, c, f)
+                    if c == S - 1:
+                        writes[t - c + d_func].append((f["acc"], partial.pop(t - c),
+                                                       f["accumulate"]))
+                wt = self.instrs.get((t - c, "weights"))
+                if wt:
+                    mnemonic, f = wt
+                    if mnemonic == "LW" and f["row"] < vl:
+                        lw_writes.append((f["row"], ks, self._chunk(t - c, c, f)))
+                    elif mnemonic == "LWT" and f["col"] < vl:
+                        lwt_writes.append((ks, f["col"], self._chunk(t - c, c, f)))
+                    elif mnemonic == "IW":
+                        iw_copies.append(ks)
             # accumulator updates of cycle t are visible to an ACC of cycle t
             for row, y, accumulate in writes.pop(t, []):
                 if row < depth:
@@ -141,16 +172,13 @@ class Program:
                         for b in range(4):
                             drives[(t + 1 + c, c, f["dir"], 4 * f["group"] + b)] = (
                                 (lane32 >> (8 * b)) & 0xFF).astype(np.uint8)
-            if ins["weights"]:
-                mnemonic, f = ins["weights"]
-                if mnemonic == "LW":
-                    check_stream(t, f)
-                    if f["row"] >= vl:
-                        flag(t, isa.ErrorFlag.ADDR_RANGE)
-                    else:
-                        shadow[f["row"]] = self._sample(t, f)
-                elif mnemonic == "IW":
-                    active = shadow.copy()
+            # the edge: IW copies the old shadow; an LWT wins over an LW on the same byte
+            for ks in iw_copies:
+                active[:, ks] = shadow[:, ks]
+            for row, ks, chunk in lw_writes:
+                shadow[row, ks] = chunk
+            for rows, col, chunk in lwt_writes:
+                shadow[rows, col] = chunk
         assert not writes or min(writes) >= n_cycles, "run too short for the last ABC"
         return drives, errors, acc_reads
 
@@ -450,6 +478,224 @@ def test_errors(params):
     assert any(e & isa.ErrorFlag.STREAM_UNWRITTEN for e in exp_errors)
     run_and_check(p, prog)
     assert np.array_equal(acc_reads[t_read], x.astype(np.int32) @ W.astype(np.int32))
+
+
+# -- LWT: transposed weight loads --------------------------------------------------------------
+
+def _sl(n, lanes):
+    """Superlane of lane (row) or column index n."""
+    return np.asarray(n) // lanes
+
+
+def _check_acc(acc_reads, checks):
+    for t, want in checks:
+        assert np.array_equal(acc_reads[t], _wrap32(want)), (
+            f"ACC at {t}: got {acc_reads[t].tolist()} expected {_wrap32(want).tolist()}")
+
+
+def _read_rows(prog, t, values):
+    """ACC rows 0.. of ``values`` (expected int32 vectors) from cycle t on; returns checks."""
+    p = prog.p
+    checks = []
+    for i, value in enumerate(values):
+        prog.acc(t + i, i, group=i % p.stream_groups, direction=(EAST, WEST)[i % 2])
+        checks.append((t + i, value))
+    return checks
+
+
+@pytest.mark.timeout(120)
+def test_lwt_matmul(params):
+    """Every weight loaded as a column by LWT (random column order, varied streams and
+    directions), IW exactly `superlanes` cycles after the last LWT, then ABCs: y = W @ x."""
+    p = params
+    S, vl = p.superlanes, p.vl
+    d = isa.BY_MNEMONIC["ABC"].d_func(p)
+    rng = np.random.default_rng(11)
+    W = int8_operands(rng, (vl, vl))                 # W[n][k]: output lane n, activation k
+    W[:, 0] = -128                                   # edges: extreme products
+    W[:, 1] = 127
+    W[2, :] = -128
+    prog = Program(p)
+    for i, k in enumerate(rng.permutation(vl)):
+        prog.lwt(i, int(k), W[:, k], stream=i % p.streams, direction=(WEST, EAST)[i % 2])
+    t_iw = vl - 1 + S
+    prog.issue(t_iw, "IW")
+    xs = [int8_operands(rng, vl) for _ in range(3)] + [int8_operands(rng, vl, k) for k in EDGE_KINDS]
+    for i, x in enumerate(xs):
+        prog.abc(t_iw + 1 + i, i, x, stream=1 + i % 3, direction=(WEST, EAST)[i % 2])
+    checks = _read_rows(prog, t_iw + len(xs) + d, [W @ x for x in xs])
+    _, exp_errors, _ = prog.expected(prog.last_cycle + 1)
+    assert not any(exp_errors)
+    _, acc_reads = run_and_check(p, prog)
+    _check_acc(acc_reads, checks)
+
+
+@pytest.mark.timeout(120)
+def test_lw_and_lwt_mixed(params):
+    """Rows by LW, then columns by LWT over them, then a row by LW again (all >= superlanes
+    cycles apart); then the next weights by LWT while ABCs use the installed ones, IW, ABCs
+    (one accumulating onto a result of the first weights). Checked against numpy."""
+    p = params
+    S, vl = p.superlanes, p.vl
+    d = isa.BY_MNEMONIC["ABC"].d_func(p)
+    rng = np.random.default_rng(12)
+    prog = Program(p)
+    W1 = int8_operands(rng, (vl, vl))
+    for n in range(vl):
+        prog.lw(n, n, W1[n], stream=0, direction=WEST)
+    t = vl - 1 + S
+    cols = sorted(set(range(0, vl, 3)) | {vl - 1})
+    C = int8_operands(rng, (vl, len(cols)))
+    for i, k in enumerate(cols):
+        prog.lwt(t + i, k, C[:, i], stream=1, direction=EAST)
+    t += len(cols) - 1 + S
+    R = int8_operands(rng, vl, "min")
+    prog.lw(t, 1, R, stream=2, direction=WEST)
+    Wa = W1.copy()
+    Wa[:, cols] = C
+    Wa[1] = R
+    t_iw = t + S
+    prog.issue(t_iw, "IW")
+    xs = [int8_operands(rng, vl) for _ in range(4)]
+    for i, x in enumerate(xs):
+        prog.abc(t_iw + 1 + i, i, x, stream=3)
+    # the next weights, by columns, while those ABCs run
+    Wb = int8_operands(rng, (vl, vl))
+    t_lwt = t_iw + S
+    for k in range(vl):
+        prog.lwt(t_lwt + k, k, Wb[:, k], stream=4, direction=WEST)
+    t_iw2 = t_lwt + vl - 1 + S
+    assert t_iw2 > t_iw + len(xs)
+    prog.issue(t_iw2, "IW")
+    ys = [int8_operands(rng, vl) for _ in range(2)]
+    for i, x in enumerate(ys):
+        prog.abc(t_iw2 + 1 + i, 4 + i, x, stream=3)
+    prog.abc(t_iw2 + 3, 0, ys[0], accumulate=1, stream=2, direction=EAST)
+    want = [Wa @ x for x in xs] + [Wb @ x for x in ys]
+    want[0] = want[0] + Wb @ ys[0]
+    checks = _read_rows(prog, t_iw2 + 3 + d + 1, want)
+    _, exp_errors, _ = prog.expected(prog.last_cycle + 1)
+    assert not any(exp_errors)
+    _, acc_reads = run_and_check(p, prog)
+    _check_acc(acc_reads, checks)
+
+
+@pytest.mark.timeout(120)
+def test_lwt_per_superlane_timing(params):
+    """The per-superlane LWT contract where the superlane-0 frame does not hold (the reference
+    model refuses the IW cases with ScheduleHazard): superlane c writes rows [c*L, (c+1)*L) of
+    the column at t + c into superlane col // L, which an IW copies at t_iw + col // L; an LW
+    writes row n of superlane c at t + c; the later write of a byte wins, the LWT on a tie.
+    Expected weights from these closed formulas in numpy."""
+    p = params
+    S, L, vl = p.superlanes, p.lanes, p.vl
+    d = isa.BY_MNEMONIC["ABC"].d_func(p)
+    rng = np.random.default_rng(13)
+    rows = np.arange(vl)
+    prog = Program(p)
+    W0 = int8_operands(rng, (vl, vl))
+    for n in range(vl):
+        prog.lw(n, n, W0[n])
+    prog.issue(vl, "IW")
+    shadow = W0.copy()
+    want = []
+    # 1: an IW 3, 2 and 1 cycles after three LWTs (columns in the last, second, first
+    # superlane): the IW installs the rows of the last ones only partly
+    t = vl + S
+    cols = [vl - 1, min(L + 2, vl - 2), 1]
+    new = int8_operands(rng, (vl, len(cols)))
+    t_iw = t + len(cols)
+    installed = shadow.copy()
+    for i, col in enumerate(cols):
+        prog.lwt(t + i, col, new[:, i], stream=1)
+        seen = t + i + _sl(rows, L) < t_iw + col // L      # written before the IW's copy
+        installed[seen, col] = new[seen, i]
+        shadow[:, col] = new[:, i]
+    assert (installed != shadow).any(), "the case must install a partial column"
+    prog.issue(t_iw, "IW")
+    x = int8_operands(rng, vl)
+    prog.abc(t_iw + 1, 0, x)
+    want.append(installed @ x)
+    # 2: IW again later (the whole columns), and an LWT the cycle after it
+    t_b = t_iw + S
+    prog.issue(t_b, "IW")
+    col2, v2 = vl - 1, int8_operands(rng, vl)
+    prog.lwt(t_b + 1, col2, v2, stream=2, direction=EAST)
+    installed = shadow.copy()
+    seen = t_b + 1 + _sl(rows, L) < t_b + col2 // L
+    installed[seen, col2] = v2[seen]
+    shadow[:, col2] = v2
+    x = int8_operands(rng, vl)
+    prog.abc(t_b + 1, 1, x)
+    want.append(installed @ x)
+    # 3: an LWT then LWs across it one, two, three cycles later, then an LW then an LWT
+    t3 = t_b + 1 + S
+    col3, v3 = 0, int8_operands(rng, vl)
+    prog.lwt(t3, col3, v3, stream=3)
+    shadow[:, col3] = v3
+    writes = []                                      # (t_lw, row, vec)
+    for i, n in enumerate(sorted({min(L, vl - 1), 0, vl - 1})):
+        vec = int8_operands(rng, vl)
+        prog.lw(t3 + 1 + i, n, vec, stream=4)
+        writes.append((t3 + 1 + i, n, vec, t3, col3, v3))
+    t4 = t3 + 1 + len(writes) + 1
+    n4, col4, v4 = min(2, vl - 1), vl - 1, int8_operands(rng, vl)
+    vec4 = int8_operands(rng, vl)
+    prog.lw(t4, n4, vec4, stream=5)
+    prog.lwt(t4 + 1, col4, v4, stream=6)
+    for t_lw, n, vec, t_lt, col, v in writes:      # frame order: the later instruction wins
+        shadow[n] = vec
+    shadow[n4] = vec4
+    shadow[:, col4] = v4
+    writes.append((t4, n4, vec4, t4 + 1, col4, v4))
+    for t_lw, n, vec, t_lt, col, v in writes:      # the byte both write: the later edge wins
+        lwt_wins = t_lt + n // L >= t_lw + col // L
+        shadow[n, col] = v[n] if lwt_wins else vec[col]
+    t_iw3 = t4 + 1 + S
+    prog.issue(t_iw3, "IW")
+    x = int8_operands(rng, vl)
+    prog.abc(t_iw3 + 1, 2, x)
+    want.append(shadow @ x)
+    checks = _read_rows(prog, t_iw3 + 1 + d + 1, want)
+    _, acc_reads = run_and_check(p, prog)
+    _check_acc(acc_reads, checks)
+
+
+@pytest.mark.timeout(120)
+def test_lwt_errors(params):
+    """LWT col >= VL: ADDR_RANGE, writes nothing (no aliasing); stream >= streams: ADDR_RANGE,
+    loads a zero column; a missing chunk: STREAM_UNWRITTEN at t + c, zeros in those rows."""
+    p = params
+    S, L, vl = p.superlanes, p.lanes, p.vl
+    d = isa.BY_MNEMONIC["ABC"].d_func(p)
+    rng = np.random.default_rng(14)
+    prog = Program(p)
+    W = int8_operands(rng, (vl, vl))
+    for k in range(vl):
+        prog.lwt(k, k, W[:, k])
+    t = vl
+    prog.lwt(t, vl, int8_operands(rng, vl, "max"), stream=1)             # column out of range
+    prog.lwt(t + 1, vl + 1, int8_operands(rng, vl, "max"), stream=1)
+    prog.lwt(t + 2, 511, int8_operands(rng, vl, "max"), stream=1)        # largest field value
+    t += 3
+    if p.streams < 32:                                                  # stream beyond the column
+        prog.issue(t, "LWT", col=2, stream=p.streams, dir=int(EAST))
+        W[:, 2] = 0
+    t += 1
+    v = int8_operands(rng, vl)
+    prog.lwt(t, 3, v, stream=2)
+    del prog.slots[(t + S - 1, S - 1, int(WEST), 2)]                    # top chunk missing
+    W[:, 3] = v
+    W[(S - 1) * L:, 3] = 0
+    prog.issue(t + S, "IW")
+    x = int8_operands(rng, vl)
+    prog.abc(t + S + 1, 0, x)
+    checks = _read_rows(prog, t + S + 1 + d, [W @ x])
+    _, exp_errors, _ = prog.expected(prog.last_cycle + 1)
+    assert exp_errors[vl] & isa.ErrorFlag.ADDR_RANGE
+    assert exp_errors[t + S - 1] & isa.ErrorFlag.STREAM_UNWRITTEN
+    _, acc_reads = run_and_check(p, prog)
+    _check_acc(acc_reads, checks)
 
 
 @pytest.mark.timeout(120)

@@ -140,7 +140,8 @@ class Program:
                 if m in USES_B:
                     mode = f["b_mode"]
                     if mode in (isa.VXM_B_STREAM, isa.VXM_B_CHAIN):
-                        b = sample(t, SIDES[mode == isa.VXM_B_CHAIN], f["b_dir"], f["b_stream"], w)
+                        wb = 1 if m == "VSEL" else w        # VSEL: a one-byte condition
+                        b = sample(t, SIDES[mode == isa.VXM_B_CHAIN], f["b_dir"], f["b_stream"], wb)
                     elif mode == isa.VXM_B_CONST:
                         b = vxm_ops.wrap(const[alu], dtype)
                     else:
@@ -359,7 +360,8 @@ def test_unary_compare_cast(p):
 
 def test_b_modes_const_select(p):
     """b from input-side streams, chained streams, the constant register and the immediate;
-    VLC then VSEL / VADD with the constant in the next cycle (per ALU constants)."""
+    VLC then VSEL / VADD with the constant in the next cycle (per ALU constants). VSEL tests
+    the low byte of b only: masks (streams, constant) whose low byte is 0 but not the value."""
     rng = np.random.default_rng(3)
     prog = Program(p)
     t = 0
@@ -370,6 +372,8 @@ def test_b_modes_const_select(p):
             d, g = (EAST, WEST)[j % 2], 4 * (j // 2)
             cv = rand(rng, dtype, p.vl)
             cv[:3] = [0, 1, -1]
+            if dtype:
+                cv[3] = (256, -256)[j % 2]             # low byte 0, value not
             consts.append(cv)
             prog.put(t, d, g, cv, dtype)
             prog.issue(t, j, "VLC", **fields(a_stream=g, a_dir=d, dtype=dtype))
@@ -377,6 +381,9 @@ def test_b_modes_const_select(p):
         sel = [rand(rng, dtype, p.vl), rand(rng, dtype, p.vl)]
         sel[0][::3] = 0
         sel[1][1::3] = 0
+        if dtype:                                     # low byte 0, higher bytes not
+            sel[0][1::4] = -256
+            sel[1][2::4] = 0x7F00 if dtype == 1 else 0x12345600
         for j in range(4):
             d = (EAST, WEST)[j % 2]
             if j < 2:
@@ -388,6 +395,16 @@ def test_b_modes_const_select(p):
                 prog.issue(t, j, "VSEL", **fields(a_stream=4, a_dir=d, b_stream=4,
                                                   b_dir=(WEST, EAST)[j % 2], out_dir=d,
                                                   dtype=dtype))
+        t += 1
+        # VSEL with the constant as condition (ALU0/1) and with an immediate (ALU2: 0, ALU3: -32)
+        for j in range(4):
+            d = (EAST, WEST)[j % 2]
+            g = 0 if j < 2 else 4
+            prog.put(t, d, g, rand(rng, dtype, p.vl), dtype)
+            imm6 = (0, -32)[j % 2] & 63
+            bf = (dict(b_mode=isa.VXM_B_CONST) if j < 2 else
+                  dict(b_mode=isa.VXM_B_IMM, b_stream=imm6 & 31, b_dir=imm6 >> 5))
+            prog.issue(t, j, "VSEL", **fields(a_stream=g, a_dir=d, out_dir=d, dtype=dtype, **bf))
         t += 1
         # immediates: every sign / magnitude class
         for imm6 in (-32, 31, 0, 1, -1, int(rng.integers(-32, 32))):
@@ -581,6 +598,26 @@ def test_errors(p):
         prog.issue(t + 2, 3, "VRELU", **fields(a_stream=2, a_dir=EAST, dtype=0))
         prog.put(t + 2, EAST, 2, rand(rng, 0, p.vl), 0)
     case(ErrorFlag.STREAM_COLLISION, collide_fx)
+
+    # VSEL: b is one byte at any dtype: out of range only past the last stream; only the
+    # condition byte must be written
+    def vsel_b_range(t):
+        prog.put(t, EAST, 0, rand(rng, 0, p.vl), 0)
+        prog.issue(t, 0, "VSEL", **fields(b_stream=ns, dtype=0))
+    case(ErrorFlag.ADDR_RANGE, vsel_b_range)
+
+    def vsel_b_unwritten(t):
+        prog.put(t, WEST, 0, rand(rng, 1, p.vl), 1)
+        prog.put(t, WEST, 5, rand(rng, 1, p.vl), 1)    # streams 5, 6 but not the condition, 4
+        prog.issue(t, 3, "VSEL", **fields(a_dir=WEST, b_stream=4, b_dir=WEST, out_dir=WEST,
+                                          dtype=1))
+    case(ErrorFlag.STREAM_UNWRITTEN, vsel_b_unwritten)
+
+    def vsel_good(t):         # int32 VSEL, condition on the last stream (streams past it unused)
+        prog.put(t, EAST, 0, v32(), 2)
+        prog.put(t, EAST, ns - 1, rand(rng, 0, p.vl), 0)
+        prog.issue(t, 2, "VSEL", **fields(b_stream=ns - 1, dtype=2))
+    case(0, vsel_good)
 
     # good instructions: unary op with an invalid b stream, VLC with a high a stream
     def good(t):

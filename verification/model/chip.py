@@ -9,6 +9,14 @@ unchanged through :class:`ModelBackend`.
 Checkers: two producers driving one stream slot in one cycle, reads of unwritten stream slots, MEM
 bank conflicts, out-of-range addresses, bad instructions and IMEM overruns are recorded as
 ``ERRORS`` flags (like the RTL) and, with ``strict=True``, raised as :class:`ModelError`.
+
+``LW``, ``LWT`` and ``IW`` take effect for the whole vector at the end of their issue cycle. For
+``LWT`` (a transposed weight load) this frame is exact only if an ``IW`` issues at least
+``superlanes`` cycles after an ``LWT`` and an ``LWT`` at least ``superlanes`` cycles after an
+``IW`` (in the RTL, superlane ``c`` writes its lanes of the column at ``t + c`` into the superlane
+holding the column, which an ``IW`` copies at ``t_iw + col // lanes``); a program that breaks
+either rule raises :class:`ScheduleHazard` (always, not only with ``strict=True``), since its RTL
+behaviour cannot be expressed in the model's frame.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from openlpu import hostmap, isa, vxm_ops
 from openlpu.isa import Dir, ErrorFlag, HostReg, HostRegion
 from openlpu.params import LpuParams
 
-__all__ = ["LpuModel", "ModelError"]
+__all__ = ["LpuModel", "ModelError", "ScheduleHazard"]
 
 _OP = isa.BY_MNEMONIC
 _VXM = set(isa.VXM_INSTRUCTIONS)
@@ -33,6 +41,25 @@ class ModelError(RuntimeError):
         super().__init__(f"cycle {cycle}: {flag.name}: {message}")
         self.flag = flag
         self.cycle = cycle
+
+
+class ScheduleHazard(RuntimeError):
+    """A program relies on an ordering the superlane-0 frame of the model cannot express.
+
+    Raised for an ``IW`` issued fewer than ``superlanes`` cycles after an ``LWT``, and for an
+    ``LWT`` issued fewer than ``superlanes`` cycles after an ``IW`` (see ``LWT`` in docs/isa.md):
+    on the RTL such an ``IW`` installs part of the column only.
+    """
+
+    def __init__(self, first: str, first_cycle: int, second: str, second_cycle: int,
+                 superlanes: int):
+        gap = second_cycle - first_cycle
+        super().__init__(
+            f"schedule hazard: {second} at cycle {second_cycle} issues {gap} cycle(s) after "
+            f"{first} at cycle {first_cycle}; it must issue at least superlanes = {superlanes} "
+            f"cycles later (the LWT column reaches the superlanes one per cycle)")
+        self.first, self.first_cycle = first, first_cycle
+        self.second, self.second_cycle = second, second_cycle
 
 
 class LpuModel:
@@ -58,6 +85,8 @@ class LpuModel:
         self.done = False
         self._mem_pos = {s.index: s.position for s in p.mem_slice_list}
         self.vxm_const = np.zeros((len(isa.VXM_ALU_ROLES), p.vl), dtype=np.int64)
+        self._last_lwt = None        # (cycle, description) of the last LWT / IW, hazard checks
+        self._last_iw = None
 
     # -- host bus ---------------------------------------------------------------------------
     def write(self, addr: int, data: int) -> None:
@@ -131,6 +160,7 @@ class LpuModel:
         self.done = False
         for d in Dir:
             self.sr_valid[d][:] = False
+        self._last_lwt = self._last_iw = None
         self.running = True
         try:
             self._run(max_cycles)
@@ -370,7 +400,18 @@ class LpuModel:
                 self._flag(ErrorFlag.ADDR_RANGE, f"{name}: row {f['row']} >= {p.vl}", t)
                 return
             eoc.append(lambda: self.shadow.__setitem__(f["row"], vec.view(np.int8)))
+        elif m == "LWT":
+            vec = self._sample(t, pos, f["stream"], Dir(f["dir"]), name)
+            col = f["col"]
+            if col >= p.vl:
+                self._flag(ErrorFlag.ADDR_RANGE, f"{name}: column {col} >= {p.vl}", t)
+                return
+            self._check_hazard(self._last_iw, t, f"{name} {col}")
+            self._last_lwt = (t, f"{name} {col}")
+            eoc.append(lambda: self.shadow.__setitem__((slice(None), col), vec.view(np.int8)))
         elif m == "IW":
+            self._check_hazard(self._last_lwt, t, name)
+            self._last_iw = (t, name)
             eoc.append(lambda: setattr(self, "weights", self.shadow.copy()))
         elif m == "ABC":
             x = self._sample(t, pos, f["stream"], Dir(f["dir"]), name).view(np.int8)
@@ -414,6 +455,12 @@ class LpuModel:
         else:  # pragma: no cover - the ISA table and this model must grow together
             raise NotImplementedError(f"model has no semantics for {m}")
 
+    def _check_hazard(self, first, t, what):
+        """Raise :class:`ScheduleHazard` if ``what`` at ``t`` follows ``first`` too closely."""
+        S = self.params.superlanes
+        if first is not None and t - first[0] < S:
+            raise ScheduleHazard(first[1], first[0], what, t, S)
+
     # -- VXM -----------------------------------------------------------------------------------
     def _sample_wide(self, t, pos, stream, d, nbytes, chain, what, lm):
         """Signed lane values of an operand of ``nbytes`` streams; chain reads the output side."""
@@ -454,7 +501,9 @@ class LpuModel:
         if not unary:
             mode = f["b_mode"]
             if mode in (isa.VXM_B_STREAM, isa.VXM_B_CHAIN):
-                b = self._sample_wide(t, pos, f["b_stream"], Dir(f["b_dir"]), w,
+                # VSEL's condition is one byte stream whatever the dtype
+                wb = 1 if m == "VSEL" else w
+                b = self._sample_wide(t, pos, f["b_stream"], Dir(f["b_dir"]), wb,
                                       mode == isa.VXM_B_CHAIN, name, lm)
             elif mode == isa.VXM_B_CONST:
                 b = vxm_ops.wrap(self.vxm_const[alu], dtype)
@@ -482,7 +531,7 @@ class LpuModel:
             out_dtype = 0
             y = vxm_ops.requantize(a, b, f["imm"])
         elif op == "EXP":
-            y = vxm_ops.fx_exp(a)
+            y = vxm_ops.fx_exp(a, f["imm"])
         elif op == "RECIP":
             y = vxm_ops.fx_recip(a)
         elif op == "RSQRT":

@@ -1,0 +1,299 @@
+"""Attention kernel: ``softmax(Q K^T * scale + mask) V`` for one or several heads, on the chip.
+
+The kernel works in the *transposed domain*: the MXM holds a tile of up to VL queries as its
+weights (``LW`` row i = query i), so every key row ``K[j]`` streamed through it yields the vector
+``S[:, j]`` over the tile's queries. Softmax statistics are then reductions over *time* (over the
+key rows), which the VXM does lane-wise, and no cross-lane operation is needed anywhere. The
+exponentials come back into the MXM as weight *columns* (``LWT``), so ``P V`` is computed as
+``O^T`` rows (one per head dimension n, vector over queries) and normalised lane-wise.
+
+Per query tile (``i0 .. i0+VL-1``) and head:
+
+1. **max** (one key row every 3 cycles): ``ABC`` K[j] -> ``ACC`` -> ALU D ``VSEL`` (mask, else
+   ``MASKED_S``) -> ALU C ``VMAX`` with its own previous result (a 3-cycle chain loop). Then
+   ALU B adds ``delta`` and ALU C loads ``m + delta`` into its constant register (``VLC``).
+2. **exp** (one key row every 4 cycles): ``ABC`` K[j] -> ``ACC`` -> D ``VSEL`` -> C ``VSUB``
+   -> A ``VMULSHR`` (score scale) -> B ``VEXP`` (output shift 8: ``e8 = round(256 exp)``) ->
+   ``e8`` row ``WRITE`` to ``mem_w0`` bank 1. One op per ALU per row: REPEAT-compressible.
+3. **P V** per key block of VL keys: ``LWT`` the block's ``e8`` rows as weight columns, ``IW``,
+   ``ABC`` the rows of ``V^T`` (accumulating over blocks) and one row of ones (giving
+   ``l = sum_j e8``). Then ``ACC`` l -> ``VRECIP`` -> ``VLC`` into ALU C, and each ``O^T`` row
+   ``ACC`` -> C ``VREQ`` (``O_acc * r / 2**32``) -> int8 row ``WRITE`` to ``mem_e0`` bank 1.
+
+The integer algorithm is :func:`openlpu.verification.reference.attention_int`; the chip's
+output is compared with it bit-exactly. Constant registers: ALU A holds the score multiplier,
+B ``delta``, D ``MASKED_S`` for the whole program, C ``m + delta`` or ``1/l`` per tile.
+
+Memory map (``mem_w0``/``mem_w1``/``mem_e0`` are the MEM slices next to the VXM):
+
+* ``mem_w0`` bank 0: ``K`` of head h at word ``h*Lk + j``; bank 1: ``e8`` scratch rows.
+* ``mem_w1`` bank 0: ``V^T`` of head h, key block b, row n at ``h*KB*d + b*d + n``, then two
+  rows of ones (a whole block, the last partial block); bank 1: ``Q`` of head h at ``h*Lq + i``.
+* ``mem_e0`` bank 0: constant bytes and the VL+1 causal mask patterns; bank 1: ``O^T`` of head
+  h, query tile t, row n at ``h*QT*d + t*d + n``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from openlpu import isa
+from openlpu.isa import Dir
+from openlpu.params import LpuParams
+
+from .package import Package, TensorDesc
+from .schedule import CompileError, Schedule
+
+__all__ = ["compile_attention", "attention_tensor_names"]
+
+# streams flowing west into the MXM (group 1) and into the VXM from the east
+_S_K, _S_Q, _S_V, _S_E = 4, 5, 6, 7
+_S_MASK = 7
+_ROW_MAX = 3        # cycles per key row in the max pass (the VMAX chain loop)
+_ROW_EXP = 4        # cycles per key row in the exp pass
+
+
+def attention_tensor_names(heads: int) -> dict:
+    """Names of the per-head tensors of an attention package: ``{"Q": ["Q0", ...], ...}``."""
+    return {k: [f"{k}{h}" for h in range(heads)] for k in ("Q", "K", "V", "O")}
+
+
+def _vxm_fields(**f):
+    base = dict(a_stream=0, a_dir=Dir.EAST, a_chain=0, b_stream=0, b_dir=0,
+                b_mode=isa.VXM_B_STREAM, out_dir=Dir.EAST, dtype=2, imm=0)
+    base.update(f)
+    return base
+
+
+def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, *,
+                      heads: int = 1, scale: float, causal: bool = False,
+                      name: str | None = None) -> Package:
+    """Compile attention for int8 ``Q`` (seq_q x head_dim), ``K``, ``V`` (seq_k x head_dim) per head.
+
+    ``scale`` is the real-valued score scale (e.g. ``q_scale * k_scale / sqrt(head_dim)``).
+    With ``causal``, query i sees keys ``j <= i + seq_k - seq_q``. The output ``O{h}`` is int8 in
+    the units of V. Raises :class:`CompileError` when the preset lacks a VXM with four ALUs, or
+    a dimension, the memory map or an instruction image does not fit.
+    """
+    from openlpu.verification.reference import E8_SHIFT, MASKED_S, attention_consts
+
+    p = params
+    vl, S = p.vl, p.superlanes
+    where = f"attention {heads}x({seq_q}x{seq_k}, d={head_dim}) on preset {p.name!r}"
+    for n_, v in (("seq_q", seq_q), ("seq_k", seq_k), ("head_dim", head_dim), ("heads", heads)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise CompileError(f"attention {n_} must be a positive integer, not {v!r}")
+    if p.vxm_alus < 4:
+        raise CompileError(f"{where}: needs a VXM with 4 ALUs; preset {p.name!r} has "
+                           f"{p.vxm_alus}")
+    if p.streams < 8:
+        raise CompileError(f"{where}: needs 8 streams per direction, preset has {p.streams}")
+    if head_dim > vl:
+        raise CompileError(f"{where}: head_dim {head_dim} exceeds the vector length {vl}")
+    if head_dim + 1 > p.mxm_acc_words - 1:
+        raise CompileError(f"{where}: needs {head_dim + 2} accumulator rows, preset has "
+                           f"{p.mxm_acc_words}")
+    try:
+        consts = attention_consts(float(scale))
+    except (TypeError, ValueError) as e:
+        raise CompileError(f"{where}: {e}") from None
+
+    QT, KB = math.ceil(seq_q / vl), math.ceil(seq_k / vl)
+    d = head_dim
+    # -- memory map --------------------------------------------------------------------------
+    const_words = 12                           # 3 constants x 4 bytes (MSB first)
+    mask_base = const_words
+    v_ones = heads * KB * d
+    need = {
+        "K (heads x seq_k) in mem_w0 bank 0": heads * seq_k,
+        "e8 scratch (seq_k) in mem_w0 bank 1": seq_k,
+        "V^T and two rows of ones in mem_w1 bank 0": v_ones + 2,
+        "Q (heads x seq_q) in mem_w1 bank 1": heads * seq_q,
+        "constants and masks in mem_e0 bank 0": mask_base + vl + 1,
+        "O^T (heads x query tiles x head_dim) in mem_e0 bank 1": heads * QT * d,
+    }
+    for what, words in need.items():
+        if words > p.mem_words:
+            raise CompileError(f"{where}: {what} needs {words} words, a bank holds {p.mem_words}")
+
+    w0, w1, e0 = p.slice("mem_w0"), p.slice("mem_w1"), p.slice("mem_e0")
+    mxm, vx = p.slice("mxm_w"), p.slice("vxm")
+    bank1 = p.mem_words
+    d_read = isa.BY_MNEMONIC["READ"].d_func(p)
+    d_acc = isa.BY_MNEMONIC["ACC"].d_func(p)
+    d_abc = isa.BY_MNEMONIC["ABC"].d_func(p)
+    d_simple = isa.BY_MNEMONIC["VADD"].d_func(p)
+    d_func = isa.BY_MNEMONIC["VEXP"].d_func(p)
+
+    def lat(src, dst):                         # READ at t -> sampled by dst at t + lat
+        return d_read + abs(src.position - dst.position)
+
+    lat_acc = d_acc + abs(vx.position - mxm.position)    # ACC at t -> VXM samples at t + lat_acc
+    chain = d_simple + 1                                  # simple op at t -> chained at t + chain
+    chain_fx = d_func + 1
+
+    sched = Schedule(p)
+    alu = {k: f"vxm.alu{i}" for i, k in enumerate("ABCD")}
+
+    def vxm(a, t, mnemonic, **f):
+        sched.place(alu[a], t, mnemonic, **_vxm_fields(**f))
+
+    def read(sl, t_use, dst, addr, stream):
+        sched.place(f"{sl.name}.read", t_use - lat(sl, dst), "READ", addr=addr, stream=stream,
+                    dir=Dir.WEST)
+
+    # -- constants: three int32 values shifted into ALU constant registers ---------------------
+    image = []
+    ones_part = seq_k - (KB - 1) * vl
+    image.append((w1.index, v_ones, bytes([1]) * vl))
+    image.append((w1.index, v_ones + 1, bytes([1]) * ones_part + bytes(vl - ones_part)))
+    t = lat(e0, vx)
+    for k, (a, value) in enumerate((("A", consts.mult), ("B", consts.delta), ("D", MASKED_S))):
+        for b in range(4):
+            word = 4 * k + b
+            byte = (value >> (8 * (3 - b))) & 0xFF
+            image.append((e0.index, word, bytes([byte]) * vl))
+            read(e0, t, vx, word, _S_MASK)
+            vxm(a, t, "VLC", a_stream=_S_MASK, a_dir=Dir.WEST, dtype=0, imm=1)
+            t += 1
+    for pat in range(vl + 1):                  # pattern p: lanes < p masked
+        image.append((e0.index, mask_base + pat, bytes(pat) + b"\xff" * (vl - pat)))
+    vxm_free = t                               # first cycle the VXM pipeline may start
+
+    off = seq_k - seq_q
+    s_row = p.mxm_acc_words - 1                # accumulator row of the score vectors
+    weights_free = lat(w1, mxm)                # weights queue: next LW/LWT may issue here
+    last_iw = -S                               # cycle of the last IW
+    abc_free = lat(w0, mxm)                    # compute queue: next ABC may issue here
+    last_abc = -1
+    for h in range(heads):
+        for qt in range(QT):
+            i0 = qt * vl
+            nq = min(vl, seq_q - i0)
+
+            def mask_addr(j):
+                if not causal:
+                    return mask_base
+                return mask_base + min(max(j - i0 - off, 0), vl)
+
+            # -- Q tile into the weights: LW row r = query i0 + r ----------------------------
+            t_lw = max(weights_free, last_iw + 1, last_abc + 1)   # w1 reads follow the V^T reads
+            for r in range(nq):
+                read(w1, t_lw + r, mxm, bank1 + h * seq_q + i0 + r, _S_Q)
+                sched.place("mxm_w.weights", t_lw + r, "LW", row=r, stream=_S_Q, dir=Dir.WEST)
+            t_iw = max(t_lw + nq, last_abc)
+            sched.place("mxm_w.weights", t_iw, "IW")
+            last_iw, weights_free = t_iw, t_iw + 1
+
+            def score_row(t_abc, j, acc_row):
+                """ABC K[j] at t_abc and ACC it; returns the cycle the VXM samples it."""
+                read(w0, t_abc, mxm, h * seq_k + j, _S_K)
+                sched.place("mxm_w.compute", t_abc, "ABC", acc=acc_row, stream=_S_K,
+                            dir=Dir.WEST, accumulate=0)
+                t_acc = t_abc + d_abc
+                sched.place("mxm_w.result", t_acc, "ACC", acc=acc_row, group=0, dir=Dir.EAST)
+                return t_acc + lat_acc
+
+            # -- pass 1: m = max_j masked S ---------------------------------------------------
+            t0 = max(abc_free, t_iw + 1, vxm_free - d_abc - lat_acc)
+            for j in range(seq_k):
+                v = score_row(t0 + _ROW_MAX * j, j, s_row)
+                read(e0, v, vx, mask_addr(j), _S_MASK)
+                vxm("D", v, "VSEL", b_stream=_S_MASK, b_dir=Dir.WEST, out_dir=Dir.EAST)
+                if j == 0:
+                    vxm("C", v + chain, "VMAX", a_dir=Dir.EAST, a_chain=1, b_dir=Dir.EAST,
+                        b_mode=isa.VXM_B_CHAIN, out_dir=Dir.WEST)
+                else:
+                    vxm("C", v + chain, "VMAX", a_dir=Dir.WEST, a_chain=1, b_dir=Dir.EAST,
+                        b_mode=isa.VXM_B_CHAIN, out_dir=Dir.WEST)
+            last_abc = t0 + _ROW_MAX * (seq_k - 1)
+            t_m = v + 2 * chain                # the final maximum, chained, west output side
+            vxm("B", t_m, "VADD", a_dir=Dir.WEST, a_chain=1, b_mode=isa.VXM_B_CONST,
+                out_dir=Dir.EAST)
+            vxm("C", t_m + chain, "VLC", a_dir=Dir.EAST, a_chain=1, dtype=2, imm=0)
+            c_ready = t_m + chain + 1          # ALU C's constant is m + delta from here on
+
+            # -- pass 2: e8 rows into mem_w0 bank 1 -------------------------------------------
+            t1 = max(last_abc + 1, c_ready - chain - d_abc - lat_acc)
+            for j in range(seq_k):
+                v = score_row(t1 + _ROW_EXP * j, j, s_row)
+                read(e0, v, vx, mask_addr(j), _S_MASK)
+                vxm("D", v, "VSEL", b_stream=_S_MASK, b_dir=Dir.WEST, out_dir=Dir.EAST)
+                t = v + chain
+                vxm("C", t, "VSUB", a_dir=Dir.EAST, a_chain=1, b_mode=isa.VXM_B_CONST,
+                    out_dir=Dir.EAST)
+                t += chain
+                vxm("A", t, "VMULSHR", a_dir=Dir.EAST, a_chain=1, b_mode=isa.VXM_B_CONST,
+                    out_dir=Dir.EAST, imm=consts.shift)
+                t += chain
+                # e8 = round(256 * exp(x)): VEXP with an output shift of 8
+                vxm("B", t, "VEXP", a_dir=Dir.EAST, a_chain=1, out_dir=Dir.WEST, imm=E8_SHIFT)
+                t_w = t + d_func + abs(vx.position - w0.position)
+                sched.place(f"{w0.name}.write", t_w, "WRITE", addr=bank1 + j, stream=0,
+                            dir=Dir.WEST)
+            last_abc = t1 + _ROW_EXP * (seq_k - 1)
+            e8_written = t_w
+
+            # -- pass 3: O_acc = e8 V and l = sum e8, per key block ---------------------------
+            t_lwt = max(weights_free, last_iw + S, e8_written + 1 + lat(w0, mxm))
+            for b in range(KB):
+                nb = min(vl, seq_k - b * vl)
+                for c in range(nb):
+                    read(w0, t_lwt + c, mxm, bank1 + b * vl + c, _S_E)
+                    sched.place("mxm_w.weights", t_lwt + c, "LWT", col=c, stream=_S_E,
+                                dir=Dir.WEST)
+                t_iw = max(t_lwt + nb - 1 + S, last_abc)
+                sched.place("mxm_w.weights", t_iw, "IW")
+                last_iw = t_iw
+                t_a = t_iw + 1
+                rows = [(h * KB * d + b * d + n, n) for n in range(d)]
+                rows.append((v_ones + (1 if b == KB - 1 else 0), d))
+                for k, (addr, acc) in enumerate(rows):
+                    read(w1, t_a + k, mxm, addr, _S_V)
+                    sched.place("mxm_w.compute", t_a + k, "ABC", acc=acc, stream=_S_V,
+                                dir=Dir.WEST, accumulate=int(b > 0))
+                last_abc = t_a + len(rows) - 1
+                t_lwt = t_iw + S
+            weights_free = t_iw + 1
+            abc_free = last_abc + 1
+
+            # -- normalise: r = 1 / l into ALU C, O^T rows = VREQ(O_acc, r) -------------------
+            t_l = last_abc + d_abc
+            sched.place("mxm_w.result", t_l, "ACC", acc=d, group=0, dir=Dir.EAST)
+            v = t_l + lat_acc
+            vxm("D", v, "VRECIP", out_dir=Dir.WEST)
+            vxm("C", v + chain_fx, "VLC", a_dir=Dir.WEST, a_chain=1, dtype=2, imm=0)
+            t_o = v + chain_fx + 1 - lat_acc
+            for n in range(d):
+                sched.place("mxm_w.result", t_o + n, "ACC", acc=n, group=0, dir=Dir.EAST)
+                v = t_o + n + lat_acc
+                vxm("C", v, "VREQ", b_mode=isa.VXM_B_CONST, out_dir=Dir.EAST, imm=1)
+                sched.place(f"{e0.name}.write", v + d_simple + abs(e0.position - vx.position),
+                            "WRITE", addr=bank1 + h * QT * d + qt * d + n, stream=0,
+                            dir=Dir.EAST)
+            vxm_free = v + 1
+            abc_free = max(abc_free, t_o + d)   # the next tile's ABCs overwrite no O row early
+
+    queues, cycles = sched.emit()
+    names = attention_tensor_names(heads)
+    inputs, outputs = [], []
+    for h in range(heads):
+        inputs += [
+            TensorDesc(names["Q"][h], (seq_q, d), "int8", [(w1.index, 1)], base=h * seq_q),
+            TensorDesc(names["K"][h], (seq_k, d), "int8", [(w0.index, 0)], base=h * seq_k),
+            TensorDesc(names["V"][h], (seq_k, d), "int8", [(w1.index, 0)], base=h * KB * d,
+                       transposed=True),
+        ]
+        outputs.append(TensorDesc(names["O"][h], (seq_q, d), "int8", [(e0.index, 1)],
+                                  base=h * QT * d, transposed=True))
+    pkg = Package(
+        name=name or f"attention_{heads}x{seq_q}x{seq_k}x{d}{'_causal' if causal else ''}",
+        params=p, queues=queues, inputs=inputs, outputs=outputs, predicted_cycles=cycles,
+        mem_image=image,
+        meta={"heads": heads, "seq_q": seq_q, "seq_k": seq_k, "head_dim": d, "causal": causal,
+              "scale": float(scale), "mult": consts.mult, "shift": consts.shift,
+              "delta": consts.delta, "macs": heads * seq_q * seq_k * d * 2,
+              "mxm_busy_cycles": sched.count("ABC")},
+    )
+    pkg.validate()
+    return pkg
