@@ -13,10 +13,8 @@ import os
 import cocotb
 import numpy as np
 
-from openlpu import isa
 from openlpu.firmware.attention import attention_tensor_names
 from openlpu.firmware.package import Package
-from openlpu.host.image import assemble_outputs, input_writes, load_writes, output_reads
 from openlpu.verification import reference as ref
 from openlpu.verification.cocotb.hostbus import HostBus, params_from_env
 
@@ -43,15 +41,7 @@ async def test_attention(dut, case):
         expected[names["O"][h]] = ref.attention_int(Q, K, V, consts, causal)["O"]
 
     bus = await HostBus.start(dut)
-    await bus.write_many(load_writes(pkg))
-    await bus.write_many(input_writes(pkg, inputs))
-    cycles = await bus.run(max_cycles=10 * pkg.predicted_cycles + 1000)
-    assert await bus.reg(isa.HostReg.ERRORS) == 0, "chip raised error flags"
-    measured = await bus.reg(isa.HostReg.CYCLES)
-    assert measured == pkg.predicted_cycles, \
-        f"CYCLES {measured} != predicted {pkg.predicted_cycles}"
-    assert cycles == measured
-    out = assemble_outputs(pkg, await bus.read_many(output_reads(pkg)))
+    out = await bus.run_package(pkg, inputs)
     for name, want in expected.items():
         got = out[name]
         assert got.shape == want.shape, f"{name}: shape {got.shape} != {want.shape}"

@@ -10,9 +10,7 @@ import os
 import cocotb
 import numpy as np
 
-from openlpu import isa
 from openlpu.firmware.package import Package
-from openlpu.host.image import assemble_outputs, input_writes, load_writes, output_reads
 from openlpu.verification.cocotb.hostbus import HostBus, params_from_env
 
 PARAMS = params_from_env()
@@ -31,15 +29,7 @@ async def test_matmul(dut, case):
     expected = A.astype(np.int32) @ B.astype(np.int32)
 
     bus = await HostBus.start(dut)
-    await bus.write_many(load_writes(pkg))
-    await bus.write_many(input_writes(pkg, {"A": A, "B": B}))
-    cycles = await bus.run(max_cycles=10 * pkg.predicted_cycles + 1000)
-    assert await bus.reg(isa.HostReg.ERRORS) == 0, "chip raised error flags"
-    measured = await bus.reg(isa.HostReg.CYCLES)
-    assert measured == pkg.predicted_cycles, \
-        f"CYCLES {measured} != predicted {pkg.predicted_cycles}"
-    assert cycles == measured
-    C = assemble_outputs(pkg, await bus.read_many(output_reads(pkg)))["C"]
+    C = (await bus.run_package(pkg, {"A": A, "B": B}))["C"]
     assert C.shape == expected.shape and C.dtype == np.int32
     bad = np.argwhere(C != expected)
     assert bad.size == 0, (f"{len(bad)} of {C.size} elements differ; first at {tuple(bad[0])}: "

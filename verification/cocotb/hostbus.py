@@ -121,3 +121,17 @@ class HostBus:
         else:
             self.last_run_cycles = 0
         return self.last_run_cycles
+
+    async def run_package(self, pkg, inputs: dict) -> dict:
+        """Load ``pkg`` and ``inputs``, run, check ERRORS == 0 and CYCLES == the prediction,
+        and return the output tensors (``{name: array}``)."""
+        from openlpu.host.image import assemble_outputs, input_writes, load_writes, output_reads
+        await self.write_many(load_writes(pkg))
+        await self.write_many(input_writes(pkg, inputs))
+        cycles = await self.run(max_cycles=10 * pkg.predicted_cycles + 1000)
+        assert await self.reg(isa.HostReg.ERRORS) == 0, "chip raised error flags"
+        measured = await self.reg(isa.HostReg.CYCLES)
+        assert measured == pkg.predicted_cycles, \
+            f"CYCLES {measured} != predicted {pkg.predicted_cycles}"
+        assert cycles == measured
+        return assemble_outputs(pkg, await self.read_many(output_reads(pkg)))
