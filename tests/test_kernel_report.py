@@ -1,0 +1,38 @@
+"""The per-kernel report (benchmarks/kernel_report.py) runs, checks its results and counts right."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from openlpu.firmware.compiler import compile_elementwise
+from openlpu.params import preset
+
+_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "kernel_report.py"
+
+
+@pytest.fixture(scope="module")
+def kr():
+    spec = importlib.util.spec_from_file_location("kernel_report", _PATH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_rows_on_the_model(kr):
+    lines = []
+    rows = kr.report(["elementwise", "matmul+requantize+relu"], "model", out=lines.append)
+    assert len(rows) == len(lines) == 4
+    for r in rows:
+        assert r["check"], r
+        assert r["cycles"] == r["predicted"], r
+        assert 0 < r["max_queue_words"] <= r["words"] and r["max_queue_words"] <= r["imem_words"]
+    assert rows[-1]["abc"] > 0 and rows[0]["abc"] == 0
+
+
+def test_static_figures(kr):
+    pkg = compile_elementwise(preset("mini"), "ADD", 8, 24)
+    f = kr.figures(pkg)
+    assert f["words"] == sum(len(w) for w in pkg.queues.values())
+    # 8 rows x 3 column tiles: each vector is read twice, added once and written once
+    assert f["issued"] == 8 * 3 * 4
