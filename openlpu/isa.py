@@ -25,7 +25,7 @@ __all__ = [
     "INSTR_BITS", "OPCODE_BITS", "Dir", "Field", "InstrDef", "INSTRUCTIONS", "BY_MNEMONIC",
     "BY_OPCODE", "QUEUE_ROLES", "IsaError", "decode", "layout", "allowed",
     "HOST_READ_LATENCY", "HostRegion", "HostReg", "Ctrl", "Status", "ErrorFlag", "CHIP_ID",
-    "NOP_MAX",
+    "NOP_MAX", "issue_delay",
 ]
 
 INSTR_BITS = 32
@@ -125,8 +125,22 @@ class InstrDef:
 
 def _abc_latency(p) -> int:
     # partial sums ripple north through the superlanes (one per cycle), then each superlane's
-    # result chunk is deskewed back into the stagger: accumulator write at issue + superlanes.
-    return p.superlanes + p.mxm_pipeline
+    # result chunk is deskewed back into the stagger: accumulator write at issue + superlanes,
+    # plus the product/sum registers (mxm_pipeline) and the operand register (mxm_act_reg).
+    return p.superlanes + p.mxm_pipeline + int(p.mxm_act_reg)
+
+
+def issue_delay(p) -> int:
+    """Cycles from an ICU's issue decision to superlane 0 executing the instruction.
+
+    0, or 1 with ``params.icu_issue_reg`` (the issued word is registered). Every queue has the
+    same delay, so all latencies of this module (relative to issue) and the run's CYCLES are
+    unchanged; what moves is the absolute cycle of slice effects: a slice error caused by an
+    instruction the ICU issues in cycle ``t`` is reported with ERROR_CYCLE ``t + issue_delay``
+    (errors of the ICUs themselves, BAD_INSTRUCTION and IMEM_OVERRUN, are not delayed). No
+    queue issues in the cycle of the last HALT, so every instruction still starts while RUNNING.
+    """
+    return int(p.icu_issue_reg)
 
 
 _STREAM = Field("stream", 5, "stream")

@@ -82,6 +82,17 @@ class LpuParams:
         Instruction words per queue.
     mxm_pipeline : int
         Extra register stages in the MXM dot-product path (adds to ABC's latency).
+    mxm_act_reg : bool
+        Register the MXM's selected stream operands (ABC's activations, LW/LWT's weight bytes)
+        before they are used: the multipliers start from a register instead of the stream
+        select. Every MXM state change (LW, LWT, IW, the products) moves one cycle later
+        together, so their order is unchanged; ABC's latency grows by one (``isa``'s
+        ``d_func``). Default ``False``.
+    icu_issue_reg : bool
+        Register each ICU's issued instruction word before its slice decodes it: every slice
+        executes one cycle later (:func:`openlpu.isa.issue_delay`), the same for every queue,
+        so a program's relative timing, CYCLES and the compiler's schedules are unchanged;
+        errors raised by slices are reported one cycle later in ERROR_CYCLE. Default ``False``.
     vxm_alus : int
         ALUs per VXM lane, each with its own instruction queue (0: no VXM, streams pass through).
     sxm : bool
@@ -99,6 +110,8 @@ class LpuParams:
     mxm_pipeline: int = 0
     vxm_alus: int = 0
     sxm: bool = False
+    mxm_act_reg: bool = False
+    icu_issue_reg: bool = False
 
     def __post_init__(self):
         def need(cond, msg):
@@ -118,6 +131,8 @@ class LpuParams:
         need(self.mxm_acc_words <= 1024, "mxm_acc_words must be <= 1024 (ABC/ACC address field)")
         need(isinstance(self.mxm_pipeline, int) and self.mxm_pipeline >= 0, "mxm_pipeline must be >= 0")
         need(isinstance(self.vxm_alus, int) and 0 <= self.vxm_alus <= 4, "vxm_alus must be 0..4")
+        for f in ("mxm_act_reg", "icu_issue_reg"):
+            need(isinstance(getattr(self, f), bool), f"{f} must be True or False, not {getattr(self, f)!r}")
 
     # -- derived sizes -------------------------------------------------------------------
     @property
@@ -220,7 +235,13 @@ class LpuParams:
 
     # -- identity ------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every field, except the pipelining switches (``_OPTIONAL_FIELDS``) left at their
+        defaults: a preset that does not use them keeps its JSON and :attr:`config_id`."""
+        d = dataclasses.asdict(self)
+        for f, default in _OPTIONAL_FIELDS.items():
+            if d[f] == default:
+                del d[f]
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -248,6 +269,10 @@ class LpuParams:
 
     def __repr__(self):
         return f"LpuParams(name={self.name!r}, vl={self.vl})"
+
+
+#: Fields added after the first presets, with their defaults (left out of ``to_dict`` when unset).
+_OPTIONAL_FIELDS = {"mxm_act_reg": False, "icu_issue_reg": False}
 
 
 PRESETS: dict[str, LpuParams] = {

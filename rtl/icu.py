@@ -28,7 +28,10 @@ class InstructionControlUnit(wiring.Component):
     * ``HALT`` stops the queue: a HALT considered in cycle ``x`` makes :attr:`done` high from
       cycle ``x`` on.
     * Any other instruction is presented on :attr:`issue` (``valid`` and ``word``) in the cycle
-      it issues; the slice executes it in superlane 0 in that cycle.
+      it issues; the slice executes it in superlane 0 in that cycle. With
+      ``params.icu_issue_reg`` the issue port is registered: everything presented on it
+      (instructions, CONFIG, the START CONFIG) appears one cycle later
+      (``openlpu.isa.issue_delay``); NOTIFY, SYNC, done and the ICU's errors keep their cycle.
     * ``REPEAT count, interval, stride`` re-issues X, the last non-control instruction this
       queue issued in this run (none: ``BAD_INSTRUCTION``, the REPEAT is skipped). With the
       REPEAT considered in cycle ``r``, copy ``k`` (1..count) issues at ``r - 1 + k*interval``
@@ -51,7 +54,7 @@ class InstructionControlUnit(wiring.Component):
     Parameters
     ----------
     params : :class:`openlpu.params.LpuParams`
-        Uses ``imem_words``.
+        Uses ``imem_words`` and ``icu_issue_reg``.
     queue_info : :class:`openlpu.params.QueueInfo`
         The queue; its ``role`` selects the allowed instructions (``openlpu.isa.allowed``).
 
@@ -220,10 +223,16 @@ class InstructionControlUnit(wiring.Component):
         fwd_config = self._forward_config
         config_issue = (good & is_ctl["CONFIG"]) if fwd_config else 0
         start_config = self.start if fwd_config else 0
+        if p.icu_issue_reg:               # one register between issue and the slice
+            issue_valid = Signal(name="issue_valid_next")
+            issue_word = Signal(isa.INSTR_BITS, name="issue_word_next")
+            m.d.sync += [self.issue.valid.eq(issue_valid), self.issue.word.eq(issue_word)]
+        else:
+            issue_valid, issue_word = self.issue.valid, self.issue.word
         m.d.comb += [
-            self.issue.valid.eq(Mux(self.start, start_config, normal | rep_fire | config_issue)),
-            self.issue.word.eq(Mux(self.start, config_word(-1) if fwd_config else 0,
-                                   Mux(rep_fire, eff_word, word))),
+            issue_valid.eq(Mux(self.start, start_config, normal | rep_fire | config_issue)),
+            issue_word.eq(Mux(self.start, config_word(-1) if fwd_config else 0,
+                              Mux(rep_fire, eff_word, word))),
             self.done.eq(~active | halting),
             self.error.eq(Mux(go & overrun, int(ErrorFlag.IMEM_OVERRUN), 0)
                           | Mux((advance & ~ok_any) | bad_repeat,

@@ -77,6 +77,12 @@ class MxmSlice(wiring.Component):
       (byte ``b`` of each lane) of ``drive_east`` or ``drive_west``. ``data`` carries the
       accumulator bytes on every stream; only ``en`` selects.
 
+    With ``mxm_act_reg`` (``A = 1``) the selected stream bytes are registered after the
+    select: the stream is still sampled (and ``STREAM_UNWRITTEN`` checked) at ``t + c``, but
+    ``LW``/``LWT`` write the shadow, ``IW`` copies it and ``ABC`` forms its products one cycle
+    later, at ``t + c + 1``, so every rule above holds unchanged and ABC's accumulator write
+    moves to ``t + S + P + 1 + j`` (``= t + d_func + j``).
+
     Errors (``openlpu.isa.ErrorFlag``, pulsed on ``error``), as in the reference model:
     ``ADDR_RANGE`` in the issue cycle ``t`` when ``LW row >= VL``, ``LWT col >= VL``,
     ``ABC``/``ACC`` ``acc >= mxm_acc_words``, ``LW``/``LWT``/``ABC`` ``stream >= streams`` or
@@ -89,7 +95,7 @@ class MxmSlice(wiring.Component):
     ----------
     params : LpuParams
         Chip geometry; uses ``lanes``, ``superlanes``, ``streams``, ``mxm_acc_words``,
-        ``mxm_pipeline``.
+        ``mxm_pipeline``, ``mxm_act_reg``.
     slice_info : SliceInfo
         The floorplan entry of this slice (``kind`` must be ``"mxm"``).
 
@@ -145,19 +151,20 @@ class MxmSlice(wiring.Component):
         m = Module()
         p = self._params
         S, L, VL, P = p.superlanes, p.lanes, p.vl, p.mxm_pipeline
+        A = int(p.mxm_act_reg)                  # operand register after the stream select
         depth = p.mxm_acc_words
         d_func = isa.BY_MNEMONIC["ABC"].d_func(p)
-        if d_func != S + P:
+        if d_func != S + P + A:
             raise RuntimeError(f"ABC latency {d_func} in the ISA table does not match the MXM "
-                               f"datapath (superlanes + mxm_pipeline = {S + P})")
+                               f"datapath (superlanes + mxm_pipeline + mxm_act_reg = {S + P + A})")
 
         def line(role, length):
             return instruction_line(m, getattr(self, f"instr_{role}"), role, length)
 
         decode = decode_stage
 
-        w_line = line("weights", S)
-        c_line = line("compute", 2 * S + P)     # superlane c: [c]; acc row j read/write: [S+P+j-1/0]
+        w_line = line("weights", S + A)         # superlane c: samples at [c], updates at [c + A]
+        c_line = line("compute", 2 * S + P + A)  # superlane c: [c]; acc row j: [S+P+A+j-1/0]
         r_line = line("result", S + 1)          # superlane c reads at [c], drives at [c + 1]
 
         # -- stream operand selection --------------------------------------------------------
@@ -191,27 +198,32 @@ class MxmSlice(wiring.Component):
         for c in range(S):
             is_lw, lw = decode(w_line[c], "LW")
             is_lwt, _ = decode(w_line[c], "LWT")
-            is_iw, _ = decode(w_line[c], "IW")
             w_slot = select(c, lw.stream, lw.dir, f"w_slot_{c}")      # LW's or LWT's operand
-            w_slots.append(w_slot)
+            unwritten.append((is_lw | is_lwt) & (lw.stream < p.streams) & ~w_slot.valid)
+            w_data = w_slot.data
+            if A:
+                w_data = Signal.like(w_slot.data, name=f"w_data_r_{c}", reset_less=True)
+                m.d.sync += w_data.eq(w_slot.data)
+                is_lw, lw = decode(w_line[c + A], "LW")
+            is_iw, _ = decode(w_line[c + A], "IW")
+            w_slots.append(w_data)
             for n in range(VL):
                 with m.If(is_lw & (lw.row == n)):
-                    m.d.sync += shadow[c][n].eq(w_slot.data)
+                    m.d.sync += shadow[c][n].eq(w_data)
                 with m.If(is_iw):
                     m.d.sync += active[c][n].eq(shadow[c][n])
-            unwritten.append((is_lw | is_lwt) & (lw.stream < p.streams) & ~w_slot.valid)
         # LWT, after every LW assignment (it wins on a byte both write in one cycle): superlane
         # c's lane j goes to row c*L + j, element col % L of superlane col // L
         for c in range(S):
-            is_lwt, lwt = decode(w_line[c], "LWT")
-            w_slot = w_slots[c]
+            is_lwt, lwt = decode(w_line[c + A], "LWT")
+            w_data = w_slots[c]
             for col in range(VL):
                 hit = Signal(name=f"lwt_{c}_col{col}")
                 m.d.comb += hit.eq(is_lwt & (lwt.col == col))
                 cc, kk = divmod(col, L)
                 with m.If(hit):
                     for j in range(L):
-                        m.d.sync += shadow[cc][c * L + j][kk].eq(w_slot.data[j])
+                        m.d.sync += shadow[cc][c * L + j][kk].eq(w_data[j])
 
         psum_prev = None
         for c in range(S):
@@ -220,9 +232,13 @@ class MxmSlice(wiring.Component):
             is_abc, abc = decode(c_line[c], "ABC")
             act = select(c, abc.stream, abc.dir, f"act_{c}")
             unwritten.append(is_abc & (abc.stream < p.streams) & ~act.valid)
+            act_data = act.data
+            if A:
+                act_data = Signal.like(act.data, name=f"act_r_{c}", reset_less=True)
+                m.d.sync += act_data.eq(act.data)
             local = []
             for n in range(VL):
-                prods = [act.data[k].as_signed() * active[c][n][k].as_signed() for k in range(L)]
+                prods = [act_data[k].as_signed() * active[c][n][k].as_signed() for k in range(L)]
                 if P >= 1:
                     regs = [Signal(signed(16), name=f"prod_{c}_{n}_{k}", reset_less=True) for k in range(L)]
                     m.d.sync += [r.eq(x) for r, x in zip(regs, prods)]
@@ -240,7 +256,7 @@ class MxmSlice(wiring.Component):
             for n in range(VL):
                 m.d.sync += psum[n].eq(local[n] if psum_prev is None else psum_prev[n] + local[n])
             psum_prev = psum
-        y = psum_prev                          # valid in cycle t + S + P for an ABC issued at t
+        y = psum_prev                          # valid in cycle t + S + P + A for an ABC issued at t
 
         # -- deskew and accumulate: chunk j reaches superlane j's accumulator j cycles later --
         acc_data = []
@@ -257,8 +273,8 @@ class MxmSlice(wiring.Component):
             rmw = mem.read_port(transparent_for=(wp,))
             rd = mem.read_port(transparent_for=(wp,))
 
-            _, abc_rd = decode(c_line[S + P + j - 1], "ABC")
-            is_wr, abc_wr = decode(c_line[S + P + j], "ABC")
+            _, abc_rd = decode(c_line[S + P + A + j - 1], "ABC")
+            is_wr, abc_wr = decode(c_line[S + P + A + j], "ABC")
             m.d.comb += [
                 rmw.addr.eq(abc_rd.acc),
                 wp.addr.eq(abc_wr.acc),

@@ -6,6 +6,11 @@ reduction crosses superlanes, and its latency is part of ``ABC``'s ``d_func``). 
 host bus as the RTL (:meth:`LpuModel.write` / :meth:`LpuModel.read`), so the host driver runs on it
 unchanged through :class:`ModelBackend`.
 
+With ``params.icu_issue_reg`` the slices execute an instruction ``isa.issue_delay(params)`` cycles
+after its ICU issues it (the ICU state machines, NOTIFY/SYNC and the run's CYCLES keep their
+cycles); ``params.mxm_act_reg`` needs nothing here beyond ``ABC``'s ``d_func`` (the MXM's state
+changes all move by the same cycle).
+
 Checkers: two producers driving one stream slot in one cycle, reads of unwritten stream slots, MEM
 bank conflicts, out-of-range addresses, bad instructions and IMEM overruns are recorded as
 ``ERRORS`` flags (like the RTL) and, with ``strict=True``, raised as :class:`ModelError`.
@@ -204,6 +209,8 @@ class LpuModel:
         all_lanes = masks[0]
         pending = {}     # cycle -> callables run at the start of that cycle (drives, updates)
         d_abc = _OP["ABC"].d_func(p)
+        # with params.icu_issue_reg, slices execute what the ICUs issued issue_delay cycles ago
+        in_flight = [[] for _ in range(isa.issue_delay(p))]
 
         def later(t, fn):
             pending.setdefault(t, []).append(fn)
@@ -280,6 +287,9 @@ class LpuModel:
                     issued.append((q, idef, f, masks[qi]))
             if notify:
                 parked = [False] * n
+            if in_flight:
+                in_flight.append(issued)
+                issued = in_flight.pop(0)
 
             # updates scheduled for this cycle happen before this cycle's reads
             # (accumulator rows: reads are transparent to same-cycle updates)
@@ -301,6 +311,8 @@ class LpuModel:
             self._advance_streams(drives)
             t += 1
         self.cycles = t
+        if any(in_flight):  # pragma: no cover - no queue issues in the cycle of the last HALT
+            raise RuntimeError("model: instructions still in the issue register after the last HALT")
         # instructions issued before the last HALT still complete (the RTL's slices keep running
         # after DONE): drain their scheduled effects so the checkers see them too
         while pending:

@@ -1,0 +1,205 @@
+"""The timing-closure registers of ``LpuParams``: ``icu_issue_reg`` and ``mxm_act_reg``.
+
+With both switched on (and ``mxm_pipeline`` > 0) the RTL must still agree with the reference
+model and with numpy on every output element, and measured cycles must equal the compiler's
+prediction. The existing unit tests of the MXM and the chip are rerun here on pipelined
+variants of small presets; their expectations come from numpy, the documented timing rules and
+the reference model, never from the RTL.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from openlpu import isa
+from openlpu.firmware.compiler import compile_elementwise, compile_matmul
+from openlpu.host.device import Device
+from openlpu.isa import ErrorFlag
+from openlpu.params import PRESETS, LpuParams, preset
+from openlpu.rtl.sweep import CONFIG_SLICE_KINDS, config_word
+
+from ..conftest import int8_operands
+from . import test_chip as chip_tests
+from . import test_icu as icu_tests
+from . import test_mxm as mxm_tests
+
+OP = isa.BY_MNEMONIC
+
+
+def piped(name, *, issue=True, act=True, pipeline=1):
+    return dataclasses.replace(preset(name), icu_issue_reg=issue, mxm_act_reg=act,
+                               mxm_pipeline=pipeline)
+
+
+# -- parameters and the ISA figures derived from them -----------------------------------------
+
+def test_defaults_leave_presets_unchanged():
+    """Presets that do not switch the registers keep their JSON and CONFIG_ID."""
+    for p in PRESETS.values():
+        d = p.to_dict()
+        for f in ("icu_issue_reg", "mxm_act_reg"):
+            if not getattr(p, f):
+                assert f not in d, (p.name, f)
+        assert LpuParams.from_dict(d) == p
+    base, var = preset("tiny"), piped("tiny")
+    assert var.config_id != base.config_id       # a pipelined bitstream is told apart
+    assert LpuParams.from_json(var.to_json()) == var
+    with pytest.raises(ValueError, match="icu_issue_reg must be True or False"):
+        dataclasses.replace(base, icu_issue_reg=1)
+
+
+@pytest.mark.parametrize("issue,act,pipeline", [(0, 0, 0), (1, 0, 0), (0, 1, 0), (1, 1, 2)])
+def test_latencies_follow_the_parameters(issue, act, pipeline):
+    p = piped("tiny", issue=bool(issue), act=bool(act), pipeline=pipeline)
+    assert isa.issue_delay(p) == issue
+    assert OP["ABC"].d_func(p) == p.superlanes + pipeline + act
+    for m in ("READ", "WRITE", "ACC", "LW"):      # the other latencies do not move
+        assert OP[m].d_func(p) == OP[m].d_func(preset("tiny"))
+
+
+# -- ICU: the same issue trace, one cycle later ----------------------------------------------
+
+def _icu_programs(p):
+    e = icu_tests.enc
+    return {
+        "read": [e("READ", addr=1, stream=2, dir=0), e("NOP", count=3),
+                 e("READ", addr=2, stream=3, dir=1), e("REPEAT", count=3, interval=2, stride=1),
+                 e("NOTIFY"), 0x3F, e("READ", addr=4, stream=7, dir=1), e("HALT"),
+                 e("READ", addr=5, stream=1, dir=0)],
+        "compute": [e("ABC", acc=1, stream=2, dir=0, accumulate=0),
+                    e("CONFIG", mask=1), e("ABC", acc=2, stream=1, dir=1, accumulate=1),
+                    e("REPEAT", count=2, interval=1, stride=-1), e("HALT")],
+    }
+
+
+@pytest.mark.parametrize("role", ["read", "compute"])
+def test_icu_issue_register_delays_issue_only(params, role):
+    base = params
+    var = dataclasses.replace(base, icu_issue_reg=True)
+    q = icu_tests.queue_of(base, role)
+    words = _icu_programs(base)[role]
+    n = 24
+    t_base = icu_tests.run_icu(base, q, words, n)
+    t_var = icu_tests.run_icu(var, q, words, n)
+    # issued words: one cycle later; errors and done: same cycle
+    assert [w for w, _, _ in t_var[1:]] == [w for w, _, _ in t_base[:-1]]
+    assert [(e, d) for _, e, d in t_var] == [(e, d) for _, e, d in t_base]
+    # cycle 0 shows what the unregistered ICU presents in the START cycle
+    start_word = config_word(-1) if q.slice.kind in CONFIG_SLICE_KINDS else None
+    assert t_var[0][0] == start_word
+    issued = [w for w, _, _ in t_base if w is not None]
+    assert len(issued) >= 4                          # the programs do issue something
+
+
+# -- MXM: the slice tests on pipelined datapaths ----------------------------------------------
+
+MXM_VARIANTS = [("tiny", 0), ("tiny", 1), ("tiny", 2), ("quad", 1)]
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("name,pipeline", MXM_VARIANTS)
+def test_mxm_act_reg_matmul(name, pipeline):
+    p = piped(name, issue=False, pipeline=pipeline)
+    mxm_tests.check_matmul(p, seed=11 + pipeline)
+    mxm_tests.test_back_to_back_accumulate_every_cycle(p)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("name", ["tiny", "quad"])
+def test_mxm_act_reg_lwt_iw_order_and_errors(name):
+    """LW/LWT/IW/ABC in adjacent and equal cycles keep their order; errors keep their cycle."""
+    p = piped(name, issue=False, pipeline=1)
+    mxm_tests.test_errors(p)
+    mxm_tests.test_lwt_matmul(p)
+    mxm_tests.test_lw_and_lwt_mixed(p)
+    mxm_tests.test_lwt_per_superlane_timing(p)
+    mxm_tests.test_lwt_errors(p)
+
+
+# -- chip: RTL against the reference model with both registers ---------------------------------
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", ["tiny", "quad"])
+def test_chip_against_model(name):
+    p = piped(name, pipeline=2)
+    chip_tests.test_mem_copy_through_fabric(p)
+    chip_tests.test_nop_halt_and_cycles(p)
+    chip_tests.test_repeat_read_write(p, 3, -3, -1)
+    chip_tests.test_repeat_mxm_lw_abc_acc(p)
+    chip_tests.test_sync_notify(p)
+    chip_tests.test_config_partial_mask(p)
+    chip_tests.test_gather_scatter(p, "gather")
+    chip_tests.test_xcheck_host_traffic(p)
+
+
+@pytest.mark.timeout(120)
+def test_error_cycle_of_slice_errors_moves_by_the_issue_delay():
+    """A MEM address error is reported ``issue_delay`` cycles after issue; an ICU error is not."""
+    e = {m: OP[m].encode for m in OP}
+    results = {}
+    for issue in (False, True):
+        p = piped("tiny", issue=issue, act=False, pipeline=0)
+        w1 = f"mem_w{p.mem_slices - 1}"
+        runs = [
+            chip_tests.host_traffic(p, {f"{w1}.read": chip_tests.asm(
+                {3: e["READ"](addr=p.mem_addr_words, stream=0, dir=0)}, 6)}),
+            chip_tests.host_traffic(p, {"mem_w0.read": [e["NOP"](count=2),
+                                                        e["WRITE"](addr=0, stream=0, dir=0),
+                                                        e["HALT"]()]}),
+        ]
+        got = chip_tests.cross_check(p, runs)       # RTL == model: CYCLES, ERRORS, ERROR_CYCLE
+        results[issue] = [regs for regs, _ in got]
+    d = 1
+    for k, (flag, cyc) in enumerate([(ErrorFlag.ADDR_RANGE, 3), (ErrorFlag.BAD_INSTRUCTION, 2)]):
+        (c0, e0, ec0), (c1, e1, ec1) = results[False][k], results[True][k]
+        assert e0 == e1 == int(flag)
+        assert c0 == c1                              # CYCLES does not change
+        assert ec0 == cyc
+        assert ec1 == cyc + (d if flag == ErrorFlag.ADDR_RANGE else 0)
+
+
+# -- host driver: compiled kernels, bit-exact, cycles as predicted --------------------------------
+
+def _run(p, pkg, inputs, backends):
+    out = {}
+    for backend in backends:
+        with Device.open(backend, p) as dev:
+            dev.load(pkg)
+            dev.write_inputs(inputs)
+            out[backend] = (dev.run(), dev.read_outputs())
+    return out
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", ["tiny", "quad"])
+def test_matmul_on_pipelined_chip(name):
+    p = piped(name, pipeline=2)
+    rng = np.random.default_rng(5)
+    M, K, N = 3, p.vl + 2, 5
+    pkg = compile_matmul(p, M, K, N)
+    A, B = int8_operands(rng, (M, K)), int8_operands(rng, (K, N))
+    A[0, :] = -128
+    A[1, :3] = [127, 0, 1]
+    B[:, 0] = 127
+    B[:3, 1] = [-128, 0, 1]
+    want = A.astype(np.int32) @ B.astype(np.int32)
+    for backend, (cycles, outs) in _run(p, pkg, {"A": A, "B": B}, ("model", "amaranth")).items():
+        assert cycles == pkg.predicted_cycles, backend
+        np.testing.assert_array_equal(outs["C"], want, err_msg=backend)
+
+
+@pytest.mark.timeout(300)
+def test_elementwise_on_pipelined_mini():
+    """VXM and MEM through the issue register (the slice kinds of ``mini``)."""
+    p = piped("mini", pipeline=1)
+    rng = np.random.default_rng(8)
+    R, C = 2, p.vl
+    pkg = compile_elementwise(p, "ADD", R, C)
+    A, B = int8_operands(rng, (R, C)), int8_operands(rng, (R, C))
+    A[0, :4] = [-128, 127, 0, 1]
+    B[0, :4] = [-1, 1, -128, 127]
+    want = ((A + B + 128) % 256) - 128            # int8 wrap-around
+    for backend, (cycles, outs) in _run(p, pkg, {"A": A, "B": B}, ("model", "amaranth")).items():
+        assert cycles == pkg.predicted_cycles, backend
+        np.testing.assert_array_equal(outs["Y"], want, err_msg=backend)
