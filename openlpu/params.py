@@ -296,8 +296,10 @@ PRESETS: dict[str, LpuParams] = {
     # FPGA builds (synth/): sized to fit the board's device; see docs/fpga.md.
     # ULX3S-85F (ECP5 LFE5U-85F): VL = 8. VL = 16 needs 256 MULT18X18D (one per int8
     # product), more than the 156 of the device.
+    # Registered issue, MXM operand and product/sum registers: see docs/fpga.md.
     "ecp5": LpuParams(name="ecp5", lanes=4, superlanes=2, streams=8, mem_slices=2,
-                      mem_words=256, mxm_acc_words=32, imem_words=256),
+                      mem_words=256, mxm_acc_words=32, imem_words=256, mxm_pipeline=2,
+                      mxm_act_reg=True, icu_issue_reg=True),
     # iCEBreaker (iCE40UP5K, 5280 LCs): VL = 4, the smallest legal chip.
     "ice40": LpuParams(name="ice40", lanes=4, superlanes=1, streams=4, mem_slices=2,
                        mem_words=64, mxm_acc_words=8, imem_words=64),
