@@ -113,3 +113,161 @@ def attention_float(Q, K, V, scale: float, causal: bool = False):
     e = np.exp(s)
     p = e / e.sum(axis=1, keepdims=True)
     return p @ V, p
+
+
+# -- row softmax and RMSNorm (firmware/norm.py) --------------------------------------------------
+__all__ += ["q31_normalise", "SoftmaxConsts", "softmax_consts", "softmax_int", "softmax_float",
+            "RmsNormConsts", "rmsnorm_consts", "rmsnorm_int", "rmsnorm_float", "SOFTMAX_ONE"]
+
+SOFTMAX_ONE = 127       # int8 softmax output: probability p is stored as round(127 p)
+
+
+def q31_normalise(q: float, what: str, max_shift: int = 62) -> tuple:
+    """``(mult, shift)`` with ``mult / 2**shift`` = ``q`` (> 0) and ``mult`` in [2**30, 2**31)
+    where ``shift`` allows it (``shift`` <= ``max_shift``). Raises ValueError when ``q`` is not a
+    positive finite number or does not fit an int32 multiplier."""
+    if not (isinstance(q, float) and np.isfinite(q) and q > 0):
+        raise ValueError(f"{what} must be a positive finite number, not {q!r}")
+    shift = 0
+    while q * (1 << (shift + 1)) < (1 << 31) and shift < max_shift:
+        shift += 1
+    mult = int(round(q * (1 << shift)))
+    if mult >= (1 << 31) and shift == 0:
+        raise ValueError(f"{what} {q!r} is too large for an int32 multiplier")
+    mult = min(mult, (1 << 31) - 1)
+    if mult < 1:
+        raise ValueError(f"{what} {q!r} is too small for an int32 multiplier")
+    return mult, shift
+
+
+@dataclass(frozen=True)
+class SoftmaxConsts:
+    """``MULSHR(d, mult, shift)`` converts ``d = x - max`` (int8 units) to Q16.16 ``d * scale``."""
+    mult: int
+    shift: int
+
+
+def softmax_consts(scale: float) -> SoftmaxConsts:
+    """Constants of ``softmax(X * scale)`` for int8 ``X`` (``scale`` > 0, real units per unit)."""
+    try:
+        scale = float(scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"softmax scale must be a positive finite number, not {scale!r}") from None
+    return SoftmaxConsts(*q31_normalise(scale * 65536.0, "softmax scale"))
+
+
+def softmax_int(X, consts: SoftmaxConsts) -> dict:
+    """Row softmax, the chip's integer algorithm (``firmware/norm.py: compile_softmax``).
+
+    1. ``m = max_c X[:, c]`` (int32).
+    2. ``z = MULSHR(X - m, mult, shift)`` (Q16.16, <= 0); ``e = fx_exp(z)`` (Q16.16, 0..65536,
+       exactly 65536 at the maximum); ``s = sum_c e`` (int32, >= 65536).
+    3. ``r = fx_recip(s)`` (= 2**32 / s), ``r127 = 127 r`` (``VMUL``);
+       ``Y = VREQ(e, r127, 1) = saturate8(round(e * r127 / 2**32))`` = round(127 e / s).
+
+    Returns ``Y`` (int8, probability ``Y / 127``), ``P`` (``Y / 127``), ``e``, ``s``, ``r``, ``m``.
+    """
+    X = np.asarray(X, dtype=np.int64)
+    m = X.max(axis=1, keepdims=True)
+    z = ops.binary_op("MULSHR", ops.wrap(X - m, 2), consts.mult, 2, consts.shift)
+    e = ops.fx_exp(z, 0)
+    s = ops.wrap(e.sum(axis=1, keepdims=True), 2)
+    r = ops.fx_recip(s)
+    r127 = ops.binary_op("MUL", r, SOFTMAX_ONE, 2)
+    Y = ops.requantize(e, r127, 1)
+    return {"Y": Y, "P": Y / SOFTMAX_ONE, "e": e, "s": s[:, 0], "r": r[:, 0], "m": m[:, 0]}
+
+
+def softmax_float(X, scale: float):
+    """float64 ``softmax(X * scale)`` over rows."""
+    s = np.asarray(X, dtype=np.float64) * scale
+    e = np.exp(s - s.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class RmsNormConsts:
+    """Integer constants of RMSNorm for one shape and set of scales.
+
+    * ``gamma_q`` (int8, |.| <= 127) = round(gamma / g_scale), ``g_scale = max|gamma| / 127``;
+    * ``ms_mult / 2**ms_shift`` turns the sum of squares into Q16.16 ``mean((x in_scale)^2)``,
+      ``eps_q`` = round(eps 2**16) is added;
+    * ``t = MULSHR(x gamma_q, rsqrt, rs_shift)`` then ``y = requantize(t, out_mult, out_shift)``
+      gives int8 ``y`` in units of ``out_scale``.
+    """
+    gamma_q: tuple
+    g_scale: float
+    ms_mult: int
+    ms_shift: int
+    eps_q: int
+    rs_shift: int
+    out_mult: int
+    out_shift: int
+
+
+def rmsnorm_consts(dim: int, gamma, eps: float, in_scale: float,
+                   out_scale: float) -> RmsNormConsts:
+    """Constants of ``y = x / sqrt(mean(x^2) + eps) * gamma`` (x = int8 * in_scale, y = int8 *
+    out_scale, gamma a real vector of length ``dim``). Raises ValueError naming a bad value."""
+    g = np.asarray(gamma, dtype=np.float64).reshape(-1)
+    if g.shape != (dim,):
+        raise ValueError(f"gamma has {g.size} values, expected dim = {dim}")
+    if not np.isfinite(g).all():
+        raise ValueError("gamma must be finite")
+    for what, v in (("in_scale", in_scale), ("out_scale", out_scale)):
+        if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
+            raise ValueError(f"rmsnorm {what} must be a positive finite number, not {v!r}")
+    if not (isinstance(eps, (int, float)) and np.isfinite(eps) and eps >= 0):
+        raise ValueError(f"rmsnorm eps must be a finite number >= 0, not {eps!r}")
+    gmax = float(np.abs(g).max())
+    g_scale = gmax / 127 if gmax > 0 else 1.0
+    gamma_q = tuple(int(v) for v in np.clip(np.round(g / g_scale), -127, 127))
+    ms_mult, ms_shift = q31_normalise(float(in_scale) ** 2 / dim * 65536.0,
+                                      "rmsnorm in_scale^2 / dim")
+    eps_q = int(round(eps * 65536))
+    v_max = int(ops.binary_op("MULSHR", 128 * 128 * dim, ms_mult, 2, ms_shift)) + eps_q
+    if v_max >= (1 << 31):
+        raise ValueError(f"rmsnorm mean(x^2) + eps reaches {v_max / 65536:.1f}: with in_scale "
+                         f"{in_scale} and eps {eps} it does not fit Q16.16")
+    C = float(in_scale) * g_scale / float(out_scale)
+    # t = x gamma_q rsqrt / 2**rs_shift: |y| = 128 maps to about 2**30, so t keeps ~23 bits
+    rs_shift = max(0, int(np.ceil(np.log2(2.0 ** -7 / C))))
+    if rs_shift > 62:
+        raise ValueError(f"rmsnorm in_scale * g_scale / out_scale = {C!r} is too small")
+    base = C * 2.0 ** (rs_shift + 15)         # out_mult / 2**(31 + out_shift) = C 2**(rs_shift-16)
+    if base >= 2 ** 31:
+        raise ValueError(f"rmsnorm in_scale * g_scale / out_scale = {C!r} is too large")
+    out_shift = 0
+    while base * 2.0 ** (out_shift + 1) < 2 ** 31 and out_shift < 31:
+        out_shift += 1
+    out_mult = min(int(round(base * 2.0 ** out_shift)), (1 << 31) - 1)
+    return RmsNormConsts(gamma_q, g_scale, ms_mult, ms_shift, eps_q, rs_shift, out_mult,
+                         out_shift)
+
+
+def rmsnorm_int(X, consts: RmsNormConsts) -> dict:
+    """RMSNorm over rows, the chip's integer algorithm (``firmware/norm.py: compile_rmsnorm``).
+
+    1. ``ss = sum_c X[:, c]^2`` (int32); ``v = MULSHR(ss, ms_mult, ms_shift) + eps_q`` (Q16.16);
+       ``rs = fx_rsqrt(v)`` (Q16.16).
+    2. ``t = MULSHR(X * gamma_q, rs, rs_shift)`` (int32, saturating);
+       ``Y = requantize(t, out_mult, out_shift)`` (int8).
+
+    Returns ``Y`` and the intermediates ``ss``, ``v``, ``rs``.
+    """
+    X = np.asarray(X, dtype=np.int64)
+    g = np.asarray(consts.gamma_q, dtype=np.int64)[None, :]
+    ss = ops.wrap((X * X).sum(axis=1, keepdims=True), 2)
+    v = ops.wrap(ops.binary_op("MULSHR", ss, consts.ms_mult, 2, consts.ms_shift)
+                 + consts.eps_q, 2)
+    rs = ops.fx_rsqrt(v)
+    t = ops.binary_op("MULSHR", X * g, rs, 2, consts.rs_shift)
+    Y = ops.requantize(t, consts.out_mult, consts.out_shift)
+    return {"Y": Y, "ss": ss[:, 0], "v": v[:, 0], "rs": rs[:, 0]}
+
+
+def rmsnorm_float(X, gamma, eps: float, in_scale: float, out_scale: float):
+    """float64 RMSNorm in int8 output units (not rounded, not clipped)."""
+    x = np.asarray(X, dtype=np.float64) * in_scale
+    rms = np.sqrt((x * x).mean(axis=1, keepdims=True) + eps)
+    return x / rms * np.asarray(gamma, dtype=np.float64)[None, :] / out_scale

@@ -1,0 +1,373 @@
+"""Row softmax and RMSNorm kernels on the chip, in the transposed domain.
+
+Both kernels keep ``X`` (int8, rows x cols) column-wise in MEM (``TensorDesc(transposed=True)``):
+vector word ``t*cols + c`` holds column ``c`` of row tile ``t`` (rows ``t*VL ..``), one row per
+lane. A row reduction is then a reduction over *time* (over the column vectors), done lane-wise
+by a VXM ALU chained to its own previous result (a 3-cycle loop: ``d_func`` 2 + 1); nothing
+crosses lanes. Every column vector enters the VXM as int32 through the MXM: ``ABC`` of a vector
+against the weights, then ``ACC`` (the int8 -> int32 widening and, for RMSNorm, the per-feature
+``gamma`` multiply come free).
+
+**Softmax** (``compile_softmax``), weights = identity, per row tile:
+
+1. max (3 cycles per column): ``ABC x_c`` -> ``ACC`` -> ALU A ``VMAX`` chained to itself;
+   ALU B loads the maximum ``m`` into its constant register (``VLC``).
+2. sum (3 cycles per column): ``ABC`` -> ``ACC`` -> B ``VSUB m`` -> C ``VMULSHR`` (scale to
+   Q16.16) -> D ``VEXP`` -> A ``VADD`` chained to itself: ``s = sum_c e_c`` in int32 (full Q16
+   precision). Then D ``VRECIP s`` -> D ``VMUL 127`` (its constant) -> A ``VLC``.
+3. output (2 cycles per column): the same ``VSUB`` -> ``VMULSHR`` -> ``VEXP`` -> A ``VREQ``
+   (``round(127 e_c / s)``) -> int8 ``WRITE``.
+
+**RMSNorm** (``compile_rmsnorm``), weights = a block of up to VL columns of ``X`` loaded as
+weight columns (``LWT``), per row tile:
+
+1. sum of squares (3 cycles per column): ``ABC e_k`` (one-hot) gives column ``c0 + k`` as int32
+   -> C ``VMUL x x`` -> D ``VADD`` chained to itself; then C ``VMULSHR`` (times
+   ``in_scale^2 / dim``) -> D ``VADD eps`` -> D ``VRSQRT`` -> A ``VLC``.
+2. output (1 cycle per column): ``ABC gamma_q[c] e_k`` gives ``x_c gamma_q[c]`` (int32, exact)
+   -> A ``VMULSHR rsqrt`` -> B ``VREQ`` -> int8 ``WRITE``.
+
+The integer algorithms are ``verification/reference.py: softmax_int, rmsnorm_int``; the chip's
+outputs equal them bit for bit. Streams: MXM inputs flow west on streams 4 and 5, the MXM result
+flows east on group 0 into the VXM, VXM results use stream group 0 in both directions, constant
+bytes flow west on stream 7.
+"""
+
+from __future__ import annotations
+
+import math
+
+from openlpu import isa
+from openlpu.isa import Dir
+from openlpu.params import LpuParams
+
+from .package import Package, TensorDesc
+from .schedule import CompileError, Schedule
+from .vxmconst import CONST_WORDS, load_const
+
+__all__ = ["compile_softmax", "compile_rmsnorm"]
+
+_S_X, _S_U, _S_C = 4, 5, 7      # x vectors (LWT/ABC), weight rows / ABC vectors, constants
+_ROW_LOOP = 3                   # cycles per column of a self-chained reduction
+_ROW_SOFTMAX_OUT = 2            # cycles per column of the softmax output pass
+_A, _B, _C, _D = 0, 1, 2, 3     # VXM ALUs
+
+
+def _check(params, kind, rows, cols, cols_name):
+    p = params
+    where = f"{kind} {rows}x{cols} on preset {p.name!r}"
+    for n_, v in (("rows", rows), (cols_name, cols)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise CompileError(f"{kind} {n_} must be a positive integer, not {v!r}")
+    if p.vxm_alus < 4:
+        raise CompileError(f"{where}: needs a VXM with 4 ALUs; preset {p.name!r} has "
+                           f"{p.vxm_alus}")
+    if p.streams < 8:
+        raise CompileError(f"{where}: needs 8 streams per direction, preset has {p.streams}")
+    return where
+
+
+def _vxm(**f):
+    base = dict(a_stream=0, a_dir=Dir.EAST, a_chain=0, b_stream=0, b_dir=0,
+                b_mode=isa.VXM_B_STREAM, out_dir=Dir.EAST, dtype=2, imm=0)
+    base.update(f)
+    return base
+
+
+class _Kernel:
+    """Shared placement helpers: MEM reads into the MXM, ABC -> ACC -> VXM, VXM ops."""
+
+    def __init__(self, p: LpuParams):
+        self.p = p
+        self.sched = Schedule(p)
+        self.image = []
+        self.vx, self.mxm = p.slice("vxm"), p.slice("mxm_w")
+        self.w0, self.w1, self.e0 = p.slice("mem_w0"), p.slice("mem_w1"), p.slice("mem_e0")
+        self.d_read = isa.BY_MNEMONIC["READ"].d_func(p)
+        self.d_abc = isa.BY_MNEMONIC["ABC"].d_func(p)
+        d_acc = isa.BY_MNEMONIC["ACC"].d_func(p)
+        self.lat_acc = d_acc + abs(self.vx.position - self.mxm.position)
+        self.d_simple = isa.BY_MNEMONIC["VADD"].d_func(p)
+        self.d_fx = isa.BY_MNEMONIC["VEXP"].d_func(p)
+        self.chain = self.d_simple + 1       # simple op at t -> chained operand at t + chain
+        self.chain_fx = self.d_fx + 1
+        self.acc_row = p.mxm_acc_words - 1
+        # MXM weights queue state
+        self.weights_free = 0
+        self.last_iw = -p.superlanes
+        self.last_abc = -1
+
+    def lat(self, src, dst):
+        return self.d_read + abs(src.position - dst.position)
+
+    def read(self, sl, t_use, dst, addr, stream):
+        """READ ``addr`` of ``sl`` so that ``dst`` samples it on ``stream`` at ``t_use``."""
+        d = Dir.WEST if sl.position > dst.position else Dir.EAST
+        self.sched.place(f"{sl.name}.read", t_use - self.lat(sl, dst), "READ", addr=addr,
+                         stream=stream, dir=d)
+
+    def op(self, alu, t, mnemonic, **f):
+        self.sched.place(f"vxm.alu{alu}", t, mnemonic, **_vxm(**f))
+
+    def column(self, t_abc, sl, addr):
+        """ABC the vector at ``addr`` of ``sl`` at ``t_abc`` and ACC it east on group 0;
+        returns the cycle the VXM samples the int32 result on its input side."""
+        self.read(sl, t_abc, self.mxm, addr, _S_U if sl is self.w1 else _S_X)
+        self.sched.place("mxm_w.compute", t_abc, "ABC", acc=self.acc_row,
+                         stream=_S_U if sl is self.w1 else _S_X, dir=Dir.WEST, accumulate=0)
+        t_acc = t_abc + self.d_abc
+        self.sched.place("mxm_w.result", t_acc, "ACC", acc=self.acc_row, group=0, dir=Dir.EAST)
+        self.last_abc = max(self.last_abc, t_abc)
+        return t_acc + self.lat_acc
+
+    def first_abc(self, t_vxm):
+        """ABC cycle whose result the VXM samples at ``t_vxm``."""
+        return t_vxm - self.d_abc - self.lat_acc
+
+    def load_weights(self, sl, addrs, transposed, earliest=0):
+        """LW (or LWT) the vectors ``addrs`` of ``sl`` as weight rows (columns) 0.., then IW;
+        returns the IW cycle (the first ABC with the new weights may issue one cycle later)."""
+        S = self.p.superlanes
+        stream = _S_U if sl is self.w1 else _S_X
+        t0 = max(self.weights_free, self.last_iw + S, earliest, self.lat(sl, self.mxm))
+        for k, addr in enumerate(addrs):
+            self.read(sl, t0 + k, self.mxm, addr, stream)
+            if transposed:
+                self.sched.place("mxm_w.weights", t0 + k, "LWT", col=k, stream=stream,
+                                 dir=Dir.WEST)
+            else:
+                self.sched.place("mxm_w.weights", t0 + k, "LW", row=k, stream=stream,
+                                 dir=Dir.WEST)
+        t_iw = t0 + len(addrs) - 1 + (S if transposed else 1)
+        t_iw = max(t_iw, self.last_abc)
+        self.sched.place("mxm_w.weights", t_iw, "IW")
+        self.last_iw, self.weights_free = t_iw, t_iw + 1
+        return t_iw
+
+    def const(self, alu, value, t, addr):
+        try:
+            return load_const(self.sched, self.p, self.image, alu, value, t, src=self.e0,
+                              addr=addr, stream=_S_C)
+        except ValueError as e:
+            raise CompileError(str(e)) from None
+
+    def check_mem(self, where, need):
+        for what, words in need.items():
+            if words > self.p.mem_words:
+                raise CompileError(f"{where}: {what} needs {words} words, a bank holds "
+                                   f"{self.p.mem_words}")
+
+    def package(self, name, inputs, outputs, meta):
+        queues, cycles = self.sched.emit()
+        pkg = Package(name=name, params=self.p, queues=queues, inputs=inputs, outputs=outputs,
+                      predicted_cycles=cycles, mem_image=self.image, meta=meta)
+        pkg.validate()
+        return pkg
+
+
+def compile_softmax(params: LpuParams, rows: int, cols: int, *, scale: float,
+                    name: str | None = None) -> Package:
+    """Compile ``Y = softmax(X * scale)`` over each row of int8 ``X`` (rows x cols).
+
+    The output ``Y`` is int8: probability ``p`` is stored as ``round(127 p)`` (0..127; divide
+    by ``reference.SOFTMAX_ONE``). ``scale`` (> 0) is the real value of one unit of ``X``.
+    ``X`` lives in ``mem_w0`` bank 0 and ``Y`` in ``mem_w0`` bank 1, both column-wise.
+    Raises :class:`CompileError` for a preset without a 4-ALU VXM, a bad scale, or a shape whose
+    tensors or instruction images do not fit.
+    """
+    from openlpu.verification.reference import SOFTMAX_ONE, softmax_consts
+
+    p = params
+    where = _check(p, "softmax", rows, cols, "cols")
+    try:
+        consts = softmax_consts(scale)
+    except ValueError as e:
+        raise CompileError(f"{where}: {e}") from None
+    vl = p.vl
+    RT = math.ceil(rows / vl)
+    k = _Kernel(p)
+    k.check_mem(where, {"X (row tiles x cols) in mem_w0 bank 0": RT * cols,
+                        "Y (row tiles x cols) in mem_w0 bank 1": RT * cols,
+                        "identity weights in mem_w1 bank 0": vl})
+    w0, w1, bank1 = k.w0, k.w1, p.mem_words
+    ch, chf = k.chain, k.chain_fx
+
+    # identity weights (row r = unit vector r) and the two program constants
+    for r in range(vl):
+        k.image.append((w1.index, r, bytes(1 if i == r else 0 for i in range(vl))))
+    t = k.const(_C, consts.mult, k.lat(k.e0, k.vx), 0)
+    t = k.const(_D, SOFTMAX_ONE, t, CONST_WORDS)
+    t_iw = k.load_weights(w1, list(range(vl)), transposed=False)
+    vxm_free = t                                 # first cycle a pass may use the VXM
+    abc_free = t_iw + 1
+
+    for rt in range(RT):
+        base = rt * cols
+        # -- pass 1: m = max_c x_c (ALU A, a 3-cycle chain loop), VLC m into ALU B ----------
+        t0 = max(abc_free, k.first_abc(vxm_free))
+        for c in range(cols):
+            v = k.column(t0 + _ROW_LOOP * c, w0, base + c)
+            if c == 0:
+                k.op(_A, v, "VMAX", b_dir=Dir.EAST, out_dir=Dir.WEST)
+            else:
+                k.op(_A, v, "VMAX", a_dir=Dir.WEST, a_chain=1, b_dir=Dir.EAST,
+                     out_dir=Dir.WEST)
+        k.op(_B, v + ch, "VLC", a_dir=Dir.WEST, a_chain=1)
+        vxm_free = v + ch + 1                    # B's constant is m from here on
+        abc_free = t0 + _ROW_LOOP * (cols - 1) + 1
+
+        # -- pass 2: s = sum_c exp(MULSHR(x_c - m)) (ALU A loop), r127 = 127 / s into A ------
+        t0 = max(abc_free, k.first_abc(vxm_free))
+        for c in range(cols):
+            v = k.column(t0 + _ROW_LOOP * c, w0, base + c)
+            k.op(_B, v, "VSUB", b_mode=isa.VXM_B_CONST, out_dir=Dir.EAST)
+            k.op(_C, v + ch, "VMULSHR", a_chain=1, b_mode=isa.VXM_B_CONST, out_dir=Dir.WEST,
+                 imm=consts.shift)
+            k.op(_D, v + 2 * ch, "VEXP", a_dir=Dir.WEST, a_chain=1, out_dir=Dir.EAST)
+            t_add = v + 2 * ch + chf
+            if c == 0:
+                k.op(_A, t_add, "VADD", a_chain=1, b_mode=isa.VXM_B_IMM, out_dir=Dir.WEST)
+            else:
+                k.op(_A, t_add, "VADD", a_dir=Dir.WEST, a_chain=1, b_dir=Dir.EAST,
+                     b_mode=isa.VXM_B_CHAIN, out_dir=Dir.WEST)
+        t_s = t_add + ch                         # s in the output column (west)
+        k.op(_D, t_s, "VRECIP", a_dir=Dir.WEST, a_chain=1, out_dir=Dir.EAST)
+        k.op(_D, t_s + chf, "VMUL", a_chain=1, b_mode=isa.VXM_B_CONST, out_dir=Dir.WEST)
+        k.op(_A, t_s + chf + ch, "VLC", a_dir=Dir.WEST, a_chain=1)
+        vxm_free = t_s + chf + ch + 1            # A's constant is 127 r from here on
+        abc_free = t0 + _ROW_LOOP * (cols - 1) + 1
+
+        # -- pass 3: Y_c = VREQ(exp(MULSHR(x_c - m)), 127 r) -> mem_w0 bank 1 -----------------
+        # (the VREQs see A's new constant; no drive meets pass 2's last ones)
+        t0 = max(abc_free, k.first_abc(vxm_free))
+        for c in range(cols):
+            v = k.column(t0 + _ROW_SOFTMAX_OUT * c, w0, base + c)
+            k.op(_B, v, "VSUB", b_mode=isa.VXM_B_CONST, out_dir=Dir.EAST)
+            k.op(_C, v + ch, "VMULSHR", a_chain=1, b_mode=isa.VXM_B_CONST, out_dir=Dir.EAST,
+                 imm=consts.shift)
+            k.op(_D, v + 2 * ch, "VEXP", a_chain=1, out_dir=Dir.WEST)
+            t_q = v + 2 * ch + chf
+            k.op(_A, t_q, "VREQ", a_dir=Dir.WEST, a_chain=1, b_mode=isa.VXM_B_CONST,
+                 out_dir=Dir.WEST, imm=1)
+            k.sched.place(f"{w0.name}.write", t_q + k.d_simple + abs(k.vx.position - w0.position),
+                          "WRITE", addr=bank1 + base + c, stream=0, dir=Dir.WEST)
+        vxm_free = t_q + k.d_simple + 1
+        abc_free = t0 + _ROW_SOFTMAX_OUT * (cols - 1) + 1
+
+    return k.package(
+        name or f"softmax_{rows}x{cols}",
+        inputs=[TensorDesc("X", (rows, cols), "int8", [(w0.index, 0)], base=0, transposed=True)],
+        outputs=[TensorDesc("Y", (rows, cols), "int8", [(w0.index, 1)], base=0,
+                            transposed=True)],
+        meta={"rows": rows, "cols": cols, "scale": float(scale), "mult": consts.mult,
+              "shift": consts.shift, "one": SOFTMAX_ONE})
+
+
+def compile_rmsnorm(params: LpuParams, rows: int, dim: int, *, gamma, eps: float,
+                    in_scale: float, out_scale: float, name: str | None = None) -> Package:
+    """Compile RMSNorm ``y = x / sqrt(mean(x^2) + eps) * gamma`` over each row of ``X``.
+
+    ``X`` is int8 (rows x dim) with real value ``X * in_scale``; the output ``Y`` is int8 with
+    real value ``Y * out_scale`` (saturated). ``gamma`` is a real vector of ``dim`` values,
+    quantized at compile time to int8 with one scale ``max|gamma| / 127``
+    (``reference.rmsnorm_consts``). ``X`` lives in ``mem_w0`` bank 0 and ``Y`` in ``mem_e0``
+    bank 1, both column-wise. Raises :class:`CompileError` for a preset without a 4-ALU VXM,
+    bad scales, ``eps`` or ``gamma``, or a shape that does not fit.
+    """
+    from openlpu.verification.reference import rmsnorm_consts
+
+    p = params
+    where = _check(p, "rmsnorm", rows, dim, "dim")
+    try:
+        consts = rmsnorm_consts(dim, gamma, eps, in_scale, out_scale)
+    except (TypeError, ValueError) as e:
+        raise CompileError(f"{where}: {e}") from None
+    vl = p.vl
+    RT, NB = math.ceil(rows / vl), math.ceil(dim / vl)
+    k = _Kernel(p)
+    k.check_mem(where, {"X (row tiles x dim) in mem_w0 bank 0": RT * dim,
+                        "one-hot vectors (VL + dim) in mem_w1 bank 0": vl + dim,
+                        "Y (row tiles x dim) in mem_e0 bank 1": RT * dim})
+    w0, w1, e0, bank1 = k.w0, k.w1, k.e0, p.mem_words
+    ch, chf = k.chain, k.chain_fx
+
+    # one-hot ABC vectors: word j < VL is unit vector j, word VL + c is gamma_q[c] at lane c%VL
+    for j in range(vl):
+        k.image.append((w1.index, j, bytes(1 if i == j else 0 for i in range(vl))))
+    for c, g in enumerate(consts.gamma_q):
+        k.image.append((w1.index, vl + c,
+                        bytes((g & 0xFF) if i == c % vl else 0 for i in range(vl))))
+    t = k.lat(e0, k.vx)
+    t = k.const(_C, consts.ms_mult, t, 0)
+    t = k.const(_D, consts.eps_q, t, CONST_WORDS)
+    t = k.const(_B, consts.out_mult, t, 2 * CONST_WORDS)
+    vxm_free = t
+    abc_free = 0
+
+    def block(rt, b):
+        c0 = b * vl
+        nb = min(vl, dim - c0)
+        t_iw = k.load_weights(w0, [rt * dim + c0 + j for j in range(nb)], transposed=True)
+        return c0, nb, t_iw
+
+    for rt in range(RT):
+        # -- pass 1: ss = sum_c x_c^2 (C VMUL, D VADD loop), rsqrt(ss ms + eps) into A ----------
+        t_next = None
+        for b in range(NB):
+            c0, nb, t_iw = block(rt, b)
+            t0 = max(abc_free, t_iw + 1, k.first_abc(vxm_free))
+            if t_next is not None:               # the loop needs one column every 3 cycles
+                if t0 > t_next:
+                    raise CompileError(f"{where}: weight block {b} cannot load within the "
+                                       f"sum-of-squares loop")   # not while S < VL
+                t0 = t_next
+            for j in range(nb):
+                c = c0 + j
+                t_abc = t0 + _ROW_LOOP * j
+                v = k.column(t_abc, w1, j)
+                k.op(_C, v, "VMUL", b_dir=Dir.EAST, out_dir=Dir.WEST)
+                if c == 0:
+                    k.op(_D, v + ch, "VADD", a_dir=Dir.WEST, a_chain=1,
+                         b_mode=isa.VXM_B_IMM, out_dir=Dir.EAST)
+                else:
+                    k.op(_D, v + ch, "VADD", a_chain=1, b_dir=Dir.WEST,
+                         b_mode=isa.VXM_B_CHAIN, out_dir=Dir.EAST)
+            abc_free = t_abc + 1
+            t_next = t_abc + _ROW_LOOP
+        t_ss = v + 2 * ch                        # ss in the output column (east)
+        k.op(_C, t_ss, "VMULSHR", a_chain=1, b_mode=isa.VXM_B_CONST, out_dir=Dir.WEST,
+             imm=consts.ms_shift)
+        k.op(_D, t_ss + ch, "VADD", a_dir=Dir.WEST, a_chain=1, b_mode=isa.VXM_B_CONST,
+             out_dir=Dir.EAST)
+        k.op(_D, t_ss + 2 * ch, "VRSQRT", a_chain=1, out_dir=Dir.WEST)
+        k.op(_A, t_ss + 2 * ch + chf, "VLC", a_dir=Dir.WEST, a_chain=1)
+        vxm_free = t_ss + 2 * ch + chf + 1       # A's constant is rsqrt from here on
+
+        # -- pass 2: y_c = VREQ(MULSHR(x_c gamma_q[c], rsqrt)) -> mem_e0 bank 1, 1 per cycle --
+        for b in range(NB):
+            if NB > 1:                           # one block: pass 1's weights are still loaded
+                c0, nb, t_iw = block(rt, b)
+            else:
+                c0, nb, t_iw = 0, dim, k.last_iw
+            t0 = max(abc_free, t_iw + 1, k.first_abc(vxm_free))
+            for j in range(nb):
+                c = c0 + j
+                v = k.column(t0 + j, w1, vl + c)
+                k.op(_A, v, "VMULSHR", b_mode=isa.VXM_B_CONST, out_dir=Dir.WEST,
+                     imm=consts.rs_shift)
+                k.op(_B, v + ch, "VREQ", a_dir=Dir.WEST, a_chain=1, b_mode=isa.VXM_B_CONST,
+                     out_dir=Dir.EAST, imm=consts.out_shift)
+                k.sched.place(f"{e0.name}.write", v + ch + k.d_simple
+                              + abs(e0.position - k.vx.position), "WRITE",
+                              addr=bank1 + rt * dim + c, stream=0, dir=Dir.EAST)
+            abc_free = t0 + nb
+        vxm_free = v + ch + k.d_simple + 1
+
+    return k.package(
+        name or f"rmsnorm_{rows}x{dim}",
+        inputs=[TensorDesc("X", (rows, dim), "int8", [(w0.index, 0)], base=0, transposed=True)],
+        outputs=[TensorDesc("Y", (rows, dim), "int8", [(e0.index, 1)], base=0,
+                            transposed=True)],
+        meta={"rows": rows, "dim": dim, "eps": float(eps), "in_scale": float(in_scale),
+              "out_scale": float(out_scale), "g_scale": consts.g_scale,
+              "gamma_q": list(consts.gamma_q)})
