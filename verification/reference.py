@@ -190,19 +190,25 @@ class RmsNormConsts:
     """Integer constants of RMSNorm for one shape and set of scales.
 
     * ``gamma_q`` (int8, |.| <= 127) = round(gamma / g_scale), ``g_scale = max|gamma| / 127``;
-    * ``ms_mult / 2**ms_shift`` turns the sum of squares into Q16.16 ``mean((x in_scale)^2)``,
-      ``eps_q`` = round(eps 2**16) is added;
-    * ``t = MULSHR(x gamma_q, rsqrt, rs_shift)`` then ``y = requantize(t, out_mult, out_shift)``
+    * ``v = MULSHR(ss, ms_mult, ms_shift) + eps_q`` is ``mean((x in_scale)^2) + eps`` in
+      fixed point with ``16 + 2 v_shift`` fraction bits (``v_shift`` chosen so that the largest
+      possible ``v`` is just below 2**29: small mean squares keep their precision), so
+      ``rs = fx_rsqrt(v)`` is ``2**-v_shift / sqrt(mean + eps)`` in Q16.16;
+    * ``t = MULSHR(x gamma_q, rs, rs_shift)`` then ``y = requantize(t, out_mult, out_shift)``
       gives int8 ``y`` in units of ``out_scale``.
     """
     gamma_q: tuple
     g_scale: float
+    v_shift: int
     ms_mult: int
     ms_shift: int
     eps_q: int
     rs_shift: int
     out_mult: int
     out_shift: int
+
+
+V_TOP = 29              # RMSNorm: the largest mean square + eps is scaled below 2**V_TOP
 
 
 def rmsnorm_consts(dim: int, gamma, eps: float, in_scale: float,
@@ -222,34 +228,43 @@ def rmsnorm_consts(dim: int, gamma, eps: float, in_scale: float,
     gmax = float(np.abs(g).max())
     g_scale = gmax / 127 if gmax > 0 else 1.0
     gamma_q = tuple(int(v) for v in np.clip(np.round(g / g_scale), -127, 127))
-    ms_mult, ms_shift = q31_normalise(float(in_scale) ** 2 / dim * 65536.0,
-                                      "rmsnorm in_scale^2 / dim")
-    eps_q = int(round(eps * 65536))
+    in_scale, eps = float(in_scale), float(eps)
+    v_real_max = 128 * 128 * in_scale ** 2 + eps
+    v_shift = int(np.floor((V_TOP - 16 - np.log2(v_real_max)) / 2))
+    while (v_real_max * 2.0 ** (16 + 2 * v_shift)) >= 2 ** V_TOP:
+        v_shift -= 1
+    if not -16 <= v_shift <= 23:
+        raise ValueError(f"rmsnorm in_scale {in_scale} and eps {eps} put mean(x^2) + eps out "
+                         f"of the fixed-point range")
+    frac = 2.0 ** (16 + 2 * v_shift)
+    ms_mult, ms_shift = q31_normalise(in_scale ** 2 / dim * frac, "rmsnorm in_scale^2 / dim")
+    eps_q = int(round(eps * frac))
     v_max = int(ops.binary_op("MULSHR", 128 * 128 * dim, ms_mult, 2, ms_shift)) + eps_q
-    if v_max >= (1 << 31):
-        raise ValueError(f"rmsnorm mean(x^2) + eps reaches {v_max / 65536:.1f}: with in_scale "
-                         f"{in_scale} and eps {eps} it does not fit Q16.16")
-    C = float(in_scale) * g_scale / float(out_scale)
-    # t = x gamma_q rsqrt / 2**rs_shift: |y| = 128 maps to about 2**30, so t keeps ~23 bits
-    rs_shift = max(0, int(np.ceil(np.log2(2.0 ** -7 / C))))
+    assert v_max < (1 << 31)
+    # y = t 2**rs_shift F / 2**16 with F = in_scale g_scale 2**v_shift / out_scale; |y| = 128
+    # maps to about 2**30, so t keeps ~23 bits
+    F = in_scale * g_scale * 2.0 ** v_shift / float(out_scale)
+    rs_shift = max(0, int(np.ceil(np.log2(2.0 ** -7 / F))))
     if rs_shift > 62:
-        raise ValueError(f"rmsnorm in_scale * g_scale / out_scale = {C!r} is too small")
-    base = C * 2.0 ** (rs_shift + 15)         # out_mult / 2**(31 + out_shift) = C 2**(rs_shift-16)
+        raise ValueError(f"rmsnorm in_scale * g_scale / out_scale = "
+                         f"{in_scale * g_scale / out_scale!r} is too small")
+    base = F * 2.0 ** (rs_shift + 15)         # out_mult / 2**(31 + out_shift) = F 2**(rs_shift-16)
     if base >= 2 ** 31:
-        raise ValueError(f"rmsnorm in_scale * g_scale / out_scale = {C!r} is too large")
+        raise ValueError(f"rmsnorm in_scale * g_scale / out_scale = "
+                         f"{in_scale * g_scale / out_scale!r} is too large")
     out_shift = 0
     while base * 2.0 ** (out_shift + 1) < 2 ** 31 and out_shift < 31:
         out_shift += 1
     out_mult = min(int(round(base * 2.0 ** out_shift)), (1 << 31) - 1)
-    return RmsNormConsts(gamma_q, g_scale, ms_mult, ms_shift, eps_q, rs_shift, out_mult,
-                         out_shift)
+    return RmsNormConsts(gamma_q, g_scale, v_shift, ms_mult, ms_shift, eps_q, rs_shift,
+                         out_mult, out_shift)
 
 
 def rmsnorm_int(X, consts: RmsNormConsts) -> dict:
     """RMSNorm over rows, the chip's integer algorithm (``firmware/norm.py: compile_rmsnorm``).
 
-    1. ``ss = sum_c X[:, c]^2`` (int32); ``v = MULSHR(ss, ms_mult, ms_shift) + eps_q`` (Q16.16);
-       ``rs = fx_rsqrt(v)`` (Q16.16).
+    1. ``ss = sum_c X[:, c]^2`` (int32); ``v = MULSHR(ss, ms_mult, ms_shift) + eps_q``
+       (``16 + 2 v_shift`` fraction bits); ``rs = fx_rsqrt(v)`` (Q16.16, times 2**v_shift).
     2. ``t = MULSHR(X * gamma_q, rs, rs_shift)`` (int32, saturating);
        ``Y = requantize(t, out_mult, out_shift)`` (int8).
 
