@@ -2,13 +2,16 @@
 
 Every VXM and SXM instruction (and the VXM constant register, chaining and collision checker), and
 the MXM's transposed weight load ``LWT`` mixed with ``LW``, runs in a small directed program on the
-``mini`` preset, which has every slice kind. The same host
+presets with every slice kind, ``mini`` (2 superlanes, VL 8) and ``mini4`` (4 superlanes, VL 16);
+the whole module runs once per preset, with one Verilator model each. The same host
 writes go to the Verilator-compiled chip and to the reference model; afterwards CYCLES, ERRORS and
 every byte of every MEM slice must be identical, and the written results are also checked
 against :mod:`openlpu.vxm_ops` / numpy, so a bug shared by model and RTL is caught too.
 """
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 import pytest
@@ -19,22 +22,27 @@ from openlpu.isa import HostReg
 from openlpu.params import preset
 from openlpu.verification.model import ModelBackend
 
-PRESET = "mini"
-P = preset(PRESET)
+PRESETS = ["mini", "mini4"]                  # every slice kind; 2 and 4 superlanes
 OPS2 = ["ADD", "SUB", "MUL", "MULSHR", "MIN", "MAX", "AND", "OR", "XOR", "SHL", "SRA", "SRL",
         "CMP", "SEL"]
 OPS1 = ["RELU", "ABS", "NEG"]
 
 
+@pytest.fixture(scope="module", params=PRESETS)
+def P(request):
+    """The preset under test (all tests of the module run on each)."""
+    return preset(request.param)
+
+
 @pytest.fixture(scope="module")
-def rtl():
+def rtl(P):
     from openlpu.host.backends import open_backend
     backend = open_backend("verilator", P)
     yield backend
     backend.close()
 
 
-def _pos(name):
+def _pos(P, name):
     return P.slice(name).position
 
 
@@ -42,7 +50,7 @@ def _nop(n):
     return f"    NOP {n}\n" if n > 0 else ""
 
 
-def _mem_writes(contents):
+def _mem_writes(P, contents):
     """Host writes that put ``{(slice name, addr): byte vector}`` into MEM."""
     out = []
     for (sname, addr), vec in contents.items():
@@ -56,20 +64,20 @@ def _mem_writes(contents):
     return out
 
 
-def _all_mem_addrs():
+def _all_mem_addrs(P):
     return [hostmap.mem_addr(P, s.index, b, w, c, g)
             for s in P.mem_slice_list for b in range(P.mem_banks) for w in range(P.mem_words)
             for c in range(P.superlanes) for g in range(P.host_lane_groups)]
 
 
-def run_both(rtl, text, contents, max_cycles=10_000, errors=0):
+def run_both(P, rtl, text, contents, max_cycles=10_000, errors=0):
     """Run one program on RTL and model from a cleared MEM; compare everything; return MEM."""
     progs = assemble(text, P)
     halt = isa.BY_MNEMONIC["HALT"].encode()
     writes = [(hostmap.mem_addr(P, s.index, b, w, c, g), 0)
               for s in P.mem_slice_list for b in range(P.mem_banks) for w in range(P.mem_words)
               for c in range(P.superlanes) for g in range(P.host_lane_groups)]
-    writes += _mem_writes(contents)
+    writes += _mem_writes(P, contents)
     for q in P.queues:
         for i, w in enumerate(progs.get(q.name, [halt])):
             writes.append((hostmap.imem_addr(P, q.index, i), w))
@@ -79,7 +87,7 @@ def run_both(rtl, text, contents, max_cycles=10_000, errors=0):
         dev.write_many(writes)
         dev.run(max_cycles)
         regs = [dev.read(hostmap.reg_addr(r)) for r in (HostReg.CYCLES, HostReg.ERRORS)]
-        results.append((regs, dev.read_many(_all_mem_addrs())))
+        results.append((regs, dev.read_many(_all_mem_addrs(P))))
     (rtl_regs, rtl_mem), (model_regs, model_mem) = results
     assert rtl_regs == model_regs, f"RTL CYCLES/ERRORS {rtl_regs} != model {model_regs}"
     assert rtl_mem == model_mem, "MEM contents differ between RTL and model"
@@ -88,11 +96,11 @@ def run_both(rtl, text, contents, max_cycles=10_000, errors=0):
     return model.model, rtl_regs
 
 
-def _vec(mem, sname, addr):
+def _vec(P, mem, sname, addr):
     return mem.mem[P.slice(sname).index, addr].astype(np.int64)
 
 
-def _operands(seed, dtype):
+def _operands(P, seed, dtype):
     rng = np.random.default_rng(seed)
     bits = 8 * vxm_ops.DTYPE_BYTES[dtype]
     edges = [-(1 << (bits - 1)), (1 << (bits - 1)) - 1, 0, 1, -1]
@@ -104,17 +112,17 @@ def _operands(seed, dtype):
     return x, y, edges
 
 
-def vxm_program(op, dtype, imm, planes, b_mode=isa.VXM_B_CHAIN, b_dtype=None):
+def vxm_program(P, op, dtype, imm, planes, b_mode=isa.VXM_B_CHAIN, b_dtype=None):
     """x (mem_w0, stream 0) and y (mem_w1, stream 4) are cast to ``dtype`` (y: to ``b_dtype``
     if given) by ALU0/ALU1; ALU2 loads y (int8, sign-extended) into its constant register, then
     applies ``op`` on the chained values; result byte planes ``planes`` are written by
     mem_e0/e1."""
     b_dtype = dtype if b_dtype is None else b_dtype
-    v = _pos("vxm")
+    v = _pos(P, "vxm")
     lat = isa.VXM_SIMPLE_LATENCY
     d_op = isa.BY_MNEMONIC["V" + op].d_func(P)
-    t_v = 1 + v - _pos("mem_w1")              # both reads arrive at the VXM at t_v
-    t_x = t_v - (1 + v - _pos("mem_w0"))
+    t_v = 1 + v - _pos(P, "mem_w1")              # both reads arrive at the VXM at t_v
+    t_x = t_v - (1 + v - _pos(P, "mem_w0"))
     t_op = t_v + lat + 1
     t_res = t_op + d_op                       # result driven east at t_res
     out_w = vxm_ops.DTYPE_BYTES[{"CAST": imm & 3, "REQ": 0}.get(op, dtype)]
@@ -134,7 +142,7 @@ def vxm_program(op, dtype, imm, planes, b_mode=isa.VXM_B_CHAIN, b_dtype=None):
     for k, (sname, plane) in enumerate(zip(("mem_e0", "mem_e1"), planes)):
         if plane >= out_w:
             continue
-        t_w = t_res + _pos(sname) - v
+        t_w = t_res + _pos(P, sname) - v
         text += f".queue {sname}.write\n{_nop(t_w)}    WRITE {P.mem_words + k}, s{plane}, E\n"
     return text
 
@@ -160,26 +168,26 @@ def _expected(op, dtype, imm, x, y, const):
 
 @pytest.mark.parametrize("dtype", [0, 1, 2])
 @pytest.mark.parametrize("op", OPS2 + OPS1)
-def test_vxm_ops(rtl, op, dtype):
+def test_vxm_ops(P, rtl, op, dtype):
     imm = {"MULSHR": 3, "CMP": 3}.get(op, 0)
-    x, y, _ = _operands(hash((op, dtype)) & 0xFFFF, dtype)
+    x, y, _ = _operands(P, zlib.crc32(f"{op}{dtype}".encode()) & 0xFFFF, dtype)
     nbytes = vxm_ops.DTYPE_BYTES[dtype]
     got = np.zeros(P.vl, dtype=np.int64)
     # VSEL's condition is one byte stream: y stays int8 (streams 5.. are never written)
     b_dtype = 0 if op == "SEL" else dtype
     for planes in ((0, 1), (2, 3))[: (nbytes + 1) // 2]:
-        text = _halt_all(vxm_program(op, dtype, imm, planes, b_dtype=b_dtype))
-        model, _ = run_both(rtl, text, {("mem_w0", 0): x, ("mem_w1", 0): y})
+        text = _halt_all(vxm_program(P, op, dtype, imm, planes, b_dtype=b_dtype))
+        model, _ = run_both(P, rtl, text, {("mem_w0", 0): x, ("mem_w1", 0): y})
         for k, plane in enumerate(planes):
             if plane < nbytes:
-                got |= _vec(model, ["mem_e0", "mem_e1"][k], P.mem_words + k) << (8 * plane)
+                got |= _vec(P, model, ["mem_e0", "mem_e1"][k], P.mem_words + k) << (8 * plane)
     const = model.vxm_const[2]
     want, out_dtype = _expected(op, dtype, imm, x, y, const)
     np.testing.assert_array_equal(vxm_ops.wrap(got, out_dtype), want)
 
 
 @pytest.mark.parametrize("dtype", [0, 1, 2])
-def test_vxm_select_low_byte(rtl, dtype):
+def test_vxm_select_low_byte(P, rtl, dtype):
     """VSEL tests only the low byte of its condition: the mask y*16 is an int32 on streams 4..7
     (ALU1: VCAST, then VMUL by the immediate 16), so lanes with y a non-zero multiple of 16 have
     a zero low byte but non-zero higher bytes on streams 5..7, which VSEL must ignore."""
@@ -188,11 +196,11 @@ def test_vxm_select_low_byte(rtl, dtype):
     y = rng.integers(-128, 128, P.vl)
     y[:4] = [16, -128, 0, 48]                 # mask 256, -2048, 0, 768: low byte 0
     y[4:6] = [1, -1]
-    v = _pos("vxm")
+    v = _pos(P, "vxm")
     lat = isa.VXM_SIMPLE_LATENCY
     chain = lat + 1
-    t_v = 1 + v - _pos("mem_w1")              # y arrives at the VXM at t_v, x at t_v + chain
-    t_x = t_v + chain - (1 + v - _pos("mem_w0"))
+    t_v = 1 + v - _pos(P, "mem_w1")              # y arrives at the VXM at t_v, x at t_v + chain
+    t_x = t_v + chain - (1 + v - _pos(P, "mem_w0"))
     t_sel = t_v + 2 * chain
     t_res = t_sel + isa.BY_MNEMONIC["VSEL"].d_func(P)
     nbytes = vxm_ops.DTYPE_BYTES[dtype]
@@ -214,12 +222,12 @@ def test_vxm_select_low_byte(rtl, dtype):
 """
         for k, (sname, plane) in enumerate(zip(("mem_e0", "mem_e1"), planes)):
             if plane < nbytes:
-                t_w = t_res + _pos(sname) - v
+                t_w = t_res + _pos(P, sname) - v
                 text += f".queue {sname}.write\n{_nop(t_w)}    WRITE {P.mem_words + k}, s{plane}, E\n"
-        model, _ = run_both(rtl, _halt_all(text), {("mem_w0", 0): x, ("mem_w1", 0): y})
+        model, _ = run_both(P, rtl, _halt_all(text), {("mem_w0", 0): x, ("mem_w1", 0): y})
         for k, plane in enumerate(planes):
             if plane < nbytes:
-                got |= _vec(model, ["mem_e0", "mem_e1"][k], P.mem_words + k) << (8 * plane)
+                got |= _vec(P, model, ["mem_e0", "mem_e1"][k], P.mem_words + k) << (8 * plane)
     np.testing.assert_array_equal(model.vxm_const[2], y)
     mask = y * 16
     a = vxm_ops.cast(x, dtype)
@@ -232,14 +240,14 @@ def test_vxm_select_low_byte(rtl, dtype):
 @pytest.mark.parametrize("op, dtype, imm", [
     ("CAST", 2, 0), ("CAST", 0, 1), ("REQ", 2, 5), ("EXP", 2, 0), ("RECIP", 2, 0),
     ("RSQRT", 2, 0)])
-def test_vxm_conversions_and_functions(rtl, op, dtype, imm):
-    x, y, _ = _operands(7, dtype)
-    text = _halt_all(vxm_program("MUL", dtype, 0, (0, 1)))
+def test_vxm_conversions_and_functions(P, rtl, op, dtype, imm):
+    x, y, _ = _operands(P, 7, dtype)
+    text = _halt_all(vxm_program(P, "MUL", dtype, 0, (0, 1)))
     # first the product x*y (int32 on streams 0..3), then the operation under test on it
     text = text.replace(".queue mem_e0.write", ".queue mem_e0.write_unused")
-    v = _pos("vxm")
+    v = _pos(P, "vxm")
     lat = isa.VXM_SIMPLE_LATENCY
-    t_v = 1 + v - _pos("mem_w1")
+    t_v = 1 + v - _pos(P, "mem_w1")
     t_mul = t_v + lat + 1
     t_op = t_mul + lat + 1
     d_op = isa.BY_MNEMONIC["V" + op].d_func(P)
@@ -252,9 +260,9 @@ def test_vxm_conversions_and_functions(rtl, op, dtype, imm):
     text += f".queue vxm.alu3\n{_nop(t_op)}    V{op} 0, E, 1, {b_field}, {b_mode}, E, {dtype}, {imm}\n    HALT\n"
     for k, sname in enumerate(("mem_e0", "mem_e1")):
         if k < out_w:
-            t_w = t_op + d_op + _pos(sname) - v
+            t_w = t_op + d_op + _pos(P, sname) - v
             text += f".queue {sname}.write\n{_nop(t_w)}    WRITE {P.mem_words + k}, s{k}, E\n    HALT\n"
-    model, _ = run_both(rtl, text, {("mem_w0", 0): x, ("mem_w1", 0): y})
+    model, _ = run_both(P, rtl, text, {("mem_w0", 0): x, ("mem_w1", 0): y})
     prod = vxm_ops.binary_op("MUL", vxm_ops.cast(x, dtype), vxm_ops.cast(y, dtype), dtype)
     want = {"CAST": lambda: vxm_ops.cast(prod, imm & 3),
             "REQ": lambda: vxm_ops.requantize(prod, -3, imm),
@@ -263,17 +271,17 @@ def test_vxm_conversions_and_functions(rtl, op, dtype, imm):
             "RSQRT": lambda: vxm_ops.fx_rsqrt(prod)}[op]()
     got = np.zeros(P.vl, dtype=np.int64)
     for k in range(min(out_w, 2)):
-        got |= _vec(model, ["mem_e0", "mem_e1"][k], P.mem_words + k) << (8 * k)
+        got |= _vec(P, model, ["mem_e0", "mem_e1"][k], P.mem_words + k) << (8 * k)
     mask = (1 << (8 * min(out_w, 2))) - 1
     np.testing.assert_array_equal(got, np.asarray(want) & mask)
 
 
 @pytest.mark.parametrize("op", ["SHIFT", "PERMUTE", "DISTRIBUTE"])
-def test_sxm_ops(rtl, op):
+def test_sxm_ops(P, rtl, op):
     rng = np.random.default_rng(11)
     x = rng.integers(0, 256, P.vl)
     amap = rng.integers(0, P.vl + 3, P.vl) if op == "PERMUTE" else rng.integers(0, P.lanes + 2, P.vl)
-    s, w1, w0 = _pos("sxm_w"), _pos("mem_w1"), _pos("mem_w0")
+    s, w1, w0 = _pos(P, "sxm_w"), _pos(P, "mem_w1"), _pos(P, "mem_w0")
     t_s = 1 + w0 - s                         # x (mem_w0) and map (mem_w1) meet at the SXM
     t_x, t_m = 0, t_s - (1 + w1 - s)
     d = isa.BY_MNEMONIC[op].d_func(P)
@@ -293,8 +301,8 @@ def test_sxm_ops(rtl, op):
 {_nop(t_s + d + w0 - s)}    WRITE {P.mem_words}, s6, E
     HALT
 """
-    model, _ = run_both(rtl, text, {("mem_w0", 0): x, ("mem_w1", 0): amap})
-    got = _vec(model, "mem_w0", P.mem_words)
+    model, _ = run_both(P, rtl, text, {("mem_w0", 0): x, ("mem_w1", 0): amap})
+    got = _vec(P, model, "mem_w0", P.mem_words)
     lanes = np.arange(P.vl)
     if op == "SHIFT":
         src = lanes - 3
@@ -307,11 +315,11 @@ def test_sxm_ops(rtl, op):
     np.testing.assert_array_equal(got, want)
 
 
-def test_sxm_transpose(rtl):
+def test_sxm_transpose(P, rtl):
     rng = np.random.default_rng(12)
     L = P.lanes
     rows = rng.integers(0, 256, (L, P.vl))
-    s, w0 = _pos("sxm_w"), _pos("mem_w0")
+    s, w0 = _pos(P, "sxm_w"), _pos(P, "mem_w0")
     t_s = 1 + w0 - s
     d = isa.BY_MNEMONIC["TRANSPOSE"].d_func(P)
     text = f"""
@@ -327,16 +335,16 @@ def test_sxm_transpose(rtl):
     REPEAT {L - 1}, 1, 1
     HALT
 """
-    model, _ = run_both(rtl, text, {("mem_w0", i): rows[i] for i in range(L)})
+    model, _ = run_both(P, rtl, text, {("mem_w0", i): rows[i] for i in range(L)})
     got = model.mem[P.slice("mem_w0").index, P.mem_words:P.mem_words + L].astype(np.int64)
     blk = rows.reshape(L, P.superlanes, L)
     want = blk.transpose(2, 1, 0).reshape(L, P.vl)
     np.testing.assert_array_equal(got, want)
 
 
-def test_vxm_collision_flag(rtl):
-    v = _pos("vxm")
-    t_v = 1 + v - _pos("mem_w0")
+def test_vxm_collision_flag(P, rtl):
+    v = _pos(P, "vxm")
+    t_v = 1 + v - _pos(P, "mem_w0")
     text = f"""
 .queue mem_w0.read
     READ 0, s0, E
@@ -348,11 +356,11 @@ def test_vxm_collision_flag(rtl):
 {_nop(t_v)}    VABS 0, E, 0, 0, E, 0, E, 0, 0
     HALT
 """
-    _, regs = run_both(rtl, text, {("mem_w0", 0): np.arange(P.vl)}, errors=None)
+    _, regs = run_both(P, rtl, text, {("mem_w0", 0): np.arange(P.vl)}, errors=None)
     assert regs[1] & isa.ErrorFlag.STREAM_COLLISION
 
 
-def test_mxm_lw_lwt(rtl):
+def test_mxm_lw_lwt(P, rtl):
     """Weights by LW rows, then LWT columns over some of them, IW, ABCs; then the next weights
     by LWT columns only (REPEAT), IW, ABCs (one accumulating onto a first-weights result); ACC
     rows written by four MEM slices. RTL and model agree, and the results equal numpy W @ x."""
@@ -360,9 +368,9 @@ def test_mxm_lw_lwt(rtl):
     vl, S = P.vl, P.superlanes
     d_abc = isa.BY_MNEMONIC["ABC"].d_func(P)
     d_acc = isa.BY_MNEMONIC["ACC"].d_func(P)
-    mxm = _pos("mxm_w")
-    lat_b = 1 + _pos("mem_w1") - mxm              # READ mem_w1 at t -> LW/LWT at t + lat_b
-    lat_a = 1 + _pos("mem_w0") - mxm              # READ mem_w0 at t -> ABC at t + lat_a
+    mxm = _pos(P, "mxm_w")
+    lat_b = 1 + _pos(P, "mem_w1") - mxm              # READ mem_w1 at t -> LW/LWT at t + lat_b
+    lat_a = 1 + _pos(P, "mem_w0") - mxm              # READ mem_w0 at t -> ABC at t + lat_a
     W1 = rng.integers(-128, 128, (vl, vl))        # W[n][k]
     W1[0] = -128
     C = rng.integers(-128, 128, (vl, 4))          # columns 2..5 by LWT
@@ -407,14 +415,14 @@ def test_mxm_lw_lwt(rtl):
     text += f".queue mxm_w.result\n{_nop(t_acc)}    ACC 0, g0, E\n    REPEAT 2, 1, 1\n"
     planes = ("mem_w1", "mem_w0", "mem_e0", "mem_e1")
     for b, sname in enumerate(planes):            # byte b of each lane is on stream b
-        t_w = t_acc + d_acc + _pos(sname) - mxm
+        t_w = t_acc + d_acc + _pos(P, sname) - mxm
         text += (f".queue {sname}.write\n{_nop(t_w)}    WRITE {P.mem_words}, s{b}, E\n"
                  f"    REPEAT 2, 1, 1\n")
     contents = {("mem_w1", n): W1[n] for n in range(vl)}
     contents.update({("mem_w1", vl + i): C[:, i] for i in range(C.shape[1])})
     contents.update({("mem_w1", vl + C.shape[1] + k): W2[:, k] for k in range(vl)})
     contents.update({("mem_w0", i): xs[i] for i in range(len(xs))})
-    model, _ = run_both(rtl, _halt_all(text), contents)
+    model, _ = run_both(P, rtl, _halt_all(text), contents)
     Wa = W1.copy()
     Wa[:, 2:2 + C.shape[1]] = C
     np.testing.assert_array_equal(model.weights, W2)
@@ -422,5 +430,20 @@ def test_mxm_lw_lwt(rtl):
     for r, value in enumerate(want):
         got = np.zeros(vl, dtype=np.int64)
         for b, sname in enumerate(planes):
-            got |= _vec(model, sname, P.mem_words + r) << (8 * b)
+            got |= _vec(P, model, sname, P.mem_words + r) << (8 * b)
         np.testing.assert_array_equal(vxm_ops.wrap(got, 2), value, err_msg=f"accumulator row {r}")
+
+
+def test_coverage_table_names_two_presets_per_instruction():
+    """docs/isa.md's Verification table has a row for every instruction of the ISA table, naming
+    at least two presets of the RTL-vs-model tests (this module's and tests/rtl/test_chip.py's)."""
+    from pathlib import Path
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "isa.md").read_text()
+    table = doc.partition("## Verification")[2].partition("## Reference")[0]
+    rows = {line.split("|")[1].strip().strip("`"): line for line in table.splitlines()
+            if line.startswith("| `")}
+    for idef in isa.INSTRUCTIONS:
+        row = rows.get(idef.mnemonic)
+        assert row is not None, f"docs/isa.md Verification: no row for {idef.mnemonic}"
+        named = {name for name in ("tiny", "quad", "mini", "mini4") if f"`{name}`" in row}
+        assert len(named) >= 2, f"{idef.mnemonic}: {row}"
