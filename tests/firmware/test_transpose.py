@@ -28,8 +28,8 @@ def transpose_operand(rng, rows, cols, fill="random"):
 def shapes(p):
     """Full tiles, partial tiles in either dimension, several tiles, one element."""
     vl = p.vl
-    return [(vl, vl), (1, 1), (3, 5), (vl + 3, 2 * vl - 1), (2 * vl, vl), (vl - 1, 3 * vl),
-            (1, 2 * vl + 1), (2 * vl + 1, 1)]
+    return [(vl, vl), (1, 1), (3, 5), (vl + 3, 2 * vl - 1), (2 * vl, vl), (2 * vl, 2 * vl),
+            (vl - 1, 3 * vl), (1, 2 * vl + 1), (2 * vl + 1, 1)]
 
 
 def run_model(p, pkg, X):
