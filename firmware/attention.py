@@ -43,6 +43,7 @@ from openlpu.params import LpuParams
 
 from .package import Package, TensorDesc
 from .schedule import CompileError, Schedule
+from .vxmconst import CONST_WORDS, load_const
 
 __all__ = ["compile_attention", "attention_tensor_names"]
 
@@ -101,7 +102,7 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
     QT, KB = math.ceil(seq_q / vl), math.ceil(seq_k / vl)
     d = head_dim
     # -- memory map --------------------------------------------------------------------------
-    const_words = 12                           # 3 constants x 4 bytes (MSB first)
+    const_words = 3 * CONST_WORDS              # 3 int32 constants, 4 bytes each (MSB first)
     mask_base = const_words
     v_ones = heads * KB * d
     need = {
@@ -149,13 +150,8 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
     image.append((w1.index, v_ones + 1, bytes([1]) * ones_part + bytes(vl - ones_part)))
     t = lat(e0, vx)
     for k, (a, value) in enumerate((("A", consts.mult), ("B", consts.delta), ("D", MASKED_S))):
-        for b in range(4):
-            word = 4 * k + b
-            byte = (value >> (8 * (3 - b))) & 0xFF
-            image.append((e0.index, word, bytes([byte]) * vl))
-            read(e0, t, vx, word, _S_MASK)
-            vxm(a, t, "VLC", a_stream=_S_MASK, a_dir=Dir.WEST, dtype=0, imm=1)
-            t += 1
+        t = load_const(sched, p, image, "ABCD".index(a), value, t, src=e0,
+                       addr=CONST_WORDS * k, stream=_S_MASK)
     for pat in range(vl + 1):                  # pattern p: lanes < p masked
         image.append((e0.index, mask_base + pat, bytes(pat) + b"\xff" * (vl - pat)))
     vxm_free = t                               # first cycle the VXM pipeline may start

@@ -27,6 +27,7 @@ from openlpu.params import LpuParams
 
 from .package import Package, TensorDesc
 from .schedule import CompileError, Schedule
+from .vxmconst import load_const
 
 __all__ = ["compile_matmul", "CompileError"]
 
@@ -175,15 +176,9 @@ def _requant_epilogue(p, sched, mxm, mult, shift, relu, M, N):
     lat_c = d_read + abs(vx.position - src.position)
     const_stream = p.streams - 1
     image = []
-    for k in range(4):                      # word k holds byte 3-k of the multiplier, all lanes
-        byte = (mult >> (8 * (3 - k))) & 0xFF
-        image.append((src.index, k, bytes([byte]) * p.vl))
-        t = lat_c + k
-        sched.place(f"{src.name}.read", t - lat_c, "READ", addr=k, stream=const_stream,
-                    dir=Dir.WEST)
-        sched.place("vxm.alu0", t, "VLC", a_stream=const_stream, a_dir=Dir.WEST, a_chain=0,
-                    b_stream=0, b_dir=0, b_mode=0, out_dir=Dir.EAST, dtype=0, imm=1)
-    first_vreq = lat_c + 4                  # constant complete after the last VLC
+    # words 0..3 hold the multiplier's bytes (MSB first); constant complete after the last VLC
+    first_vreq = load_const(sched, p, image, 0, mult, lat_c, src=src, addr=0,
+                            stream=const_stream)
     arrive = d_acc + abs(vx.position - mxm.position)    # ACC at t -> VXM samples at t + arrive
     acc_free = max(0, first_vreq - arrive)
 
