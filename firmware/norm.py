@@ -157,8 +157,11 @@ class _Kernel:
                 raise CompileError(f"{where}: {what} needs {words} words, a bank holds "
                                    f"{self.p.mem_words}")
 
-    def package(self, name, inputs, outputs, meta):
-        queues, cycles = self.sched.emit()
+    def package(self, where, name, inputs, outputs, meta):
+        try:
+            queues, cycles = self.sched.emit()
+        except CompileError as e:
+            raise CompileError(f"{where}: {e}") from None
         pkg = Package(name=name, params=self.p, queues=queues, inputs=inputs, outputs=outputs,
                       predicted_cycles=cycles, mem_image=self.image, meta=meta)
         pkg.validate()
@@ -255,7 +258,7 @@ def compile_softmax(params: LpuParams, rows: int, cols: int, *, scale: float,
         abc_free = t0 + _ROW_SOFTMAX_OUT * (cols - 1) + 1
 
     return k.package(
-        name or f"softmax_{rows}x{cols}",
+        where, name or f"softmax_{rows}x{cols}",
         inputs=[TensorDesc("X", (rows, cols), "int8", [(w0.index, 0)], base=0, transposed=True)],
         outputs=[TensorDesc("Y", (rows, cols), "int8", [(w0.index, 1)], base=0,
                             transposed=True)],
@@ -364,7 +367,7 @@ def compile_rmsnorm(params: LpuParams, rows: int, dim: int, *, gamma, eps: float
         vxm_free = v + ch + k.d_simple + 1
 
     return k.package(
-        name or f"rmsnorm_{rows}x{dim}",
+        where, name or f"rmsnorm_{rows}x{dim}",
         inputs=[TensorDesc("X", (rows, dim), "int8", [(w0.index, 0)], base=0, transposed=True)],
         outputs=[TensorDesc("Y", (rows, dim), "int8", [(e0.index, 1)], base=0,
                             transposed=True)],

@@ -89,8 +89,11 @@ def test_rmsnorm_refuses_what_does_not_fit():
 
 def test_instruction_memory_overflow_is_a_compile_error():
     small = dataclasses.replace(P, name="mini_small_imem", imem_words=8)
-    with pytest.raises(CompileError, match="instruction words; preset 'mini_small_imem' has 8"):
+    with pytest.raises(CompileError, match="softmax 7x5 on preset 'mini_small_imem': queue .* "
+                                           "instruction words; preset 'mini_small_imem' has 8"):
         compile_softmax(small, 7, 5, scale=0.1)
+    with pytest.raises(CompileError, match="softmax 512x1 .* mxm_w.compute needs 386 instruction"):
+        compile_softmax(P, 512, 1, scale=0.1)
     with pytest.raises(CompileError, match="instruction words"):
         compile_rmsnorm(small, 7, 5, gamma=np.ones(5), eps=0.0, in_scale=0.1, out_scale=0.1)
 
