@@ -10,8 +10,8 @@ against the weights, then ``ACC`` (the int8 -> int32 widening and, for RMSNorm, 
 
 **Softmax** (``compile_softmax``), weights = identity, per row tile:
 
-1. max (3 cycles per column): ``ABC x_c`` -> ``ACC`` -> ALU A ``VMAX`` chained to itself;
-   ALU B loads the maximum ``m`` into its constant register (``VLC``).
+1. max (3 cycles per column): ``ABC x_c`` -> ``ACC`` -> ALU B ``VMAX`` chained to itself;
+   B loads the maximum ``m`` into its constant register (``VLC``).
 2. sum (3 cycles per column): ``ABC`` -> ``ACC`` -> B ``VSUB m`` -> C ``VMULSHR`` (scale to
    Q16.16) -> D ``VEXP`` -> A ``VADD`` chained to itself: ``s = sum_c e_c`` in int32 (full Q16
    precision). Then D ``VRECIP s`` -> D ``VMUL 127`` (its constant) -> A ``VLC``.
@@ -194,6 +194,7 @@ def compile_softmax(params: LpuParams, rows: int, cols: int, *, scale: float,
                         "identity weights in mem_w1 bank 0": vl})
     w0, w1, bank1 = k.w0, k.w1, p.mem_words
     ch, chf = k.chain, k.chain_fx
+    d_fx_out = k.d_fx                            # VRECIP drives its result d_fx after issue
 
     # identity weights (row r = unit vector r) and the two program constants
     for r in range(vl):
@@ -206,16 +207,17 @@ def compile_softmax(params: LpuParams, rows: int, cols: int, *, scale: float,
 
     for rt in range(RT):
         base = rt * cols
-        # -- pass 1: m = max_c x_c (ALU A, a 3-cycle chain loop), VLC m into ALU B ----------
+        # -- pass 1: m = max_c x_c (ALU B, a 3-cycle chain loop on the east output), VLC m ------
+        # (it drives east only, so it may start while the previous tile's pass 3 still drives
+        # west; ``vxm_free`` is then the first cycle after that pass's last east drive)
         t0 = max(abc_free, k.first_abc(vxm_free))
         for c in range(cols):
             v = k.column(t0 + _ROW_LOOP * c, w0, base + c)
             if c == 0:
-                k.op(_A, v, "VMAX", b_dir=Dir.EAST, out_dir=Dir.WEST)
+                k.op(_B, v, "VMAX", b_dir=Dir.EAST, out_dir=Dir.EAST)
             else:
-                k.op(_A, v, "VMAX", a_dir=Dir.WEST, a_chain=1, b_dir=Dir.EAST,
-                     out_dir=Dir.WEST)
-        k.op(_B, v + ch, "VLC", a_dir=Dir.WEST, a_chain=1)
+                k.op(_B, v, "VMAX", a_chain=1, b_dir=Dir.EAST, out_dir=Dir.EAST)
+        k.op(_B, v + ch, "VLC", a_chain=1)
         vxm_free = v + ch + 1                    # B's constant is m from here on
         abc_free = t0 + _ROW_LOOP * (cols - 1) + 1
 
@@ -237,7 +239,10 @@ def compile_softmax(params: LpuParams, rows: int, cols: int, *, scale: float,
         k.op(_D, t_s, "VRECIP", a_dir=Dir.WEST, a_chain=1, out_dir=Dir.EAST)
         k.op(_D, t_s + chf, "VMUL", a_chain=1, b_mode=isa.VXM_B_CONST, out_dir=Dir.WEST)
         k.op(_A, t_s + chf + ch, "VLC", a_dir=Dir.WEST, a_chain=1)
-        vxm_free = t_s + chf + ch + 1            # A's constant is 127 r from here on
+        # pass 3 may start once its east drives (from v + d_simple on, every cycle) follow
+        # VRECIP's; its first VREQ (A) comes well after the VLC, its west drives after VMUL's
+        vxm_free = t_s + d_fx_out - k.d_simple + 1
+        assert vxm_free + 2 * ch + chf > t_s + chf + ch     # VREQ sees A's new constant
         abc_free = t0 + _ROW_LOOP * (cols - 1) + 1
 
         # -- pass 3: Y_c = VREQ(exp(MULSHR(x_c - m)), 127 r) -> mem_w0 bank 1 -----------------
@@ -254,7 +259,7 @@ def compile_softmax(params: LpuParams, rows: int, cols: int, *, scale: float,
                  out_dir=Dir.WEST, imm=1)
             k.sched.place(f"{w0.name}.write", t_q + k.d_simple + abs(k.vx.position - w0.position),
                           "WRITE", addr=bank1 + base + c, stream=0, dir=Dir.WEST)
-        vxm_free = t_q + k.d_simple + 1
+        vxm_free = v + ch + k.d_simple + 1       # after the last east drive (VMULSHR)
         abc_free = t0 + _ROW_SOFTMAX_OUT * (cols - 1) + 1
 
     return k.package(
@@ -364,7 +369,7 @@ def compile_rmsnorm(params: LpuParams, rows: int, dim: int, *, gamma, eps: float
                               + abs(e0.position - k.vx.position), "WRITE",
                               addr=bank1 + rt * dim + c, stream=0, dir=Dir.EAST)
             abc_free = t0 + nb
-        vxm_free = v + ch + k.d_simple + 1
+        vxm_free = v + 1                         # pass 1 drives (C, D) follow pass 2's (A, B)
 
     return k.package(
         where, name or f"rmsnorm_{rows}x{dim}",
