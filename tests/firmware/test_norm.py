@@ -203,3 +203,33 @@ def test_instruction_images_stay_small():
     assert max(len(rn.queues[f"vxm.alu{i}"]) for i in range(4)) <= 20
     # the weights queue takes about 5 words per block of VL columns (LWT, REPEAT, NOPs, IW)
     assert len(rn.queues["mxm_w.weights"]) <= 6 * 10 + 4
+
+
+@pytest.mark.parametrize("scale", [4.0, 1e-6])
+def test_softmax_extreme_scales_on_the_model(scale):
+    """A large scale (differences saturate, exp underflows to 0: nearly one-hot rows) and a
+    tiny one (nearly uniform rows) are bit-exact and accurate too."""
+    rng = np.random.default_rng(5)
+    X = _data(rng, 7, 13, "edges")
+    pkg = compile_softmax(P, 7, 13, scale=scale)
+    cycles, Y = _run(P, pkg, X)
+    assert cycles == pkg.predicted_cycles
+    want = ref.softmax_int(X, ref.softmax_consts(scale))
+    np.testing.assert_array_equal(Y, want["Y"])
+    assert np.abs(want["P"] - ref.softmax_float(X, scale)).max() <= SOFTMAX_TOL
+
+
+def test_rmsnorm_zero_gamma_and_single_feature_on_the_model():
+    rng = np.random.default_rng(6)
+    X = _data(rng, 7, 5, "edges")
+    kw = dict(gamma=np.zeros(5), eps=1e-5, in_scale=0.05, out_scale=0.01)
+    pkg = compile_rmsnorm(P, 7, 5, **kw)
+    assert _run(P, pkg, X)[1].tolist() == np.zeros((7, 5), dtype=int).tolist()
+    # one feature: y = sign(x) * |gamma| / out_scale (saturated), eps aside
+    X = _data(rng, 7, 1, "random")
+    kw = dict(gamma=[0.5], eps=0.0, in_scale=0.05, out_scale=0.01)
+    X[X == 0] = 3
+    cycles, Y = _run(P, pkg := compile_rmsnorm(P, 7, 1, **kw), X)
+    assert cycles == pkg.predicted_cycles
+    np.testing.assert_array_equal(Y, ref.rmsnorm_int(X, ref.rmsnorm_consts(1, **kw))["Y"])
+    assert (np.abs(Y - np.sign(X) * 50) <= 1).all()
