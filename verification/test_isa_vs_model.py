@@ -342,6 +342,71 @@ def test_sxm_transpose(P, rtl):
     np.testing.assert_array_equal(got, want)
 
 
+def test_sxm_back_to_back(P, rtl):
+    """The three SXM queues every cycle at once: 2L consecutive vectors are SHIFTed by a different
+    amount each cycle (multiples of the lane count, negative, |amount| >= VL), PERMUTEd with a
+    different map each cycle, and TRANSPOSEd by two back-to-back TRANSPOSEs (the second enters
+    while the first leaves); three MEM slices write the three result streams."""
+    rng = np.random.default_rng(13)
+    L, vl = P.lanes, P.vl
+    n = 2 * L
+    x = rng.integers(0, 256, (n, vl))
+    x[0, :4] = [128, 127, 0, 1]
+    maps = rng.integers(0, vl + 2, (n, vl))
+    amounts = [0, 1, -1, L, -L, vl - 1, -(vl - 1), vl, -vl, 2 * L + 1, -(2 * L + 1), 3, -5, L - 1,
+               1 - L, 2]
+    amounts = (amounts * 2)[:n]
+    s, w1, w0, e0 = (_pos(P, nm) for nm in ("sxm_w", "mem_w1", "mem_w0", "mem_e0"))
+    t_s = 1 + w0 - s                         # x (mem_w0) and maps (mem_w1) meet at the SXM
+    t_m = t_s - (1 + w1 - s)
+    d_sh = isa.BY_MNEMONIC["SHIFT"].d_func(P)
+    d_pm = isa.BY_MNEMONIC["PERMUTE"].d_func(P)
+    d_tr = isa.BY_MNEMONIC["TRANSPOSE"].d_func(P)
+    shifts = "".join(f"    SHIFT 2, W, 6, E, {a}\n" for a in amounts)
+    text = f"""
+.queue mem_w0.read
+    READ 0, s2, W
+    REPEAT {n - 1}, 1, 1
+.queue mem_w1.read
+{_nop(t_m)}    READ 0, s5, W
+    REPEAT {n - 1}, 1, 1
+.queue sxm_w.shift
+{_nop(t_s)}{shifts}
+.queue sxm_w.permute
+{_nop(t_s)}    PERMUTE 2, W, 7, E, s5, W
+    REPEAT {n - 1}, 1, 0
+.queue sxm_w.transpose
+{_nop(t_s)}    TRANSPOSE 2, W, 3, E
+{_nop(L - 1)}    TRANSPOSE 2, W, 3, E
+.queue mem_w1.write
+{_nop(t_s + d_sh + w1 - s)}    WRITE {P.mem_words}, s6, E
+    REPEAT {n - 1}, 1, 1
+.queue mem_w0.write
+{_nop(t_s + d_pm + w0 - s)}    WRITE {P.mem_words}, s7, E
+    REPEAT {n - 1}, 1, 1
+.queue mem_e0.write
+{_nop(t_s + d_tr + e0 - s)}    WRITE {P.mem_words}, s3, E
+    REPEAT {n - 1}, 1, 1
+"""
+    contents = {("mem_w0", i): x[i] for i in range(n)}
+    contents.update({("mem_w1", i): maps[i] for i in range(n)})
+    model, _ = run_both(P, rtl, _halt_all(text), contents)
+    lanes = np.arange(vl)
+    for i in range(n):
+        src = lanes - amounts[i]
+        want = np.where((src >= 0) & (src < vl), x[i][np.clip(src, 0, vl - 1)], 0)
+        np.testing.assert_array_equal(_vec(P, model, "mem_w1", P.mem_words + i), want,
+                                      err_msg=f"SHIFT {amounts[i]}")
+        want = np.where(maps[i] < vl, x[i][np.minimum(maps[i], vl - 1)], 0)
+        np.testing.assert_array_equal(_vec(P, model, "mem_w0", P.mem_words + i), want,
+                                      err_msg=f"PERMUTE {i}")
+    got = model.mem[P.slice("mem_e0").index, P.mem_words:P.mem_words + n].astype(np.int64)
+    for k in range(2):
+        blk = x[k * L:(k + 1) * L].reshape(L, P.superlanes, L)
+        np.testing.assert_array_equal(got[k * L:(k + 1) * L],
+                                      blk.transpose(2, 1, 0).reshape(L, vl), err_msg=f"block {k}")
+
+
 def test_vxm_collision_flag(P, rtl):
     v = _pos(P, "vxm")
     t_v = 1 + v - _pos(P, "mem_w0")
