@@ -50,6 +50,9 @@ class Board:
         if self.name == "icebreaker":
             from amaranth_boards.icebreaker import ICEBreakerPlatform
             return ICEBreakerPlatform()
+        if self.name == "hx8k":
+            from amaranth_boards.ice40_hx8k_b_evn import ICE40HX8KBEVNPlatform
+            return ICE40HX8KBEVNPlatform()
         raise BoardError(f"no platform for board {self.name!r}")  # pragma: no cover
 
 
@@ -64,6 +67,11 @@ BOARDS: dict[str, Board] = {
                                   "ICESTORM_SPRAM": 4},
                         logic_cell="ICESTORM_LC", ff_cell="ICESTORM_LC",
                         dsp_cell="ICESTORM_DSP", bram_cell="ICESTORM_RAM"),
+    # iCE40-HX8K breakout board: the largest iCE40 (no DSP, no SPRAM); FTDI channel B UART.
+    "hx8k": Board("hx8k", "ice40", preset="ice40", clk_mhz=12.0, target_mhz=12.0,
+                  capacity={"ICESTORM_LC": 7680, "ICESTORM_RAM": 32},
+                  logic_cell="ICESTORM_LC", ff_cell="ICESTORM_LC",
+                  dsp_cell="ICESTORM_DSP", bram_cell="ICESTORM_RAM"),
 }
 
 
