@@ -10,8 +10,9 @@ against the weights, then ``ACC`` (the int8 -> int32 widening and, for RMSNorm, 
 
 **Softmax** (``compile_softmax``), weights = identity, per row tile:
 
-1. max (3 cycles per column): ``ABC x_c`` -> ``ACC`` -> ALU B ``VMAX`` chained to itself;
-   B loads the maximum ``m`` into its constant register (``VLC``).
+1. max (1 cycle per column from 6 columns on, else 3): ``ABC x_c`` -> ``ACC`` -> ALU B ``VMAX``
+   chained to itself (three interleaved partial maxima, merged through MEM: see
+   ``_max_interleaved``); B loads the maximum ``m`` into its constant register (``VLC``).
 2. sum (3 cycles per column): ``ABC`` -> ``ACC`` -> B ``VSUB m`` -> C ``VMULSHR`` (scale to
    Q16.16) -> D ``VEXP`` -> A ``VADD`` chained to itself: ``s = sum_c e_c`` in int32 (full Q16
    precision). Then D ``VRECIP s`` -> D ``VMUL 127`` (its constant) -> A ``VLC``.
@@ -48,6 +49,8 @@ from .vxmconst import CONST_WORDS, load_const
 __all__ = ["compile_softmax", "compile_rmsnorm"]
 
 _S_X, _S_U, _S_C = 4, 5, 7      # x vectors (LWT/ABC), weight rows / ABC vectors, constants
+_S_MERGE = 6                    # softmax: partial maxima read back into the VXM
+_SCRATCH_E0 = 2 * CONST_WORDS   # softmax: mem_e0 bank 0 word after the two constants
 _ROW_LOOP = 3                   # cycles per column of a self-chained reduction
 _ROW_SOFTMAX_OUT = 2            # cycles per column of the softmax output pass
 _A, _B, _C, _D = 0, 1, 2, 3     # VXM ALUs
@@ -168,6 +171,50 @@ class _Kernel:
         return pkg
 
 
+_MAX_INTERLEAVE_MIN_COLS = 6    # from here the interleaved max pass is faster
+
+
+def _max_interleaved(k, t0, base, cols):
+    """Softmax max pass at one column per cycle; returns the cycle B's constant holds ``m``.
+
+    ALU B issues ``VMAX`` every cycle, chained to its own result of 3 cycles earlier, so it
+    keeps three partial maxima (columns c = 0, 1, 2 mod 3). Their values are int8, so they are
+    combined through MEM: the partial ending with column L-2 goes to ``mem_e0``, the one ending
+    with column L to ``mem_e1`` (its low byte, stream 0 east), and int8 ``VMAX`` merge them,
+    read back on stream 6 west, with the remaining partial (kept one more round in the chain);
+    ``VLC`` (int8, sign-extended) puts the result into B's constant register.
+    """
+    p, vx, e0, e1 = k.p, k.vx, k.e0, k.p.slice("mem_e1")
+    ch = k.chain
+    for c in range(cols):
+        v = k.column(t0 + c, k.w0, base + c)
+        if c < 3:
+            k.op(_B, v, "VMAX", b_dir=Dir.EAST, out_dir=Dir.EAST)
+        else:
+            k.op(_B, v, "VMAX", a_chain=1, b_dir=Dir.EAST, out_dir=Dir.EAST)
+    vL = v                                       # last column sampled; partial drives:
+    drive = {"a": vL - 2 + k.d_simple, "b": vL - 1 + k.d_simple, "c": vL + k.d_simple}
+    scratch = {"a": (e0, _SCRATCH_E0), "c": (e1, 0)}
+    ready = {}
+    for key, (sl, addr) in scratch.items():
+        t_w = drive[key] + abs(sl.position - vx.position)
+        k.sched.place(f"{sl.name}.write", t_w, "WRITE", addr=addr, stream=0, dir=Dir.EAST)
+        ready[key] = t_w + 1                     # a READ from here on sees the new word
+    # partial b once more round its chain, then merge a into it, then c
+    t_b = drive["b"] + 1
+    k.op(_B, t_b, "VMAX", a_chain=1, b_dir=Dir.EAST, b_mode=isa.VXM_B_CHAIN, out_dir=Dir.EAST)
+    t1 = max(t_b + ch, ready["a"] + k.lat(e0, vx))
+    t2 = t1 + ch
+    assert t1 == t_b + ch and t2 >= ready["c"] + k.lat(e1, vx), "merge timing"
+    for t, key in ((t1, "a"), (t2, "c")):
+        sl, addr = scratch[key]
+        k.read(sl, t, vx, addr, _S_MERGE)
+        k.op(_B, t, "VMAX", a_chain=1, b_stream=_S_MERGE, b_dir=Dir.WEST, out_dir=Dir.EAST,
+             dtype=0)
+    k.op(_B, t2 + ch, "VLC", a_chain=1, dtype=0)
+    return t2 + ch + 1
+
+
 def compile_softmax(params: LpuParams, rows: int, cols: int, *, scale: float,
                     name: str | None = None) -> Package:
     """Compile ``Y = softmax(X * scale)`` over each row of int8 ``X`` (rows x cols).
@@ -207,20 +254,24 @@ def compile_softmax(params: LpuParams, rows: int, cols: int, *, scale: float,
 
     for rt in range(RT):
         base = rt * cols
-        # -- pass 1: m = max_c x_c (ALU B, a 3-cycle chain loop on the east output), VLC m ------
+        # -- pass 1: m = max_c x_c on ALU B (east output only), VLC m into B -----------------
         # (it drives east only, so it may start while the previous tile's pass 3 still drives
         # west; ``vxm_free`` is then the first cycle after that pass's last east drive)
         t0 = max(abc_free, k.first_abc(vxm_free))
-        for c in range(cols):
-            v = k.column(t0 + _ROW_LOOP * c, w0, base + c)
-            if c == 0:
-                k.op(_B, v, "VMAX", b_dir=Dir.EAST, out_dir=Dir.EAST)
-            else:
-                k.op(_B, v, "VMAX", a_chain=1, b_dir=Dir.EAST, out_dir=Dir.EAST)
-        k.op(_B, v + ch, "VLC", a_chain=1)
-        vxm_free = v + ch + 1                    # B's constant is m from here on
-        abc_free = t0 + _ROW_LOOP * (cols - 1) + 1
-
+        if cols < _MAX_INTERLEAVE_MIN_COLS:
+            # one chain: a column every 3 cycles
+            for c in range(cols):
+                v = k.column(t0 + _ROW_LOOP * c, w0, base + c)
+                if c == 0:
+                    k.op(_B, v, "VMAX", b_dir=Dir.EAST, out_dir=Dir.EAST)
+                else:
+                    k.op(_B, v, "VMAX", a_chain=1, b_dir=Dir.EAST, out_dir=Dir.EAST)
+            k.op(_B, v + ch, "VLC", a_chain=1)
+            vxm_free = v + ch + 1                # B's constant is m from here on
+            abc_free = t0 + _ROW_LOOP * (cols - 1) + 1
+        else:
+            vxm_free = _max_interleaved(k, t0, base, cols)
+            abc_free = t0 + cols
         # -- pass 2: s = sum_c exp(MULSHR(x_c - m)) (ALU A loop), r127 = 127 / s into A ------
         t0 = max(abc_free, k.first_abc(vxm_free))
         for c in range(cols):
