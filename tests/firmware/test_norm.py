@@ -145,8 +145,8 @@ def _check_rmsnorm_accuracy(X, Y, c, kw):
 # -- bit-exact on the reference model -----------------------------------------------------------
 def _shapes(p):
     vl = p.vl
-    out = [(1, 1), (7, 5), (vl, 8), (vl, 21), (1, 64)]
-    if 3 * 9 <= p.mem_words:
+    out = [(1, 1), (7, 5), (vl, 8), (vl, 21), (1, 64), (2 * vl + 3, 6)]
+    if 3 * 9 <= p.mem_words:                # three row tiles of 9 columns
         out.append((3 * vl, 9))
     return out
 
