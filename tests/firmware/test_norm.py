@@ -233,3 +233,22 @@ def test_rmsnorm_zero_gamma_and_single_feature_on_the_model():
     assert cycles == pkg.predicted_cycles
     np.testing.assert_array_equal(Y, ref.rmsnorm_int(X, ref.rmsnorm_consts(1, **kw))["Y"])
     assert (np.abs(Y - np.sign(X) * 50) <= 1).all()
+
+
+def test_pipelined_timing_variants_on_the_model():
+    """Latencies come from the ISA table, so presets with pipeline registers (MXM pipeline,
+    MXM operand register, registered issue) compile and run bit-exactly too."""
+    p = dataclasses.replace(P, name="mini_pipelined", mxm_pipeline=1, mxm_act_reg=True,
+                            icu_issue_reg=True)
+    rng = np.random.default_rng(9)
+    for rows, cols in ((7, 5), (p.vl + 3, 13)):
+        X = _data(rng, rows, cols, "edges")
+        pkg = compile_softmax(p, rows, cols, scale=1 / 16)
+        cycles, Y = _run(p, pkg, X)
+        assert cycles == pkg.predicted_cycles
+        np.testing.assert_array_equal(Y, ref.softmax_int(X, ref.softmax_consts(1 / 16))["Y"])
+        kw = _rms_kwargs(rng, cols)
+        pkg = compile_rmsnorm(p, rows, cols, **kw)
+        cycles, Y = _run(p, pkg, X)
+        assert cycles == pkg.predicted_cycles
+        np.testing.assert_array_equal(Y, ref.rmsnorm_int(X, ref.rmsnorm_consts(cols, **kw))["Y"])
