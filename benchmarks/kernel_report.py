@@ -108,6 +108,49 @@ def _attention(rng):
     return out
 
 
+@kernel("softmax")
+def _softmax(rng):
+    from openlpu.firmware.norm import compile_softmax
+    from openlpu.verification import reference as ref
+    out = []
+    for pname, rows, cols in (("mini", 8, 8), ("mini", 8, 64), ("mini", 24, 21),
+                              ("mini4", 48, 21)):
+        scale = 1 / 16
+        X = _i8(rng, (rows, cols))
+        pkg = compile_softmax(preset(pname), rows, cols, scale=scale)
+        want = ref.softmax_int(X, ref.softmax_consts(scale))["Y"]
+        out.append((pname, f"{rows}x{cols}", pkg, {"X": X}, {"Y": want}))
+    return out
+
+
+@kernel("rmsnorm")
+def _rmsnorm(rng):
+    from openlpu.firmware.norm import compile_rmsnorm
+    from openlpu.verification import reference as ref
+    out = []
+    for pname, rows, dim in (("mini", 8, 8), ("mini", 8, 56), ("mini", 24, 21),
+                             ("mini4", 48, 21)):
+        kw = dict(gamma=rng.uniform(-2.0, 2.0, dim), eps=1e-3, in_scale=1 / 32,
+                  out_scale=1 / 64)
+        X = _i8(rng, (rows, dim))
+        pkg = compile_rmsnorm(preset(pname), rows, dim, **kw)
+        want = ref.rmsnorm_int(X, ref.rmsnorm_consts(dim, **kw))["Y"]
+        out.append((pname, f"{rows}x{dim}", pkg, {"X": X}, {"Y": want}))
+    return out
+
+
+@kernel("transpose")
+def _transpose(rng):
+    from openlpu.firmware.transpose import compile_transpose
+    out = []
+    for pname, rows, cols in (("mini", 8, 8), ("mini", 16, 16), ("mini", 13, 21),
+                              ("mini4", 32, 32)):
+        X = _i8(rng, (rows, cols))
+        pkg = compile_transpose(preset(pname), rows, cols)
+        out.append((pname, f"{rows}x{cols}", pkg, {"X": X}, {"Y": X.T}))
+    return out
+
+
 def figures(pkg) -> dict:
     """Static figures of a package: instruction words and issued instructions."""
     words = {q: len(w) for q, w in pkg.queues.items()}
