@@ -70,8 +70,12 @@ def _all_mem_addrs(P):
             for c in range(P.superlanes) for g in range(P.host_lane_groups)]
 
 
+ERRORS_SETTLE = 64      # cycles after DONE before the RTL's registers are read (> any d_func + S)
+
+
 def run_both(P, rtl, text, contents, max_cycles=10_000, errors=0):
-    """Run one program on RTL and model from a cleared MEM; compare everything; return MEM."""
+    """Run one program on RTL and model from a cleared MEM; compare CYCLES, ERRORS, ERROR_CYCLE
+    and every MEM byte; return (model, [CYCLES, ERRORS, ERROR_CYCLE])."""
     progs = assemble(text, P)
     halt = isa.BY_MNEMONIC["HALT"].encode()
     writes = [(hostmap.mem_addr(P, s.index, b, w, c, g), 0)
@@ -86,10 +90,16 @@ def run_both(P, rtl, text, contents, max_cycles=10_000, errors=0):
     for dev in (rtl, model):
         dev.write_many(writes)
         dev.run(max_cycles)
-        regs = [dev.read(hostmap.reg_addr(r)) for r in (HostReg.CYCLES, HostReg.ERRORS)]
+        if dev is rtl:
+            # instructions issued before the last HALT complete after DONE and may still raise
+            # errors; the model drains them at once, the RTL needs the cycles (ERRORS_SETTLE)
+            dev.tick(ERRORS_SETTLE)
+        regs = [dev.read(hostmap.reg_addr(r))
+                for r in (HostReg.CYCLES, HostReg.ERRORS, HostReg.ERROR_CYCLE)]
         results.append((regs, dev.read_many(_all_mem_addrs(P))))
     (rtl_regs, rtl_mem), (model_regs, model_mem) = results
-    assert rtl_regs == model_regs, f"RTL CYCLES/ERRORS {rtl_regs} != model {model_regs}"
+    assert rtl_regs == model_regs, (f"RTL CYCLES/ERRORS/ERROR_CYCLE {rtl_regs} != model "
+                                    f"{model_regs}")
     assert rtl_mem == model_mem, "MEM contents differ between RTL and model"
     if errors is not None:
         assert rtl_regs[1] == errors, f"ERRORS = {isa.ErrorFlag(rtl_regs[1])!r}"
@@ -405,6 +415,78 @@ def test_sxm_back_to_back(P, rtl):
         blk = x[k * L:(k + 1) * L].reshape(L, P.superlanes, L)
         np.testing.assert_array_equal(got[k * L:(k + 1) * L],
                                       blk.transpose(2, 1, 0).reshape(L, vl), err_msg=f"block {k}")
+
+
+@pytest.mark.parametrize("case", ["shift_unwritten", "transpose_row_unwritten",
+                                  "transpose_too_soon", "collision", "collision_after_halt"])
+def test_sxm_error_flags(P, rtl, case):
+    """SXM checkers on the chip: a SHIFT of a never-written stream slot and a TRANSPOSE whose
+    last row is unwritten (STREAM_UNWRITTEN), a TRANSPOSE issued L - 1 cycles after the previous
+    one (BAD_INSTRUCTION, not executed), a SHIFT and a PERMUTE driving the same stream in the
+    same cycles (STREAM_COLLISION). RTL and model agree on CYCLES, ERRORS, ERROR_CYCLE and MEM;
+    ERRORS is exactly the expected flag and ERROR_CYCLE the cycle the timing rule gives (first
+    error, superlane 0). A queue waits long enough for the errors to happen while the chip runs,
+    except in ``collision_after_halt``, where the drives come after the last HALT: the flag is
+    still raised, and ERROR_CYCLE is the final cycle count (the counter has stopped)."""
+    L, vl = P.lanes, P.vl
+    s, w1, w0 = _pos(P, "sxm_w"), _pos(P, "mem_w1"), _pos(P, "mem_w0")
+    t_s = 1 + w0 - s
+    t_m = t_s - (1 + w1 - s)
+    d_tr = isa.BY_MNEMONIC["TRANSPOSE"].d_func(P)
+    x = np.arange(2 * L * vl).reshape(2 * L, vl) % 251
+    contents = {("mem_w0", i): x[i] for i in range(2 * L)}
+    contents[("mem_w1", 0)] = np.arange(vl)[::-1]
+    F = isa.ErrorFlag
+    delay = isa.issue_delay(P)
+    if case == "shift_unwritten":
+        text = f".queue sxm_w.shift\n{_nop(t_s)}    SHIFT 3, W, 6, E, 1\n"
+        want, want_cycle = F.STREAM_UNWRITTEN, t_s
+    elif case == "transpose_row_unwritten":
+        text = f"""
+.queue mem_w0.read
+    READ 0, s2, W
+    REPEAT {L - 2}, 1, 1
+.queue sxm_w.transpose
+{_nop(t_s)}    TRANSPOSE 2, W, 3, E
+"""
+        want, want_cycle = F.STREAM_UNWRITTEN, t_s + L - 1
+    elif case == "transpose_too_soon":
+        text = f"""
+.queue mem_w0.read
+    READ 0, s2, W
+    REPEAT {2 * L - 1}, 1, 1
+.queue sxm_w.transpose
+{_nop(t_s)}    TRANSPOSE 2, W, 3, E
+{_nop(L - 2)}    TRANSPOSE 2, W, 3, E
+.queue mem_e0.write
+{_nop(t_s + d_tr + _pos(P, "mem_e0") - s)}    WRITE {P.mem_words}, s3, E
+    REPEAT {L - 1}, 1, 1
+"""
+        want, want_cycle = F.BAD_INSTRUCTION, t_s + L - 1
+    else:                                     # collision, collision_after_halt
+        text = f"""
+.queue mem_w0.read
+    READ 0, s2, W
+.queue mem_w1.read
+{_nop(t_m)}    READ 0, s5, W
+.queue sxm_w.shift
+{_nop(t_s)}    SHIFT 2, W, 6, E, {L}
+.queue sxm_w.permute
+{_nop(t_s)}    PERMUTE 2, W, 6, E, s5, W
+"""
+        want, want_cycle = F.STREAM_COLLISION, t_s + isa.BY_MNEMONIC["SHIFT"].d_func(P)
+    if case != "collision_after_halt":
+        text += f".queue mem_e1.read\n{_nop(t_s + 4 * L + 8)}"
+    model, regs = run_both(P, rtl, _halt_all(text), contents, errors=None)
+    assert regs[1] == want, f"ERRORS = {F(regs[1])!r}, expected {want!r}"
+    if case == "collision_after_halt":
+        assert regs[0] < want_cycle + delay and regs[2] == regs[0], regs
+    else:
+        assert regs[2] == want_cycle + delay, f"ERROR_CYCLE {regs[2]}, expected {want_cycle + delay}"
+    if case == "transpose_too_soon":          # the first block is still transposed and written
+        blk = x[:L].reshape(L, P.superlanes, L)
+        got = model.mem[P.slice("mem_e0").index, P.mem_words:P.mem_words + L].astype(np.int64)
+        np.testing.assert_array_equal(got, blk.transpose(2, 1, 0).reshape(L, vl))
 
 
 def test_vxm_collision_flag(P, rtl):

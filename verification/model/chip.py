@@ -6,10 +6,10 @@ reduction crosses superlanes, and its latency is part of ``ABC``'s ``d_func``). 
 host bus as the RTL (:meth:`LpuModel.write` / :meth:`LpuModel.read`), so the host driver runs on it
 unchanged through :class:`ModelBackend`.
 
-With ``params.icu_issue_reg`` the slices execute an instruction ``isa.issue_delay(params)`` cycles
-after its ICU issues it (the ICU state machines, NOTIFY/SYNC and the run's CYCLES keep their
-cycles); ``params.mxm_act_reg`` needs nothing here beyond ``ABC``'s ``d_func`` (the MXM's state
-changes all move by the same cycle).
+The timing-closure registers of :class:`~openlpu.params.LpuParams` need nothing here beyond the
+latencies of :mod:`openlpu.isa`: ``icu_issue_reg`` moves the whole run (``isa.start_delay``) and
+the register block counts from its cycle 0, and ``mxm_act_reg`` moves all MXM state changes
+together (``ABC``'s ``d_func`` grows by one).
 
 Checkers: two producers driving one stream slot in one cycle, reads of unwritten stream slots, MEM
 bank conflicts, out-of-range addresses, bad instructions and IMEM overruns are recorded as
@@ -150,7 +150,9 @@ class LpuModel:
 
     # -- execution --------------------------------------------------------------------------
     def _flag(self, flag: ErrorFlag, message: str, cycle: int | None = None):
-        cycle = self.cycles if cycle is None else cycle
+        # ERROR_CYCLE is the cycle counter when the error happens: it stops at the final count,
+        # so an error of an instruction still completing after the last HALT reports CYCLES
+        cycle = self.cycles if cycle is None else min(cycle, self.cycles)
         if not self.errors:
             self.error_cycle = cycle
         self.errors |= int(flag)
@@ -166,6 +168,7 @@ class LpuModel:
         for d in Dir:
             self.sr_valid[d][:] = False
         self._last_lwt = self._last_iw = None
+        self._transpose_free = {}    # SXM transpose queue -> first cycle a TRANSPOSE is accepted
         self.running = True
         try:
             self._run(max_cycles)
@@ -209,8 +212,6 @@ class LpuModel:
         all_lanes = masks[0]
         pending = {}     # cycle -> callables run at the start of that cycle (drives, updates)
         d_abc = _OP["ABC"].d_func(p)
-        # with params.icu_issue_reg, slices execute what the ICUs issued issue_delay cycles ago
-        in_flight = [[] for _ in range(isa.issue_delay(p))]
 
         def later(t, fn):
             pending.setdefault(t, []).append(fn)
@@ -287,9 +288,6 @@ class LpuModel:
                     issued.append((q, idef, f, masks[qi]))
             if notify:
                 parked = [False] * n
-            if in_flight:
-                in_flight.append(issued)
-                issued = in_flight.pop(0)
 
             # updates scheduled for this cycle happen before this cycle's reads
             # (accumulator rows: reads are transparent to same-cycle updates)
@@ -311,8 +309,6 @@ class LpuModel:
             self._advance_streams(drives)
             t += 1
         self.cycles = t
-        if any(in_flight):  # pragma: no cover - no queue issues in the cycle of the last HALT
-            raise RuntimeError("model: instructions still in the issue register after the last HALT")
         # instructions issued before the last HALT still complete (the RTL's slices keep running
         # after DONE): drain their scheduled effects so the checkers see them too
         while pending:
@@ -351,9 +347,9 @@ class LpuModel:
         key = (d, col, stream)
         if key in drives:
             old, old_lm = drives[key]
-            if (old_lm & lm).any():
+            if (old_lm & lm).any():      # in the cycle of the double drive (now)
                 self._flag(ErrorFlag.STREAM_COLLISION,
-                           f"{what}: stream {stream} {d.name} into SR column {col} driven twice", t)
+                           f"{what}: stream {stream} {d.name} into SR column {col} driven twice")
             vec = np.where(lm, vec, old)
             lm = lm | old_lm
         drives[key] = (np.asarray(vec, dtype=np.uint8), lm)
@@ -572,10 +568,18 @@ class LpuModel:
         d_in, d_out = Dir(f["in_dir"]), Dir(f["out_dir"])
         dfunc = idef.d_func(p)
         if m == "TRANSPOSE":
+            # one issued while the previous one still reads its rows (fewer than L cycles
+            # after it) is not executed: BAD_INSTRUCTION in its issue cycle (rtl/sxm.py)
+            if t < self._transpose_free.get(q.name, 0):
+                self._flag(ErrorFlag.BAD_INSTRUCTION, f"{name}: TRANSPOSE issued fewer than "
+                           f"{p.lanes} cycles after the previous one", t)
+                return
+            self._transpose_free[q.name] = t + p.lanes
             rows = []
 
             def sample_row(_dr):
-                rows.append(self._sample(t, pos, f["in_stream"], d_in, name))
+                # row i is read at t + i (superlane-0 frame): errors carry that cycle
+                rows.append(self._sample(t + len(rows), pos, f["in_stream"], d_in, name))
                 if len(rows) == p.lanes:
                     blk = np.stack(rows).reshape(p.lanes, p.superlanes, p.lanes)  # [i][c][j]
                     out = blk.transpose(2, 1, 0).reshape(p.lanes, p.vl)          # [j][c][i]
