@@ -25,7 +25,7 @@ __all__ = [
     "INSTR_BITS", "OPCODE_BITS", "Dir", "Field", "InstrDef", "INSTRUCTIONS", "BY_MNEMONIC",
     "BY_OPCODE", "QUEUE_ROLES", "IsaError", "decode", "layout", "allowed",
     "HOST_READ_LATENCY", "HostRegion", "HostReg", "Ctrl", "Status", "ErrorFlag", "CHIP_ID",
-    "NOP_MAX", "issue_delay",
+    "NOP_MAX", "start_delay",
 ]
 
 INSTR_BITS = 32
@@ -130,17 +130,16 @@ def _abc_latency(p) -> int:
     return p.superlanes + p.mxm_pipeline + int(p.mxm_act_reg)
 
 
-def issue_delay(p) -> int:
-    """Cycles from an ICU's issue decision to superlane 0 executing the instruction.
+def start_delay(p) -> int:
+    """Extra cycles between the START write and cycle 0 of a run.
 
-    0, or 1 with ``params.icu_issue_reg`` (the issued word is registered). Every queue has the
-    same delay, so all latencies of this module (relative to issue) and the run's CYCLES are
-    unchanged; what moves is the absolute cycle of slice effects: a slice error caused by an
-    instruction the ICU issues in cycle ``t`` is reported with ERROR_CYCLE ``t + issue_delay``
-    (errors of the ICUs themselves, BAD_INSTRUCTION and IMEM_OVERRUN, are not delayed). No
-    queue issues in the cycle of the last HALT, so every instruction still starts while RUNNING.
+    0, or 2 with ``params.icu_issue_reg`` (each ICU registers the fetched and the issued
+    instruction word: the whole run happens two cycles later). The register block counts
+    CYCLES from cycle 0, and every slice and ICU effect moves by the same two cycles, so CYCLES,
+    ERROR_CYCLE and all latencies of this module are unchanged; only STATUS.DONE rises
+    ``start_delay`` cycles later after START.
     """
-    return int(p.icu_issue_reg)
+    return 2 * int(p.icu_issue_reg)
 
 
 _STREAM = Field("stream", 5, "stream")

@@ -89,10 +89,11 @@ class LpuParams:
         together, so their order is unchanged; ABC's latency grows by one (``isa``'s
         ``d_func``). Default ``False``.
     icu_issue_reg : bool
-        Register each ICU's issued instruction word before its slice decodes it: every slice
-        executes one cycle later (:func:`openlpu.isa.issue_delay`), the same for every queue,
-        so a program's relative timing, CYCLES and the compiler's schedules are unchanged;
-        errors raised by slices are reported one cycle later in ERROR_CYCLE. Default ``False``.
+        Pipelined ICUs: each registers the word fetched from its instruction memory before
+        decoding it and the word it issues before its slice decodes it. The whole run starts
+        :func:`openlpu.isa.start_delay` (2) cycles later after START; the register block counts
+        CYCLES from the run's cycle 0, so CYCLES, ERROR_CYCLE, every latency and the compiler's
+        schedules are unchanged. Default ``False``.
     vxm_alus : int
         ALUs per VXM lane, each with its own instruction queue (0: no VXM, streams pass through).
     sxm : bool

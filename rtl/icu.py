@@ -28,10 +28,7 @@ class InstructionControlUnit(wiring.Component):
     * ``HALT`` stops the queue: a HALT considered in cycle ``x`` makes :attr:`done` high from
       cycle ``x`` on.
     * Any other instruction is presented on :attr:`issue` (``valid`` and ``word``) in the cycle
-      it issues; the slice executes it in superlane 0 in that cycle. With
-      ``params.icu_issue_reg`` the issue port is registered: everything presented on it
-      (instructions, CONFIG, the START CONFIG) appears one cycle later
-      (``openlpu.isa.issue_delay``); NOTIFY, SYNC, done and the ICU's errors keep their cycle.
+      it issues; the slice executes it in superlane 0 in that cycle.
     * ``REPEAT count, interval, stride`` re-issues X, the last non-control instruction this
       queue issued in this run (none: ``BAD_INSTRUCTION``, the REPEAT is skipped). With the
       REPEAT considered in cycle ``r``, copy ``k`` (1..count) issues at ``r - 1 + k*interval``
@@ -50,6 +47,16 @@ class InstructionControlUnit(wiring.Component):
       ``BAD_INSTRUCTION`` and is skipped (one cycle, nothing issued).
     * When the program counter reaches ``imem_words`` without a HALT, ``IMEM_OVERRUN`` is raised
       in the cycle the next word would issue and the queue stops.
+
+    Pipelined (``params.icu_issue_reg``): the decode starts from a register, not from the
+    memory's read port, and the issue port is a register. A fetch stage (:meth:`_fetch`)
+    reads the memory ahead into a 3-word register queue; word 0 heads it two cycles after
+    :attr:`start`, so the issue logic's cycle 0 is ``h + 2`` (the rules above hold with that
+    frame: ``start`` acts in ``h + 1``). :attr:`issue`, :attr:`done` and :attr:`error` are
+    registered, so the slices and the register block see cycle ``x`` of the run in
+    ``h + 3 + x`` (``isa.start_delay`` = 2 more than without the registers); :attr:`notify` and
+    :attr:`notify_in` stay combinational in the issue logic's frame, which is the same for every
+    queue. A REPEAT's copies are computed with one adder from registers (same values).
 
     Parameters
     ----------
@@ -126,7 +133,22 @@ class InstructionControlUnit(wiring.Component):
         pc = Signal(range(n + 1))         # address of the word on rd.data
         wait = Signal(isa.NOP_MAX.bit_length())   # idle cycles left of a NOP
         parked = Signal()                 # waiting for a NOTIFY after a SYNC
-        word = rd.data
+        pipe = p.icu_issue_reg
+        if pipe:
+            # fetch stage: a 3-word queue of registers in front of the decode (rtl docstring)
+            if isa.start_delay(p) != 2:  # pragma: no cover - the two registers below
+                raise RuntimeError(f"isa.start_delay {isa.start_delay(p)} does not match the "
+                                   f"pipelined ICU (2)")
+            start = Signal(name="start_d")    # the issue logic's START: one cycle after start
+            m.d.sync += start.eq(self.start)
+            fifo = [Signal(isa.INSTR_BITS, name=f"fetch_q{i}", reset_less=True) for i in range(3)]
+            f_count = Signal(range(4))        # words in the queue
+            f_infl = Signal()                 # a read issued last cycle: its word is on rd.data
+            f_pc = Signal(range(n + 1))       # next address to fetch
+            word = fifo[0]
+        else:
+            start = self.start
+            word = rd.data
 
         # -- decode through the ISA table's layouts -----------------------------------------
         nop = data.View(isa.layout("NOP"), word)
@@ -190,7 +212,12 @@ class InstructionControlUnit(wiring.Component):
         m.d.comb += eff_word.eq(Mux(rep_active, rep_word, self._bump(m, last, rep.stride.as_signed())))
         rep_on = rep_active | rep_start
         rep_fire = Signal()
-        m.d.comb += rep_fire.eq(rep_on & (eff_ph == 0))
+        if pipe:   # same values, shorter paths: no subtraction before the compare, one adder
+            m.d.comb += rep_fire.eq(rep_on & Mux(rep_active, rep_ph == 0, rep.interval == 1))
+            fire_word = Mux(rep_active, self._bump(m, rep_word, rep_stride),
+                            self._bump(m, last, rep.stride.as_signed() << 1))
+        else:
+            m.d.comb += rep_fire.eq(rep_on & (eff_ph == 0))
 
         with m.If(rep_on):
             with m.If(rep_fire):
@@ -198,7 +225,7 @@ class InstructionControlUnit(wiring.Component):
                     rep_active.eq(eff_left != 1),
                     rep_left.eq(eff_left - 1),
                     rep_ph.eq(Mux(rep_active, rep_interval, rep.interval) - 1),
-                    rep_word.eq(self._bump(m, eff_word, eff_stride)),
+                    rep_word.eq(fire_word if pipe else self._bump(m, eff_word, eff_stride)),
                 ]
             with m.Else():
                 m.d.sync += [
@@ -222,24 +249,34 @@ class InstructionControlUnit(wiring.Component):
         # -- issue ----------------------------------------------------------------------------
         fwd_config = self._forward_config
         config_issue = (good & is_ctl["CONFIG"]) if fwd_config else 0
-        start_config = self.start if fwd_config else 0
-        if p.icu_issue_reg:               # one register between issue and the slice
+        start_config = start if fwd_config else 0
+        if pipe:   # issue, done and errors are registered: the slices see them one cycle later
             issue_valid = Signal(name="issue_valid_next")
             issue_word = Signal(isa.INSTR_BITS, name="issue_word_next")
-            m.d.sync += [self.issue.valid.eq(issue_valid), self.issue.word.eq(issue_word)]
+            done, error = Signal(name="done_next"), Signal(ERROR_BITS, name="error_next")
+            done_r = Signal(name="done_r")
+            m.d.sync += [self.issue.valid.eq(issue_valid), self.issue.word.eq(issue_word),
+                         done_r.eq(done), self.error.eq(error)]
+            m.d.comb += self.done.eq(done_r & ~start)
+            run_valid = Mux(self.start, 0, normal | rep_fire | config_issue)  # restart: cut
         else:
             issue_valid, issue_word = self.issue.valid, self.issue.word
+            done, error = self.done, self.error
+            run_valid = normal | rep_fire | config_issue
         m.d.comb += [
-            issue_valid.eq(Mux(self.start, start_config, normal | rep_fire | config_issue)),
-            issue_word.eq(Mux(self.start, config_word(-1) if fwd_config else 0,
+            issue_valid.eq(Mux(start, start_config, run_valid)),
+            issue_word.eq(Mux(start, config_word(-1) if fwd_config else 0,
                               Mux(rep_fire, eff_word, word))),
-            self.done.eq(~active | halting),
-            self.error.eq(Mux(go & overrun, int(ErrorFlag.IMEM_OVERRUN), 0)
-                          | Mux((advance & ~ok_any) | bad_repeat,
-                                int(ErrorFlag.BAD_INSTRUCTION), 0)),
+            done.eq((~active & ~start if pipe else ~active) | halting),
+            error.eq(Mux(go & overrun, int(ErrorFlag.IMEM_OVERRUN), 0)
+                     | Mux((advance & ~ok_any) | bad_repeat,
+                           int(ErrorFlag.BAD_INSTRUCTION), 0)),
         ]
 
-        with m.If(self.start):
+        if pipe:
+            with m.If(self.start):        # a START while running stops the old run at once
+                m.d.sync += active.eq(0)
+        with m.If(start):
             m.d.sync += [active.eq(1), pc.eq(0), wait.eq(0), parked.eq(0), rep_active.eq(0),
                          has_last.eq(0)]
         with m.Elif(halting):
@@ -252,12 +289,17 @@ class InstructionControlUnit(wiring.Component):
             m.d.sync += wait.eq(wait - 1)
 
         # -- instruction memory ports: prefetch pc + 1, or the host ----------------------------
-        next_addr = pc + 1
-        if n & (n - 1):                   # not a power of two: keep the address in range
-            next_addr = Mux(pc + 1 < n, pc + 1, 0)
+        if pipe:
+            self._fetch(m, rd, fifo, f_count, f_infl, f_pc, active | start, advance)
+        else:
+            next_addr = pc + 1
+            if n & (n - 1):               # not a power of two: keep the address in range
+                next_addr = Mux(pc + 1 < n, pc + 1, 0)
+            m.d.comb += [
+                rd.en.eq(self.start | advance | self.host.r_en),
+                rd.addr.eq(Mux(self.start, 0, Mux(advance, next_addr, self.host.addr))),
+            ]
         m.d.comb += [
-            rd.en.eq(self.start | advance | self.host.r_en),
-            rd.addr.eq(Mux(self.start, 0, Mux(advance, next_addr, self.host.addr))),
             wr.en.eq(self.host.w_en),
             wr.addr.eq(self.host.addr),
             wr.data.eq(self.host.w_data),
@@ -266,6 +308,39 @@ class InstructionControlUnit(wiring.Component):
         m.d.sync += host_r_pending.eq(self.host.r_en & ~self.start)
         m.d.comb += self.host.r_data.eq(Mux(host_r_pending, rd.data, 0))
         return m
+
+    def _fetch(self, m, rd, fifo, count, infl, fpc, running, pop):
+        """Pipelined fetch: read the instruction memory ahead into the register queue ``fifo``.
+
+        START (cycle ``h``) reads word 0 and empties the queue; from then on a word is read
+        whenever the queue, counting the read in flight, has room and ``fpc < imem_words``.
+        A word read in cycle ``c`` is on ``rd.data`` in ``c + 1`` and enters the queue at the
+        end of ``c + 1``, so word 0 heads it in ``h + 2`` (the issue logic's cycle 0), and
+        with three entries the decode never waits for a word while it takes one per cycle.
+        ``pop``: the issue logic takes the head this cycle.
+        """
+        n = self._params.imem_words
+        fetch = Signal(name="fetch")
+        push = Signal(name="fetch_push")
+        m.d.comb += [
+            fetch.eq(running & ~self.start & (count + infl < len(fifo)) & (fpc < n)),
+            push.eq(infl & ~self.start),
+            rd.en.eq(self.start | fetch | self.host.r_en),
+            rd.addr.eq(Mux(self.start, 0, Mux(fetch, fpc, self.host.addr))),
+        ]
+        w_at = Mux(pop, count - 1, count)           # where a pushed word goes
+        for i, q in enumerate(fifo):
+            nxt = fifo[i + 1] if i + 1 < len(fifo) else q
+            with m.If(push & (w_at == i)):
+                m.d.sync += q.eq(rd.data)
+            with m.Elif(pop):
+                m.d.sync += q.eq(nxt)
+        with m.If(self.start):
+            m.d.sync += [count.eq(0), infl.eq(1), fpc.eq(1)]
+        with m.Else():
+            m.d.sync += [count.eq(count + push - pop), infl.eq(fetch)]
+            with m.If(fetch):
+                m.d.sync += fpc.eq(fpc + 1)
 
     def _bump(self, m, word, stride):
         """``word`` with its REPEAT field (``isa.REPEAT_FIELD``) increased by ``stride``."""

@@ -16,6 +16,11 @@ Run control: a write of ``Ctrl.START`` to CTRL in host cycle ``h`` raises :attr:
 ``h + 1`` (cycle 0 of the run). RUNNING drops at the end of the first cycle in which
 ``all_halted`` is high, which sets DONE. CYCLES counts the cycles with RUNNING = 1, so after a run
 it holds ``max(cycle of each HALT) + 1``.
+
+With ``params.icu_issue_reg`` cycle 0 of the run is ``h + 1 + isa.start_delay`` (the ICUs
+register the fetched and the issued word): RUNNING still rises at ``h + 1`` (host MEM/IMEM
+access is refused from then on), but CYCLES does not count the ``start_delay`` cycles before
+cycle 0, so CYCLES and ERROR_CYCLE have the same values as without the registers.
 """
 
 from amaranth.hdl import Module, Mux, Signal
@@ -148,10 +153,20 @@ class HostRegisters(wiring.Component):
         ]
 
         # -- run control -------------------------------------------------------------------
+        hold = 0            # isa.start_delay: cycles before cycle 0 of the run, not counted
+        after_start = start
+        for i in range(isa.start_delay(self._params)):
+            prev, after_start = after_start, Signal(name=f"start_d{i + 1}")
+            m.d.sync += after_start.eq(prev)
+            hold = hold | after_start
         with m.If(start):
             m.d.sync += [running.eq(1), done.eq(0), cycles.eq(0)]
         with m.Elif(running):
-            m.d.sync += cycles.eq(cycles + 1)
+            if isa.start_delay(self._params):
+                with m.If(~hold):
+                    m.d.sync += cycles.eq(cycles + 1)
+            else:
+                m.d.sync += cycles.eq(cycles + 1)
             with m.If(self.all_halted):
                 m.d.sync += [running.eq(0), done.eq(1)]
 

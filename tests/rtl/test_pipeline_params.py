@@ -52,13 +52,13 @@ def test_defaults_leave_presets_unchanged():
 @pytest.mark.parametrize("issue,act,pipeline", [(0, 0, 0), (1, 0, 0), (0, 1, 0), (1, 1, 2)])
 def test_latencies_follow_the_parameters(issue, act, pipeline):
     p = piped("tiny", issue=bool(issue), act=bool(act), pipeline=pipeline)
-    assert isa.issue_delay(p) == issue
+    assert isa.start_delay(p) == 2 * issue
     assert OP["ABC"].d_func(p) == p.superlanes + pipeline + act
     for m in ("READ", "WRITE", "ACC", "LW"):      # the other latencies do not move
         assert OP[m].d_func(p) == OP[m].d_func(preset("tiny"))
 
 
-# -- ICU: the same issue trace, one cycle later ----------------------------------------------
+# -- ICU: the same issue trace, two cycles later ---------------------------------------------
 
 def _icu_programs(p):
     e = icu_tests.enc
@@ -69,25 +69,37 @@ def _icu_programs(p):
                  e("READ", addr=5, stream=1, dir=0)],
         "compute": [e("ABC", acc=1, stream=2, dir=0, accumulate=0),
                     e("CONFIG", mask=1), e("ABC", acc=2, stream=1, dir=1, accumulate=1),
-                    e("REPEAT", count=2, interval=1, stride=-1), e("HALT")],
+                    e("REPEAT", count=2, interval=1, stride=-1),
+                    e("REPEAT", count=3, interval=3, stride=5), e("HALT")],
+        "write": [e("WRITE", addr=3, stream=1, dir=1)] * 5 + [0x3F, e("NOP", count=2)] * 3
+                 + [e("WRITE", addr=7, stream=0, dir=0),
+                    e("REPEAT", count=4, interval=1, stride=-2)] + [e("NOP", count=1)] * 4,
     }
 
 
-@pytest.mark.parametrize("role", ["read", "compute"])
-def test_icu_issue_register_delays_issue_only(params, role):
+@pytest.mark.parametrize("role", ["read", "compute", "write"])
+def test_icu_pipeline_delays_everything_by_two(params, role):
+    """Issue, errors and done: the unpipelined ICU's trace, two cycles later (isa.start_delay).
+
+    The ``write`` program issues back to back and then runs past a short instruction memory
+    (IMEM_OVERRUN), so the fetch queue must deliver one word per cycle up to the end.
+    """
     base = params
+    if role == "write":
+        base = dataclasses.replace(base, imem_words=len(_icu_programs(base)["write"]))
     var = dataclasses.replace(base, icu_issue_reg=True)
+    d = isa.start_delay(var)
     q = icu_tests.queue_of(base, role)
     words = _icu_programs(base)[role]
-    n = 24
+    n = 30
     t_base = icu_tests.run_icu(base, q, words, n)
     t_var = icu_tests.run_icu(var, q, words, n)
-    # issued words: one cycle later; errors and done: same cycle
-    assert [w for w, _, _ in t_var[1:]] == [w for w, _, _ in t_base[:-1]]
-    assert [(e, d) for _, e, d in t_var] == [(e, d) for _, e, d in t_base]
-    # cycle 0 shows what the unregistered ICU presents in the START cycle
+    assert t_var[d:] == t_base[:-d]
+    # before cycle 0: not done, no error; the START CONFIG of a swept queue in the cycle before
     start_word = config_word(-1) if q.slice.kind in CONFIG_SLICE_KINDS else None
-    assert t_var[0][0] == start_word
+    assert t_var[:d] == [(None, 0, False)] * (d - 1) + [(start_word, 0, False)]
+    if role == "write":
+        assert any(e & ErrorFlag.IMEM_OVERRUN for _, e, _ in t_base)
     issued = [w for w, _, _ in t_base if w is not None]
     assert len(issued) >= 4                          # the programs do issue something
 
@@ -135,7 +147,7 @@ def test_chip_against_model(name):
 
 @pytest.mark.timeout(120)
 def test_error_cycle_of_slice_errors_moves_by_the_issue_delay():
-    """A MEM address error is reported ``issue_delay`` cycles after issue; an ICU error is not."""
+    """ERROR_CYCLE and CYCLES of slice and ICU errors do not change with the pipelined ICUs."""
     e = {m: OP[m].encode for m in OP}
     results = {}
     for issue in (False, True):
@@ -150,13 +162,11 @@ def test_error_cycle_of_slice_errors_moves_by_the_issue_delay():
         ]
         got = chip_tests.cross_check(p, runs)       # RTL == model: CYCLES, ERRORS, ERROR_CYCLE
         results[issue] = [regs for regs, _ in got]
-    d = 1
     for k, (flag, cyc) in enumerate([(ErrorFlag.ADDR_RANGE, 3), (ErrorFlag.BAD_INSTRUCTION, 2)]):
         (c0, e0, ec0), (c1, e1, ec1) = results[False][k], results[True][k]
         assert e0 == e1 == int(flag)
-        assert c0 == c1                              # CYCLES does not change
-        assert ec0 == cyc
-        assert ec1 == cyc + (d if flag == ErrorFlag.ADDR_RANGE else 0)
+        assert c0 == c1 == [7, 4][k]                 # max(HALT cycle) + 1
+        assert ec0 == ec1 == cyc
 
 
 # -- host driver: compiled kernels, bit-exact, cycles as predicted --------------------------------
