@@ -20,7 +20,9 @@ it holds ``max(cycle of each HALT) + 1``.
 With ``params.icu_issue_reg`` cycle 0 of the run is ``h + 1 + isa.start_delay`` (the ICUs
 register the fetched and the issued word): RUNNING still rises at ``h + 1`` (host MEM/IMEM
 access is refused from then on), but CYCLES does not count the ``start_delay`` cycles before
-cycle 0, so CYCLES and ERROR_CYCLE have the same values as without the registers.
+cycle 0, so CYCLES and ERROR_CYCLE have the same values as without the registers. The error
+flags are registered too: they reach ERRORS one cycle after they are raised (with the cycle
+count of the cycle they were raised in).
 """
 
 from amaranth.hdl import Module, Mux, Signal
@@ -172,14 +174,25 @@ class HostRegisters(wiring.Component):
 
         # -- errors --------------------------------------------------------------------------
         new_errors = Signal(ERROR_BITS)
-        m.d.comb += new_errors.eq(self.error_in
-                                  | Mux(host_blocked, int(ErrorFlag.HOST_WHILE_RUNNING), 0))
+        err_cycle = cycles
+        if isa.start_delay(self._params):
+            # pipelined: the flags of cycle c are registered and recorded in c + 1 with the
+            # cycle count of c (flags of a START or CLEAR_ERRORS cycle are dropped, as below)
+            err_cycle = Signal(32, name="cycles_r")
+            m.d.sync += [
+                new_errors.eq(Mux(start | clear_errors, 0, self.error_in
+                                  | Mux(host_blocked, int(ErrorFlag.HOST_WHILE_RUNNING), 0))),
+                err_cycle.eq(cycles),
+            ]
+        else:
+            m.d.comb += new_errors.eq(self.error_in
+                                      | Mux(host_blocked, int(ErrorFlag.HOST_WHILE_RUNNING), 0))
         with m.If(start | clear_errors):
             m.d.sync += [errors.eq(0), error_cycle.eq(0)]
         with m.Elif(new_errors.any()):
             m.d.sync += errors.eq(errors | new_errors)
             with m.If(~errors.any()):
-                m.d.sync += error_cycle.eq(cycles)
+                m.d.sync += error_cycle.eq(err_cycle)
 
         # -- reads: stage 1 (register value or target select), stage 2 (output) ----------------
         reg_value = Signal(32)
