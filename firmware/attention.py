@@ -7,30 +7,41 @@ key rows), which the VXM does lane-wise, and no cross-lane operation is needed a
 exponentials come back into the MXM as weight *columns* (``LWT``), so ``P V`` is computed as
 ``O^T`` rows (one per head dimension n, vector over queries) and normalised lane-wise.
 
-Per query tile (``i0 .. i0+VL-1``) and head:
+Per query tile (``i0 .. i0+VL-1``) and head, over the keys the tile sees (causal: up to the
+last query's, or all when some query sees none):
 
 1. **max** (one key row every 3 cycles): ``ABC`` K[j] -> ``ACC`` -> ALU D ``VSEL`` (mask, else
    ``MASKED_S``) -> ALU C ``VMAX`` with its own previous result (a 3-cycle chain loop). Then
    ALU B adds ``delta`` and ALU C loads ``m + delta`` into its constant register (``VLC``).
-2. **exp** (one key row every 4 cycles): ``ABC`` K[j] -> ``ACC`` -> D ``VSEL`` -> C ``VSUB``
-   -> A ``VMULSHR`` (score scale) -> B ``VEXP`` (output shift 8: ``e8 = round(256 exp)``) ->
-   ``e8`` row ``WRITE`` to ``mem_w0`` bank 1. One op per ALU per row: REPEAT-compressible.
-3. **P V** per key block of VL keys: ``LWT`` the block's ``e8`` rows as weight columns, ``IW``,
-   ``ABC`` the rows of ``V^T`` (accumulating over blocks) and one row of ones (giving
-   ``l = sum_j e8``). Then ``ACC`` l -> ``VRECIP`` -> ``VLC`` into ALU C, and each ``O^T`` row
-   ``ACC`` -> C ``VREQ`` (``O_acc * r / 2**32``) -> int8 row ``WRITE`` to ``mem_e0`` bank 1.
+2. **exp** (one key row every 3 cycles, every 6 in rows with a masked lane): ``ABC`` K[j] ->
+   ``ACC`` -> D ``VSEL`` (only rows with a masked lane) -> C ``VSUB`` -> A ``VMULSHR`` (score
+   scale) -> B ``VEXP`` imm 8 (``e8 = round(256 exp)``) west, ``WRITE`` to ``mem_w0`` bank 1,
+   and D ``VEXP`` imm 0 (``E``, Q16, full precision; on A in rows with a VSEL) east, whose low
+   byte ``lo`` (signed, ``E - 256 e8``) is ``WRITE`` to ``mem_e1`` bank 0. Each row is placed
+   at the first cycle (at least 3 after the previous row) where no instruction meets another
+   and no result is driven in a cycle and direction already driven; the rows of each kind are
+   then uniform and ``REPEAT`` compresses them (A's two instructions in rows with a VSEL
+   excepted).
+3. **P V** per key block of VL keys: ``LWT`` the block's ``e8`` rows, ``IW``, ``ABC`` the rows
+   of ``V^T`` (accumulating over blocks) and a row of ones (``sum e8``); then ``LWT`` the
+   block's ``lo`` rows, ``IW``, ``ABC`` the row of ones (``sum lo``). ``ACC sum e8`` -> D
+   ``VSHL 8`` -> B ``VADD`` ``ACC sum lo`` (``L = sum E``) -> D ``VRECIP`` -> B ``VSHL 7`` ->
+   ``VLC`` into ALU C (``rq = 2**39 / L``), and each ``O^T`` row ``ACC`` -> C ``VREQ``
+   (``O_acc * rq / 2**31 = O_acc 256 / L``) -> int8 row ``WRITE`` to ``mem_e0`` bank 1.
 
 The integer algorithm is :func:`openlpu.verification.reference.attention_int`; the chip's
 output is compared with it bit-exactly. Constant registers: ALU A holds the score multiplier,
-B ``delta``, D ``MASKED_S`` for the whole program, C ``m + delta`` or ``1/l`` per tile.
+B ``delta``, D ``MASKED_S`` for the whole program, C ``m + delta`` or ``rq`` per tile.
 
 Memory map (``mem_w0``/``mem_w1``/``mem_e0`` are the MEM slices next to the VXM):
 
 * ``mem_w0`` bank 0: ``K`` of head h at word ``h*Lk + j``; bank 1: ``e8`` scratch rows.
-* ``mem_w1`` bank 0: ``V^T`` of head h, key block b, row n at ``h*KB*d + b*d + n``, then two
-  rows of ones (a whole block, the last partial block); bank 1: ``Q`` of head h at ``h*Lq + i``.
+* ``mem_w1`` bank 0: ``V^T`` of head h, key block b, row n at ``h*KB*d + b*d + n``, then VL
+  rows of ones (row k: lanes 0..k, for a block of k + 1 keys); bank 1: ``Q`` of head h at
+  ``h*Lq + i``.
 * ``mem_e0`` bank 0: constant bytes and the VL+1 causal mask patterns; bank 1: ``O^T`` of head
   h, query tile t, row n at ``h*QT*d + t*d + n``.
+* ``mem_e1`` bank 0: ``lo`` scratch rows.
 """
 
 from __future__ import annotations
@@ -51,7 +62,7 @@ __all__ = ["compile_attention", "attention_tensor_names"]
 _S_K, _S_Q, _S_V, _S_E = 4, 5, 6, 7
 _S_MASK = 7
 _ROW_MAX = 3        # cycles per key row in the max pass (the VMAX chain loop)
-_ROW_EXP = 4        # cycles per key row in the exp pass
+_ROW_EXP = 3        # fewest cycles per key row in the exp pass (6 in rows with masked lanes)
 
 
 def attention_tensor_names(heads: int) -> dict:
@@ -73,10 +84,12 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
 
     ``scale`` is the real-valued score scale (e.g. ``q_scale * k_scale / sqrt(head_dim)``).
     With ``causal``, query i sees keys ``j <= i + seq_k - seq_q``. The output ``O{h}`` is int8 in
-    the units of V. Raises :class:`CompileError` when the preset lacks a VXM with four ALUs, or
-    a dimension, the memory map or an instruction image does not fit.
+    the units of V. Raises :class:`CompileError` when the preset lacks a VXM with four ALUs, the
+    scale is not positive or too small for the causal mask to vanish, or a dimension, the memory
+    map or an instruction image does not fit.
     """
-    from openlpu.verification.reference import E8_SHIFT, MASKED_S, attention_consts
+    from openlpu.verification.reference import (E8_SHIFT, L_SHIFT, MASKED_S, R_SHIFT,
+                                                attention_consts)
 
     p = params
     vl, S = p.vl, p.superlanes
@@ -91,8 +104,8 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
         raise CompileError(f"{where}: needs 8 streams per direction, preset has {p.streams}")
     if head_dim > vl:
         raise CompileError(f"{where}: head_dim {head_dim} exceeds the vector length {vl}")
-    if head_dim + 1 > p.mxm_acc_words - 1:
-        raise CompileError(f"{where}: needs {head_dim + 2} accumulator rows, preset has "
+    if head_dim + 2 > p.mxm_acc_words - 1:
+        raise CompileError(f"{where}: needs {head_dim + 3} accumulator rows, preset has "
                            f"{p.mxm_acc_words}")
     try:
         consts = attention_consts(float(scale))
@@ -108,16 +121,17 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
     need = {
         "K (heads x seq_k) in mem_w0 bank 0": heads * seq_k,
         "e8 scratch (seq_k) in mem_w0 bank 1": seq_k,
-        "V^T and two rows of ones in mem_w1 bank 0": v_ones + 2,
+        "V^T and VL rows of ones in mem_w1 bank 0": v_ones + vl,
         "Q (heads x seq_q) in mem_w1 bank 1": heads * seq_q,
         "constants and masks in mem_e0 bank 0": mask_base + vl + 1,
         "O^T (heads x query tiles x head_dim) in mem_e0 bank 1": heads * QT * d,
+        "lo scratch (seq_k) in mem_e1 bank 0": seq_k,
     }
     for what, words in need.items():
         if words > p.mem_words:
             raise CompileError(f"{where}: {what} needs {words} words, a bank holds {p.mem_words}")
 
-    w0, w1, e0 = p.slice("mem_w0"), p.slice("mem_w1"), p.slice("mem_e0")
+    w0, w1, e0, e1 = (p.slice(n) for n in ("mem_w0", "mem_w1", "mem_e0", "mem_e1"))
     mxm, vx = p.slice("mxm_w"), p.slice("vxm")
     bank1 = p.mem_words
     d_read = isa.BY_MNEMONIC["READ"].d_func(p)
@@ -145,9 +159,8 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
 
     # -- constants: three int32 values shifted into ALU constant registers ---------------------
     image = []
-    ones_part = seq_k - (KB - 1) * vl
-    image.append((w1.index, v_ones, bytes([1]) * vl))
-    image.append((w1.index, v_ones + 1, bytes([1]) * ones_part + bytes(vl - ones_part)))
+    for nb in range(1, vl + 1):                # ones row for a block of nb keys: lanes < nb
+        image.append((w1.index, v_ones + nb - 1, bytes([1]) * nb + bytes(vl - nb)))
     t = lat(e0, vx)
     for k, (a, value) in enumerate((("A", consts.mult), ("B", consts.delta), ("D", MASKED_S))):
         t = load_const(sched, p, image, "ABCD".index(a), value, t, src=e0,
@@ -181,6 +194,17 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
             sched.place("mxm_w.weights", t_iw, "IW")
             last_iw, weights_free = t_iw, t_iw + 1
 
+            # keys the tile's queries see: kt (causal: none beyond the last query's, unless some
+            # query sees no key at all, whose softmax is uniform over every key); rows j >= jm
+            # have masked lanes and need the VSEL in the exp pass
+            if not causal:
+                kt, jm = seq_k, seq_k
+            elif i0 + off < 0:
+                kt, jm = seq_k, 0
+            else:
+                kt, jm = min(seq_k, i0 + nq + off), i0 + off + 1
+            KBt = math.ceil(kt / vl)
+
             def score_row(t_abc, j, acc_row):
                 """ABC K[j] at t_abc and ACC it; returns the cycle the VXM samples it."""
                 read(w0, t_abc, mxm, h * seq_k + j, _S_K)
@@ -192,7 +216,7 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
 
             # -- pass 1: m = max_j masked S ---------------------------------------------------
             t0 = max(abc_free, t_iw + 1, vxm_free - d_abc - lat_acc)
-            for j in range(seq_k):
+            for j in range(kt):
                 v = score_row(t0 + _ROW_MAX * j, j, s_row)
                 read(e0, v, vx, mask_addr(j), _S_MASK)
                 vxm("D", v, "VSEL", b_stream=_S_MASK, b_dir=Dir.WEST, out_dir=Dir.EAST)
@@ -202,68 +226,128 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
                 else:
                     vxm("C", v + chain, "VMAX", a_dir=Dir.WEST, a_chain=1, b_dir=Dir.EAST,
                         b_mode=isa.VXM_B_CHAIN, out_dir=Dir.WEST)
-            last_abc = t0 + _ROW_MAX * (seq_k - 1)
+            last_abc = t0 + _ROW_MAX * (kt - 1)
             t_m = v + 2 * chain                # the final maximum, chained, west output side
             vxm("B", t_m, "VADD", a_dir=Dir.WEST, a_chain=1, b_mode=isa.VXM_B_CONST,
                 out_dir=Dir.EAST)
             vxm("C", t_m + chain, "VLC", a_dir=Dir.EAST, a_chain=1, dtype=2, imm=0)
             c_ready = t_m + chain + 1          # ALU C's constant is m + delta from here on
 
-            # -- pass 2: e8 rows into mem_w0 bank 1 -------------------------------------------
-            t1 = max(last_abc + 1, c_ready - chain - d_abc - lat_acc)
-            for j in range(seq_k):
-                v = score_row(t1 + _ROW_EXP * j, j, s_row)
-                read(e0, v, vx, mask_addr(j), _S_MASK)
-                vxm("D", v, "VSEL", b_stream=_S_MASK, b_dir=Dir.WEST, out_dir=Dir.EAST)
-                t = v + chain
-                vxm("C", t, "VSUB", a_dir=Dir.EAST, a_chain=1, b_mode=isa.VXM_B_CONST,
-                    out_dir=Dir.EAST)
-                t += chain
-                vxm("A", t, "VMULSHR", a_dir=Dir.EAST, a_chain=1, b_mode=isa.VXM_B_CONST,
-                    out_dir=Dir.EAST, imm=consts.shift)
-                t += chain
-                # e8 = round(256 * exp(x)): VEXP with an output shift of 8
-                vxm("B", t, "VEXP", a_dir=Dir.EAST, a_chain=1, out_dir=Dir.WEST, imm=E8_SHIFT)
-                t_w = t + d_func + abs(vx.position - w0.position)
+            # -- pass 2: e8 rows into mem_w0 bank 1, lo rows into mem_e1 bank 0 ---------------
+            # each row is placed at the first VSUB cycle u where none of its instructions meets
+            # another in a queue and none of its results is driven in a cycle and direction
+            # already driven: rows without a masked lane come every 3 cycles, rows with one
+            # (an extra VSEL) every 6 (the steady states repeat, so REPEAT compresses them)
+            drives = {Dir.EAST: {t_m + d_simple}, Dir.WEST: set()}
+            fx_at = 2 * chain + d_func                 # VSUB at u -> VEXP results driven at u + fx_at
+            u = max(c_ready, last_abc + 1 + d_abc + lat_acc + chain)
+            t_abc_prev = last_abc
+            for j in range(kt):
+                masked = j >= jm
+                exp_alu = "A" if masked else "D"       # D issues the VSELs of masked rows
+
+                def plan(u):
+                    v = u - chain if masked else u     # cycle the VXM samples the score
+                    t_abc = v - d_abc - lat_acc
+                    slots = [("mxm_w.compute", t_abc), ("mxm_w.result", t_abc + d_abc),
+                             (f"{w0.name}.read", t_abc - lat(w0, mxm)),
+                             (alu["C"], u), (alu["A"], u + chain), (alu["B"], u + 2 * chain),
+                             (alu[exp_alu], u + 2 * chain),
+                             (f"{w0.name}.write", u + fx_at + abs(vx.position - w0.position)),
+                             (f"{e1.name}.write", u + fx_at + abs(e1.position - vx.position))]
+                    drv = [(Dir.EAST, u + d_simple), (Dir.WEST, u + chain + d_simple),
+                           (Dir.WEST, u + fx_at), (Dir.EAST, u + fx_at)]
+                    if masked:
+                        slots += [(alu["D"], v), (f"{e0.name}.read", v - lat(e0, vx))]
+                        drv.append((Dir.EAST, v + d_simple))
+                    return v, t_abc, slots, drv
+
+                while True:
+                    v, t_abc, slots, drv = plan(u)
+                    if (t_abc > t_abc_prev and not any(sched.busy(q, t) for q, t in slots)
+                            and not any(t in drives[dr] for dr, t in drv)
+                            and len({(q, t) for q, t in slots}) == len(slots)):
+                        break
+                    u += 1
+                for dr, t in drv:
+                    drives[dr].add(t)
+                assert score_row(t_abc, j, s_row) == v
+                if masked:
+                    read(e0, v, vx, mask_addr(j), _S_MASK)
+                    vxm("D", v, "VSEL", b_stream=_S_MASK, b_dir=Dir.WEST, out_dir=Dir.EAST)
+                    vxm("C", u, "VSUB", a_dir=Dir.EAST, a_chain=1, b_mode=isa.VXM_B_CONST,
+                        out_dir=Dir.EAST)
+                else:                                  # VSUB reads the score itself
+                    vxm("C", u, "VSUB", a_dir=Dir.EAST, b_mode=isa.VXM_B_CONST,
+                        out_dir=Dir.EAST)
+                vxm("A", u + chain, "VMULSHR", a_dir=Dir.EAST, a_chain=1,
+                    b_mode=isa.VXM_B_CONST, out_dir=Dir.WEST, imm=consts.shift)
+                # e8 = round(256 exp(x)) (VEXP output shift 8) west; E = round(65536 exp(x))
+                # (Q16, no shift) east, whose low byte lo = E - 256 e8 goes to mem_e1
+                t = u + 2 * chain
+                vxm("B", t, "VEXP", a_dir=Dir.WEST, a_chain=1, out_dir=Dir.WEST, imm=E8_SHIFT)
+                vxm(exp_alu, t, "VEXP", a_dir=Dir.WEST, a_chain=1, out_dir=Dir.EAST, imm=0)
+                t_w = u + fx_at + abs(vx.position - w0.position)
                 sched.place(f"{w0.name}.write", t_w, "WRITE", addr=bank1 + j, stream=0,
                             dir=Dir.WEST)
-            last_abc = t1 + _ROW_EXP * (seq_k - 1)
-            e8_written = t_w
+                t_wl = u + fx_at + abs(e1.position - vx.position)
+                sched.place(f"{e1.name}.write", t_wl, "WRITE", addr=j, stream=0,
+                            dir=Dir.EAST)
+                t_abc_prev = t_abc
+                u += _ROW_EXP                          # no denser: uniform rows compress
+            last_abc = t_abc_prev
+            e8_written, lo_written = t_w, t_wl
 
-            # -- pass 3: O_acc = e8 V and l = sum e8, per key block ---------------------------
-            t_lwt = max(weights_free, last_iw + S, e8_written + 1 + lat(w0, mxm))
-            for b in range(KB):
-                nb = min(vl, seq_k - b * vl)
-                for c in range(nb):
-                    read(w0, t_lwt + c, mxm, bank1 + b * vl + c, _S_E)
-                    sched.place("mxm_w.weights", t_lwt + c, "LWT", col=c, stream=_S_E,
-                                dir=Dir.WEST)
-                t_iw = max(t_lwt + nb - 1 + S, last_abc)
-                sched.place("mxm_w.weights", t_iw, "IW")
-                last_iw = t_iw
-                t_a = t_iw + 1
-                rows = [(h * KB * d + b * d + n, n) for n in range(d)]
-                rows.append((v_ones + (1 if b == KB - 1 else 0), d))
-                for k, (addr, acc) in enumerate(rows):
-                    read(w1, t_a + k, mxm, addr, _S_V)
-                    sched.place("mxm_w.compute", t_a + k, "ABC", acc=acc, stream=_S_V,
-                                dir=Dir.WEST, accumulate=int(b > 0))
-                last_abc = t_a + len(rows) - 1
-                t_lwt = t_iw + S
+            # -- pass 3: O_acc = e8 V, sum e8 and sum lo, per key block ------------------------
+            # each key block loads two weight sets: its e8 rows (ABC the V^T rows and a row of
+            # ones: O_acc, sum e8) and its lo rows (ABC a row of ones: sum lo)
+            t_lwt = max(weights_free, last_iw + S)
+            for b in range(KBt):
+                nb = min(vl, kt - b * vl)
+                ones = v_ones + nb - 1
+                for src, ready, base, rows in (
+                        (w0, e8_written, bank1 + b * vl,
+                         [(h * KB * d + b * d + n, n) for n in range(d)] + [(ones, d)]),
+                        (e1, lo_written, b * vl, [(ones, d + 1)])):
+                    t_lwt = max(t_lwt, ready + 1 + lat(src, mxm))
+                    for c in range(nb):
+                        read(src, t_lwt + c, mxm, base + c, _S_E)
+                        sched.place("mxm_w.weights", t_lwt + c, "LWT", col=c, stream=_S_E,
+                                    dir=Dir.WEST)
+                    t_iw = max(t_lwt + nb - 1 + S, last_abc)
+                    sched.place("mxm_w.weights", t_iw, "IW")
+                    last_iw = t_iw
+                    t_a = t_iw + 1
+                    for k, (addr, acc) in enumerate(rows):
+                        read(w1, t_a + k, mxm, addr, _S_V)
+                        sched.place("mxm_w.compute", t_a + k, "ABC", acc=acc, stream=_S_V,
+                                    dir=Dir.WEST, accumulate=int(b > 0))
+                    last_abc = t_a + len(rows) - 1
+                    t_lwt = t_iw + S
             weights_free = t_iw + 1
             abc_free = last_abc + 1
 
-            # -- normalise: r = 1 / l into ALU C, O^T rows = VREQ(O_acc, r) -------------------
+            # -- normalise: L = (sum e8 << 8) + sum lo, rq = recip(L) << 7 into ALU C, --------
+            # O^T rows = VREQ(O_acc, rq)
             t_l = last_abc + d_abc
             sched.place("mxm_w.result", t_l, "ACC", acc=d, group=0, dir=Dir.EAST)
+            sched.place("mxm_w.result", t_l + chain, "ACC", acc=d + 1, group=0, dir=Dir.EAST)
             v = t_l + lat_acc
-            vxm("D", v, "VRECIP", out_dir=Dir.WEST)
-            vxm("C", v + chain_fx, "VLC", a_dir=Dir.WEST, a_chain=1, dtype=2, imm=0)
-            t_o = v + chain_fx + 1 - lat_acc
+            vxm("D", v, "VSHL", b_mode=isa.VXM_B_IMM, b_stream=L_SHIFT, out_dir=Dir.EAST)
+            vxm("B", v + chain, "VADD", a_dir=Dir.EAST, a_chain=1, b_dir=Dir.EAST,
+                b_mode=isa.VXM_B_STREAM, out_dir=Dir.WEST)
+            t = v + 2 * chain
+            vxm("D", t, "VRECIP", a_dir=Dir.WEST, a_chain=1, out_dir=Dir.EAST)
+            t += chain_fx
+            vxm("B", t, "VSHL", a_dir=Dir.EAST, a_chain=1, b_mode=isa.VXM_B_IMM,
+                b_stream=R_SHIFT, out_dir=Dir.WEST)
+            t += chain
+            vxm("C", t, "VLC", a_dir=Dir.WEST, a_chain=1, dtype=2, imm=0)
+            t_o = t + 1 - lat_acc
             for n in range(d):
                 sched.place("mxm_w.result", t_o + n, "ACC", acc=n, group=0, dir=Dir.EAST)
                 v = t_o + n + lat_acc
-                vxm("C", v, "VREQ", b_mode=isa.VXM_B_CONST, out_dir=Dir.EAST, imm=1)
+                vxm("C", v, "VREQ", b_mode=isa.VXM_B_CONST, out_dir=Dir.EAST, imm=0)
                 sched.place(f"{e0.name}.write", v + d_simple + abs(e0.position - vx.position),
                             "WRITE", addr=bank1 + h * QT * d + qt * d + n, stream=0,
                             dir=Dir.EAST)

@@ -14,10 +14,12 @@ import numpy as np
 from openlpu import vxm_ops as ops
 
 __all__ = ["matmul", "AttentionConsts", "attention_consts", "causal_valid", "attention_int",
-           "attention_float", "MASKED_S", "E8_SHIFT"]
+           "attention_float", "MASKED_S", "E8_SHIFT", "L_SHIFT", "R_SHIFT", "low_byte_signed"]
 
 MASKED_S = -(1 << 24)   # score (Q.K units) of a masked position: below any int8 dot product
 E8_SHIFT = 8            # e8 = round(256 * exp(x)) (VEXP imm 8): below 0.5, so an int8
+L_SHIFT = E8_SHIFT      # attention denominator L = (sum e8 << 8) + sum lo = sum E (Q16)
+R_SHIFT = L_SHIFT - 1   # rq = fx_recip(L) << 7 = 2**39 / L: VREQ(O_acc, rq, 0) = O_acc 256 / L
 
 
 def matmul(A, B):
@@ -65,6 +67,12 @@ def attention_consts(scale: float) -> AttentionConsts:
     delta = max(1, int(np.ceil(EXP_HALF_BOUND * (1 << shift) / mult)))
     while ops.binary_op("MULSHR", -delta, mult, 2, shift) > -EXP_HALF_BOUND:
         delta += 1
+    # a masked key must give exp = 0 (the chip skips keys no query of a tile sees): its score
+    # is at least 2**24 - 2**20 below m + delta when the query sees some key (|Q.K| <= 2**20
+    # for head_dim <= 64)
+    if ops.fx_exp(ops.binary_op("MULSHR", MASKED_S + (1 << 20), mult, 2, shift), 0) != 0:
+        raise ValueError(f"attention score scale {scale!r} is too small: masked keys would "
+                         f"not vanish (scale * 2**24 must exceed about 12)")
     return AttentionConsts(mult, shift, delta)
 
 
@@ -75,18 +83,29 @@ def causal_valid(lq: int, lk: int, causal: bool) -> np.ndarray:
     return np.arange(lk)[None, :] <= (np.arange(lq)[:, None] + lk - lq)
 
 
+def low_byte_signed(E):
+    """The low byte of each int32 lane of ``E`` read as a signed int8 (what the MXM multiplies)."""
+    E = np.asarray(E, dtype=np.int64)
+    return ((E & 0xFF) ^ 0x80) - 0x80
+
+
 def attention_int(Q, K, V, consts: AttentionConsts, causal: bool = False) -> dict:
     """One head, the chip's integer algorithm (``firmware/attention.py``), step by step.
 
     1. ``S = Q K^T`` (int32); masked positions become ``MASKED_S``; ``m = max_j S``.
     2. ``x = MULSHR(S - (m + delta), mult, shift)`` (Q16.16, <= -0.69 on the maximum);
-       ``e8 = fx_exp(x, 8)`` (``VEXP`` with imm 8: round(256 exp(x)), 0..127; 0 on masked keys
-       unless a query sees no key at all).
-    3. ``l = sum_j e8``, ``r = fx_recip(l)`` (= 2**32 / l); ``O_acc = e8 @ V`` (int32);
-       ``O = saturate8(round(O_acc * r / 2**32))`` (``VREQ`` with shift 1).
+       ``e8 = fx_exp(x, 8)`` (``VEXP`` imm 8: round(256 exp(x)), 0..127) and
+       ``E = fx_exp(x, 0)`` (``VEXP`` imm 0: round(65536 exp(x)), full precision); both are 0
+       on masked keys unless a query sees no key at all. ``lo`` = the low byte of ``E`` as a
+       signed int8, so ``256 e8 + lo = E`` (except on a double-rounding tie,
+       ``E - 256 e8 = 128``, about one term in 512, where ``lo = -128`` and the term is 256 low).
+    3. ``L = (sum_j e8 << 8) + sum_j lo`` (int32; the MXM sums e8 and lo, ``VSHL``, ``VADD``),
+       ``rq = fx_recip(L) << 7`` (= 2**39 / L, ``VRECIP``, ``VSHL``); ``O_acc = e8 @ V``
+       (int32); ``O = saturate8(round(O_acc * rq / 2**31))`` (``VREQ`` imm 0) = O_acc 256 / L.
 
-    Returns a dict with ``O`` (int8 output), ``P`` (the probabilities ``e8 / l`` the algorithm
-    applies, float64), ``e8``, ``l``, ``r`` and ``S``.
+    Returns a dict with ``O`` (int8 output), ``P`` (the probabilities ``e8 rq / 2**31`` the
+    algorithm applies, float64, so ``O = round(P @ V)``), ``e8``, ``E``, ``lo``, ``l`` (= L),
+    ``r`` (= rq) and ``S``.
     """
     Q, K, V = (np.asarray(x, dtype=np.int64) for x in (Q, K, V))
     S = Q @ K.T
@@ -96,11 +115,16 @@ def attention_int(Q, K, V, consts: AttentionConsts, causal: bool = False) -> dic
     c = ops.wrap(m + consts.delta, 2)
     x = ops.binary_op("MULSHR", ops.wrap(Sm - c, 2), consts.mult, 2, consts.shift)
     e8 = ops.fx_exp(x, E8_SHIFT)
-    l = ops.wrap(e8.sum(axis=1, keepdims=True), 2)
-    r = ops.fx_recip(l)
+    E = ops.fx_exp(x, 0)
+    lo = low_byte_signed(E)
+    s8 = ops.wrap(e8.sum(axis=1, keepdims=True), 2)
+    slo = ops.wrap(lo.sum(axis=1, keepdims=True), 2)
+    L = ops.binary_op("ADD", ops.binary_op("SHL", s8, L_SHIFT, 2), slo, 2)
+    rq = ops.binary_op("SHL", ops.fx_recip(L), R_SHIFT, 2)
     o_acc = ops.wrap(e8 @ V, 2)
-    O = ops.requantize(o_acc, r, 1)
-    return {"O": O, "P": e8 / l, "e8": e8, "l": l[:, 0], "r": r[:, 0], "S": S}
+    O = ops.requantize(o_acc, rq, 0)
+    return {"O": O, "P": e8 * rq / 2.0 ** 31, "e8": e8, "E": E, "lo": lo, "l": L[:, 0],
+            "r": rq[:, 0], "S": S}
 
 
 def attention_float(Q, K, V, scale: float, causal: bool = False):
