@@ -6,25 +6,29 @@ the tile at rows ``jt*VL ..``, columns ``it*VL ..`` of ``Y``. With ``L = lanes``
 ``S = superlanes`` and the tile split into ``S x S`` blocks of ``L x L`` (block ``(c, g)``: tile
 rows ``c*L ..``, columns ``g*L ..``), a tile takes two phases:
 
-1. **skew** (``SHIFT`` in ``sxm_w``, CONFIG-masked ``WRITE`` in ``mem_w1``): the vector
-   ``V[g][i]`` (``g < S``, ``i < L``) gets, in superlane ``c``, columns ``g*L ..`` of tile row
-   ``c*L + i``: tile row ``c*L + i`` is read from ``mem_w0``, shifted by ``(c - g) * L`` lanes
-   and written into word ``g*L + i`` of the buffer with only superlane ``c`` enabled
-   (``CONFIG 1 << c`` once per ``c``). ``S * VL`` shifts per tile, one per cycle, plus one cycle
-   per ``CONFIG``.
-2. **transpose** (``TRANSPOSE`` in ``sxm_w``): ``V[g][0 .. L-1]`` (``L`` consecutive READs) hold
-   block ``(c, g)`` in superlane ``c``, so the ``TRANSPOSE`` of them emits, as output vector
-   ``j``, row ``g*L + j`` of the transposed tile, complete and in place: it is written to ``Y``.
+1. **skew** (``sxm_w``): the vector ``V[g][i]`` (``g < S``, ``i < L``) gets, in superlane ``c``,
+   columns ``g*L ..`` of tile row ``c*L + i``. Tile row ``c*L + i`` is read from ``mem_e1``
+   (westward) and moved by ``(c - g) * L`` lanes, for two blocks ``g`` per READ: ``SHIFT`` for
+   ``g < ceil(S/2)`` into a buffer in ``mem_w1``, and in the same cycle ``PERMUTE`` (map
+   ``l - (c - g) * L`` from ``mem_e0``) for the others into a buffer in ``mem_w0``; each
+   buffer's write queue enables only superlane ``c`` (``CONFIG 1 << c`` once per ``c``).
+   ``ceil(S/2) * VL`` cycles per tile, plus one per ``CONFIG``.
+2. **transpose** (``TRANSPOSE`` in ``sxm_w``): ``V[g][0 .. L-1]`` (``L`` consecutive READs from
+   the buffer holding them) hold block ``(c, g)`` in superlane ``c``, so the ``TRANSPOSE`` of
+   them emits, as output vector ``j``, row ``g*L + j`` of the transposed tile, complete and in
+   place: it is written to ``Y``.
 
-The skew buffer alternates between the two banks of ``mem_w1``, so the transpose phase of one
-tile runs while the next tile is skewed. Placement (global MEM slices): ``X`` in ``mem_w0`` bank
-0 (word ``jt*rows + r``), ``Y`` in ``mem_e0`` bank 1 (word ``it*cols + c``), the usual
-:class:`~openlpu.firmware.package.TensorDesc` layout. Rows of a partial tile beyond ``rows`` are
-not read; the lanes they leave in the buffer only reach lanes of ``Y`` beyond ``rows``, which
-are not part of the tensor, and output rows beyond ``cols`` are not written.
+The buffers alternate between the two banks of their slices, so the transpose phase of one tile
+runs while the next tile is skewed. Placement (global MEM slices): ``X`` in ``mem_e1`` bank 0
+(word ``jt*rows + r``), ``Y`` in ``mem_e0`` bank 1 (word ``it*cols + c``), the usual
+:class:`~openlpu.firmware.package.TensorDesc` layout; the ``2S - 1`` PERMUTE maps are in the
+package's MEM image (``mem_e0`` bank 0, word ``S - 1 + k`` for a move by ``k`` blocks). Rows of
+a partial tile beyond ``rows`` are not read; the lanes they leave in the buffers only reach
+lanes of ``Y`` beyond ``rows``, which are not part of the tensor, and output rows beyond
+``cols`` are not written.
 
-Cycles: about ``S * VL + S`` per tile (the ``mem_w1`` write queue does one write per cycle),
-plus the pipeline latency once; predicted exactly by :meth:`Schedule.emit`.
+Cycles: ``ceil(S/2) * VL + S`` per tile in the steady state, plus the pipeline latency once;
+predicted exactly by :meth:`Schedule.emit`.
 """
 
 from __future__ import annotations
@@ -40,9 +44,10 @@ from .schedule import CompileError, Schedule
 
 __all__ = ["compile_transpose"]
 
-_S_X = 0          # X rows, westward: mem_w0 -> sxm_w
-_S_SKEW = 1       # shifted rows, eastward: sxm_w -> mem_w1
-_S_V = 2          # skewed vectors, westward: mem_w1 -> sxm_w
+_S_X = 0          # X rows, westward: mem_e1 -> sxm_w
+_S_MAP = 4        # PERMUTE maps, westward: mem_e0 -> sxm_w
+_S_SKEW = (1, 5)  # skewed rows, eastward: sxm_w SHIFT -> mem_w1, PERMUTE -> mem_w0
+_S_V = (2, 6)     # skewed vectors, westward: mem_w1 / mem_w0 -> sxm_w
 _S_Y = 3          # transposed rows, eastward: sxm_w -> mem_e0
 
 
@@ -62,67 +67,94 @@ def compile_transpose(params: LpuParams, rows: int, cols: int, name: str | None 
     vl, L, S = p.vl, p.lanes, p.superlanes
     RT, CT = math.ceil(rows / vl), math.ceil(cols / vl)
     for what, need in (("X (rows x column tiles)", rows * CT), ("Y (cols x row tiles)", cols * RT),
-                       ("the skew buffer", vl)):
+                       ("the skew buffer", vl), ("the PERMUTE maps", 2 * S - 1)):
         if need > p.mem_words:
             raise CompileError(f"{where}: {what} needs {need} words of one MEM bank, a bank holds "
                                f"{p.mem_words}")
 
-    sx, ss, sv, sy = (p.slice(n) for n in ("mem_w0", "sxm_w", "mem_w1", "mem_e0"))
+    sx, sm, ss, sy = (p.slice(n) for n in ("mem_e1", "mem_e0", "sxm_w", "mem_e0"))
+    # blocks g < half: SHIFT -> mem_w1, the others: PERMUTE -> mem_w0 (map bytes address lanes
+    # 0..255 only, so beyond VL 256 every block takes the SHIFT)
+    half = (S + 1) // 2 if vl <= 256 else S
+    buf = [p.slice("mem_w1"), p.slice("mem_w0")]
+    side = [(g // half, g % half) for g in range(S)]        # g -> (buffer, block slot)
     d_read = isa.BY_MNEMONIC["READ"].d_func(p)
-    d_shift = isa.BY_MNEMONIC["SHIFT"].d_func(p)
-    d_tr = isa.BY_MNEMONIC["TRANSPOSE"].d_func(p)
-    skew_shift = isa.BY_MNEMONIC["SHIFT"].d_skew
-    skew_tr = isa.BY_MNEMONIC["TRANSPOSE"].d_skew
+    d_sxm = {m: isa.BY_MNEMONIC[m].d_func(p) for m in ("SHIFT", "PERMUTE", "TRANSPOSE")}
     skew_w = isa.BY_MNEMONIC["WRITE"].d_skew
-    lat_xs = d_read + abs(sx.position - ss.position) - skew_shift   # READ X -> SHIFT issue
-    lat_sv = d_shift + abs(sv.position - ss.position) - skew_w      # SHIFT -> WRITE buffer
-    lat_vt = d_read + abs(sv.position - ss.position) - skew_tr      # READ V -> TRANSPOSE issue
-    lat_ty = d_tr + abs(sy.position - ss.position) - skew_w         # TRANSPOSE -> WRITE row 0
+    assert d_sxm["SHIFT"] == d_sxm["PERMUTE"]
+    lat_xs = d_read + abs(sx.position - ss.position) - isa.BY_MNEMONIC["SHIFT"].d_skew
+    lat_ms = d_read + abs(sm.position - ss.position) - isa.BY_MNEMONIC["PERMUTE"].d_skew
+    lat_sv = [d_sxm["SHIFT"] + abs(b.position - ss.position) - skew_w for b in buf]
+    lat_vt = [d_read + abs(b.position - ss.position) - isa.BY_MNEMONIC["TRANSPOSE"].d_skew
+              for b in buf]
+    lat_ty = d_sxm["TRANSPOSE"] + abs(sy.position - ss.position) - skew_w
+    # PERMUTE maps for a move by k blocks (k = -(S-1) .. S-1): map[l] = l - k*L where that is a
+    # lane (only superlane c = g + k of the result is written, and there it always is), else 0
+    map_word = {k: S - 1 + k for k in range(-(S - 1), S)} if half < S else {}
+    image = [(sm.index, w, bytes(l - k * L if 0 <= l - k * L < vl else 0 for l in range(vl)))
+             for k, w in map_word.items()]
 
     sched = Schedule(p)
-    t_shift = lat_xs                # next free SHIFT cycle
+    t_pair = max(lat_xs, lat_ms)    # next free SHIFT/PERMUTE cycle
     t_tr = 0                        # next allowed TRANSPOSE cycle
-    last_read = {0: -1, 1: -1}      # buffer bank -> last cycle a READ of it issued
+    last_read = {}                  # (buffer, bank) -> last cycle a READ of it issued
     for n, (it, jt) in enumerate((it, jt) for it in range(RT) for jt in range(CT)):
         bank = n % 2
         vbase = bank * p.mem_words
         n_rows = min(vl, rows - it * vl)
-        # phase 1: skew; the first buffer write must come after the last read of this bank
-        t = max(t_shift, last_read[bank] + 1 - lat_sv)
+        # phase 1: skew; each buffer's first write comes after its last read of this bank
+        t = t_pair
+        for b in range(2):
+            t = max(t, last_read.get((b, bank), -1) + 1 - lat_sv[b])
         last_write = -1
         for c in range(S):
             group = [i for i in range(L) if c * L + i < n_rows]
             if not group:
                 continue
-            sched.place(f"{sv.name}.write", t + lat_sv - 1, "CONFIG", mask=1 << c)
-            for g in range(S):
+            for b in range(2 if S > 1 else 1):
+                sched.place(f"{buf[b].name}.write", t + lat_sv[b] - 1, "CONFIG", mask=1 << c)
+            for slot in range(half):
                 for i in group:
                     r = c * L + i
-                    sched.place(f"{sx.name}.read", t - lat_xs, "READ", addr=jt * rows + it * vl + r,
-                                stream=_S_X, dir=Dir.WEST)
-                    sched.place(f"{ss.name}.shift", t, "SHIFT", in_stream=_S_X, in_dir=Dir.WEST,
-                                out_stream=_S_SKEW, out_dir=Dir.EAST, amount=(c - g) * L)
-                    last_write = t + lat_sv
-                    sched.place(f"{sv.name}.write", last_write, "WRITE", addr=vbase + g * L + i,
-                                stream=_S_SKEW, dir=Dir.EAST)
+                    sched.place(f"{sx.name}.read", t - lat_xs, "READ",
+                                addr=jt * rows + it * vl + r, stream=_S_X, dir=Dir.WEST)
+                    for b, g in enumerate((slot, half + slot)):
+                        if g >= S:
+                            continue
+                        k = c - g
+                        if b == 0:
+                            sched.place(f"{ss.name}.shift", t, "SHIFT", in_stream=_S_X,
+                                        in_dir=Dir.WEST, out_stream=_S_SKEW[0], out_dir=Dir.EAST,
+                                        amount=k * L)
+                        else:
+                            sched.place(f"{sm.name}.read", t - lat_ms, "READ", addr=map_word[k],
+                                        stream=_S_MAP, dir=Dir.WEST)
+                            sched.place(f"{ss.name}.permute", t, "PERMUTE", in_stream=_S_X,
+                                        in_dir=Dir.WEST, out_stream=_S_SKEW[1], out_dir=Dir.EAST,
+                                        map_stream=_S_MAP, map_dir=Dir.WEST)
+                        tw = t + lat_sv[b]
+                        last_write = max(last_write, tw)
+                        sched.place(f"{buf[b].name}.write", tw, "WRITE",
+                                    addr=vbase + slot * L + i, stream=_S_SKEW[b], dir=Dir.EAST)
                     t += 1
-            t += 1                  # the write queue's CONFIG slot for the next superlane
-        t_shift = t
-        # phase 2: transpose; V words are read after the last buffer write of this tile
-        t2 = max(t_tr, last_write + 1 + lat_vt)
+            t += 1                  # the write queues' CONFIG slot for the next superlane
+        t_pair = t
+        # phase 2: transpose; buffer words are read after the last buffer write of this tile
+        t2 = max(t_tr, last_write + 1 + max(lat_vt))
         for g in range(S):
+            b, slot = side[g]
             tg = t2 + g * L
             for i in range(L):
-                sched.place(f"{sv.name}.read", tg + i - lat_vt, "READ", addr=vbase + g * L + i,
-                            stream=_S_V, dir=Dir.WEST)
-            last_read[bank] = tg + L - 1 - lat_vt
-            sched.place(f"{ss.name}.transpose", tg, "TRANSPOSE", in_stream=_S_V, in_dir=Dir.WEST,
-                        out_stream=_S_Y, out_dir=Dir.EAST)
+                sched.place(f"{buf[b].name}.read", tg + i - lat_vt[b], "READ",
+                            addr=vbase + slot * L + i, stream=_S_V[b], dir=Dir.WEST)
+            last_read[(b, bank)] = tg + L - 1 - lat_vt[b]
+            sched.place(f"{ss.name}.transpose", tg, "TRANSPOSE", in_stream=_S_V[b],
+                        in_dir=Dir.WEST, out_stream=_S_Y, out_dir=Dir.EAST)
             for j in range(L):
-                b = g * L + j
-                if jt * vl + b < cols:
+                col = g * L + j
+                if jt * vl + col < cols:
                     sched.place(f"{sy.name}.write", tg + lat_ty + j, "WRITE",
-                                addr=p.mem_words + it * cols + jt * vl + b, stream=_S_Y,
+                                addr=p.mem_words + it * cols + jt * vl + col, stream=_S_Y,
                                 dir=Dir.EAST)
         t_tr = t2 + S * L           # a TRANSPOSE may issue L cycles after the previous one
     queues, cycles = sched.emit()
@@ -131,9 +163,10 @@ def compile_transpose(params: LpuParams, rows: int, cols: int, name: str | None 
         params=p,
         queues=queues,
         inputs=[TensorDesc("X", (rows, cols), "int8", [(sx.index, 0)], base=0)],
+        mem_image=image,
         outputs=[TensorDesc("Y", (cols, rows), "int8", [(sy.index, 1)], base=0)],
         predicted_cycles=cycles,
-        meta={"tiles": RT * CT, "shifts": sched.count("SHIFT"),
+        meta={"tiles": RT * CT, "shifts": sched.count("SHIFT") + sched.count("PERMUTE"),
               "transposes": sched.count("TRANSPOSE"), "shape": [rows, cols]},
     )
     pkg.validate()

@@ -67,21 +67,25 @@ def test_constant_matrices(name):
 
 @pytest.mark.parametrize("name", SXM_PRESETS)
 def test_instruction_counts_and_cycles_per_tile(name):
-    """A full tile takes S*VL SHIFTs and S TRANSPOSEs; with several tiles the steady state
-    costs S*VL + S cycles per tile (docs/kernels.md)."""
+    """A full tile takes S*VL shifted rows (SHIFT for blocks g < S/2, PERMUTE for the others, in
+    the same cycles) and S TRANSPOSEs; with several tiles the steady state costs
+    ceil(S/2)*VL + S cycles per tile (docs/kernels.md)."""
     p = preset(name)
     S, vl = p.superlanes, p.vl
+    half = (S + 1) // 2
     one = compile_transpose(p, vl, vl)
     three = compile_transpose(p, vl, 3 * vl)
     assert one.meta["shifts"] == S * vl and one.meta["transposes"] == S
     assert three.meta["shifts"] == 3 * S * vl and three.meta["transposes"] == 3 * S
-    assert three.predicted_cycles - one.predicted_cycles == 2 * (S * vl + S)
+    assert three.predicted_cycles - one.predicted_cycles == 2 * (half * vl + S)
     counts = {}
     for words in three.queues.values():
         for m, n in issue_counts(words).items():
             counts[m] = counts.get(m, 0) + n
-    assert counts["SHIFT"] == 3 * S * vl and counts["TRANSPOSE"] == 3 * S
-    assert counts["WRITE"] == 3 * S * vl + 3 * vl          # skew buffer + Y rows
+    assert counts["SHIFT"] == 3 * half * vl and counts["PERMUTE"] == 3 * (S - half) * vl
+    assert counts["TRANSPOSE"] == 3 * S
+    assert counts["WRITE"] == 3 * S * vl + 3 * vl          # skew buffers + Y rows
+    assert counts["CONFIG"] == 3 * 2 * S                   # per tile, block row and buffer
 
 
 def test_refuses_what_does_not_fit():
