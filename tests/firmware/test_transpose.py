@@ -2,6 +2,8 @@
 model against numpy ``X.T`` with cycles equal to the prediction (the RTL runs are in
 verification/test_transpose_rtl.py)."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -96,6 +98,9 @@ def test_refuses_what_does_not_fit():
         compile_transpose(p, 65, 9)                       # 65 rows x 2 column tiles
     with pytest.raises(CompileError, match=r"Y \(cols x row tiles\) needs 80 words"):
         compile_transpose(p, 9, 40)                       # 40 columns x 2 row tiles
+    small = dataclasses.replace(preset("mini4"), mem_words=8)
+    with pytest.raises(CompileError, match="the skew buffer needs 16 words"):
+        compile_transpose(small, 1, 1)
     for bad in (0, -1, 2.0, True, None):
         with pytest.raises(CompileError, match="must be a positive integer"):
             compile_transpose(p, bad, 4)
