@@ -91,6 +91,39 @@ def build_dir_root() -> Path:
     return Path(__file__).resolve().parents[2] / "build"
 
 
+def _rtl_source_digest() -> str:
+    """SHA-256 over every Python source the chip's Verilog is generated from (``rtl/`` and the
+    shared definitions in ``openlpu/``) and the Amaranth version."""
+    import amaranth
+    root = Path(__file__).resolve().parents[2]
+    h = hashlib.sha256(amaranth.__version__.encode())
+    for folder in ("rtl", "openlpu"):
+        for f in sorted((root / folder).glob("*.py")):
+            h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def chip_verilog(params: LpuParams) -> str:
+    """``generate_verilog(params)``, cached on disk under ``<build>/verilog``.
+
+    Generating the Verilog of a chip with a VXM takes about a minute, and every test module
+    that opens a simulator for the preset needs it. The cache key is the preset's JSON and
+    :func:`_rtl_source_digest`, so any change to the RTL sources or to the parameters makes a
+    new entry; an entry is written atomically (rename), so concurrent runs can share the folder.
+    """
+    key = hashlib.sha256((params.to_json() + _rtl_source_digest()).encode()).hexdigest()[:20]
+    path = build_dir_root() / "verilog" / f"{params.name}-{key}.v"
+    if path.exists():
+        return path.read_text()
+    from openlpu.rtl.chip import generate_verilog
+    text = generate_verilog(params)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return text
+
+
 def wrapper_verilog() -> str:
     """Top module ``lpu_sim_top``: the chip with plain port names for the C++ harness."""
     a = isa.HOST_ADDR_BITS
@@ -232,7 +265,8 @@ class VerilatorBackend(Backend):
     Parameters
     ----------
     params : LpuParams
-        Chip configuration; the Verilog comes from ``generate_verilog(params)``.
+        Chip configuration; the Verilog comes from ``generate_verilog(params)`` (through the
+        on-disk cache of :func:`chip_verilog`).
     verilog : str, optional
         Verilog source of module ``lpu_chip`` to use instead (same host ports).
     jobs : int
@@ -258,8 +292,7 @@ class VerilatorBackend(Backend):
         if reset_cycles < 2:
             raise ValueError(f"reset_cycles must be >= 2, not {reset_cycles}")
         if verilog is None:
-            from openlpu.rtl.chip import generate_verilog
-            verilog = generate_verilog(params)
+            verilog = chip_verilog(params)
         t0 = time.monotonic()
         self.library = build_library(verilog, tag=params.name, jobs=jobs)
         self.build_seconds = time.monotonic() - t0

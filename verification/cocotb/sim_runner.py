@@ -90,8 +90,8 @@ def chip_build(params: LpuParams, *, waves: bool = False, verilog: str | None = 
     from cocotb_tools.runner import VerilatorControlFile
 
     if verilog is None:
-        from openlpu.rtl.chip import generate_verilog
-        verilog = generate_verilog(params)
+        from openlpu.host.backends.verilator_sim import chip_verilog
+        verilog = chip_verilog(params)
     h = hashlib.sha256()
     for part in (verilog, _PUBLIC_PORTS_VLT, COCOTB_MAKE_VARS, cocotb.__version__, verilator_version(), " ".join(VERILATOR_WARNING_FLAGS),
                  str(waves)):
