@@ -13,35 +13,37 @@ last query's, or all when some query sees none):
 1. **max** (one key row every 3 cycles): ``ABC`` K[j] -> ``ACC`` -> ALU D ``VSEL`` (mask, else
    ``MASKED_S``) -> ALU C ``VMAX`` with its own previous result (a 3-cycle chain loop). Then
    ALU B adds ``delta`` and ALU C loads ``m + delta`` into its constant register (``VLC``).
-2. **exp** (one key row every 3 cycles, every 6 in rows with a masked lane): ``ABC`` K[j] ->
+2. **exp** (one key row every 3 cycles, every 4 in rows with a masked lane): ``ABC`` K[j] ->
    ``ACC`` -> D ``VSEL`` (only rows with a masked lane) -> C ``VSUB`` -> A ``VMULSHR`` (score
-   scale) -> B ``VEXP`` imm 8 (``e8 = round(256 exp)``) west, ``WRITE`` to ``mem_w0`` bank 1,
-   and D ``VEXP`` imm 0 (``E``, Q16, full precision; on A in rows with a VSEL) east, whose low
-   byte ``lo`` (signed, ``E - 256 e8``) is ``WRITE`` to ``mem_e1`` bank 0. Each row is placed
-   at the first cycle (at least 3 after the previous row) where no instruction meets another
-   and no result is driven in a cycle and direction already driven; the rows of each kind are
-   then uniform and ``REPEAT`` compresses them (A's two instructions in rows with a VSEL
-   excepted).
+   scale) -> D ``VEXP`` (``E``, Q16, full precision; on A in rows with a VSEL) west, whose low
+   byte ``lo`` (signed) is ``WRITE`` to ``mem_w0`` bank 1 -> B ``VADD E8_ROUND`` east, whose
+   byte 1 ``e8 = round(E / 256)`` is ``WRITE`` to ``mem_e1`` bank 0 (so ``lo = E - 256 e8``
+   exactly). B holds ``E8_ROUND`` during this pass (``load_const`` after the max pass, and
+   ``delta`` again after it). Each row is placed at the first cycle (at least 3 after the
+   previous row) where no instruction meets another and no result is driven in a cycle and
+   direction already driven; the rows of each kind are then uniform and ``REPEAT`` compresses
+   them (A's two instructions in rows with a VSEL excepted).
 3. **P V** per key block of VL keys: ``LWT`` the block's ``e8`` rows, ``IW``, ``ABC`` the rows
    of ``V^T`` (accumulating over blocks) and a row of ones (``sum e8``); then ``LWT`` the
    block's ``lo`` rows, ``IW``, ``ABC`` the row of ones (``sum lo``). ``ACC sum e8`` -> D
-   ``VSHL 8`` -> B ``VADD`` ``ACC sum lo`` (``L = sum E``) -> D ``VRECIP`` -> B ``VSHL 7`` ->
-   ``VLC`` into ALU C (``rq = 2**39 / L``), and each ``O^T`` row ``ACC`` -> C ``VREQ``
-   (``O_acc * rq / 2**31 = O_acc 256 / L``) -> int8 row ``WRITE`` to ``mem_e0`` bank 1.
+   ``VSHL 8`` -> B ``VADD`` ``ACC sum lo`` (``L = sum E`` exactly) -> D ``VRECIP`` -> B
+   ``VSHL 7`` -> ``VLC`` into ALU C (``rq = 2**39 / L``), and each ``O^T`` row ``ACC`` -> C
+   ``VREQ`` (``O_acc * rq / 2**31 = O_acc 256 / L``) -> int8 row ``WRITE`` to ``mem_e0`` bank 1.
 
 The integer algorithm is :func:`openlpu.verification.reference.attention_int`; the chip's
 output is compared with it bit-exactly. Constant registers: ALU A holds the score multiplier,
-B ``delta``, D ``MASKED_S`` for the whole program, C ``m + delta`` or ``rq`` per tile.
+B ``delta`` (``E8_ROUND`` in the exp pass), D ``MASKED_S`` for the whole program, C
+``m + delta`` or ``rq`` per tile.
 
 Memory map (``mem_w0``/``mem_w1``/``mem_e0`` are the MEM slices next to the VXM):
 
-* ``mem_w0`` bank 0: ``K`` of head h at word ``h*Lk + j``; bank 1: ``e8`` scratch rows.
+* ``mem_w0`` bank 0: ``K`` of head h at word ``h*Lk + j``; bank 1: ``lo`` scratch rows.
 * ``mem_w1`` bank 0: ``V^T`` of head h, key block b, row n at ``h*KB*d + b*d + n``, then VL
   rows of ones (row k: lanes 0..k, for a block of k + 1 keys); bank 1: ``Q`` of head h at
   ``h*Lq + i``.
-* ``mem_e0`` bank 0: constant bytes and the VL+1 causal mask patterns; bank 1: ``O^T`` of head
-  h, query tile t, row n at ``h*QT*d + t*d + n``.
-* ``mem_e1`` bank 0: ``lo`` scratch rows.
+* ``mem_e0`` bank 0: constant bytes (four int32) and the VL+1 causal mask patterns; bank 1:
+  ``O^T`` of head h, query tile t, row n at ``h*QT*d + t*d + n``.
+* ``mem_e1`` bank 0: ``e8`` scratch rows.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ __all__ = ["compile_attention", "attention_tensor_names"]
 _S_K, _S_Q, _S_V, _S_E = 4, 5, 6, 7
 _S_MASK = 7
 _ROW_MAX = 3        # cycles per key row in the max pass (the VMAX chain loop)
-_ROW_EXP = 3        # fewest cycles per key row in the exp pass (6 in rows with masked lanes)
+_ROW_EXP = 3        # fewest cycles per key row in the exp pass (4 in rows with masked lanes)
 
 
 def attention_tensor_names(heads: int) -> dict:
@@ -88,7 +90,7 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
     scale is not positive or too small for the causal mask to vanish, or a dimension, the memory
     map or an instruction image does not fit.
     """
-    from openlpu.verification.reference import (E8_SHIFT, L_SHIFT, MASKED_S, R_SHIFT,
+    from openlpu.verification.reference import (E8_ROUND, L_SHIFT, MASKED_S, R_SHIFT,
                                                 attention_consts)
 
     p = params
@@ -115,17 +117,17 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
     QT, KB = math.ceil(seq_q / vl), math.ceil(seq_k / vl)
     d = head_dim
     # -- memory map --------------------------------------------------------------------------
-    const_words = 3 * CONST_WORDS              # 3 int32 constants, 4 bytes each (MSB first)
+    const_words = 4 * CONST_WORDS              # 4 int32 constants, 4 bytes each (MSB first)
     mask_base = const_words
     v_ones = heads * KB * d
     need = {
         "K (heads x seq_k) in mem_w0 bank 0": heads * seq_k,
-        "e8 scratch (seq_k) in mem_w0 bank 1": seq_k,
+        "lo scratch (seq_k) in mem_w0 bank 1": seq_k,
         "V^T and VL rows of ones in mem_w1 bank 0": v_ones + vl,
         "Q (heads x seq_q) in mem_w1 bank 1": heads * seq_q,
         "constants and masks in mem_e0 bank 0": mask_base + vl + 1,
         "O^T (heads x query tiles x head_dim) in mem_e0 bank 1": heads * QT * d,
-        "lo scratch (seq_k) in mem_e1 bank 0": seq_k,
+        "e8 scratch (seq_k) in mem_e1 bank 0": seq_k,
     }
     for what, words in need.items():
         if words > p.mem_words:
@@ -165,6 +167,9 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
     for k, (a, value) in enumerate((("A", consts.mult), ("B", consts.delta), ("D", MASKED_S))):
         t = load_const(sched, p, image, "ABCD".index(a), value, t, src=e0,
                        addr=CONST_WORDS * k, stream=_S_MASK)
+    for k in range(CONST_WORDS):               # the fourth constant, E8_ROUND: loaded per tile
+        image.append((e0.index, 3 * CONST_WORDS + k,
+                      bytes([(E8_ROUND >> (8 * (3 - k))) & 0xFF]) * vl))
     for pat in range(vl + 1):                  # pattern p: lanes < p masked
         image.append((e0.index, mask_base + pat, bytes(pat) + b"\xff" * (vl - pat)))
     vxm_free = t                               # first cycle the VXM pipeline may start
@@ -233,14 +238,19 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
             vxm("C", t_m + chain, "VLC", a_dir=Dir.EAST, a_chain=1, dtype=2, imm=0)
             c_ready = t_m + chain + 1          # ALU C's constant is m + delta from here on
 
-            # -- pass 2: e8 rows into mem_w0 bank 1, lo rows into mem_e1 bank 0 ---------------
-            # each row is placed at the first VSUB cycle u where none of its instructions meets
-            # another in a queue and none of its results is driven in a cycle and direction
-            # already driven: rows without a masked lane come every 3 cycles, rows with one
-            # (an extra VSEL) every 6 (the steady states repeat, so REPEAT compresses them)
+            # -- pass 2: lo rows into mem_w0 bank 1, e8 rows into mem_e1 bank 0 ---------------
+            # B's constant becomes E8_ROUND for this pass (delta again after it). Each row is
+            # placed at the first VSUB cycle u where none of its instructions meets another in
+            # a queue and none of its results is driven in a cycle and direction already
+            # driven: rows without a masked lane come every 3 cycles, rows with one (an extra
+            # VSEL) every 4 (the steady states repeat, so REPEAT compresses them)
+            t_b = load_const(sched, p, [], "ABCD".index("B"), E8_ROUND, t_m + 1, src=e0,
+                             addr=3 * CONST_WORDS, stream=_S_MASK)
+            s7_busy = set(range(t_m + 1, t_b))         # VXM samples of stream 7 (constant bytes)
             drives = {Dir.EAST: {t_m + d_simple}, Dir.WEST: set()}
-            fx_at = 2 * chain + d_func                 # VSUB at u -> VEXP results driven at u + fx_at
-            u = max(c_ready, last_abc + 1 + d_abc + lat_acc + chain)
+            fx_at = 2 * chain + d_func                 # VSUB at u -> VEXP result driven at u + fx_at
+            add_at = 2 * chain + chain_fx              # VSUB at u -> VADD E8_ROUND issues here
+            u = max(c_ready, last_abc + 1 + d_abc + lat_acc + chain, t_b - add_at)
             t_abc_prev = last_abc
             for j in range(kt):
                 masked = j >= jm
@@ -251,12 +261,13 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
                     t_abc = v - d_abc - lat_acc
                     slots = [("mxm_w.compute", t_abc), ("mxm_w.result", t_abc + d_abc),
                              (f"{w0.name}.read", t_abc - lat(w0, mxm)),
-                             (alu["C"], u), (alu["A"], u + chain), (alu["B"], u + 2 * chain),
-                             (alu[exp_alu], u + 2 * chain),
+                             (alu["C"], u), (alu["A"], u + chain), (alu[exp_alu], u + 2 * chain),
+                             (alu["B"], u + add_at),
                              (f"{w0.name}.write", u + fx_at + abs(vx.position - w0.position)),
-                             (f"{e1.name}.write", u + fx_at + abs(e1.position - vx.position))]
+                             (f"{e1.name}.write",
+                              u + add_at + d_simple + abs(e1.position - vx.position))]
                     drv = [(Dir.EAST, u + d_simple), (Dir.WEST, u + chain + d_simple),
-                           (Dir.WEST, u + fx_at), (Dir.EAST, u + fx_at)]
+                           (Dir.WEST, u + fx_at), (Dir.EAST, u + add_at + d_simple)]
                     if masked:
                         slots += [(alu["D"], v), (f"{e0.name}.read", v - lat(e0, vx))]
                         drv.append((Dir.EAST, v + d_simple))
@@ -266,7 +277,8 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
                     v, t_abc, slots, drv = plan(u)
                     if (t_abc > t_abc_prev and not any(sched.busy(q, t) for q, t in slots)
                             and not any(t in drives[dr] for dr, t in drv)
-                            and len({(q, t) for q, t in slots}) == len(slots)):
+                            and len({(q, t) for q, t in slots}) == len(slots)
+                            and not (masked and v in s7_busy)):
                         break
                     u += 1
                 for dr, t in drv:
@@ -282,21 +294,25 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
                         out_dir=Dir.EAST)
                 vxm("A", u + chain, "VMULSHR", a_dir=Dir.EAST, a_chain=1,
                     b_mode=isa.VXM_B_CONST, out_dir=Dir.WEST, imm=consts.shift)
-                # e8 = round(256 exp(x)) (VEXP output shift 8) west; E = round(65536 exp(x))
-                # (Q16, no shift) east, whose low byte lo = E - 256 e8 goes to mem_e1
-                t = u + 2 * chain
-                vxm("B", t, "VEXP", a_dir=Dir.WEST, a_chain=1, out_dir=Dir.WEST, imm=E8_SHIFT)
-                vxm(exp_alu, t, "VEXP", a_dir=Dir.WEST, a_chain=1, out_dir=Dir.EAST, imm=0)
-                t_w = u + fx_at + abs(vx.position - w0.position)
-                sched.place(f"{w0.name}.write", t_w, "WRITE", addr=bank1 + j, stream=0,
+                # E = round(65536 exp(x)) (Q16) west: its low byte lo = E - 256 e8 to mem_w0;
+                # E + E8_ROUND east: its byte 1, e8 = round(E / 256), to mem_e1
+                vxm(exp_alu, u + 2 * chain, "VEXP", a_dir=Dir.WEST, a_chain=1,
+                    out_dir=Dir.WEST, imm=0)
+                vxm("B", u + add_at, "VADD", a_dir=Dir.WEST, a_chain=1, b_mode=isa.VXM_B_CONST,
+                    out_dir=Dir.EAST)
+                t_wl = u + fx_at + abs(vx.position - w0.position)
+                sched.place(f"{w0.name}.write", t_wl, "WRITE", addr=bank1 + j, stream=0,
                             dir=Dir.WEST)
-                t_wl = u + fx_at + abs(e1.position - vx.position)
-                sched.place(f"{e1.name}.write", t_wl, "WRITE", addr=j, stream=0,
+                t_w = u + add_at + d_simple + abs(e1.position - vx.position)
+                sched.place(f"{e1.name}.write", t_w, "WRITE", addr=j, stream=1,
                             dir=Dir.EAST)
                 t_abc_prev = t_abc
                 u += _ROW_EXP                          # no denser: uniform rows compress
             last_abc = t_abc_prev
             e8_written, lo_written = t_w, t_wl
+            # B's constant back to delta for the next tile's max pass
+            load_const(sched, p, [], "ABCD".index("B"), consts.delta, u - _ROW_EXP + add_at + 1,
+                       src=e0, addr=CONST_WORDS, stream=_S_MASK)
 
             # -- pass 3: O_acc = e8 V, sum e8 and sum lo, per key block ------------------------
             # each key block loads two weight sets: its e8 rows (ABC the V^T rows and a row of
@@ -306,9 +322,9 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
                 nb = min(vl, kt - b * vl)
                 ones = v_ones + nb - 1
                 for src, ready, base, rows in (
-                        (w0, e8_written, bank1 + b * vl,
+                        (e1, e8_written, b * vl,
                          [(h * KB * d + b * d + n, n) for n in range(d)] + [(ones, d)]),
-                        (e1, lo_written, b * vl, [(ones, d + 1)])):
+                        (w0, lo_written, bank1 + b * vl, [(ones, d + 1)])):
                     t_lwt = max(t_lwt, ready + 1 + lat(src, mxm))
                     for c in range(nb):
                         read(src, t_lwt + c, mxm, base + c, _S_E)

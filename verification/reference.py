@@ -14,11 +14,11 @@ import numpy as np
 from openlpu import vxm_ops as ops
 
 __all__ = ["matmul", "AttentionConsts", "attention_consts", "causal_valid", "attention_int",
-           "attention_float", "MASKED_S", "E8_SHIFT", "L_SHIFT", "R_SHIFT", "low_byte_signed"]
+           "attention_float", "MASKED_S", "E8_ROUND", "L_SHIFT", "R_SHIFT", "low_byte_signed"]
 
 MASKED_S = -(1 << 24)   # score (Q.K units) of a masked position: below any int8 dot product
-E8_SHIFT = 8            # e8 = round(256 * exp(x)) (VEXP imm 8): below 0.5, so an int8
-L_SHIFT = E8_SHIFT      # attention denominator L = (sum e8 << 8) + sum lo = sum E (Q16)
+E8_ROUND = 128          # e8 = byte 1 of E + 128 = round(E / 256): below 0.5 * 256, an int8
+L_SHIFT = 8             # attention denominator L = (sum e8 << 8) + sum lo = sum E (Q16)
 R_SHIFT = L_SHIFT - 1   # rq = fx_recip(L) << 7 = 2**39 / L: VREQ(O_acc, rq, 0) = O_acc 256 / L
 
 
@@ -32,7 +32,7 @@ class AttentionConsts:
 
     ``mult / 2**shift`` converts a dot product ``Q.K`` into Q16.16 scaled scores;
     ``delta`` (Q.K units) is added to the row maximum so that every exponential is below 0.5
-    and rounds to an int8 (``e8 = round(e / 256)`` <= 127).
+    and rounds to an int8 (``e8 = round(E / 256)`` <= 127, ``E`` the Q16 exponential).
     """
     mult: int
     shift: int
@@ -40,9 +40,9 @@ class AttentionConsts:
 
 
 def _exp_half_bound() -> int:
-    """Smallest Q16.16 ``d`` with ``fx_exp(z, E8_SHIFT) <= 127`` for every ``z <= -d``."""
+    """Smallest Q16.16 ``d`` with ``(fx_exp(z) + E8_ROUND) >> 8 <= 127`` for every ``z <= -d``."""
     z = -np.arange(0, 200000, dtype=np.int64)
-    e8 = ops.fx_exp(z, E8_SHIFT)
+    e8 = (ops.fx_exp(z, 0) + E8_ROUND) >> 8
     # running maximum over z <= -d, scanning from very negative up
     worst_below = np.maximum.accumulate(e8[::-1])[::-1]
     ok = np.nonzero(worst_below <= 127)[0]
@@ -94,14 +94,14 @@ def attention_int(Q, K, V, consts: AttentionConsts, causal: bool = False) -> dic
 
     1. ``S = Q K^T`` (int32); masked positions become ``MASKED_S``; ``m = max_j S``.
     2. ``x = MULSHR(S - (m + delta), mult, shift)`` (Q16.16, <= -0.69 on the maximum);
-       ``e8 = fx_exp(x, 8)`` (``VEXP`` imm 8: round(256 exp(x)), 0..127) and
-       ``E = fx_exp(x, 0)`` (``VEXP`` imm 0: round(65536 exp(x)), full precision); both are 0
-       on masked keys unless a query sees no key at all. ``lo`` = the low byte of ``E`` as a
-       signed int8, so ``256 e8 + lo = E`` (except on a double-rounding tie,
-       ``E - 256 e8 = 128``, about one term in 512, where ``lo = -128`` and the term is 256 low).
-    3. ``L = (sum_j e8 << 8) + sum_j lo`` (int32; the MXM sums e8 and lo, ``VSHL``, ``VADD``),
-       ``rq = fx_recip(L) << 7`` (= 2**39 / L, ``VRECIP``, ``VSHL``); ``O_acc = e8 @ V``
-       (int32); ``O = saturate8(round(O_acc * rq / 2**31))`` (``VREQ`` imm 0) = O_acc 256 / L.
+       ``E = fx_exp(x)`` (``VEXP``: round(65536 exp(x)), full precision, 0 on masked keys
+       unless a query sees no key at all); ``e8`` = byte 1 of ``E + 128`` (``VADD``) =
+       round(E / 256), 0..127; ``lo`` = byte 0 of ``E`` read as a signed int8 = ``E - 256 e8``
+       exactly (in -128..127).
+    3. ``L = (sum_j e8 << 8) + sum_j lo = sum_j E`` (int32; the MXM sums e8 and lo, ``VSHL``,
+       ``VADD``), ``rq = fx_recip(L) << 7`` (= 2**39 / L, ``VRECIP``, ``VSHL``);
+       ``O_acc = e8 @ V`` (int32); ``O = saturate8(round(O_acc * rq / 2**31))`` (``VREQ``
+       imm 0) = O_acc 256 / L.
 
     Returns a dict with ``O`` (int8 output), ``P`` (the probabilities ``e8 rq / 2**31`` the
     algorithm applies, float64, so ``O = round(P @ V)``), ``e8``, ``E``, ``lo``, ``l`` (= L),
@@ -114,8 +114,8 @@ def attention_int(Q, K, V, consts: AttentionConsts, causal: bool = False) -> dic
     m = Sm.max(axis=1, keepdims=True)
     c = ops.wrap(m + consts.delta, 2)
     x = ops.binary_op("MULSHR", ops.wrap(Sm - c, 2), consts.mult, 2, consts.shift)
-    e8 = ops.fx_exp(x, E8_SHIFT)
     E = ops.fx_exp(x, 0)
+    e8 = (ops.binary_op("ADD", E, E8_ROUND, 2) >> 8) & 0xFF
     lo = low_byte_signed(E)
     s8 = ops.wrap(e8.sum(axis=1, keepdims=True), 2)
     slo = ops.wrap(lo.sum(axis=1, keepdims=True), 2)
