@@ -199,15 +199,17 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
             sched.place("mxm_w.weights", t_iw, "IW")
             last_iw, weights_free = t_iw, t_iw + 1
 
-            # keys the tile's queries see: kt (causal: none beyond the last query's, unless some
-            # query sees no key at all, whose softmax is uniform over every key); rows j >= jm
-            # have masked lanes and need the VSEL in the exp pass
+            # keys the tile processes: kt (causal: none beyond the last query's, rounded up to a
+            # whole key block, whose V^T rows hold every key of the block; all keys when some
+            # query sees none, whose softmax is uniform over every key); rows j >= jm have
+            # masked lanes and need the VSEL in the exp pass
             if not causal:
                 kt, jm = seq_k, seq_k
             elif i0 + off < 0:
                 kt, jm = seq_k, 0
             else:
-                kt, jm = min(seq_k, i0 + nq + off), i0 + off + 1
+                kt = min(seq_k, math.ceil((i0 + nq + off) / vl) * vl)
+                jm = i0 + off + 1
             KBt = math.ceil(kt / vl)
 
             def score_row(t_abc, j, acc_row):

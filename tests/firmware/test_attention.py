@@ -84,6 +84,8 @@ def test_integer_algorithm_accuracy(seq, d, causal):
     (8, 8, 8, 1, True, -128),
     (24, 24, 8, 1, False, "edges"),
     (9, 3, 8, 1, True, "random"),        # seq_q > seq_k: queries that see no key
+    (9, 12, 6, 1, True, "random"),       # a tile whose last key block is partly unseen
+    (16, 21, 6, 2, True, "edges"),
 ])
 def test_bit_exact_on_the_model(case):
     _run_on_the_model(P, case)
