@@ -7,8 +7,8 @@ key rows), which the VXM does lane-wise, and no cross-lane operation is needed a
 exponentials come back into the MXM as weight *columns* (``LWT``), so ``P V`` is computed as
 ``O^T`` rows (one per head dimension n, vector over queries) and normalised lane-wise.
 
-Per query tile (``i0 .. i0+VL-1``) and head, over the keys the tile sees (causal: up to the
-last query's, or all when some query sees none):
+Per query tile (``i0 .. i0+VL-1``) and head, over the key blocks the tile sees (causal: up to
+the block of the last query's last key, or all when some query sees none):
 
 1. **max** (one key row every 3 cycles): ``ABC`` K[j] -> ``ACC`` -> ALU D ``VSEL`` (mask, else
    ``MASKED_S``) -> ALU C ``VMAX`` with its own previous result (a 3-cycle chain loop). Then
