@@ -8,7 +8,7 @@ integer attention algorithm (verification/reference.py) against float64 attentio
 import numpy as np
 
 from openlpu import vxm_ops
-from openlpu.verification.reference import attention_float, attention_int
+from openlpu.verification.reference import attention_consts, attention_float, attention_int
 
 Q = 65536.0
 
@@ -34,13 +34,10 @@ def main():
         for seed in range(3):
             r = np.random.default_rng(seed)
             Qm, K, V = (r.integers(-128, 128, (n, d)) for n in (lq, lk, lk))
-            s = 0.02
-            scale = 1 / np.sqrt(d)
-            shift = 20
-            mult = int(round(s * s * scale * Q * (1 << shift)))
-            _, p_int = attention_int(Qm, K, V, mult, shift, causal)
-            _, p_f = attention_float(Qm * s, K * s, V, scale, causal)
-            worst = max(worst, np.abs(p_int / Q - p_f).max())
+            scale = (1 / 32) ** 2 / np.sqrt(d)      # Q and K dequantised by 1/32 each
+            p_int = attention_int(Qm, K, V, attention_consts(scale), causal)["P"]
+            _, p_f = attention_float(Qm, K, V, scale, causal)
+            worst = max(worst, np.abs(p_int - p_f).max())
     print(f"attention probabilities (integer algorithm vs float64): max abs error {worst:.3g}")
 
 

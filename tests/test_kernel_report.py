@@ -36,3 +36,15 @@ def test_static_figures(kr):
     assert f["words"] == sum(len(w) for w in pkg.queues.values())
     # 8 rows x 3 column tiles: each vector is read twice, added once and written once
     assert f["issued"] == 8 * 3 * 4
+
+
+def test_vxm_accuracy_benchmark_runs(capsys):
+    """benchmarks/vxm_accuracy.py prints its figures; the attention one within the documented
+    0.01 bound."""
+    spec = importlib.util.spec_from_file_location("vxm_accuracy", _PATH.with_name("vxm_accuracy.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.main()
+    out = capsys.readouterr().out
+    line = [x for x in out.splitlines() if x.startswith("attention probabilities")][0]
+    assert float(line.rsplit(" ", 1)[1]) < 0.01
