@@ -92,10 +92,17 @@ class Device:
         self.backend.write_many(image.input_writes(self._need_package(), inputs))
 
     def run(self, max_cycles: int | None = None) -> int:
-        """Start the program, wait for DONE, check ERRORS; returns the cycle count."""
+        """Start the program, wait for DONE and for in-flight effects (:func:`isa.drain_cycles`),
+        check ERRORS; returns the cycle count."""
         pkg = self._need_package()
         limit = max_cycles if max_cycles is not None else 4 * pkg.predicted_cycles + 1000
         self.backend.run(limit)
+        # instructions issued before the last HALT may still be acting in the higher
+        # superlanes: let them finish before ERRORS is read (simulators only; a board's serial
+        # round trip takes far longer than that)
+        tick = getattr(self.backend, "tick", None)
+        if tick is not None:
+            tick(isa.drain_cycles(self.params))
         errors = self.backend.read(reg_addr(isa.HostReg.ERRORS))
         if errors:
             names = ", ".join(f.name for f in isa.ErrorFlag if errors & f)

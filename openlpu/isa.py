@@ -25,7 +25,7 @@ __all__ = [
     "INSTR_BITS", "OPCODE_BITS", "Dir", "Field", "InstrDef", "INSTRUCTIONS", "BY_MNEMONIC",
     "BY_OPCODE", "QUEUE_ROLES", "IsaError", "decode", "layout", "allowed",
     "HOST_READ_LATENCY", "HostRegion", "HostReg", "Ctrl", "Status", "ErrorFlag", "CHIP_ID",
-    "NOP_MAX", "start_delay",
+    "NOP_MAX", "start_delay", "drain_cycles",
 ]
 
 INSTR_BITS = 32
@@ -140,6 +140,19 @@ def start_delay(p) -> int:
     ``start_delay`` cycles later after START.
     """
     return 2 * int(p.icu_issue_reg)
+
+
+def drain_cycles(p) -> int:
+    """Upper bound on the cycles after STATUS.DONE in which an instruction issued before the
+    last HALT can still act, and so raise an error flag.
+
+    DONE rises with the last HALT; an instruction issued just before it still executes in the
+    higher superlanes, drives its result ``d_func`` cycles later (a TRANSPOSE keeps driving for
+    another ``lanes`` cycles), and the error flags are registered once more. The host driver
+    waits this long after DONE before it reads ERRORS (``host.device.Device.run``).
+    """
+    longest = max((i.d_func(p) or 0) + (i.d_skew or 0) for i in INSTRUCTIONS)
+    return longest + p.lanes + p.superlanes + start_delay(p) + 2
 
 
 _STREAM = Field("stream", 5, "stream")
