@@ -56,7 +56,7 @@ from openlpu.params import LpuParams
 
 from .package import Package, TensorDesc
 from .schedule import CompileError, Schedule
-from .vxmconst import CONST_WORDS, load_const
+from .vxmconst import CONST_WORDS, check_vxm_kernel, load_const, vxm_fields
 
 __all__ = ["compile_attention", "attention_tensor_names"]
 
@@ -70,13 +70,6 @@ _ROW_EXP = 3        # fewest cycles per key row in the exp pass (4 in rows with 
 def attention_tensor_names(heads: int) -> dict:
     """Names of the per-head tensors of an attention package: ``{"Q": ["Q0", ...], ...}``."""
     return {k: [f"{k}{h}" for h in range(heads)] for k in ("Q", "K", "V", "O")}
-
-
-def _vxm_fields(**f):
-    base = dict(a_stream=0, a_dir=Dir.EAST, a_chain=0, b_stream=0, b_dir=0,
-                b_mode=isa.VXM_B_STREAM, out_dir=Dir.EAST, dtype=2, imm=0)
-    base.update(f)
-    return base
 
 
 def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, *,
@@ -96,14 +89,8 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
     p = params
     vl, S = p.vl, p.superlanes
     where = f"attention {heads}x({seq_q}x{seq_k}, d={head_dim}) on preset {p.name!r}"
-    for n_, v in (("seq_q", seq_q), ("seq_k", seq_k), ("head_dim", head_dim), ("heads", heads)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise CompileError(f"attention {n_} must be a positive integer, not {v!r}")
-    if p.vxm_alus < 4:
-        raise CompileError(f"{where}: needs a VXM with 4 ALUs; preset {p.name!r} has "
-                           f"{p.vxm_alus}")
-    if p.streams < 8:
-        raise CompileError(f"{where}: needs 8 streams per direction, preset has {p.streams}")
+    check_vxm_kernel(p, where, "attention", {"seq_q": seq_q, "seq_k": seq_k,
+                                             "head_dim": head_dim, "heads": heads})
     if head_dim > vl:
         raise CompileError(f"{where}: head_dim {head_dim} exceeds the vector length {vl}")
     if head_dim + 2 > p.mxm_acc_words - 1:
@@ -153,7 +140,7 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
     alu = {k: f"vxm.alu{i}" for i, k in enumerate("ABCD")}
 
     def vxm(a, t, mnemonic, **f):
-        sched.place(alu[a], t, mnemonic, **_vxm_fields(**f))
+        sched.place(alu[a], t, mnemonic, **vxm_fields(**f))
 
     def read(sl, t_use, dst, addr, stream):
         sched.place(f"{sl.name}.read", t_use - lat(sl, dst), "READ", addr=addr, stream=stream,

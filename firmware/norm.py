@@ -44,7 +44,7 @@ from openlpu.params import LpuParams
 
 from .package import Package, TensorDesc
 from .schedule import CompileError, Schedule
-from .vxmconst import CONST_WORDS, load_const
+from .vxmconst import CONST_WORDS, check_vxm_kernel, load_const, vxm_fields
 
 __all__ = ["compile_softmax", "compile_rmsnorm"]
 
@@ -57,24 +57,9 @@ _A, _B, _C, _D = 0, 1, 2, 3     # VXM ALUs
 
 
 def _check(params, kind, rows, cols, cols_name):
-    p = params
-    where = f"{kind} {rows}x{cols} on preset {p.name!r}"
-    for n_, v in (("rows", rows), (cols_name, cols)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise CompileError(f"{kind} {n_} must be a positive integer, not {v!r}")
-    if p.vxm_alus < 4:
-        raise CompileError(f"{where}: needs a VXM with 4 ALUs; preset {p.name!r} has "
-                           f"{p.vxm_alus}")
-    if p.streams < 8:
-        raise CompileError(f"{where}: needs 8 streams per direction, preset has {p.streams}")
+    where = f"{kind} {rows}x{cols} on preset {params.name!r}"
+    check_vxm_kernel(params, where, kind, {"rows": rows, cols_name: cols})
     return where
-
-
-def _vxm(**f):
-    base = dict(a_stream=0, a_dir=Dir.EAST, a_chain=0, b_stream=0, b_dir=0,
-                b_mode=isa.VXM_B_STREAM, out_dir=Dir.EAST, dtype=2, imm=0)
-    base.update(f)
-    return base
 
 
 class _Kernel:
@@ -110,7 +95,7 @@ class _Kernel:
                          stream=stream, dir=d)
 
     def op(self, alu, t, mnemonic, **f):
-        self.sched.place(f"vxm.alu{alu}", t, mnemonic, **_vxm(**f))
+        self.sched.place(f"vxm.alu{alu}", t, mnemonic, **vxm_fields(**f))
 
     def column(self, t_abc, sl, addr):
         """ABC the vector at ``addr`` of ``sl`` at ``t_abc`` and ACC it east on group 0;
@@ -184,7 +169,7 @@ def _max_interleaved(k, t0, base, cols):
     read back on stream 6 west, with the remaining partial (kept one more round in the chain);
     ``VLC`` (int8, sign-extended) puts the result into B's constant register.
     """
-    p, vx, e0, e1 = k.p, k.vx, k.e0, k.p.slice("mem_e1")
+    vx, e0, e1 = k.vx, k.e0, k.p.slice("mem_e1")
     ch = k.chain
     for c in range(cols):
         v = k.column(t0 + c, k.w0, base + c)
