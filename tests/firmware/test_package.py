@@ -4,7 +4,6 @@ import pytest
 
 from openlpu.firmware.compiler import compile_matmul
 from openlpu.firmware.package import FORMAT_VERSION, Package, PackageError
-from openlpu.params import preset
 
 
 @pytest.fixture

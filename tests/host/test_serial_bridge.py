@@ -21,7 +21,7 @@ from openlpu.bridge_proto import Cmd, FrameError, NakError, NakReason
 from openlpu.host.backend import DeviceTimeout
 from openlpu.host.backends.serial_link import ConfigMismatch, SerialBackend
 from openlpu.hostmap import reg_addr
-from openlpu.params import LpuParams, preset
+from openlpu.params import preset
 from openlpu.rtl.bridge import HostBridge
 from openlpu.rtl.common import host_bus_signature
 

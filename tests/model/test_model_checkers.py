@@ -5,7 +5,6 @@ import pytest
 
 from openlpu import isa
 from openlpu.firmware.asm import assemble
-from openlpu.host.image import load_writes
 from openlpu.hostmap import imem_addr, mem_addr
 from openlpu.isa import Dir, ErrorFlag
 from openlpu.verification.model import LpuModel, ModelError

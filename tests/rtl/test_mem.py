@@ -14,8 +14,7 @@ from amaranth.back import verilog
 from openlpu import hostmap, isa
 from openlpu.isa import Dir, ErrorFlag
 from openlpu.rtl.mem import MemSlice, mem_host_addr_bits
-from openlpu.rtl.testing import (pack_column, run_sim, tiles_to_vector, unpack_drive,
-                                 vector_to_tiles)
+from openlpu.rtl.testing import pack_column, run_sim, unpack_drive
 
 OP = isa.BY_MNEMONIC
 EDGE = np.array([0x80, 0x7F, 0x00, 0x01], dtype=np.uint8)    # -128, 127, 0, 1
