@@ -171,18 +171,15 @@ def report(names=None, backend="model", seed=2026, out=print) -> list[dict]:
                 if pname not in devices:
                     devices[pname] = Device.open(backend, preset(pname))
                 dev = devices[pname]
-                dev.load(pkg)
-                dev.write_inputs(ins)
                 t0 = time.perf_counter()
-                cycles = dev.run()
+                cycles, got = dev.run_package(pkg, ins)
                 wall = time.perf_counter() - t0
-                got = dev.read_outputs()
                 bad = sum(int(np.count_nonzero(np.asarray(got[k]) != np.asarray(v)))
                           for k, v in want.items())
                 f = figures(pkg)
                 row = {"kernel": name, "preset": pname, "shape": label, "check": bad == 0,
                        "mismatches": bad, "predicted": pkg.predicted_cycles, "cycles": cycles,
-                       "mxm_busy": f["abc"] / cycles, "wall_s": wall, **f}
+                       "mxm_busy": f["abc"] / cycles, "wall_s": wall, **f}     # wall: load to read-back
                 rows.append(row)
                 out(f"{name:24s} {pname:8s} {label:28s} "
                     f"{'PASS' if bad == 0 else f'FAIL ({bad} elements)'}  "

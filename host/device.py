@@ -118,3 +118,11 @@ class Device:
     def read_outputs(self) -> dict:
         pkg = self._need_package()
         return image.assemble_outputs(pkg, self.backend.read_many(image.output_reads(pkg)))
+
+    def run_package(self, pkg, inputs: dict) -> tuple[int, dict]:
+        """``load``, ``write_inputs``, ``run`` and ``read_outputs`` in one call: returns the
+        cycle count and the outputs."""
+        self.load(pkg)
+        self.write_inputs(inputs)
+        cycles = self.run()
+        return cycles, self.read_outputs()

@@ -153,10 +153,8 @@ def _shapes(p):
 
 def _run(p, pkg, X):
     with Device.open("model", p) as dev:
-        dev.load(pkg)
-        dev.write_inputs({"X": X})
-        cycles = dev.run()
-        return cycles, dev.read_outputs()["Y"]
+        cycles, out = dev.run_package(pkg, {"X": X})
+    return cycles, out["Y"]
 
 
 @pytest.mark.parametrize("fill", ["random", "edges", "rows", -128, 127])

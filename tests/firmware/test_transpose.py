@@ -36,10 +36,8 @@ def shapes(p):
 
 def run_model(p, pkg, X):
     with Device.open("model", p) as dev:
-        dev.load(pkg)
-        dev.write_inputs({"X": X})
-        cycles = dev.run()
-        return cycles, dev.read_outputs()["Y"]
+        cycles, out = dev.run_package(pkg, {"X": X})
+    return cycles, out["Y"]
 
 
 @pytest.mark.parametrize("name", SXM_PRESETS)
