@@ -91,6 +91,9 @@ def assemble(text: str, params: LpuParams) -> dict[str, list[int]]:
             if not isa.allowed(idef, current.role):
                 raise ValueError(f"{idef.mnemonic} is not allowed in queue {current.name} "
                                  f"(a {current.role} queue)")
+            why = isa.unavailable_reason(idef, current.role, params)
+            if why:
+                raise ValueError(why)
             args = [a for a in (x.strip() for x in rest.split(",")) if a]
             values = {}
             if idef.mnemonic == "NOP" and not args:

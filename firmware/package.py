@@ -123,8 +123,9 @@ class Package:
             for i, w in enumerate(words):
                 try:
                     idef, f = isa.decode(int(w))
-                    if not isa.allowed(idef, q.role):
-                        raise isa.IsaError(f"{idef.mnemonic} not allowed in a {q.role} queue")
+                    why = isa.unavailable_reason(idef, q.role, p)
+                    if why:
+                        raise isa.IsaError(why)
                     check_fields(p, idef, f)
                 except (isa.IsaError, ValueError) as e:
                     raise PackageError(f"queue {qname} word {i}: {e}") from None

@@ -33,6 +33,9 @@ class Schedule:
         idef = isa.BY_MNEMONIC[mnemonic]
         if not isa.allowed(idef, q.role):
             raise CompileError(f"{mnemonic} cannot be issued by queue {queue}")
+        why = isa.unavailable_reason(idef, q.role, self.params)
+        if why:
+            raise CompileError(f"{queue}: {why}")
         if cycle < 0:
             raise CompileError(f"{queue}: {mnemonic} scheduled at negative cycle {cycle}")
         slots = self._slots[queue]
@@ -68,8 +71,10 @@ class Schedule:
 
         With ``compress``, a run of instructions that differ only by a constant step of their
         address field (``isa.REPEAT_FIELD``) and issue at a constant interval becomes the first
-        instruction plus one ``REPEAT``.
+        instruction plus one ``REPEAT``; on a chip without REPEAT (``params.icu_repeat``) every
+        instruction stays its own word.
         """
+        compress = compress and self.params.icu_repeat
         halt_at = self.last_effect
         nop = isa.BY_MNEMONIC["NOP"]
         rep = isa.BY_MNEMONIC["REPEAT"]

@@ -338,7 +338,35 @@ QUEUE_ROLES = {
 
 
 def allowed(instr: InstrDef, role: str) -> bool:
+    """Whether the ISA table lets a queue of ``role`` issue ``instr`` (any chip)."""
     return "*" in instr.roles or role in instr.roles
+
+
+def unavailable(params) -> frozenset:
+    """Mnemonics that the chip described by ``params`` does not implement (size options)."""
+    out = set()
+    if not params.icu_repeat:
+        out.add("REPEAT")
+    if not params.mem_gather:
+        out |= {"GATHER", "SCATTER"}
+    return frozenset(out)
+
+
+def available(instr: InstrDef, role: str, params) -> bool:
+    """Whether a queue of ``role`` on the chip ``params`` accepts ``instr``: allowed by the
+    table (:func:`allowed`) and implemented by this chip (:func:`unavailable`)."""
+    return unavailable_reason(instr, role, params) is None
+
+
+def unavailable_reason(instr: InstrDef, role: str, params) -> str | None:
+    """Why a queue of ``role`` on the chip ``params`` rejects ``instr`` (``None``: it accepts it)."""
+    if not allowed(instr, role):
+        return f"{instr.mnemonic} is not allowed in a {role} queue"
+    if instr.mnemonic in unavailable(params):
+        option = "icu_repeat" if instr.mnemonic == "REPEAT" else "mem_gather"
+        return (f"{instr.mnemonic} is not implemented by preset {params.name!r} "
+                f"({option}=False)")
+    return None
 
 
 def decode(word: int) -> tuple[InstrDef, dict]:

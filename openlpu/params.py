@@ -94,6 +94,17 @@ class LpuParams:
         :func:`openlpu.isa.start_delay` (2) cycles later after START; the register block counts
         CYCLES from the run's cycle 0, so CYCLES, ERROR_CYCLE, every latency and the compiler's
         schedules are unchanged. Default ``False``.
+    icu_repeat : bool
+        Whether the ICUs implement ``REPEAT`` (its copy engine holds two instruction words and
+        an adder per address field). ``False`` (a size option for the smallest FPGAs): REPEAT
+        is not in the ISA of this chip; the assembler and the program loader reject it, the
+        compiler emits every copy as its own word, and a REPEAT word met at run time raises
+        ``BAD_INSTRUCTION`` like any instruction its queue does not accept. Default ``True``.
+    mem_gather : bool
+        Whether every MEM lane has its own address (one byte-wide memory per lane), which
+        ``GATHER`` and ``SCATTER`` need. ``False`` (a size option): each MEM tile is one
+        ``lanes``-byte-wide memory, half the block RAMs on an iCE40, and GATHER / SCATTER are
+        not in the ISA of this chip (rejected like REPEAT above). Default ``True``.
     vxm_alus : int
         ALUs per VXM lane, each with its own instruction queue (0: no VXM, streams pass through).
     sxm : bool
@@ -113,6 +124,8 @@ class LpuParams:
     sxm: bool = False
     mxm_act_reg: bool = False
     icu_issue_reg: bool = False
+    icu_repeat: bool = True
+    mem_gather: bool = True
 
     def __post_init__(self):
         def need(cond, msg):
@@ -132,7 +145,7 @@ class LpuParams:
         need(self.mxm_acc_words <= 1024, "mxm_acc_words must be <= 1024 (ABC/ACC address field)")
         need(isinstance(self.mxm_pipeline, int) and self.mxm_pipeline >= 0, "mxm_pipeline must be >= 0")
         need(isinstance(self.vxm_alus, int) and 0 <= self.vxm_alus <= 4, "vxm_alus must be 0..4")
-        for f in ("mxm_act_reg", "icu_issue_reg"):
+        for f in ("mxm_act_reg", "icu_issue_reg", "icu_repeat", "mem_gather"):
             need(isinstance(getattr(self, f), bool), f"{f} must be True or False, not {getattr(self, f)!r}")
 
     # -- derived sizes -------------------------------------------------------------------
@@ -236,7 +249,7 @@ class LpuParams:
 
     # -- identity ------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        """Every field, except the pipelining switches (``_OPTIONAL_FIELDS``) left at their
+        """Every field, except the optional switches (``_OPTIONAL_FIELDS``) left at their
         defaults: a preset that does not use them keeps its JSON and :attr:`config_id`."""
         d = dataclasses.asdict(self)
         for f, default in _OPTIONAL_FIELDS.items():
@@ -273,7 +286,8 @@ class LpuParams:
 
 
 #: Fields added after the first presets, with their defaults (left out of ``to_dict`` when unset).
-_OPTIONAL_FIELDS = {"mxm_act_reg": False, "icu_issue_reg": False}
+_OPTIONAL_FIELDS = {"mxm_act_reg": False, "icu_issue_reg": False, "icu_repeat": True,
+                    "mem_gather": True}
 
 
 PRESETS: dict[str, LpuParams] = {
@@ -301,9 +315,11 @@ PRESETS: dict[str, LpuParams] = {
     "ecp5": LpuParams(name="ecp5", lanes=4, superlanes=2, streams=8, mem_slices=2,
                       mem_words=256, mxm_acc_words=32, imem_words=256, mxm_pipeline=2,
                       mxm_act_reg=True, icu_issue_reg=True),
-    # iCEBreaker (iCE40UP5K, 5280 LCs): VL = 4, the smallest legal chip.
+    # iCE40-HX8K (7,680 LCs, 32 EBRs): VL = 4, the smallest legal chip, without REPEAT and
+    # per-lane MEM addressing; its memories fill 4-kbit block RAMs (256 x 16) exactly.
     "ice40": LpuParams(name="ice40", lanes=4, superlanes=1, streams=4, mem_slices=2,
-                       mem_words=64, mxm_acc_words=8, imem_words=64),
+                       mem_words=128, mxm_acc_words=2, imem_words=256, icu_repeat=False,
+                       mem_gather=False),
 }
 
 

@@ -120,7 +120,7 @@ class InstructionControlUnit(wiring.Component):
     def allowed_instructions(self) -> tuple:
         """Instruction definitions this queue accepts."""
         return tuple(i for _, i in sorted(isa.BY_OPCODE.items())
-                     if isa.allowed(i, self._queue.role))
+                     if isa.available(i, self._queue.role, self._params))
 
     def elaborate(self, platform):
         m = Module()
@@ -167,28 +167,22 @@ class InstructionControlUnit(wiring.Component):
             oks.append(ok_sig)
             if idef.mnemonic in isa.CONTROL_MNEMONICS:
                 is_ctl[idef.mnemonic] = ok_sig
-        missing = set(isa.CONTROL_MNEMONICS) - set(is_ctl)
+        missing = set(isa.CONTROL_MNEMONICS) - set(is_ctl) - isa.unavailable(p)
         if missing:  # pragma: no cover - the ISA table allows control instructions everywhere
             raise ValueError(f"queue {self._queue.name}: control instruction(s) "
                              f"{', '.join(sorted(missing))} not allowed in role {self._queue.role}")
         is_control = _any(list(is_ctl.values()))
         m.d.comb += ok_any.eq(_any(oks))
 
-        # -- REPEAT state ------------------------------------------------------------------------
-        last = Signal(isa.INSTR_BITS)     # the last non-control instruction issued (REPEAT's X)
-        has_last = Signal()
-        rep_active = Signal()             # copies of a REPEAT are being issued
-        rep_word = Signal(isa.INSTR_BITS)   # the next copy
-        rep_left = Signal.like(rep.count)   # copies left (the next one included)
-        rep_ph = Signal.like(rep.interval)  # cycles until the next copy (0: this cycle)
-        rep_interval = Signal.like(rep.interval)
-        rep_stride = Signal(signed(len(rep.stride)))
-
+        # -- REPEAT state (params.icu_repeat) ---------------------------------------------------
+        has_repeat = "REPEAT" in is_ctl
         go = Signal()                     # the word on rd.data is considered this cycle
         overrun = Signal()
         advance = Signal()
         halting = Signal()
         good = Signal()                   # a valid instruction is taken this cycle
+        rep_active = Signal()             # copies of a REPEAT are being issued (0 without REPEAT)
+        rep_fire = Signal()               # a copy issues this cycle
         m.d.comb += [
             go.eq(active & (wait == 0) & ~rep_active & ~parked),
             overrun.eq(pc == n),
@@ -197,47 +191,11 @@ class InstructionControlUnit(wiring.Component):
             good.eq(advance & ok_any),
         ]
         normal = good & ~is_control
-        rep_start = Signal()
         bad_repeat = Signal()
-        m.d.comb += [
-            rep_start.eq(good & is_ctl["REPEAT"] & has_last),
-            bad_repeat.eq(good & is_ctl["REPEAT"] & ~has_last),
-        ]
-
-        # the copy engine: in REPEAT's own cycle it runs on the REPEAT's fields
-        eff_ph = Mux(rep_active, rep_ph, rep.interval - 1)
-        eff_left = Mux(rep_active, rep_left, rep.count)
-        eff_stride = Mux(rep_active, rep_stride, rep.stride.as_signed())
         eff_word = Signal(isa.INSTR_BITS)
-        m.d.comb += eff_word.eq(Mux(rep_active, rep_word, self._bump(m, last, rep.stride.as_signed())))
-        rep_on = rep_active | rep_start
-        rep_fire = Signal()
-        if pipe:   # same values, shorter paths: no subtraction before the compare, one adder
-            m.d.comb += rep_fire.eq(rep_on & Mux(rep_active, rep_ph == 0, rep.interval == 1))
-            fire_word = Mux(rep_active, self._bump(m, rep_word, rep_stride),
-                            self._bump(m, last, rep.stride.as_signed() << 1))
-        else:
-            m.d.comb += rep_fire.eq(rep_on & (eff_ph == 0))
-
-        with m.If(rep_on):
-            with m.If(rep_fire):
-                m.d.sync += [
-                    rep_active.eq(eff_left != 1),
-                    rep_left.eq(eff_left - 1),
-                    rep_ph.eq(Mux(rep_active, rep_interval, rep.interval) - 1),
-                    rep_word.eq(fire_word if pipe else self._bump(m, eff_word, eff_stride)),
-                ]
-            with m.Else():
-                m.d.sync += [
-                    rep_active.eq(1),
-                    rep_left.eq(eff_left),
-                    rep_ph.eq(eff_ph - 1),
-                    rep_word.eq(eff_word),
-                ]
-            with m.If(rep_start):
-                m.d.sync += [rep_interval.eq(rep.interval), rep_stride.eq(rep.stride.as_signed())]
-        with m.If(normal):
-            m.d.sync += [last.eq(word), has_last.eq(1)]
+        if has_repeat:
+            self._repeat_engine(m, word, rep, is_ctl["REPEAT"], good, normal, start,
+                                rep_active, rep_fire, bad_repeat, eff_word)
 
         # -- SYNC / NOTIFY ------------------------------------------------------------------------
         m.d.comb += self.notify.eq(good & is_ctl["NOTIFY"])
@@ -266,7 +224,7 @@ class InstructionControlUnit(wiring.Component):
         m.d.comb += [
             issue_valid.eq(Mux(start, start_config, run_valid)),
             issue_word.eq(Mux(start, config_word(-1) if fwd_config else 0,
-                              Mux(rep_fire, eff_word, word))),
+                              Mux(rep_fire, eff_word, word) if has_repeat else word)),
             done.eq((~active & ~start if pipe else ~active) | halting),
             error.eq(Mux(go & overrun, int(ErrorFlag.IMEM_OVERRUN), 0)
                      | Mux((advance & ~ok_any) | bad_repeat,
@@ -277,8 +235,7 @@ class InstructionControlUnit(wiring.Component):
             with m.If(self.start):        # a START while running stops the old run at once
                 m.d.sync += active.eq(0)
         with m.If(start):
-            m.d.sync += [active.eq(1), pc.eq(0), wait.eq(0), parked.eq(0), rep_active.eq(0),
-                         has_last.eq(0)]
+            m.d.sync += [active.eq(1), pc.eq(0), wait.eq(0), parked.eq(0)]
         with m.Elif(halting):
             m.d.sync += active.eq(0)
         with m.Elif(advance):
@@ -341,6 +298,59 @@ class InstructionControlUnit(wiring.Component):
             m.d.sync += [count.eq(count + push - pop), infl.eq(fetch)]
             with m.If(fetch):
                 m.d.sync += fpc.eq(fpc + 1)
+
+    def _repeat_engine(self, m, word, rep, is_repeat, good, normal, start,
+                       rep_active, rep_fire, bad_repeat, eff_word):
+        """REPEAT's copy engine: drives ``rep_active``, ``rep_fire``, ``bad_repeat`` and the
+        copy ``eff_word`` (see the class docstring for the timing)."""
+        pipe = self._params.icu_issue_reg
+        last = Signal(isa.INSTR_BITS)     # the last non-control instruction issued (REPEAT's X)
+        has_last = Signal()
+        rep_word = Signal(isa.INSTR_BITS)   # the next copy
+        rep_left = Signal.like(rep.count)   # copies left (the next one included)
+        rep_ph = Signal.like(rep.interval)  # cycles until the next copy (0: this cycle)
+        rep_interval = Signal.like(rep.interval)
+        rep_stride = Signal(signed(len(rep.stride)))
+        rep_start = Signal()
+        m.d.comb += [
+            rep_start.eq(good & is_repeat & has_last),
+            bad_repeat.eq(good & is_repeat & ~has_last),
+        ]
+
+        # the copy engine: in REPEAT's own cycle it runs on the REPEAT's fields
+        eff_ph = Mux(rep_active, rep_ph, rep.interval - 1)
+        eff_left = Mux(rep_active, rep_left, rep.count)
+        eff_stride = Mux(rep_active, rep_stride, rep.stride.as_signed())
+        m.d.comb += eff_word.eq(Mux(rep_active, rep_word, self._bump(m, last, rep.stride.as_signed())))
+        rep_on = rep_active | rep_start
+        if pipe:   # same values, shorter paths: no subtraction before the compare, one adder
+            m.d.comb += rep_fire.eq(rep_on & Mux(rep_active, rep_ph == 0, rep.interval == 1))
+            fire_word = Mux(rep_active, self._bump(m, rep_word, rep_stride),
+                            self._bump(m, last, rep.stride.as_signed() << 1))
+        else:
+            m.d.comb += rep_fire.eq(rep_on & (eff_ph == 0))
+
+        with m.If(rep_on):
+            with m.If(rep_fire):
+                m.d.sync += [
+                    rep_active.eq(eff_left != 1),
+                    rep_left.eq(eff_left - 1),
+                    rep_ph.eq(Mux(rep_active, rep_interval, rep.interval) - 1),
+                    rep_word.eq(fire_word if pipe else self._bump(m, eff_word, eff_stride)),
+                ]
+            with m.Else():
+                m.d.sync += [
+                    rep_active.eq(1),
+                    rep_left.eq(eff_left),
+                    rep_ph.eq(eff_ph - 1),
+                    rep_word.eq(eff_word),
+                ]
+            with m.If(rep_start):
+                m.d.sync += [rep_interval.eq(rep.interval), rep_stride.eq(rep.stride.as_signed())]
+        with m.If(normal):
+            m.d.sync += [last.eq(word), has_last.eq(1)]
+        with m.If(start):
+            m.d.sync += [rep_active.eq(0), has_last.eq(0)]
 
     def _bump(self, m, word, stride):
         """``word`` with its REPEAT field (``isa.REPEAT_FIELD``) increased by ``stride``."""

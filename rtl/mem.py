@@ -1,6 +1,7 @@
-"""MEM slice: one SRAM tile per superlane (one byte-wide memory per lane), read and write queues."""
+"""MEM slice: one SRAM tile per superlane (one byte-wide memory per lane, or one vector-wide
+memory without ``params.mem_gather``), read and write queues."""
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -28,7 +29,10 @@ class MemSlice(wiring.Component):
     Every tile is ``lanes`` byte-wide memories (one per lane, both banks, address = ``bank *
     mem_words + word``), each with one write port and one synchronous read port, so it maps to
     simple dual-port block RAM and every lane can use its own address (GATHER / SCATTER). The
-    bank of an address is its most significant bit (``params.mem_bank_of``).
+    bank of an address is its most significant bit (``params.mem_bank_of``). Without
+    ``params.mem_gather`` a tile is a single memory ``lanes`` bytes wide (written in 32-bit
+    groups by the host), fewer and better-filled block RAMs, and GATHER / SCATTER do not exist
+    (the ICU rejects them).
 
     Each queue's instructions go through an :class:`~openlpu.rtl.sweep.InstructionSweep`: they
     move north one superlane per cycle, and superlane ``c`` executes an instruction only if its
@@ -88,12 +92,18 @@ class MemSlice(wiring.Component):
                              f"({slice_info.name})")
         self._params = params
         self._info = slice_info
-        self._lanes = []                 # [superlane][lane] -> (memory, write port, read port)
+        # [superlane][lane] -> (memory, write port, read port); without mem_gather one memory
+        # per superlane, [superlane][0], a vector word (lanes bytes) per entry
+        self._lanes = []
         for c in range(params.superlanes):
             row = []
-            for _ in range(params.lanes):
-                mem = Memory(shape=unsigned(8), depth=params.mem_addr_words, init=[])
-                row.append((mem, mem.write_port(), mem.read_port()))
+            if params.mem_gather:
+                for _ in range(params.lanes):
+                    mem = Memory(shape=unsigned(8), depth=params.mem_addr_words, init=[])
+                    row.append((mem, mem.write_port(), mem.read_port()))
+            else:
+                mem = Memory(shape=unsigned(8 * params.lanes), depth=params.mem_addr_words, init=[])
+                row.append((mem, mem.write_port(granularity=32), mem.read_port()))
             self._lanes.append(row)
         super().__init__({
             "sr_east_in":  In(stream_column(params)),
@@ -119,7 +129,9 @@ class MemSlice(wiring.Component):
         """The lane memories, ``memories[c][i]`` for lane ``i`` of superlane ``c`` (back doors).
 
         Entry ``a`` of ``memories[c][i]`` is byte ``c*lanes + i`` of vector word ``a`` (``a =
-        bank * mem_words + word``).
+        bank * mem_words + word``). Without ``params.mem_gather`` each superlane has one memory,
+        ``memories[c][0]``, whose entry ``a`` holds the superlane's ``lanes`` bytes of word ``a``
+        (lane 0 in the low byte).
         """
         return tuple(tuple(t[0] for t in row) for row in self._lanes)
 
@@ -156,7 +168,8 @@ class MemSlice(wiring.Component):
             word = sweep.word[c]
             pv = data.View(isa.layout(plain), word)
             mv = data.View(isa.layout(mapped), word)
-            is_mapped = mv.opcode == isa.BY_MNEMONIC[mapped].opcode
+            # without per-lane addressing the ICU rejects GATHER / SCATTER (isa.unavailable)
+            is_mapped = (mv.opcode == isa.BY_MNEMONIC[mapped].opcode) if p.mem_gather else C(0)
             op = Signal(op_layout, name=f"{name}_sl{c}")
             addr = Signal(max(len(pv.addr), len(mv.addr)), name=f"{name}_addr_sl{c}")
             stream = Mux(is_mapped, mv.stream, pv.stream)
@@ -221,6 +234,26 @@ class MemSlice(wiring.Component):
             w_addrs = lane_addrs(w, w_map, f"wr_sl{c}")
             host_here = self.host.w_en & (h_sl == c) if len(h_sl) else self.host.w_en
             lane_data = []
+            if not p.mem_gather:            # one memory per tile: vector word in, vector word out
+                mem, wr, rd = row[0]
+                m.submodules[f"tile{c}"] = mem
+                m.d.comb += rd.addr.eq(Mux(r.valid, r.addr, h_addr))
+                lane_data.append(rd.data)
+                with m.If(w.valid):
+                    m.d.comb += [
+                        wr.en.eq(-1),
+                        wr.addr.eq(w.addr),
+                        wr.data.eq(Mux(w.stream_ok, w_src.data, 0)),
+                    ]
+                with m.Else():
+                    groups = [host_here & (h_group == g if len(h_group) else 1)
+                              for g in range(p.host_lane_groups)]
+                    m.d.comb += [
+                        wr.en.eq(Cat(*groups)),
+                        wr.addr.eq(h_addr),
+                        wr.data.eq(self.host.w_data.replicate(p.host_lane_groups)),
+                    ]
+                row = ()
             for i, (mem, wr, rd) in enumerate(row):
                 m.submodules[f"tile{c}_lane{i}"] = mem
                 m.d.comb += rd.addr.eq(Mux(r.valid, r_addrs[i], h_addr))

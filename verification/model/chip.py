@@ -184,8 +184,9 @@ class LpuModel:
             for w in self.imem[q.index]:
                 try:
                     idef, f = isa.decode(int(w))
-                    if not isa.allowed(idef, q.role):
-                        raise isa.IsaError(f"{idef.mnemonic} is not allowed in a {q.role} queue")
+                    why = isa.unavailable_reason(idef, q.role, self.params)
+                    if why:
+                        raise isa.IsaError(why)
                     prog.append((idef, f))
                 except isa.IsaError as e:
                     prog.append((None, str(e)))
