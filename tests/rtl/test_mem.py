@@ -7,30 +7,44 @@ docs/architecture.md: READ issued at ``t`` drives at ``t + d_func(READ)`` in sup
 ``c`` cycles later in superlane ``c``; WRITE samples at ``t + d_skew(WRITE) + c``.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 from amaranth.back import verilog
 
 from openlpu import hostmap, isa
 from openlpu.isa import Dir, ErrorFlag
+from openlpu.params import preset
 from openlpu.rtl.mem import MemSlice, mem_host_addr_bits
-from openlpu.rtl.testing import pack_column, run_sim, unpack_drive
+from openlpu.rtl.testing import (pack_column, run_sim, tiles_to_vector, unpack_drive,
+                                 vector_to_tiles)
 
 OP = isa.BY_MNEMONIC
 EDGE = np.array([0x80, 0x7F, 0x00, 0x01], dtype=np.uint8)    # -128, 127, 0, 1
 
 
 def backdoor_set(ctx, dut, addr, vec):
-    """Write vector word ``addr`` of a MemSlice directly into its lane memories."""
-    for c, row in enumerate(dut.memories):
-        for i, mem in enumerate(row):
-            ctx.set(mem.data[addr], int(vec[c * dut.params.lanes + i]))
+    """Write vector word ``addr`` of a MemSlice directly into its memories: one byte memory per
+    lane, or without ``params.mem_gather`` one ``lanes``-byte memory per superlane (lane 0 in
+    its low byte)."""
+    p = dut.params
+    for c, (row, tile) in enumerate(zip(dut.memories, vector_to_tiles(p, vec))):
+        if p.mem_gather:
+            for i, mem in enumerate(row):
+                ctx.set(mem.data[addr], (tile >> (8 * i)) & 0xFF)
+        else:
+            ctx.set(row[0].data[addr], tile)
 
 
 def backdoor_get(ctx, dut, addr):
-    """Vector word ``addr`` of a MemSlice, read directly from its lane memories."""
-    return np.array([ctx.get(mem.data[addr]) for row in dut.memories for mem in row],
-                    dtype=np.uint8)
+    """Vector word ``addr`` of a MemSlice, read directly from its memories (layouts as in
+    :func:`backdoor_set`)."""
+    p = dut.params
+    if p.mem_gather:
+        return np.array([ctx.get(mem.data[addr]) for row in dut.memories for mem in row],
+                        dtype=np.uint8)
+    return tiles_to_vector(p, [ctx.get(row[0].data[addr]) for row in dut.memories])
 
 
 def random_vectors(params, rng, n):
@@ -261,3 +275,23 @@ def test_config_and_gather(params):
     drives = sum(int(b.drives[t][d][1].sum()) for t in range(12) for d in Dir)
     assert drives == 1 + p.superlanes
     assert all(e == 0 for e in b.errors), b.errors
+
+
+# -- without per-lane addressing (params.mem_gather = False) -----------------------------------
+
+NO_GATHER = [dataclasses.replace(preset("tiny"), mem_gather=False, name="tiny_lite"),
+             dataclasses.replace(preset("tiny"), lanes=8, mem_gather=False, name="tiny8_lite")]
+
+
+@pytest.mark.parametrize("params", NO_GATHER, ids=lambda p: p.name)
+def test_without_gather_one_wide_memory_per_tile(params):
+    """mem_gather=False: each tile is one ``lanes``-byte memory; READ/WRITE timing, the error
+    flags and the host port (every 32-bit lane group) behave as with one memory per lane."""
+    dut = MemSlice(params, params.mem_slice_list[0])
+    assert [len(row) for row in dut.memories] == [1] * params.superlanes
+    assert all(row[0].shape.width == 8 * params.lanes and row[0].depth == params.mem_addr_words
+               for row in dut.memories)
+    verilog.convert(dut, emit_src=False)
+    test_read_and_write_timing(params)
+    test_error_flags(params)
+    test_host_roundtrip(params)
