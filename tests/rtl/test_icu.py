@@ -2,7 +2,8 @@
 
 Expected issue schedules come from the documented queue semantics (``docs/architecture.md``,
 Instruction issue; ``NOP count`` idles ``count`` cycles, ``HALT`` stops the queue, an
-undecodable or disallowed word is flagged and skipped) applied to ``openlpu.isa.decode``.
+undecodable or disallowed word, or one the chip lacks (``isa.available``), is flagged and
+skipped) applied to ``openlpu.isa.decode``.
 """
 
 import dataclasses
@@ -45,7 +46,7 @@ def expected_schedule(params, role, words, limit):
         pc += 1
         try:
             idef, f = isa.decode(w)
-            if not isa.allowed(idef, role):
+            if not isa.available(idef, role, params):     # not in this role or on this chip
                 raise isa.IsaError("not allowed")
         except isa.IsaError:
             out.append((None, int(ErrorFlag.BAD_INSTRUCTION), False))
@@ -315,3 +316,52 @@ def test_bad_repeat_sync_notify_config(params):
                                                     enc("HALT")], 4)
     assert at_start is None
     assert [w for w, _, _ in trace] == [None, enc("IW"), None, None]
+
+
+# -- without the REPEAT engine (params.icu_repeat = False) -------------------------------------
+
+def lite(params):
+    return dataclasses.replace(params, icu_repeat=False, mem_gather=False,
+                               name=f"{params.name}_lite")
+
+
+@pytest.mark.parametrize("role", ["read", "write", "compute"])
+def test_without_repeat_engine(params, role):
+    """icu_repeat=False (and mem_gather=False): REPEAT, GATHER and SCATTER words are
+    BAD_INSTRUCTION, skipped in one cycle like an unknown opcode; the words around them issue
+    exactly as on the full chip with those words replaced by an unknown opcode."""
+    p = lite(params)
+    assert isa.unavailable(p) == {"REPEAT", "GATHER", "SCATTER"}
+    q = queue_of(p, role)
+    x = {"read": enc("READ", addr=5, stream=2, dir=1),
+         "write": enc("WRITE", addr=3, stream=4, dir=0),
+         "compute": enc("ABC", acc=1, stream=1, dir=1, accumulate=0)}[role]
+    mapped = {"read": enc("GATHER", addr=2, map_stream=1, map_dir=0, stream=3, dir=1),
+              "write": enc("SCATTER", addr=3, map_stream=1, map_dir=0, stream=4, dir=1),
+              "compute": x}[role]
+    repeat = enc("REPEAT", count=3, interval=1, stride=1)
+    words = [x, repeat, enc("NOP", count=2), x, mapped, repeat, enc("NOP", count=1), x,
+             enc("HALT"), x]
+    n = 16
+    trace = run_icu(p, q, words, n)
+    exp = expected_schedule(p, q.role, words, n)
+    assert trace == exp
+    bad = [t for t, (_, e, _) in enumerate(exp) if e & ErrorFlag.BAD_INSTRUCTION]
+    assert bad == ([1, 5, 6] if role != "compute" else [1, 6])
+    assert [t for t, (w, _, _) in enumerate(exp) if w is not None] == (
+        [0, 4, 8] if role != "compute" else [0, 4, 5, 8])
+    assert [d for _, _, d in exp] == [t >= 9 for t in range(n)]
+    # the full chip, with the words the lite chip lacks replaced by an unknown opcode
+    full = [0x3F if isa.decode(w)[0].mnemonic in isa.unavailable(p) else w for w in words]
+    assert run_icu(params, queue_of(params, role), full, n) == trace
+
+
+def test_control_instructions_without_repeat_engine(params):
+    """NOP, HALT, SYNC, NOTIFY and CONFIG (and the bad leading REPEAT) as on the full chip."""
+    p = lite(params)
+    test_issue_nop_halt_timing(p)
+    test_restart_from_word0(p)
+    test_bad_instruction(p)
+    test_good_program_has_no_errors(p)
+    test_bad_repeat_sync_notify_config(p)
+    test_converts(p)
