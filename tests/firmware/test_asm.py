@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -78,3 +80,46 @@ def test_decode_rejects_unknown_opcodes_and_stray_bits():
         isa.decode(63)
     with pytest.raises(isa.IsaError, match="bits set above"):
         isa.decode(isa.BY_MNEMONIC["HALT"].encode() | (1 << 31))
+
+
+# -- size options: instructions a chip lacks (isa.unavailable) -----------------------------------
+
+LACKING = [   # (queue, line, instruction, option)
+    ("mem_w0.read", "REPEAT 2, 1, 1", "REPEAT", "icu_repeat"),
+    ("mxm_w.compute", "REPEAT count=3, interval=2, stride=-1", "REPEAT", "icu_repeat"),
+    ("mem_e0.read", "GATHER addr=3, map_stream=s1, map_dir=W, stream=s2, dir=E", "GATHER",
+     "mem_gather"),
+    ("mem_w1.write", "SCATTER addr=3, map_stream=s1, map_dir=W, stream=s2, dir=E", "SCATTER",
+     "mem_gather"),
+]
+
+
+@pytest.mark.parametrize("name", ["ice40", "tiny_lite"])
+@pytest.mark.parametrize("queue, line, mnemonic, option", LACKING)
+def test_instructions_a_chip_lacks_are_rejected(name, queue, line, mnemonic, option):
+    """REPEAT without ``icu_repeat``, GATHER / SCATTER without ``mem_gather``: an error naming
+    the instruction, the preset and the option; the same text assembles on ``tiny``."""
+    p = preset(name) if name == "ice40" else dataclasses.replace(
+        preset("tiny"), icu_repeat=False, mem_gather=False, name=name)
+    text = f".queue {queue}\n  NOP 1\n  {line}\n  HALT"
+    with pytest.raises(AsmError, match=rf"line 3: {mnemonic} is not implemented by preset "
+                                       rf"'{name}' \({option}=False\)"):
+        assemble(text, p)
+    words = assemble(text, preset("tiny"))[queue]
+    assert isa.decode(words[1])[0].mnemonic == mnemonic
+
+
+def test_a_chip_with_one_option_keeps_the_other_instructions():
+    no_rep = dataclasses.replace(preset("tiny"), icu_repeat=False, name="tiny_norep")
+    no_gat = dataclasses.replace(preset("tiny"), mem_gather=False, name="tiny_nogather")
+    assert isa.unavailable(no_rep) == {"REPEAT"}
+    assert isa.unavailable(no_gat) == {"GATHER", "SCATTER"}
+    assert isa.unavailable(preset("tiny")) == frozenset()
+    gather = ".queue mem_e0.read\n  GATHER 3, s1, W, s2, E\n  HALT"
+    repeat = ".queue mem_e0.read\n  READ 1, s0, W\n  REPEAT 2, 1, 1\n  HALT"
+    assert assemble(gather, no_rep) == assemble(gather, preset("tiny"))
+    assert assemble(repeat, no_gat) == assemble(repeat, preset("tiny"))
+    with pytest.raises(AsmError, match="REPEAT is not implemented by preset 'tiny_norep'"):
+        assemble(repeat, no_rep)
+    with pytest.raises(AsmError, match="GATHER is not implemented by preset 'tiny_nogather'"):
+        assemble(gather, no_gat)

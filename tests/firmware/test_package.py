@@ -1,9 +1,16 @@
+import dataclasses
+import json
 import struct
+import zlib
 
 import pytest
 
+from openlpu import isa
+from openlpu.firmware import package
 from openlpu.firmware.compiler import compile_matmul
 from openlpu.firmware.package import FORMAT_VERSION, Package, PackageError
+from openlpu.host.device import Device
+from openlpu.params import preset
 
 
 @pytest.fixture
@@ -59,3 +66,46 @@ def test_tensor_out_of_range_is_rejected(params):
     pkg.outputs[0].planes[0] = (99, 1)
     with pytest.raises(PackageError, match="MEM slice 99 does not exist"):
         pkg.validate()
+
+
+# -- size options: words of instructions the chip lacks -------------------------------------------
+
+def _lite():
+    return dataclasses.replace(preset("tiny"), icu_repeat=False, mem_gather=False,
+                               name="tiny_lite")
+
+
+@pytest.mark.parametrize("chip, queue, mnemonic, fields, option", [
+    ("ice40", "mem_w1.read", "REPEAT", dict(count=2, interval=1, stride=1), "icu_repeat"),
+    ("tiny_lite", "mxm_w.weights", "REPEAT", dict(count=1, interval=3, stride=-1), "icu_repeat"),
+    ("tiny_lite", "mem_e0.read", "GATHER",
+     dict(addr=1, map_stream=0, map_dir=0, stream=1, dir=1), "mem_gather"),
+    ("ice40", "mem_w0.write", "SCATTER",
+     dict(addr=1, map_stream=0, map_dir=0, stream=1, dir=1), "mem_gather"),
+])
+def test_instruction_the_chip_lacks_is_rejected(chip, queue, mnemonic, fields, option):
+    """Package validation (to_bytes, from_bytes, Device.load) names the queue, the word, the
+    instruction and the option; the same word passes on ``tiny``."""
+    word = isa.BY_MNEMONIC[mnemonic].encode(**fields)
+    full = compile_matmul(preset("tiny"), 2, 2, 2)
+    full.queues.setdefault(queue, [isa.BY_MNEMONIC["HALT"].encode()]).insert(0, word)
+    full.validate()
+    assert Package.from_bytes(full.to_bytes()).queues[queue][0] == word
+    p = preset(chip) if chip == "ice40" else _lite()
+    pkg = compile_matmul(p, 2, 2, 2)
+    pkg.queues.setdefault(queue, [isa.BY_MNEMONIC["HALT"].encode()]).insert(0, word)
+    msg = (rf"queue {queue} word 0: {mnemonic} is not implemented by preset '{p.name}' "
+           rf"\({option}=False\)")
+    with pytest.raises(PackageError, match=msg):
+        pkg.validate()
+    with pytest.raises(PackageError, match=msg):
+        pkg.to_bytes()
+    # a blob carrying such a word (serialised without validation) fails when it is read
+    # back, and the driver refuses to load the package
+    payload = json.dumps(pkg.to_dict(), sort_keys=True).encode()
+    blob = (package._HEADER.pack(package.MAGIC, FORMAT_VERSION, len(payload)) + payload
+            + struct.pack("<I", zlib.crc32(payload)))
+    with pytest.raises(PackageError, match=msg):
+        Package.from_bytes(blob)
+    with Device.open("model", p) as dev, pytest.raises(PackageError, match=msg):
+        dev.load(pkg)
