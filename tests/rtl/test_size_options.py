@@ -1,0 +1,206 @@
+# amaranth: UnusedElaboratable=no
+"""The size options of ``LpuParams``: ``icu_repeat`` (the ICUs' REPEAT engine) and
+``mem_gather`` (one byte memory per MEM lane, which GATHER / SCATTER need).
+
+On chips with the options off (``tiny_lite``, an 8-lane variant, and the ``ice40`` preset) the
+RTL in Amaranth's simulator is compared with the reference model (CYCLES, ERRORS, ERROR_CYCLE and
+every MEM byte) and with numpy; words of the instructions such a chip lacks are written straight
+into the instruction memories (bypassing the package check) and must raise BAD_INSTRUCTION at the
+same cycle on both, the rest of the program unaffected. The assembler, package and compiler
+checks are in ``tests/firmware``; the ICU and MEM slice unit tests in ``test_icu.py`` and
+``test_mem.py``.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from openlpu import hostmap, isa
+from openlpu.firmware.compiler import compile_matmul
+from openlpu.host.device import Device, DeviceError
+from openlpu.isa import ErrorFlag, HostReg
+from openlpu.params import PRESETS, LpuParams, ParamsError, preset
+
+from ..conftest import int8_operands
+from . import test_chip as chip_tests
+from .test_chip import arrival, asm, cross_check, host_traffic, idx, rand_vecs, route_dir
+
+OP = isa.BY_MNEMONIC
+
+TINY_LITE = dataclasses.replace(preset("tiny"), icu_repeat=False, mem_gather=False,
+                                name="tiny_lite")
+TINY8_LITE = dataclasses.replace(preset("tiny"), lanes=8, icu_repeat=False, mem_gather=False,
+                                 name="tiny8_lite")
+LITE = [TINY_LITE, TINY8_LITE, preset("ice40")]
+ids = lambda p: p.name      # noqa: E731
+
+
+# -- parameters -----------------------------------------------------------------------------
+
+def test_options_and_what_they_remove():
+    for p in PRESETS.values():              # presets at the defaults keep their JSON
+        d = p.to_dict()
+        for f in ("icu_repeat", "mem_gather"):
+            assert (f in d) == (not getattr(p, f)), (p.name, f)
+        assert LpuParams.from_dict(d) == p
+    ice = preset("ice40")
+    assert not ice.icu_repeat and not ice.mem_gather
+    assert isa.unavailable(ice) == {"REPEAT", "GATHER", "SCATTER"}
+    assert isa.unavailable(preset("tiny")) == frozenset()
+    norep = dataclasses.replace(preset("tiny"), icu_repeat=False)
+    assert isa.unavailable(norep) == {"REPEAT"}
+    assert norep.config_id != preset("tiny").config_id != TINY_LITE.config_id
+    assert LpuParams.from_json(TINY_LITE.to_json()) == TINY_LITE
+    with pytest.raises(ParamsError, match="mem_gather must be True or False"):
+        dataclasses.replace(preset("tiny"), mem_gather=0)
+    q = ice.queue("mem_e0.read")
+    assert not isa.available(OP["GATHER"], q.role, ice)
+    assert isa.available(OP["READ"], q.role, ice)
+    assert isa.unavailable_reason(OP["WRITE"], q.role, ice) == "WRITE is not allowed in a read queue"
+    assert isa.unavailable_reason(OP["REPEAT"], q.role, ice) == (
+        "REPEAT is not implemented by preset 'ice40' (icu_repeat=False)")
+
+
+# -- compiled matmul: RTL == model == numpy, CYCLES == prediction ----------------------------
+
+def _matmul_case(p, M, K, N, seed):
+    rng = np.random.default_rng(seed)
+    A, B = int8_operands(rng, (M, K)), int8_operands(rng, (K, N))
+    A[0, :4] = [-128, 127, 0, 1]
+    A[1, :] = -128
+    B[:, 0] = 127
+    B[:4, 1] = [-128, 0, 1, 127]
+    return A, B, A.astype(np.int64) @ B.astype(np.int64)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("p,shape", [(TINY_LITE, (3, 10, 9)), (preset("ice40"), (5, 9, 7))],
+                         ids=["tiny_lite", "ice40"])
+def test_compiled_matmul_on_rtl(p, shape):
+    M, K, N = shape
+    assert K > p.vl and N > p.vl
+    if p.name == "ice40":
+        assert M > p.mxm_acc_words
+    pkg = compile_matmul(p, M, K, N)
+    assert not any(isa.decode(w)[0].mnemonic == "REPEAT" for ws in pkg.queues.values() for w in ws)
+    A, B, want = _matmul_case(p, M, K, N, seed=M * K * N)
+    for backend in ("model", "amaranth"):
+        with Device.open(backend, p) as dev:
+            cycles, out = dev.run_package(pkg, {"A": A, "B": B})
+        assert cycles == pkg.predicted_cycles, backend
+        np.testing.assert_array_equal(out["C"], want, err_msg=backend)
+
+
+def _nop_to_bad(words, bad, skip=0):
+    """Replace a NOP (count >= 1, the ``skip``-th one) by ``bad`` followed by NOP count-1: the
+    queue keeps its timing if the chip skips ``bad`` in one cycle. Returns (words, bad's cycle)."""
+    t, seen = 0, 0
+    for i, w in enumerate(words):
+        idef, f = isa.decode(w)
+        if idef.mnemonic == "NOP":
+            if seen == skip:
+                rest = [OP["NOP"].encode(count=f["count"] - 1)] if f["count"] > 1 else []
+                return words[:i] + [bad] + rest + words[i + 1:], t
+            seen += 1
+            t += f["count"]
+        else:
+            assert idef.mnemonic != "REPEAT"
+            t += 1
+    raise AssertionError("no NOP in the queue")
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("p", [TINY_LITE, preset("ice40")], ids=ids)
+@pytest.mark.parametrize("mnemonic", ["REPEAT", "GATHER"])
+def test_lacking_word_in_a_compiled_matmul(p, mnemonic):
+    """A word the chip lacks, written over a NOP of a compiled matmul through the raw IMEM
+    writes of the backend: BAD_INSTRUCTION at that word's cycle on the RTL and the model, and
+    the program (whose timing is unchanged) still computes A @ B in the predicted cycles."""
+    M, K, N = 3, p.vl + 2, p.vl + 1
+    pkg = compile_matmul(p, M, K, N)
+    queue = "mem_w0.read" if mnemonic == "GATHER" else "mxm_w.compute"
+    bad = (OP["REPEAT"].encode(count=2, interval=1, stride=1) if mnemonic == "REPEAT" else
+           OP["GATHER"].encode(addr=1, map_stream=0, map_dir=0, stream=1, dir=0))
+    words, t_bad = _nop_to_bad(list(pkg.queues[queue]), bad, skip=1)
+    assert len(words) <= p.imem_words
+    A, B, want = _matmul_case(p, M, K, N, seed=7)
+    got = {}
+    for backend in ("model", "amaranth"):
+        with Device.open(backend, p) as dev:
+            dev.load(pkg)
+            qi = p.queue(queue).index
+            dev.backend.write_many([(hostmap.imem_addr(p, qi, i), w) for i, w in enumerate(words)])
+            dev.write_inputs({"A": A, "B": B})
+            with pytest.raises(DeviceError, match="BAD_INSTRUCTION"):
+                dev.run()
+            regs = tuple(dev.backend.read(hostmap.reg_addr(r)) for r in chip_tests.REGS)
+            got[backend] = regs
+            np.testing.assert_array_equal(dev.read_outputs()["C"], want, err_msg=backend)
+    assert got["amaranth"] == got["model"] == (pkg.predicted_cycles,
+                                               int(ErrorFlag.BAD_INSTRUCTION), t_bad)
+
+
+# -- hand-placed programs: RTL vs model through the host bus ---------------------------------
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("p", LITE, ids=ids)
+def test_lacking_words_are_bad_instructions(p):
+    """REPEAT, GATHER and SCATTER words between READs and WRITEs that move data: each run raises
+    BAD_INSTRUCTION at the word's cycle (RTL == model), the copies around it arrive intact
+    (numpy), and nothing else is written (every MEM byte equal on RTL and model)."""
+    rng = np.random.default_rng(81)
+    n = p.mem_slices
+    src, dst = f"mem_w{n - 1}", f"mem_e{n - 1}"
+    d = int(route_dir(p, src, dst))
+    s = p.streams - 1
+    vecs = rand_vecs(rng, p, 3)
+    preload = [(idx(p, src), a, vecs[a]) for a in range(3)]
+    t = [1, 3, 5]                                     # READ a at t[a]; the bad word at 2 or 4
+    reads = {t[a]: OP["READ"].encode(addr=a, stream=s, dir=d) for a in range(3)}
+    writes = {arrival(p, src, dst, t[a]): OP["WRITE"].encode(addr=p.mem_words + 2 * a, stream=s,
+                                                             dir=d) for a in range(3)}
+    repeat = OP["REPEAT"].encode(count=2, interval=1, stride=1)
+    gather = OP["GATHER"].encode(addr=2, map_stream=0, map_dir=d, stream=s, dir=d)
+    scatter = OP["SCATTER"].encode(addr=p.mem_words + 1, map_stream=0, map_dir=d, stream=s, dir=d)
+    t_w = sorted(writes)
+    cases = [  # (programs, cycle of the bad word)
+        ({f"{src}.read": asm({**reads, 2: repeat}), f"{dst}.write": asm(writes)}, 2),
+        ({f"{src}.read": asm({**reads, 4: gather}), f"{dst}.write": asm(writes)}, 4),
+        ({f"{src}.read": asm(reads), f"{dst}.write": asm({**writes, t_w[1] + 1: scatter})},
+         t_w[1] + 1),
+        ({f"{src}.read": asm(reads), f"{dst}.write": asm({**writes, t_w[0] + 1: repeat})},
+         t_w[0] + 1),
+    ]
+    runs = [host_traffic(p, progs, preload) for progs, _ in cases]
+    res = cross_check(p, runs, [ErrorFlag.BAD_INSTRUCTION] * len(cases))
+    assert t_w[-1] > max(reads) and t_w[1] + 1 < t_w[2]
+    for k, ((cycles, _, err_cycle), mem) in enumerate(res):
+        assert err_cycle == cases[k][1], f"run {k}"
+        assert cycles == t_w[-1] + 2, f"run {k}"        # the write queue's HALT + 1
+        for a in range(3):
+            np.testing.assert_array_equal(mem[idx(p, dst), p.mem_words + 2 * a], vecs[a],
+                                          err_msg=f"run {k} copy {a}")
+            np.testing.assert_array_equal(mem[idx(p, dst), p.mem_words + 2 * a + 1],
+                                          np.zeros(p.vl, np.uint8), err_msg=f"run {k}")
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("p", LITE, ids=ids)
+def test_host_mem_roundtrip(p):
+    """Host writes and reads of every 32-bit lane group of MEM words, IMEM words, registers."""
+    chip_tests.test_host_roundtrip(p)
+    chip_tests.test_registers(p)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("p", [TINY_LITE, TINY8_LITE], ids=ids)
+def test_chip_tests_without_the_options(p):
+    """The chip tests that use neither REPEAT nor GATHER / SCATTER, RTL against the model:
+    MEM copies in both directions, errors, IMEM overrun, CONFIG masks (the wide memory's write
+    enables), SYNC / NOTIFY."""
+    chip_tests.test_mem_copy_through_fabric(p)
+    chip_tests.test_xcheck_host_traffic(p)
+    chip_tests.test_config_partial_mask(p)
+    chip_tests.test_sync_notify(p)
+    chip_tests.test_nop_halt_and_cycles(p)
