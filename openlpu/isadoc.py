@@ -7,11 +7,12 @@ table the RTL, model, assembler and compiler use.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
 from . import isa
-from .params import PRESETS
+from .params import PRESETS, LpuParams
 
 BEGIN = "<!-- BEGIN GENERATED: python -m openlpu.isadoc --write -->"
 END = "<!-- END GENERATED -->"
@@ -29,6 +30,22 @@ def _latency(idef, attr):
     return ", ".join(f"{v} ({n})" for n, v in vals.items())
 
 
+def _size_options(idef) -> str:
+    """The line saying which ``LpuParams`` switches remove ``idef`` (``isa.unavailable``) and
+    which presets lack it; empty for instructions every chip has."""
+    base = LpuParams()
+    options = [f.name for f in dataclasses.fields(LpuParams)
+               if f.default is True
+               and idef.mnemonic in isa.unavailable(dataclasses.replace(base, **{f.name: False}))]
+    if not options:
+        return ""
+    lacking = [n for n, p in PRESETS.items() if idef.mnemonic in isa.unavailable(p)]
+    return (f"**Size option:** absent on chips with "
+            f"{' or '.join(f'`{o}=False`' for o in options)}"
+            f"{' (preset ' + ', '.join(f'`{n}`' for n in lacking) + ')' if lacking else ''}; "
+            f"see *Instructions a chip may lack*\n")
+
+
 def generate() -> str:
     out = []
     roles = {}
@@ -43,6 +60,8 @@ def generate() -> str:
         out.append(f"**Format:** `{idef.mnemonic}{' ' + operands if operands else ''}` "
                    f"&nbsp; **Opcode:** {idef.opcode} &nbsp; **Issued by:** {where}\n")
         out.append(f"{idef.summary}\n")
+        if _size_options(idef):
+            out.append(_size_options(idef))
         out.append("| bits | field | range |")
         out.append("|---|---|---|")
         out.append(f"| {isa.OPCODE_BITS - 1}:0 | opcode | = {idef.opcode} |")
