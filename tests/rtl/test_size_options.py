@@ -204,3 +204,38 @@ def test_chip_tests_without_the_options(p):
     chip_tests.test_config_partial_mask(p)
     chip_tests.test_sync_notify(p)
     chip_tests.test_nop_halt_and_cycles(p)
+
+
+# -- with the pipelined ICU (icu_issue_reg) ---------------------------------------------------
+
+@pytest.mark.parametrize("role", ["read", "compute", "write"])
+def test_pipelined_icu_without_repeat_engine(role):
+    """icu_issue_reg with icu_repeat=False: the unpipelined ICU's trace (REPEAT words bad and
+    skipped, as expected from the ISA rules) two cycles later (isa.start_delay)."""
+    from . import test_icu as icu_tests
+    from . import test_pipeline_params as pipe_tests
+    base = TINY_LITE
+    words = pipe_tests._icu_programs(base)[role]
+    assert any(isa.decode(w)[0].mnemonic == "REPEAT" for w in words if w != 0x3F)
+    var = dataclasses.replace(base, icu_issue_reg=True)
+    d, n = isa.start_delay(var), 30
+    q = icu_tests.queue_of(base, role)
+    t_base = icu_tests.run_icu(base, q, words, n)
+    # expected_schedule lists every accepted word as issued; the ICU keeps NOTIFY (it drives the
+    # notify wire) and CONFIG outside MEM queues (a no-op) from its slice
+    kept = {OP["NOTIFY"].encode()}
+    if q.slice.kind not in isa.CONFIG_SLICE_KINDS:
+        kept |= {w for w in words if w != 0x3F and isa.decode(w)[0].mnemonic == "CONFIG"}
+    exp = [(None if w in kept else w, e, done)
+           for w, e, done in icu_tests.expected_schedule(base, role, words, n)]
+    assert t_base == exp
+    assert sum(1 for _, e, _ in exp if e & ErrorFlag.BAD_INSTRUCTION) >= 1
+    t_var = icu_tests.run_icu(var, q, words, n)
+    assert t_var[d:] == t_base[:-d]
+
+
+@pytest.mark.timeout(120)
+def test_lacking_words_on_a_pipelined_chip():
+    """The bad-word runs above on tiny_lite with the pipelined ICUs: ERROR_CYCLE unchanged."""
+    test_lacking_words_are_bad_instructions(
+        dataclasses.replace(TINY_LITE, icu_issue_reg=True, name="tiny_lite_piped"))
