@@ -22,13 +22,14 @@ class InputError(ValueError):
 
 
 def _word_addrs(params, sl, bank, word):
-    """Host addresses of all lanes of one MEM vector word, in lane order (4 lanes each)."""
+    """Host addresses of all lanes of one MEM vector word, in lane order (``host_word_lanes``
+    lanes each)."""
     return [hostmap.mem_addr(params, sl, bank, word, s, g)
             for s in range(params.superlanes) for g in range(params.host_lane_groups)]
 
 
 def _vector_writes(params, sl, bank, word, data: np.ndarray):
-    lanes = np.asarray(data, dtype=np.uint8).reshape(-1, 4)
+    lanes = np.asarray(data, dtype=np.uint8).reshape(-1, params.host_word_lanes)
     return [(a, hostmap.pack_lanes(v)) for a, v in zip(_word_addrs(params, sl, bank, word), lanes)]
 
 
@@ -125,7 +126,7 @@ def assemble_outputs(pkg: Package, words) -> dict:
     for desc, b, j, r, addrs in _output_words(pkg):
         lanes = []
         for w in words[i:i + len(addrs)]:
-            lanes += hostmap.unpack_lanes(w)
+            lanes += hostmap.unpack_lanes(w, p.host_word_lanes)
         i += len(addrs)
         stores[desc.name][r, j * p.vl:(j + 1) * p.vl] |= np.array(lanes, dtype=np.int64) << (8 * b)
     out = {}

@@ -76,12 +76,13 @@ def split(params: LpuParams, addr: int) -> tuple[isa.HostRegion, dict]:
 
 
 def pack_lanes(values) -> int:
-    """Four lane bytes (lane 4g+i in byte i) to one host word."""
+    """Up to four lane bytes (lane 4g+i in byte i) to one host word."""
     w = 0
     for i, v in enumerate(values):
         w |= (int(v) & 0xFF) << (8 * i)
     return w
 
 
-def unpack_lanes(word: int) -> list[int]:
-    return [(word >> (8 * i)) & 0xFF for i in range(4)]
+def unpack_lanes(word: int, lanes: int = 4) -> list[int]:
+    """The ``lanes`` (``params.host_word_lanes``) lane bytes of a host word, byte 0 first."""
+    return [(word >> (8 * i)) & 0xFF for i in range(lanes)]

@@ -5,7 +5,7 @@ instructions it executes (``LW``, ``LWT``, ``IW`` on the ``weights`` queue, ``AB
 ``ACC`` on ``result``).
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -22,6 +22,29 @@ __all__ = ["MxmSlice"]
 # Which queue of the slice executes which instruction (checked against the ISA table below).
 _QUEUE_OF = {"LW": "weights", "LWT": "weights", "IW": "weights", "ABC": "compute",
              "ACC": "result"}
+
+
+def _booth_product(a, w):
+    """``a * w`` for signed 8-bit ``a`` and ``w``, as radix-4 Booth partial products of ``a``.
+
+    ``w`` is recoded into four digits ``d_i`` in ``{-2..2}`` (from bits ``w[2i+1], w[2i],
+    w[2i-1]``); each partial product is ``a``, ``2a`` or 0, inverted when ``d_i < 0``, and the
+    inversions' +1 are added as separate terms. The result is a sum expression (no
+    multiplier cell), so the synthesizer builds one adder tree per dot product. Same value as
+    ``a * w``; fewer LUTs than a LUT multiplier (``LpuParams.mxm_booth``).
+    """
+    a = a.as_signed()
+    wb = Cat(C(0, 1), w)                   # w[-1] = 0
+    terms = []
+    for i in range(4):
+        b0, b1, b2 = wb[2 * i], wb[2 * i + 1], wb[2 * i + 2]
+        one = b0 ^ b1                      # |d_i| = 1
+        two = (b2 & ~b1 & ~b0) | (~b2 & b1 & b0)   # |d_i| = 2
+        mag = Mux(one, a, Mux(two, a << 1, 0))     # signed
+        pp = mag ^ b2.as_signed()          # d_i < 0: ~mag (XOR with -1; the +1 below)
+        terms.append(pp << (2 * i))
+        terms.append(b2.as_unsigned() << (2 * i))
+    return _tree_sum(terms)
 
 
 def _tree_sum(values):
@@ -238,7 +261,11 @@ class MxmSlice(wiring.Component):
                 m.d.sync += act_data.eq(act.data)
             local = []
             for n in range(VL):
-                prods = [act_data[k].as_signed() * active[c][n][k].as_signed() for k in range(L)]
+                if p.mxm_booth:
+                    prods = [_booth_product(act_data[k], active[c][n][k]) for k in range(L)]
+                else:
+                    prods = [act_data[k].as_signed() * active[c][n][k].as_signed()
+                             for k in range(L)]
                 if P >= 1:
                     regs = [Signal(signed(16), name=f"prod_{c}_{n}_{k}", reset_less=True) for k in range(L)]
                     m.d.sync += [r.eq(x) for r, x in zip(regs, prods)]

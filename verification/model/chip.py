@@ -115,7 +115,7 @@ class LpuModel:
         sl, lanes = self._mem_lanes(f)
         if sl is not None:
             self.mem[f["slice"], f["bank"] * self.params.mem_words + f["word"], lanes] = \
-                hostmap.unpack_lanes(data)
+                hostmap.unpack_lanes(data, self.params.host_word_lanes)
 
     def read(self, addr: int) -> int:
         region, f = hostmap.split(self.params, addr)
@@ -145,8 +145,9 @@ class LpuModel:
         if (f["slice"] >= 2 * p.mem_slices or f["superlane"] >= p.superlanes
                 or f["group"] >= p.host_lane_groups or f["rest"]):
             return None, None
-        base = f["superlane"] * p.lanes + 4 * f["group"]
-        return f["slice"], slice(base, base + 4)
+        n = p.host_word_lanes
+        base = f["superlane"] * p.lanes + n * f["group"]
+        return f["slice"], slice(base, base + n)
 
     # -- execution --------------------------------------------------------------------------
     def _flag(self, flag: ErrorFlag, message: str, cycle: int | None = None):
