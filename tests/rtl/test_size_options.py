@@ -19,7 +19,7 @@ import pytest
 from openlpu import hostmap, isa
 from openlpu.firmware.compiler import compile_matmul
 from openlpu.host.device import Device, DeviceError
-from openlpu.isa import ErrorFlag, HostReg
+from openlpu.isa import ErrorFlag
 from openlpu.params import PRESETS, LpuParams, ParamsError, preset
 
 from ..conftest import int8_operands
