@@ -54,9 +54,10 @@ class ChipBench:
     async def write_vector(self, ctx, slice_index, addr, vec):
         p = self.p
         bank, word = p.mem_bank_of(addr), addr % p.mem_words
+        n = p.host_word_lanes
         for c in range(p.superlanes):
             for g in range(p.host_lane_groups):
-                lanes = vec[c * p.lanes + 4 * g:c * p.lanes + 4 * g + 4]
+                lanes = vec[c * p.lanes + n * g:c * p.lanes + n * g + n]
                 await self.bus.write(ctx, hostmap.mem_addr(p, slice_index, bank, word, c, g),
                                      hostmap.pack_lanes(lanes))
 
@@ -67,7 +68,8 @@ class ChipBench:
         for c in range(p.superlanes):
             for g in range(p.host_lane_groups):
                 w = await self.bus.read(ctx, hostmap.mem_addr(p, slice_index, bank, word, c, g))
-                out[c * p.lanes + 4 * g:c * p.lanes + 4 * g + 4] = hostmap.unpack_lanes(w)
+                n = p.host_word_lanes
+                out[c * p.lanes + n * g:c * p.lanes + n * g + n] = hostmap.unpack_lanes(w, n)
         return out
 
     async def run(self, ctx, max_polls=400):
@@ -380,9 +382,10 @@ def mem_writes(p, slice_index, addr, vec):
     out = []
     for c in range(p.superlanes):
         for g in range(p.host_lane_groups):
-            base = c * p.lanes + 4 * g
+            n = p.host_word_lanes
+            base = c * p.lanes + n * g
             out.append((hostmap.mem_addr(p, slice_index, p.mem_bank_of(addr), addr % p.mem_words,
-                                         c, g), hostmap.pack_lanes(vec[base:base + 4])))
+                                         c, g), hostmap.pack_lanes(vec[base:base + n])))
     return out
 
 
@@ -416,8 +419,9 @@ def model_runs(p, runs):
                     for g in range(p.host_lane_groups):
                         w = mdl.read(hostmap.mem_addr(p, s, p.mem_bank_of(a), a % p.mem_words,
                                                       c, g))
-                        base = c * p.lanes + 4 * g
-                        mem[s, a, base:base + 4] = hostmap.unpack_lanes(w)
+                        n = p.host_word_lanes
+                        base = c * p.lanes + n * g
+                        mem[s, a, base:base + n] = hostmap.unpack_lanes(w, n)
         out.append((regs, mem))
     return out
 
