@@ -67,10 +67,10 @@ def test_options_and_what_they_remove():
 def _matmul_case(p, M, K, N, seed):
     rng = np.random.default_rng(seed)
     A, B = int8_operands(rng, (M, K)), int8_operands(rng, (K, N))
-    A[0, :4] = [-128, 127, 0, 1]
+    A[0, :] = np.resize([-128, 127, 0, 1], K)
     A[1, :] = -128
     B[:, 0] = 127
-    B[:4, 1] = [-128, 0, 1, 127]
+    B[:, 1] = np.resize([-128, 0, 1, 127], K)
     return A, B, A.astype(np.int64) @ B.astype(np.int64)
 
 
