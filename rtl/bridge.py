@@ -14,7 +14,7 @@ from openlpu import bridge_proto as proto
 from openlpu import isa
 from openlpu.hostmap import reg_addr
 
-from .common import BLOCK_RAM_ATTRS, host_bus_signature
+from .common import host_bus_signature
 
 __all__ = ["HostBridge", "crc8_next"]
 
@@ -86,7 +86,7 @@ class HostBridge(wiring.Component):
         nmax = self._max_words
         lat = isa.HOST_READ_LATENCY
 
-        m.submodules.buf = buf = Memory(shape=32, depth=nmax, init=[], attrs=BLOCK_RAM_ATTRS)
+        m.submodules.buf = buf = Memory(shape=32, depth=nmax, init=[])
         wr = buf.write_port()
         rd = buf.read_port()
 

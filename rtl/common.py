@@ -95,13 +95,3 @@ def decode_stage(stage, mnemonic):
     valid, word = stage
     view = data.View(isa.layout(mnemonic), word)
     return valid & (view.opcode == isa.BY_MNEMONIC[mnemonic].opcode), view
-
-
-#: Attributes of the block memories whose reads and writes never meet at one address in one
-#: cycle in a correct program (instruction memories, MEM tiles, the bridge buffer): Yosys then
-#: maps them to block RAM as they are, without the bypass registers and comparators it adds to
-#: emulate the simulator's read-before-write result of such a collision (on an iCE40 about 70
-#: flip-flops and 40 LUTs per memory). The one case the simulators define and the FPGA does not:
-#: a MEM READ and WRITE of the same address in one cycle, which is already a ``BANK_CONFLICT``
-#: error; on an FPGA the word read is then undefined.
-BLOCK_RAM_ATTRS = {"no_rw_check": 1}

@@ -9,7 +9,7 @@ from amaranth.utils import ceil_log2
 from openlpu import isa
 from openlpu.isa import ErrorFlag
 
-from .common import BLOCK_RAM_ATTRS, ERROR_BITS, issue_signature
+from .common import ERROR_BITS, issue_signature
 from .regs import host_target_signature
 from .sweep import CONFIG_SLICE_KINDS, config_word
 
@@ -91,7 +91,7 @@ class InstructionControlUnit(wiring.Component):
         self._forward_config = queue_info.slice.kind in CONFIG_SLICE_KINDS
         self._addr_bits = ceil_log2(params.imem_words)
         self._imem = Memory(shape=unsigned(isa.INSTR_BITS), depth=params.imem_words,
-                            init=[], attrs=BLOCK_RAM_ATTRS)
+                            init=[])
         self._imem_wr = self._imem.write_port()
         self._imem_rd = self._imem.read_port()
         super().__init__({

@@ -10,7 +10,7 @@ from amaranth.utils import ceil_log2
 from openlpu import isa
 from openlpu.isa import Dir, ErrorFlag
 
-from .common import BLOCK_RAM_ATTRS, ERROR_BITS, issue_signature, stream_column, stream_drive
+from .common import ERROR_BITS, issue_signature, stream_column, stream_drive
 from .regs import host_target_signature
 from .sweep import InstructionSweep
 
@@ -99,12 +99,11 @@ class MemSlice(wiring.Component):
             row = []
             if params.mem_gather:
                 for _ in range(params.lanes):
-                    mem = Memory(shape=unsigned(8), depth=params.mem_addr_words, init=[],
-                                 attrs=BLOCK_RAM_ATTRS)
+                    mem = Memory(shape=unsigned(8), depth=params.mem_addr_words, init=[])
                     row.append((mem, mem.write_port(), mem.read_port()))
             else:
                 mem = Memory(shape=unsigned(8 * params.lanes), depth=params.mem_addr_words,
-                             init=[], attrs=BLOCK_RAM_ATTRS)
+                             init=[])
                 row.append((mem, mem.write_port(granularity=8 * params.host_word_lanes),
                             mem.read_port()))
             self._lanes.append(row)

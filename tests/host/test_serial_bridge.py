@@ -170,7 +170,7 @@ def test_encode_request_rejects_bad_arguments():
         proto.encode_request(Cmd.READ, 1 << isa.HOST_ADDR_BITS, 1)
 
 
-@pytest.mark.parametrize("name", ["tiny", "quad"])
+@pytest.mark.parametrize("name", ["tiny", "quad", "ice40"])
 def test_identity_and_ram_roundtrip(name):
     params, tr = _stub(preset(name))
     be = SerialBackend(params, tr)              # checks ID and CONFIG_ID
@@ -268,7 +268,9 @@ def test_bad_count_and_command_are_nak():
 @pytest.mark.parametrize("name,shape,kind", [
     ("tiny", (3, 8, 5), "random"),
     ("tiny", (2, 8, 3), "min"),
+    ("ice40", (2, 3, 2), "min"),
     ("quad", (2, 5, 3), "random"),
+    ("ice40", (3, 5, 3), "random"),     # the HX8K bitstream's chip: VL 2, no REPEAT
 ])
 def test_matmul_through_bridge(name, shape, kind):
     from openlpu.firmware.compiler import compile_matmul
@@ -297,7 +299,7 @@ def test_matmul_through_bridge(name, shape, kind):
     expect = A.astype(np.int32) @ B.astype(np.int32)
     assert C.shape == expect.shape
     np.testing.assert_array_equal(C, expect)
-    assert cycles > 0
+    assert cycles == dev.package.predicted_cycles
 
 
 def test_corrupted_frame_against_chip_is_reported():
