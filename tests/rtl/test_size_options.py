@@ -21,6 +21,7 @@ from openlpu.firmware.compiler import compile_matmul
 from openlpu.host.device import Device, DeviceError
 from openlpu.isa import ErrorFlag
 from openlpu.params import PRESETS, LpuParams, ParamsError, preset
+from openlpu.rtl.testing import run_sim
 
 from ..conftest import int8_operands
 from . import test_chip as chip_tests
@@ -239,3 +240,40 @@ def test_lacking_words_on_a_pipelined_chip():
     """The bad-word runs above on tiny_lite with the pipelined ICUs: ERROR_CYCLE unchanged."""
     test_lacking_words_are_bad_instructions(
         dataclasses.replace(TINY_LITE, icu_issue_reg=True, name="tiny_lite_piped"))
+
+
+# -- host words of tiles narrower than 4 lanes -------------------------------------------------
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("p", [preset("ice40"),
+                               dataclasses.replace(TINY_LITE, lanes=2, name="tiny2_lite")],
+                         ids=ids)
+def test_host_word_of_a_two_lane_tile(p):
+    """With fewer than 4 lanes a host word carries the tile's ``host_word_lanes`` lanes: the
+    upper bytes of a write are ignored and read as 0 (RTL == model), the lanes land in the wide
+    memory's entry, lane 0 in the low byte."""
+    from openlpu.verification.model import LpuModel
+    assert p.lanes < 4 and p.host_word_lanes == p.lanes
+    places = [(2 * p.mem_slices - 1, 1, 3, p.superlanes - 1, 0), (0, 0, 0, 0, 0)]
+    value = 0xDDCCBBAA
+    want = value & ((1 << 8 * p.host_word_lanes) - 1)
+    mdl = LpuModel(p)
+    for sl, bank, word, c, g in places:
+        mdl.write(hostmap.mem_addr(p, sl, bank, word, c, g), value)
+    assert [mdl.read(hostmap.mem_addr(p, *pl)) for pl in places] == [want] * len(places)
+    b = chip_tests.ChipBench(p)
+    got = {}
+
+    async def tb(ctx):
+        for sl, bank, word, c, g in places:
+            await b.bus.write(ctx, hostmap.mem_addr(p, sl, bank, word, c, g), value)
+        got["read"] = [await b.bus.read(ctx, hostmap.mem_addr(p, *pl)) for pl in places]
+        got["other"] = await b.bus.read(ctx, hostmap.mem_addr(p, 0, 0, 1, 0, 0))
+        sl, bank, word, c, _ = places[0]
+        tile = b.dut.slices[p.mem_slice_list[sl].name].memories[c][0]
+        got["entry"] = ctx.get(tile.data[bank * p.mem_words + word])
+
+    run_sim(b.dut, tb, max_cycles=200)
+    assert got["read"] == [want] * len(places)
+    assert got["other"] == 0
+    assert got["entry"] == want
