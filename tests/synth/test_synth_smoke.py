@@ -1,7 +1,9 @@
-"""FPGA build smoke test: the smallest preset through Yosys + nextpnr for the ULX3S-85F.
+"""FPGA build smoke tests: the smallest preset (``ice40``) through Yosys + nextpnr for the
+iCE40-HX8K board (its own device, where it fills about 90 % of the logic cells) and for the
+ULX3S-85F (ECP5 flow).
 
-Runs at the board's 25 MHz clock (no PLL) to keep place-and-route short; the 100 MHz build of
-the ``ecp5`` preset is run with ``make synth`` and recorded in docs/fpga.md.
+Both run at the board's clock (no PLL) to keep place-and-route short; the 100 MHz build of the
+``ecp5`` preset is run with ``make synth`` and recorded in docs/fpga.md.
 """
 
 import json
@@ -34,17 +36,21 @@ def test_board_table_and_errors():
 
 @pytest.mark.synth
 @pytest.mark.timeout(900)
-def test_smallest_preset_builds_and_fits(tmp_path):
+@pytest.mark.parametrize("board_name,bitstream,min_bytes", [
+    ("hx8k", "top.bin", 100_000),     # an HX8K image is 135,100 bytes
+    ("ulx3s", "top.bit", 100_000),
+])
+def test_smallest_preset_builds_and_fits(tmp_path, board_name, bitstream, min_bytes):
+    brd = BOARDS[board_name]
     try:
-        synth_build.find_tools("ecp5", log=lambda *a: None)
+        synth_build.find_tools(brd.family, log=lambda *a: None)
     except synth_build.BuildError as e:
         pytest.skip(str(e))
-    brd = BOARDS["ulx3s"]
-    result = synth_build.build("ulx3s", "ice40", freq_mhz=brd.clk_mhz, out=tmp_path,
+    result = synth_build.build(board_name, "ice40", freq_mhz=brd.clk_mhz, out=tmp_path,
                                timeout=840, log=print)
-    saved = json.loads((tmp_path / "ulx3s-ice40" / "result.json").read_text())
+    saved = json.loads((tmp_path / f"{board_name}-ice40" / "result.json").read_text())
     assert saved == result
-    assert (tmp_path / "ulx3s-ice40" / "top.bit").stat().st_size > 100_000
+    assert (tmp_path / f"{board_name}-ice40" / bitstream).stat().st_size > min_bytes
     assert result["fits"]
     for cell, cap in brd.capacity.items():
         used = result["utilization"].get(cell, {}).get("used", 0)
