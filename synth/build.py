@@ -99,6 +99,12 @@ def _parse_fmax(tim_text: str) -> dict:
     return out
 
 
+def _ice40_dff_lcs(tim_text: str) -> int | None:
+    """Flip-flops of an iCE40 build: the packer's LCs with a DFF (with or without a LUT)."""
+    counts = [int(n) for n in re.findall(r"(\d+) LCs used as (?:LUT4 and DFF|DFF only)", tim_text)]
+    return sum(counts[-2:]) if len(counts) >= 2 else None
+
+
 def _critical_path(tim_text: str, limit: int = 16) -> list[str]:
     """Steps of the last critical-path report of the system clock in a nextpnr log."""
     blocks = re.split(r"Info: Critical path report for clock", tim_text)
@@ -170,7 +176,8 @@ def build(board_name: str, preset_name: str | None = None, *, freq_mhz: float | 
         "board": brd.name, "family": brd.family, "preset": preset_name, "params": params.to_dict(),
         "vl": params.vl, "clock_mhz": round(top.freq_mhz, 3),
         "fmax_mhz": fmax_mhz, "timing_met": bool(fmax_mhz and fmax_mhz >= top.freq_mhz),
-        "luts": used(brd.logic_cell), "ffs": used(brd.ff_cell) if brd.ff_cell != brd.logic_cell else None,
+        "luts": used(brd.logic_cell),
+        "ffs": used(brd.ff_cell) if brd.ff_cell != brd.logic_cell else _ice40_dff_lcs(tim),
         "dsps": used(brd.dsp_cell), "brams": used(brd.bram_cell),
         "utilization": util, "fits": fits,
         "peak_gops_at_fmax": round(params.vl * params.vl * 2 * fmax_mhz / 1e3, 3) if fmax_mhz else None,

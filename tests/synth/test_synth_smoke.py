@@ -57,3 +57,11 @@ def test_smallest_preset_builds_and_fits(tmp_path, board_name, bitstream, min_by
         assert used <= cap, f"{cell}: {used} used, device has {cap}"
     assert result["luts"] > 1000 and result["brams"] > 0     # the chip was not optimised away
     assert result["fmax_mhz"] and result["fmax_mhz"] > 0     # recorded, not asserted against a target
+
+
+def test_ice40_flip_flops_from_the_packer_log():
+    tim = ("Info: Packing LUT-FFs..\nInfo:     4285 LCs used as LUT4 only\n"
+           "Info:     1223 LCs used as LUT4 and DFF\nInfo: Packing non-LUT FFs..\n"
+           "Info:     1182 LCs used as DFF only\nInfo:      429 LCs used as CARRY only\n")
+    assert synth_build._ice40_dff_lcs(tim) == 1223 + 1182
+    assert synth_build._ice40_dff_lcs("no packer output") is None
