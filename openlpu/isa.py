@@ -133,13 +133,14 @@ def _abc_latency(p) -> int:
 def start_delay(p) -> int:
     """Extra cycles between the START write and cycle 0 of a run.
 
-    0, or 2 with ``params.icu_issue_reg`` (each ICU registers the fetched and the issued
-    instruction word: the whole run happens two cycles later). The register block counts
-    CYCLES from cycle 0, and every slice and ICU effect moves by the same two cycles, so CYCLES,
-    ERROR_CYCLE and all latencies of this module are unchanged; only STATUS.DONE rises
-    ``start_delay`` cycles later after START.
+    ``2 * icu_issue_reg + host_start_reg``: each pipelined ICU registers the fetched and the
+    issued instruction word (2 cycles), and ``params.host_start_reg`` registers the START pulse
+    itself before it reaches the ICUs and the stream-register clear (1 cycle). The register
+    block counts CYCLES from cycle 0, and every slice and ICU effect moves by the same cycles,
+    so CYCLES, ERROR_CYCLE and all latencies of this module are unchanged; only STATUS.DONE
+    rises ``start_delay`` cycles later after START.
     """
-    return 2 * int(p.icu_issue_reg)
+    return 2 * int(p.icu_issue_reg) + int(p.host_start_reg)
 
 
 def drain_cycles(p) -> int:

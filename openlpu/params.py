@@ -95,6 +95,12 @@ class LpuParams:
         :func:`openlpu.isa.start_delay` (2) cycles later after START; the register block counts
         CYCLES from the run's cycle 0, so CYCLES, ERROR_CYCLE, every latency and the compiler's
         schedules are unchanged. Default ``False``.
+    host_start_reg : bool
+        Register the register block's START pulse: the ICUs and the stream-register clear see
+        START one cycle after the CTRL write, so START no longer fans out across the chip
+        straight from the host bus decode. :func:`openlpu.isa.start_delay` grows by one; as with
+        ``icu_issue_reg``, CYCLES, ERROR_CYCLE, every latency and the compiler's schedules are
+        unchanged, and only STATUS.DONE rises one cycle later. Default ``False``.
     mxm_booth : bool
         Form the MXM's products as radix-4 Booth partial products added by the dot product's
         adder tree, instead of as multiplications (the values are the same). For FPGAs whose
@@ -130,6 +136,7 @@ class LpuParams:
     sxm: bool = False
     mxm_act_reg: bool = False
     icu_issue_reg: bool = False
+    host_start_reg: bool = False
     mxm_booth: bool = False
     icu_repeat: bool = True
     mem_gather: bool = True
@@ -152,7 +159,7 @@ class LpuParams:
         need(self.mxm_acc_words <= 1024, "mxm_acc_words must be <= 1024 (ABC/ACC address field)")
         need(isinstance(self.mxm_pipeline, int) and self.mxm_pipeline >= 0, "mxm_pipeline must be >= 0")
         need(isinstance(self.vxm_alus, int) and 0 <= self.vxm_alus <= 4, "vxm_alus must be 0..4")
-        for f in ("mxm_act_reg", "icu_issue_reg", "mxm_booth", "icu_repeat",
+        for f in ("mxm_act_reg", "icu_issue_reg", "host_start_reg", "mxm_booth", "icu_repeat",
                   "mem_gather"):
             need(isinstance(getattr(self, f), bool), f"{f} must be True or False, not {getattr(self, f)!r}")
 
@@ -301,8 +308,8 @@ class LpuParams:
 
 
 #: Fields added after the first presets, with their defaults (left out of ``to_dict`` when unset).
-_OPTIONAL_FIELDS = {"mxm_act_reg": False, "icu_issue_reg": False, "mxm_booth": False,
-                    "icu_repeat": True, "mem_gather": True}
+_OPTIONAL_FIELDS = {"mxm_act_reg": False, "icu_issue_reg": False, "host_start_reg": False,
+                    "mxm_booth": False, "icu_repeat": True, "mem_gather": True}
 
 
 PRESETS: dict[str, LpuParams] = {
@@ -326,10 +333,10 @@ PRESETS: dict[str, LpuParams] = {
     # FPGA builds (synth/): sized to fit the board's device; see docs/fpga.md.
     # ULX3S-85F (ECP5 LFE5U-85F): VL = 8. VL = 16 needs 256 MULT18X18D (one per int8
     # product), more than the 156 of the device.
-    # Registered issue, MXM operand and product/sum registers: see docs/fpga.md.
+    # Registered issue, START, MXM operand and product/sum registers: see docs/fpga.md.
     "ecp5": LpuParams(name="ecp5", lanes=4, superlanes=2, streams=8, mem_slices=2,
                       mem_words=256, mxm_acc_words=32, imem_words=256, mxm_pipeline=2,
-                      mxm_act_reg=True, icu_issue_reg=True),
+                      mxm_act_reg=True, icu_issue_reg=True, host_start_reg=True),
     # iCE40-HX8K (7,680 LCs, 32 EBRs): VL = 2 (2 lanes, 1 superlane, 4 MACs), no REPEAT, no
     # per-lane MEM addressing, Booth products; its memories fill 4-kbit block RAMs (256 x 16).
     # The smallest VL = 4 chip needs about 10,800 LCs (docs/fpga.md).

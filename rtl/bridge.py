@@ -44,7 +44,11 @@ class HostBridge(wiring.Component):
     executed on the host bus: a ``WRITE`` issues one write every 2 cycles from its frame
     buffer; a ``READ`` issues one read at a time and waits ``HOST_READ_LATENCY`` cycles for
     ``r_valid``; a ``WAIT`` reads ``STATUS`` until ``DONE`` is set or its cycle limit passes.
-    The response is then sent on ``o``. A frame that stops arriving for ``timeout`` cycles is
+    The response is then sent on ``o``. The bus outputs (``addr``, ``w_data``, ``w_en``,
+    ``r_en``) are registers, so the chip sees an access one cycle after the state that issues
+    it (the frame buffer's block RAM output and the address adder do not reach the chip's
+    decode in the same cycle); the bridge waits for ``r_valid``, which comes
+    ``HOST_READ_LATENCY + 1`` cycles after its issuing state. A frame that stops arriving for ``timeout`` cycles is
     dropped and answered with ``NAK TIMEOUT``. Bytes outside a frame that are not ``SOF`` are
     ignored.
 
@@ -125,6 +129,14 @@ class HostBridge(wiring.Component):
         got = self.i.valid & self.i.ready
 
         m.d.comb += [wr.data.eq(0), wr.en.eq(0), rd.addr.eq(k)]
+
+        # the host bus outputs, registered: the FSM below drives these in the issuing state
+        bus_addr = Signal(isa.HOST_ADDR_BITS)
+        bus_w_data = Signal(32)
+        bus_w_en = Signal()
+        bus_r_en = Signal()
+        m.d.sync += [self.bus.addr.eq(bus_addr), self.bus.w_data.eq(bus_w_data),
+                     self.bus.w_en.eq(bus_w_en), self.bus.r_en.eq(bus_r_en)]
 
         def nak(reason):
             return [resp_status.eq(proto.Resp.NAK), resp_reason.eq(reason), resp_words.eq(0),
@@ -222,8 +234,7 @@ class HostBridge(wiring.Component):
                 with m.Else():
                     m.next = "WR_ISSUE"
             with m.State("WR_ISSUE"):
-                m.d.comb += [self.bus.addr.eq(addr + k), self.bus.w_data.eq(rd.data),
-                             self.bus.w_en.eq(1)]
+                m.d.comb += [bus_addr.eq(addr + k), bus_w_data.eq(rd.data), bus_w_en.eq(1)]
                 m.d.sync += k.eq(k + 1)
                 m.next = "WR_FETCH"
 
@@ -233,7 +244,7 @@ class HostBridge(wiring.Component):
                     m.d.sync += ack(nwords)
                     m.next = "TX_STATUS"
                 with m.Else():
-                    m.d.comb += [self.bus.addr.eq(addr + k), self.bus.r_en.eq(1)]
+                    m.d.comb += [bus_addr.eq(addr + k), bus_r_en.eq(1)]
                     m.d.sync += guard.eq(0)
                     m.next = "RD_WAIT"
             with m.State("RD_WAIT"):
@@ -248,8 +259,7 @@ class HostBridge(wiring.Component):
 
             # -- WAIT: poll STATUS until DONE or the cycle limit --------------------------
             with m.State("WAIT_ISSUE"):
-                m.d.comb += [self.bus.addr.eq(reg_addr(isa.HostReg.STATUS)),
-                             self.bus.r_en.eq(1)]
+                m.d.comb += [bus_addr.eq(reg_addr(isa.HostReg.STATUS)), bus_r_en.eq(1)]
                 m.d.sync += [guard.eq(0), wait_cycles.eq(wait_cycles + 1)]
                 m.next = "WAIT_DATA"
             with m.State("WAIT_DATA"):

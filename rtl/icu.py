@@ -137,7 +137,7 @@ class InstructionControlUnit(wiring.Component):
         pipe = p.icu_issue_reg
         if pipe:
             # fetch stage: a 3-word queue of registers in front of the decode (rtl docstring)
-            if isa.start_delay(p) != 2:  # pragma: no cover - the two registers below
+            if isa.start_delay(p) - int(p.host_start_reg) != 2:  # pragma: no cover - the 2 below
                 raise RuntimeError(f"isa.start_delay {isa.start_delay(p)} does not match the "
                                    f"pipelined ICU (2)")
             start = Signal(name="start_d")    # the issue logic's START: one cycle after start

@@ -12,17 +12,26 @@ The register block terminates the chip's host bus (``docs/architecture.md``, Hos
   for every region.
 
 Run control: a write of ``Ctrl.START`` to CTRL in host cycle ``h`` raises :attr:`start` in cycle
-``h`` (combinationally), clears CYCLES, ERRORS, ERROR_CYCLE and DONE, and sets RUNNING from
-``h + 1`` (cycle 0 of the run). RUNNING drops at the end of the first cycle in which
-``all_halted`` is high, which sets DONE. CYCLES counts the cycles with RUNNING = 1, so after a run
-it holds ``max(cycle of each HALT) + 1``.
+``h`` (combinationally; ``h + 1`` with ``host_start_reg``, below), clears CYCLES, ERRORS,
+ERROR_CYCLE and DONE, and sets RUNNING from ``h + 1`` (cycle 0 of the run). RUNNING drops at
+the end of the first cycle in which ``all_halted`` is high, which sets DONE. CYCLES counts the
+cycles with RUNNING = 1, so after a run it holds ``max(cycle of each HALT) + 1``.
 
-With ``params.icu_issue_reg`` cycle 0 of the run is ``h + 1 + isa.start_delay`` (the ICUs
-register the fetched and the issued word): RUNNING still rises at ``h + 1`` (host MEM/IMEM
-access is refused from then on), but CYCLES does not count the ``start_delay`` cycles before
-cycle 0, so CYCLES and ERROR_CYCLE have the same values as without the registers. The error
-flags are registered too: they reach ERRORS one cycle after they are raised (with the cycle
+With ``params.icu_issue_reg`` and/or ``params.host_start_reg`` cycle 0 of the run is
+``h + 1 + isa.start_delay``: the pipelined ICUs register the fetched and the issued word (2
+cycles), and ``host_start_reg`` registers :attr:`start` itself, so the ICUs and the
+stream-register clear see START in ``h + 1`` (1 cycle). RUNNING still rises at ``h + 1`` (host
+MEM/IMEM access is refused from then on), but CYCLES does not count the ``start_delay`` cycles
+before cycle 0, so CYCLES and ERROR_CYCLE have the same values as without the registers. The
+error flags are registered too: they reach ERRORS one cycle after they are raised (with the cycle
 count of the cycle they were raised in).
+
+START while a run is going: the write restarts the count and clears ERRORS at once; the chip's
+units drop the old run when they see START (``h``, or ``h + 1`` with ``host_start_reg``). Flags
+that the slices and ICUs raise before cycle 0 of the new run belong to the old run and are
+dropped (those of cycle ``h`` always, those of the ``start_delay`` cycles after it with the
+registers), and ``all_halted`` cannot end the run before its cycle 0 (an ICU that has not seen
+START yet still reports done). HOST_WHILE_RUNNING is recorded from ``h + 1`` on.
 """
 
 from amaranth.hdl import Module, Mux, Signal
@@ -76,7 +85,8 @@ class HostRegisters(wiring.Component):
     host : ``In(host_bus_signature())``
         The chip's host bus.
     start : ``Out(1)``
-        One-cycle pulse in the cycle CTRL.START is written.
+        One-cycle START pulse to the ICUs and the stream-register clear: in the cycle CTRL.START
+        is written (combinationally), or the cycle after with ``params.host_start_reg``.
     running : ``Out(1)``
         STATUS.RUNNING.
     done : ``Out(1)``
@@ -141,9 +151,8 @@ class HostRegisters(wiring.Component):
 
         # -- writes ------------------------------------------------------------------------
         ctrl_w = host.w_en & is_regs & (reg_sel == HostReg.CTRL)
-        start = ctrl_w & (host.w_data & int(isa.Ctrl.START)).any()
+        start = ctrl_w & (host.w_data & int(isa.Ctrl.START)).any()      # the host's START cycle
         clear_errors = ctrl_w & (host.w_data & int(isa.Ctrl.CLEAR_ERRORS)).any()
-        m.d.comb += self.start.eq(start)
 
         target = is_mem | is_imem
         host_blocked = running & target & (host.w_en | host.r_en)
@@ -155,32 +164,40 @@ class HostRegisters(wiring.Component):
         ]
 
         # -- run control -------------------------------------------------------------------
-        hold = 0            # isa.start_delay: cycles before cycle 0 of the run, not counted
+        delay = isa.start_delay(self._params)
+        hold = 0            # the start_delay cycles after START, before cycle 0: not counted
         after_start = start
-        for i in range(isa.start_delay(self._params)):
+        delayed = [start]
+        for i in range(delay):
             prev, after_start = after_start, Signal(name=f"start_d{i + 1}")
             m.d.sync += after_start.eq(prev)
+            delayed.append(after_start)
             hold = hold | after_start
+        # host_start_reg: the chip sees START one cycle late (start_d1 is that register)
+        m.d.comb += self.start.eq(delayed[1] if self._params.host_start_reg else start)
         with m.If(start):
             m.d.sync += [running.eq(1), done.eq(0), cycles.eq(0)]
         with m.Elif(running):
-            if isa.start_delay(self._params):
+            if delay:
                 with m.If(~hold):
                     m.d.sync += cycles.eq(cycles + 1)
+                with m.If(self.all_halted & ~hold):
+                    m.d.sync += [running.eq(0), done.eq(1)]
             else:
                 m.d.sync += cycles.eq(cycles + 1)
-            with m.If(self.all_halted):
-                m.d.sync += [running.eq(0), done.eq(1)]
+                with m.If(self.all_halted):
+                    m.d.sync += [running.eq(0), done.eq(1)]
 
         # -- errors --------------------------------------------------------------------------
         new_errors = Signal(ERROR_BITS)
         err_cycle = cycles
-        if isa.start_delay(self._params):
+        if delay:
             # pipelined: the flags of cycle c are registered and recorded in c + 1 with the
-            # cycle count of c (flags of a START or CLEAR_ERRORS cycle are dropped, as below)
+            # cycle count of c; flags of a START or CLEAR_ERRORS cycle are dropped, and so are
+            # the slices' and ICUs' flags before cycle 0 of a run (the old run's, see above)
             err_cycle = Signal(32, name="cycles_r")
             m.d.sync += [
-                new_errors.eq(Mux(start | clear_errors, 0, self.error_in
+                new_errors.eq(Mux(start | clear_errors, 0, Mux(hold, 0, self.error_in)
                                   | Mux(host_blocked, int(ErrorFlag.HOST_WHILE_RUNNING), 0))),
                 err_cycle.eq(cycles),
             ]

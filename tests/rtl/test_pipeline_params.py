@@ -1,6 +1,7 @@
-"""The timing-closure registers of ``LpuParams``: ``icu_issue_reg`` and ``mxm_act_reg``.
+"""The timing-closure registers of ``LpuParams``: ``icu_issue_reg``, ``host_start_reg`` and
+``mxm_act_reg``.
 
-With both switched on (and ``mxm_pipeline`` > 0) the RTL must still agree with the reference
+With them switched on (and ``mxm_pipeline`` > 0) the RTL must still agree with the reference
 model and with numpy on every output element, and measured cycles must equal the compiler's
 prediction. The existing unit tests of the MXM and the chip are rerun here on pipelined
 variants of small presets; their expectations come from numpy, the documented timing rules and
@@ -12,11 +13,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from openlpu import isa
+from openlpu import hostmap, isa
 from openlpu.firmware.compiler import compile_elementwise, compile_matmul
 from openlpu.host.device import Device
-from openlpu.isa import ErrorFlag
+from openlpu.isa import ErrorFlag, HostReg
 from openlpu.params import PRESETS, LpuParams, preset
+from openlpu.rtl.testing import run_sim
 from openlpu.rtl.sweep import CONFIG_SLICE_KINDS, config_word
 
 from ..conftest import int8_operands
@@ -27,9 +29,9 @@ from . import test_mxm as mxm_tests
 OP = isa.BY_MNEMONIC
 
 
-def piped(name, *, issue=True, act=True, pipeline=1):
+def piped(name, *, issue=True, act=True, pipeline=1, start=False):
     return dataclasses.replace(preset(name), icu_issue_reg=issue, mxm_act_reg=act,
-                               mxm_pipeline=pipeline)
+                               mxm_pipeline=pipeline, host_start_reg=start)
 
 
 # -- parameters and the ISA figures derived from them -----------------------------------------
@@ -38,7 +40,7 @@ def test_defaults_leave_presets_unchanged():
     """Presets that do not switch the registers keep their JSON and CONFIG_ID."""
     for p in PRESETS.values():
         d = p.to_dict()
-        for f in ("icu_issue_reg", "mxm_act_reg"):
+        for f in ("icu_issue_reg", "mxm_act_reg", "host_start_reg"):
             if not getattr(p, f):
                 assert f not in d, (p.name, f)
         assert LpuParams.from_dict(d) == p
@@ -47,12 +49,22 @@ def test_defaults_leave_presets_unchanged():
     assert LpuParams.from_json(var.to_json()) == var
     with pytest.raises(ValueError, match="icu_issue_reg must be True or False"):
         dataclasses.replace(base, icu_issue_reg=1)
+    with pytest.raises(ValueError, match="host_start_reg must be True or False"):
+        dataclasses.replace(base, host_start_reg=1)
+    started = dataclasses.replace(base, host_start_reg=True)
+    assert started.config_id not in (base.config_id, var.config_id)
+    assert LpuParams.from_json(started.to_json()) == started
+    assert preset("ecp5").host_start_reg
+    assert not any(p.host_start_reg for n, p in PRESETS.items() if n != "ecp5")
 
 
-@pytest.mark.parametrize("issue,act,pipeline", [(0, 0, 0), (1, 0, 0), (0, 1, 0), (1, 1, 2)])
-def test_latencies_follow_the_parameters(issue, act, pipeline):
-    p = piped("tiny", issue=bool(issue), act=bool(act), pipeline=pipeline)
-    assert isa.start_delay(p) == 2 * issue
+@pytest.mark.parametrize("issue,act,pipeline,start",
+                         [(0, 0, 0, 0), (1, 0, 0, 0), (0, 1, 0, 0), (1, 1, 2, 0),
+                          (0, 0, 0, 1), (1, 0, 0, 1), (1, 1, 2, 1)])
+def test_latencies_follow_the_parameters(issue, act, pipeline, start):
+    p = piped("tiny", issue=bool(issue), act=bool(act), pipeline=pipeline, start=bool(start))
+    assert isa.start_delay(p) == 2 * issue + start
+    assert isa.drain_cycles(p) - isa.drain_cycles(preset("tiny")) == 2 * issue + start
     assert OP["ABC"].d_func(p) == p.superlanes + pipeline + act
     for m in ("READ", "WRITE", "ACC", "LW"):      # the other latencies do not move
         assert OP[m].d_func(p) == OP[m].d_func(preset("tiny"))
@@ -104,6 +116,18 @@ def test_icu_pipeline_delays_everything_by_two(params, role):
     assert len(issued) >= 4                          # the programs do issue something
 
 
+@pytest.mark.parametrize("role", ["read", "compute"])
+def test_icu_trace_unchanged_by_host_start_reg(params, role):
+    """``host_start_reg`` lives in the register block: the ICU's own trace (plain and
+    pipelined) does not change, and the pipelined ICU still builds."""
+    q = icu_tests.queue_of(params, role)
+    words = _icu_programs(params)[role]
+    for issue in (False, True):
+        base = dataclasses.replace(params, icu_issue_reg=issue)
+        var = dataclasses.replace(base, host_start_reg=True)
+        assert icu_tests.run_icu(var, q, words, 24) == icu_tests.run_icu(base, q, words, 24)
+
+
 # -- MXM: the slice tests on pipelined datapaths ----------------------------------------------
 
 MXM_VARIANTS = [("tiny", 0), ("tiny", 1), ("tiny", 2), ("quad", 1)]
@@ -131,10 +155,14 @@ def test_mxm_act_reg_lwt_iw_order_and_errors(name):
 
 # -- chip: RTL against the reference model with both registers ---------------------------------
 
+CHIP_VARIANTS = [("tiny", True, False), ("quad", True, False), ("tiny", False, True),
+                 ("quad", True, True)]
+
+
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("name", ["tiny", "quad"])
-def test_chip_against_model(name):
-    p = piped(name, pipeline=2)
+@pytest.mark.parametrize("name,issue,start", CHIP_VARIANTS)
+def test_chip_against_model(name, issue, start):
+    p = piped(name, issue=issue, pipeline=2, start=start)
     chip_tests.test_mem_copy_through_fabric(p)
     chip_tests.test_nop_halt_and_cycles(p)
     chip_tests.test_repeat_read_write(p, 3, -3, -1)
@@ -150,8 +178,9 @@ def test_error_cycle_of_slice_errors_moves_by_the_issue_delay():
     """ERROR_CYCLE and CYCLES of slice and ICU errors do not change with the pipelined ICUs."""
     e = {m: OP[m].encode for m in OP}
     results = {}
-    for issue in (False, True):
-        p = piped("tiny", issue=issue, act=False, pipeline=0)
+    variants = [(False, False), (True, False), (False, True), (True, True)]
+    for issue, start in variants:
+        p = piped("tiny", issue=issue, act=False, pipeline=0, start=start)
         w1 = f"mem_w{p.mem_slices - 1}"
         runs = [
             chip_tests.host_traffic(p, {f"{w1}.read": chip_tests.asm(
@@ -161,12 +190,90 @@ def test_error_cycle_of_slice_errors_moves_by_the_issue_delay():
                                                         e["HALT"]()]}),
         ]
         got = chip_tests.cross_check(p, runs)       # RTL == model: CYCLES, ERRORS, ERROR_CYCLE
-        results[issue] = [regs for regs, _ in got]
+        results[issue, start] = [regs for regs, _ in got]
     for k, (flag, cyc) in enumerate([(ErrorFlag.ADDR_RANGE, 3), (ErrorFlag.BAD_INSTRUCTION, 2)]):
-        (c0, e0, ec0), (c1, e1, ec1) = results[False][k], results[True][k]
-        assert e0 == e1 == int(flag)
-        assert c0 == c1 == [7, 4][k]                 # max(HALT cycle) + 1
-        assert ec0 == ec1 == cyc
+        for v in variants:
+            c, e, ec = results[v][k]
+            assert e == int(flag), v
+            assert c == [7, 4][k], v                 # max(HALT cycle) + 1
+            assert ec == cyc, v
+
+
+# -- START: DONE rises start_delay cycles later; a restart drops the old run's flags -----------
+
+START_VARIANTS = [(False, False), (True, False), (False, True), (True, True)]
+
+
+def _halt_program(t_bad, t_halt):
+    """Queue words: BAD_INSTRUCTION at cycle ``t_bad`` (if not None), HALT at ``t_halt``."""
+    e = {m: OP[m].encode for m in OP}
+    if t_bad is None:
+        return [e["NOP"](count=t_halt), e["HALT"]()]
+    return [e["NOP"](count=t_bad), 0x3F, e["NOP"](count=t_halt - t_bad - 1), e["HALT"]()]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("issue,start", START_VARIANTS)
+def test_done_rises_start_delay_cycles_later(issue, start):
+    """STATUS.DONE (the chip's ``done``) rises in host cycle ``h + 1 + start_delay + T + 1``
+    for a START written in ``h`` and a last HALT at run cycle ``T``; CYCLES is ``T + 1``."""
+    p = piped("tiny", issue=issue, act=False, pipeline=0, start=start)
+    t_halt = 5
+    b = chip_tests.ChipBench(p)
+    got = {}
+
+    async def tb(ctx):
+        await b.load_programs(ctx, {"mem_w0.read": _halt_program(None, t_halt)})
+        await b.bus.start(ctx)                   # written in cycle h; now in cycle h + 1
+        rise = None
+        for i in range(1, 40):
+            if ctx.get(b.dut.done):
+                rise = i
+                break
+            assert ctx.get(b.dut.running), i     # RUNNING from h + 1 until DONE
+            await ctx.tick()
+        got["rise"] = rise
+        assert not ctx.get(b.dut.running)
+        got["cycles"] = await b.bus.reg(ctx, HostReg.CYCLES)
+        got["errors"] = await b.bus.reg(ctx, HostReg.ERRORS)
+
+    run_sim(b.dut, tb, max_cycles=4000)
+    assert got["rise"] == 1 + isa.start_delay(p) + t_halt + 1
+    assert got["cycles"] == t_halt + 1
+    assert got["errors"] == 0
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("issue,start", START_VARIANTS)
+def test_restart_drops_the_old_runs_flags(issue, start):
+    """A START while a run is going, written at every cycle around the old run's
+    BAD_INSTRUCTION: the old run's flag (raised before the new run's cycle 0) is never
+    recorded, the new run reports its own flag with its own ERROR_CYCLE, and CYCLES is that of
+    a clean run."""
+    p = piped("tiny", issue=issue, act=False, pipeline=0, start=start)
+    t_bad, t_halt = 6, 12
+    d = isa.start_delay(p)
+    offsets = range(t_bad - 1, t_bad + d + 4)    # restart writes around the old flag
+    b = chip_tests.ChipBench(p)
+    got = {}
+    ctrl = hostmap.reg_addr(HostReg.CTRL)
+
+    async def tb(ctx):
+        await b.load_programs(ctx, {"mem_w0.read": _halt_program(t_bad, t_halt)})
+        for off in offsets:
+            await b.bus.start(ctx)               # START in h0
+            for _ in range(off):                 # restart in h0 + 1 + off
+                await ctx.tick()
+            assert ctx.get(b.dut.running) and not ctx.get(b.dut.done)
+            await b.bus.write(ctx, ctrl, int(isa.Ctrl.START))
+            await b.bus.wait_done(ctx)
+            got[off] = (await b.bus.reg(ctx, HostReg.CYCLES),
+                        await b.bus.reg(ctx, HostReg.ERRORS),
+                        await b.bus.reg(ctx, HostReg.ERROR_CYCLE))
+
+    run_sim(b.dut, tb, max_cycles=20000)
+    for off in offsets:
+        assert got[off] == (t_halt + 1, int(ErrorFlag.BAD_INSTRUCTION), t_bad), off
 
 
 # -- host driver: compiled kernels, bit-exact, cycles as predicted --------------------------------
@@ -182,9 +289,10 @@ def _run(p, pkg, inputs, backends):
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("name", ["tiny", "quad"])
-def test_matmul_on_pipelined_chip(name):
-    p = piped(name, pipeline=2)
+@pytest.mark.parametrize("name,issue,start", [("tiny", True, False), ("quad", True, False),
+                                              ("tiny", False, True), ("quad", True, True)])
+def test_matmul_on_pipelined_chip(name, issue, start):
+    p = piped(name, issue=issue, pipeline=2, start=start)
     rng = np.random.default_rng(5)
     M, K, N = 3, p.vl + 2, 5
     pkg = compile_matmul(p, M, K, N)
@@ -200,9 +308,10 @@ def test_matmul_on_pipelined_chip(name):
 
 
 @pytest.mark.timeout(300)
-def test_elementwise_on_pipelined_mini():
+@pytest.mark.parametrize("start", [False, True])
+def test_elementwise_on_pipelined_mini(start):
     """VXM and MEM through the issue register (the slice kinds of ``mini``)."""
-    p = piped("mini", pipeline=1)
+    p = piped("mini", pipeline=1, start=start)
     rng = np.random.default_rng(8)
     R, C = 2, p.vl
     pkg = compile_elementwise(p, "ADD", R, C)

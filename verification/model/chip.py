@@ -7,9 +7,9 @@ host bus as the RTL (:meth:`LpuModel.write` / :meth:`LpuModel.read`), so the hos
 unchanged through :class:`ModelBackend`.
 
 The timing-closure registers of :class:`~openlpu.params.LpuParams` need nothing here beyond the
-latencies of :mod:`openlpu.isa`: ``icu_issue_reg`` moves the whole run (``isa.start_delay``) and
-the register block counts from its cycle 0, and ``mxm_act_reg`` moves all MXM state changes
-together (``ABC``'s ``d_func`` grows by one).
+latencies of :mod:`openlpu.isa`: ``icu_issue_reg`` and ``host_start_reg`` move the whole run
+(``isa.start_delay``) and the register block counts from its cycle 0, and ``mxm_act_reg``
+moves all MXM state changes together (``ABC``'s ``d_func`` grows by one).
 
 Checkers: two producers driving one stream slot in one cycle, reads of unwritten stream slots, MEM
 bank conflicts, out-of-range addresses, bad instructions and IMEM overruns are recorded as
