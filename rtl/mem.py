@@ -235,46 +235,12 @@ class MemSlice(wiring.Component):
             r_addrs = lane_addrs(r, r_map, f"rd_sl{c}")
             w_addrs = lane_addrs(w, w_map, f"wr_sl{c}")
             host_here = self.host.w_en & (h_sl == c) if len(h_sl) else self.host.w_en
-            lane_data = []
-            if not p.mem_gather:            # one memory per tile: vector word in, vector word out
-                mem, wr, rd = row[0]
-                m.submodules[f"tile{c}"] = mem
-                m.d.comb += rd.addr.eq(Mux(r.valid, r.addr, h_addr))
-                lane_data.append(rd.data)
-                with m.If(w.valid):
-                    m.d.comb += [
-                        wr.en.eq(-1),
-                        wr.addr.eq(w.addr),
-                        wr.data.eq(Mux(w.stream_ok, w_src.data, 0)),
-                    ]
-                with m.Else():
-                    groups = [host_here & (h_group == g if len(h_group) else 1)
-                              for g in range(p.host_lane_groups)]
-                    m.d.comb += [
-                        wr.en.eq(Cat(*groups)),
-                        wr.addr.eq(h_addr),
-                        wr.data.eq(self.host.w_data[:8 * p.host_word_lanes]
-                                   .replicate(p.host_lane_groups)),
-                    ]
-                row = ()
-            for i, (mem, wr, rd) in enumerate(row):
-                m.submodules[f"tile{c}_lane{i}"] = mem
-                m.d.comb += rd.addr.eq(Mux(r.valid, r_addrs[i], h_addr))
-                lane_data.append(rd.data)
-                host_lane = host_here & (h_group == i // 4 if len(h_group) else 1)
-                with m.If(w.valid):
-                    m.d.comb += [
-                        wr.en.eq(1),
-                        wr.addr.eq(w_addrs[i]),
-                        wr.data.eq(Mux(w.stream_ok, w_src.data[i], 0)),
-                    ]
-                with m.Else():
-                    m.d.comb += [
-                        wr.en.eq(host_lane),
-                        wr.addr.eq(h_addr),
-                        wr.data.eq(self.host.w_data.word_select(i % 4, 8)),
-                    ]
-            tile_data = Cat(*lane_data)
+            if p.mem_gather:
+                tile_data = self._lane_memories(m, c, row, r, w, w_src, r_addrs, w_addrs,
+                                                host_here, h_group, h_addr)
+            else:
+                tile_data = self._wide_memory(m, c, row[0], r, w, w_src, host_here, h_group,
+                                              h_addr)
             rd_datas.append(tile_data)
 
             # READ / GATHER: drive next cycle
@@ -330,6 +296,52 @@ class MemSlice(wiring.Component):
                   int(ErrorFlag.BANK_CONFLICT), 0)
             | Mux(_any(unwritten), int(ErrorFlag.STREAM_UNWRITTEN), 0))
         return m
+
+
+    def _lane_memories(self, m, c, row, r, w, w_src, r_addrs, w_addrs, host_here, h_group,
+                       h_addr):
+        """Tile ``c`` as one byte memory per lane (per-lane addresses); returns its read data."""
+        lane_data = []
+        for i, (mem, wr, rd) in enumerate(row):
+            m.submodules[f"tile{c}_lane{i}"] = mem
+            m.d.comb += rd.addr.eq(Mux(r.valid, r_addrs[i], h_addr))
+            lane_data.append(rd.data)
+            host_lane = host_here & (h_group == i // 4 if len(h_group) else 1)
+            with m.If(w.valid):
+                m.d.comb += [
+                    wr.en.eq(1),
+                    wr.addr.eq(w_addrs[i]),
+                    wr.data.eq(Mux(w.stream_ok, w_src.data[i], 0)),
+                ]
+            with m.Else():
+                m.d.comb += [
+                    wr.en.eq(host_lane),
+                    wr.addr.eq(h_addr),
+                    wr.data.eq(self.host.w_data.word_select(i % 4, 8)),
+                ]
+        return Cat(*lane_data)
+
+    def _wide_memory(self, m, c, ports, r, w, w_src, host_here, h_group, h_addr):
+        """Tile ``c`` as one vector-wide memory (``mem_gather`` off); returns its read data."""
+        p = self._params
+        mem, wr, rd = ports
+        m.submodules[f"tile{c}"] = mem
+        m.d.comb += rd.addr.eq(Mux(r.valid, r.addr, h_addr))
+        with m.If(w.valid):
+            m.d.comb += [
+                wr.en.eq(-1),
+                wr.addr.eq(w.addr),
+                wr.data.eq(Mux(w.stream_ok, w_src.data, 0)),
+            ]
+        with m.Else():                  # the host writes one group of host_word_lanes lanes
+            groups = [host_here & (h_group == g if len(h_group) else 1)
+                      for g in range(p.host_lane_groups)]
+            m.d.comb += [
+                wr.en.eq(Cat(*groups)),
+                wr.addr.eq(h_addr),
+                wr.data.eq(self.host.w_data[:8 * p.host_word_lanes].replicate(p.host_lane_groups)),
+            ]
+        return rd.data
 
 
 def _any(signals):
