@@ -271,6 +271,7 @@ def test_bad_count_and_command_are_nak():
     ("ice40", (2, 3, 2), "min"),
     ("quad", (2, 5, 3), "random"),
     ("ice40", (3, 5, 3), "random"),     # the HX8K bitstream's chip: VL 2, no REPEAT
+    ("ecp5", (3, 10, 4), "random"),     # the ULX3S bitstream's chip: every timing register
 ])
 def test_matmul_through_bridge(name, shape, kind):
     from openlpu.firmware.compiler import compile_matmul
