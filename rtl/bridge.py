@@ -44,11 +44,7 @@ class HostBridge(wiring.Component):
     executed on the host bus: a ``WRITE`` issues one write every 2 cycles from its frame
     buffer; a ``READ`` issues one read at a time and waits ``HOST_READ_LATENCY`` cycles for
     ``r_valid``; a ``WAIT`` reads ``STATUS`` until ``DONE`` is set or its cycle limit passes.
-    The response is then sent on ``o``. The bus outputs (``addr``, ``w_data``, ``w_en``,
-    ``r_en``) are registers, so the chip sees an access one cycle after the state that issues
-    it (the frame buffer's block RAM output and the address adder do not reach the chip's
-    decode in the same cycle); the bridge waits for ``r_valid``, which comes
-    ``HOST_READ_LATENCY + 1`` cycles after its issuing state. A frame that stops arriving for ``timeout`` cycles is
+    The response is then sent on ``o``. A frame that stops arriving for ``timeout`` cycles is
     dropped and answered with ``NAK TIMEOUT``. Bytes outside a frame that are not ``SOF`` are
     ignored.
 
@@ -58,6 +54,13 @@ class HostBridge(wiring.Component):
         Inter-byte timeout in clock cycles (choose a few byte times of the link).
     max_words : int
         Words per frame (the frame buffer depth); :data:`openlpu.bridge_proto.MAX_WORDS`.
+    bus_reg : bool
+        Register the bus outputs (``addr``, ``w_data``, ``w_en``, ``r_en``): the chip sees an
+        access one cycle after the state that issues it, so the frame buffer's block RAM
+        output and the address adder do not reach the chip's host decode in the same cycle.
+        The protocol is unchanged (the bridge waits for ``r_valid``, which then comes
+        ``HOST_READ_LATENCY + 1`` cycles after the issuing state). Default ``False``;
+        ``synth.platforms.BoardTop`` switches it on for chips with ``host_start_reg``.
 
     Members
     -------
@@ -71,13 +74,17 @@ class HostBridge(wiring.Component):
         High while a request is being received, executed or answered.
     """
 
-    def __init__(self, *, timeout: int = 100_000, max_words: int = proto.MAX_WORDS):
+    def __init__(self, *, timeout: int = 100_000, max_words: int = proto.MAX_WORDS,
+                 bus_reg: bool = False):
         if not isinstance(timeout, int) or timeout < 16:
             raise ValueError(f"timeout must be an integer >= 16 cycles, not {timeout!r}")
         if not isinstance(max_words, int) or not 1 <= max_words <= proto.MAX_WORDS:
             raise ValueError(f"max_words must be in [1, {proto.MAX_WORDS}], not {max_words!r}")
+        if not isinstance(bus_reg, bool):
+            raise ValueError(f"bus_reg must be True or False, not {bus_reg!r}")
         self._timeout = timeout
         self._max_words = max_words
+        self._bus_reg = bus_reg
         super().__init__({
             "i":    In(stream.Signature(8)),
             "o":    Out(stream.Signature(8)),
@@ -130,13 +137,15 @@ class HostBridge(wiring.Component):
 
         m.d.comb += [wr.data.eq(0), wr.en.eq(0), rd.addr.eq(k)]
 
-        # the host bus outputs, registered: the FSM below drives these in the issuing state
+        # the host bus outputs: the FSM below drives these in the issuing state (bus_reg:
+        # through a register)
         bus_addr = Signal(isa.HOST_ADDR_BITS)
         bus_w_data = Signal(32)
         bus_w_en = Signal()
         bus_r_en = Signal()
-        m.d.sync += [self.bus.addr.eq(bus_addr), self.bus.w_data.eq(bus_w_data),
-                     self.bus.w_en.eq(bus_w_en), self.bus.r_en.eq(bus_r_en)]
+        out = m.d.sync if self._bus_reg else m.d.comb
+        out += [self.bus.addr.eq(bus_addr), self.bus.w_data.eq(bus_w_data),
+                self.bus.w_en.eq(bus_w_en), self.bus.r_en.eq(bus_r_en)]
 
         def nak(reason):
             return [resp_status.eq(proto.Resp.NAK), resp_reason.eq(reason), resp_words.eq(0),

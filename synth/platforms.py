@@ -111,7 +111,9 @@ def ecp5_pll_params(fin_mhz: float, fout_mhz: float) -> dict:
 class BoardTop(Elaboratable):
     """LpuChip + HostBridge + UART PHY on a board.
 
-    The ``sync`` domain runs at ``freq_mhz`` (from a PLL on ECP5 when it differs from the
+    The bridge registers its bus outputs (``HostBridge(bus_reg=True)``) for chips with
+    ``params.host_start_reg``, the presets tuned for Fmax (elsewhere the START decode after
+    those registers would limit the clock anyway). The ``sync`` domain runs at ``freq_mhz`` (from a PLL on ECP5 when it differs from the
     board clock; held in reset until the PLL locks). LED 0 shows ``running``, LED 1 ``done``.
 
     Parameters
@@ -172,7 +174,8 @@ class BoardTop(Elaboratable):
             platform.add_clock_constraint(pll_clk, self.freq_mhz * 1e6)
 
         m.submodules.chip = chip = self.chip
-        m.submodules.bridge = bridge = HostBridge(timeout=40 * self.divisor)
+        m.submodules.bridge = bridge = HostBridge(timeout=40 * self.divisor,
+                                                  bus_reg=self.params.host_start_reg)
         m.submodules.uart_rx = rx = UartRx(self.divisor)
         m.submodules.uart_tx = tx = UartTx(self.divisor)
         wiring.connect(m, bridge.bus, chip.host)

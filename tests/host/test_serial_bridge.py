@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """The serial backend against the HostBridge RTL in Amaranth's simulator, byte by byte.
 
 The bridge's byte streams are fed directly by an in-process transport (no bit-level UART: the
@@ -83,9 +84,9 @@ class SimBridgeTransport:
     timeout). ``corrupt`` maps a byte offset of the outgoing / incoming stream to an XOR mask.
     """
 
-    def __init__(self, chip, *, timeout=TIMEOUT):
+    def __init__(self, chip, *, timeout=TIMEOUT, bus_reg=False):
         self.chip = chip
-        self.bridge = HostBridge(timeout=timeout)
+        self.bridge = HostBridge(timeout=timeout, bus_reg=bus_reg)
         self.timeout = timeout
         top = Module()
         top.domains.sync = ClockDomain("sync")
@@ -149,9 +150,9 @@ class SimBridgeTransport:
         self.rx.clear()
 
 
-def _stub(params=None):
+def _stub(params=None, bus_reg=False):
     params = params or preset("tiny")
-    return params, SimBridgeTransport(StubChip(params))
+    return params, SimBridgeTransport(StubChip(params), bus_reg=bus_reg)
 
 
 # -- protocol ------------------------------------------------------------------------------
@@ -170,9 +171,10 @@ def test_encode_request_rejects_bad_arguments():
         proto.encode_request(Cmd.READ, 1 << isa.HOST_ADDR_BITS, 1)
 
 
-@pytest.mark.parametrize("name", ["tiny", "quad", "ice40"])
-def test_identity_and_ram_roundtrip(name):
-    params, tr = _stub(preset(name))
+@pytest.mark.parametrize("name,bus_reg", [("tiny", False), ("quad", False), ("ice40", False),
+                                          ("tiny", True)])
+def test_identity_and_ram_roundtrip(name, bus_reg):
+    params, tr = _stub(preset(name), bus_reg)
     be = SerialBackend(params, tr)              # checks ID and CONFIG_ID
     rng = np.random.default_rng(1)
     base = reg_addr(isa.HostReg.ID) | (int(isa.HostRegion.MEM) << isa.HOST_REGION_SHIFT)
@@ -195,8 +197,9 @@ def test_config_mismatch_is_reported():
         SerialBackend(preset("quad"), tr)
 
 
-def test_wait_for_done_and_timeout():
-    params, tr = _stub()
+@pytest.mark.parametrize("bus_reg", [False, True])
+def test_wait_for_done_and_timeout(bus_reg):
+    params, tr = _stub(bus_reg=bus_reg)
     be = SerialBackend(params, tr)
     be.run(max_cycles=10_000)
     assert be.read(reg_addr(isa.HostReg.STATUS)) & isa.Status.DONE
@@ -204,8 +207,9 @@ def test_wait_for_done_and_timeout():
         be.run(max_cycles=5)
 
 
-def test_corrupted_request_is_nak_and_not_performed():
-    params, tr = _stub()
+@pytest.mark.parametrize("bus_reg", [False, True])
+def test_corrupted_request_is_nak_and_not_performed(bus_reg):
+    params, tr = _stub(bus_reg=bus_reg)
     be = SerialBackend(params, tr)
     addr = int(isa.HostRegion.MEM) << isa.HOST_REGION_SHIFT
     be.write(addr, 0x11111111)
@@ -245,6 +249,43 @@ def test_corrupted_response_is_reported():
     with pytest.raises(FrameError, match="checksum"):
         be.read(reg_addr(isa.HostReg.ID))
     assert be.read(reg_addr(isa.HostReg.ID)) == isa.CHIP_ID
+
+
+def _bus_trace(bus_reg, frame, cycles):
+    """Per cycle: the bridge's (w_en, r_en, addr, w_data) while ``frame`` arrives and runs."""
+    _, tr = _stub(bus_reg=bus_reg)
+    trace = []
+
+    async def record(ctx):
+        bus = tr.bridge.bus
+        while True:
+            on = ctx.get(bus.w_en) or ctx.get(bus.r_en)
+            trace.append((ctx.get(bus.w_en), ctx.get(bus.r_en), ctx.get(bus.addr) if on else None,
+                          ctx.get(bus.w_data) if ctx.get(bus.w_en) else None))
+            await ctx.tick()
+
+    tr.sim.add_testbench(record, background=True)
+    tr.write(frame)
+    tr.run_cycles(cycles)
+    return trace
+
+
+def test_bus_reg_delays_the_bus_by_one_cycle():
+    """With ``bus_reg`` the bridge's bus outputs are its plain outputs one cycle later."""
+    addr = int(isa.HostRegion.MEM) << isa.HOST_REGION_SHIFT
+    words = [0xFFFFFFFF, 0x80807F01, 0x12345678]
+    frame = proto.encode_request(Cmd.WRITE, addr + 3, len(words), words)
+    n = len(frame) + 4 * len(words) + 20
+    plain, reg = _bus_trace(False, frame, n), _bus_trace(True, frame, n)
+    writes = [(a, d) for w, _, a, d in plain if w]
+    assert writes == [(addr + 3 + i, w) for i, w in enumerate(words)]
+    assert reg[0] == (0, 0, None, None)
+    assert reg[1:] == plain[:-1]
+
+
+def test_bridge_arguments_are_checked():
+    with pytest.raises(ValueError, match="bus_reg must be True or False"):
+        HostBridge(bus_reg=1)     # never elaborated: see the file's first line
 
 
 def test_bad_count_and_command_are_nak():
@@ -291,7 +332,7 @@ def test_matmul_through_bridge(name, shape, kind):
         B[:, -1] = 127
     A, B = A.astype(np.int8), B.astype(np.int8)
 
-    tr = SimBridgeTransport(LpuChip(params))
+    tr = SimBridgeTransport(LpuChip(params), bus_reg=params.host_start_reg)   # as BoardTop
     dev = Device(SerialBackend(params, tr))
     dev.load(compile_matmul(params, M, K, N))
     dev.write_inputs({"A": A, "B": B})
