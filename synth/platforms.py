@@ -16,7 +16,8 @@ from openlpu.params import LpuParams
 from openlpu.rtl.bridge import HostBridge
 from openlpu.rtl.uart import UartRx, UartTx, uart_divisor
 
-__all__ = ["Board", "BOARDS", "board", "BoardTop", "ecp5_pll_params", "BoardError"]
+__all__ = ["Board", "BOARDS", "board", "BoardTop", "ecp5_pll_params", "ice40_pll_params",
+           "BoardError"]
 
 DEFAULT_BAUD = 115200
 
@@ -68,7 +69,7 @@ BOARDS: dict[str, Board] = {
                         logic_cell="ICESTORM_LC", ff_cell="ICESTORM_LC",
                         dsp_cell="ICESTORM_DSP", bram_cell="ICESTORM_RAM"),
     # iCE40-HX8K breakout board: the largest iCE40 (no DSP, no SPRAM); FTDI channel B UART.
-    "hx8k": Board("hx8k", "ice40", preset="ice40", clk_mhz=12.0, target_mhz=12.0,
+    "hx8k": Board("hx8k", "ice40", preset="ice40", clk_mhz=12.0, target_mhz=30.0,
                   capacity={"ICESTORM_LC": 7680, "ICESTORM_RAM": 32},
                   logic_cell="ICESTORM_LC", ff_cell="ICESTORM_LC",
                   dsp_cell="ICESTORM_DSP", bram_cell="ICESTORM_RAM"),
@@ -108,13 +109,45 @@ def ecp5_pll_params(fin_mhz: float, fout_mhz: float) -> dict:
     return {"CLKI_DIV": clki, "CLKFB_DIV": fb, "CLKOP_DIV": op, "fout": f}
 
 
+def ice40_pll_params(fin_mhz: float, fout_mhz: float) -> dict:
+    """SB_PLL40_CORE dividers for ``fout`` from ``fin`` (simple feedback).
+
+    ``fout = fin * (DIVF + 1) / ((DIVR + 1) * 2**DIVQ)`` with the phase detector at 10..133 MHz
+    and the VCO at 533..1066 MHz (iCE40 sysCLOCK PLL guide, as in icestorm's ``icepll``).
+    Returns ``{"DIVR", "DIVF", "DIVQ", "FILTER_RANGE", "fout"}`` with the closest ``fout``;
+    raises :class:`BoardError` if no setting is within 1 %.
+    """
+    best = None
+    for divr in range(16):
+        pfd = fin_mhz / (divr + 1)
+        if not 10 <= pfd <= 133:
+            continue
+        for divf in range(128):
+            vco = pfd * (divf + 1)
+            if not 533 <= vco <= 1066:
+                continue
+            for divq in range(1, 7):
+                f = vco / (1 << divq)
+                if 16 <= f <= 275:
+                    err = abs(f - fout_mhz)
+                    if best is None or err < best[0]:
+                        best = (err, divr, divf, divq, f, pfd)
+    if best is None or best[0] > 0.01 * fout_mhz:
+        raise BoardError(f"the iCE40 PLL cannot make {fout_mhz} MHz from {fin_mhz} MHz")
+    _, divr, divf, divq, f, pfd = best
+    filter_range = next(i + 1 for i, lim in enumerate((17, 26, 44, 66, 101)) if pfd < lim) \
+        if pfd < 101 else 6
+    return {"DIVR": divr, "DIVF": divf, "DIVQ": divq, "FILTER_RANGE": filter_range, "fout": f}
+
+
 class BoardTop(Elaboratable):
     """LpuChip + HostBridge + UART PHY on a board.
 
     The bridge registers its bus outputs (``HostBridge(bus_reg=True)``) for chips with
     ``params.host_start_reg``, the presets tuned for Fmax (elsewhere the START decode after
-    those registers would limit the clock anyway). The ``sync`` domain runs at ``freq_mhz`` (from a PLL on ECP5 when it differs from the
-    board clock; held in reset until the PLL locks). LED 0 shows ``running``, LED 1 ``done``.
+    those registers would limit the clock anyway). The ``sync`` domain runs at ``freq_mhz``,
+    from a PLL when it differs from the board clock (EHXPLLL on ECP5, SB_PLL40_CORE on iCE40;
+    the design is held in reset until the PLL locks). LED 0 shows ``running``, LED 1 ``done``.
 
     Parameters
     ----------
@@ -135,10 +168,8 @@ class BoardTop(Elaboratable):
         self.freq_mhz = float(freq_mhz or board.target_mhz)
         self.pll = None
         if self.freq_mhz != board.clk_mhz:
-            if board.family != "ecp5":
-                raise BoardError(f"{board.name}: runs at its {board.clk_mhz} MHz clock only "
-                                 f"(no PLL support here), not {self.freq_mhz} MHz")
-            self.pll = ecp5_pll_params(board.clk_mhz, self.freq_mhz)
+            pll_params = ecp5_pll_params if board.family == "ecp5" else ice40_pll_params
+            self.pll = pll_params(board.clk_mhz, self.freq_mhz)
             self.freq_mhz = self.pll["fout"]
         self.baud = baud
         self.divisor = uart_divisor(self.freq_mhz * 1e6, baud)
@@ -149,11 +180,26 @@ class BoardTop(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        if self.pll is not None:
+        if self.pll is not None and self.board.family == "ice40":
             p = self.pll
             clk_io = platform.request(platform.default_clk, dir="-")
             m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_io)
-            pll_clk, locked = Signal(), Signal()
+            pll_clk, locked = Signal(name="pll_clk"), Signal(name="pll_locked")
+            m.domains.sync = ClockDomain("sync")
+            m.submodules.pll = Instance(
+                "SB_PLL40_CORE",
+                p_FEEDBACK_PATH="SIMPLE", p_DIVR=p["DIVR"], p_DIVF=p["DIVF"], p_DIVQ=p["DIVQ"],
+                p_FILTER_RANGE=p["FILTER_RANGE"],
+                i_REFERENCECLK=clk_buf.i, i_RESETB=1, i_BYPASS=0,
+                o_PLLOUTGLOBAL=pll_clk, o_LOCK=locked)
+            m.d.comb += ClockSignal("sync").eq(pll_clk)
+            m.submodules.rst_sync = ResetSynchronizer(~locked, domain="sync")
+            platform.add_clock_constraint(pll_clk, self.freq_mhz * 1e6)
+        elif self.pll is not None:
+            p = self.pll
+            clk_io = platform.request(platform.default_clk, dir="-")
+            m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_io)
+            pll_clk, locked = Signal(name="pll_clk"), Signal(name="pll_locked")
             m.domains.sync = ClockDomain("sync")
             m.submodules.pll = Instance(
                 "EHXPLLL",

@@ -12,7 +12,8 @@ import pytest
 
 from openlpu.params import preset
 from openlpu.synth import build as synth_build
-from openlpu.synth.platforms import BOARDS, BoardError, BoardTop, ecp5_pll_params
+from openlpu.synth.platforms import (BOARDS, BoardError, BoardTop, ecp5_pll_params,
+                                     ice40_pll_params)
 
 
 def test_pll_dividers():
@@ -24,14 +25,29 @@ def test_pll_dividers():
         ecp5_pll_params(25.0, 2000.0)
 
 
+@pytest.mark.parametrize("fout", [16.0, 24.0, 30.0, 48.0, 100.0])
+def test_ice40_pll_dividers(fout):
+    p = ice40_pll_params(12.0, fout)
+    pfd = 12.0 / (p["DIVR"] + 1)
+    vco = pfd * (p["DIVF"] + 1)
+    assert 10 <= pfd <= 133 and 533 <= vco <= 1066
+    assert p["fout"] == pytest.approx(vco / 2 ** p["DIVQ"])
+    assert abs(p["fout"] - fout) <= 0.01 * fout
+    assert 1 <= p["FILTER_RANGE"] <= 6
+    with pytest.raises(BoardError, match="cannot make"):
+        ice40_pll_params(12.0, 400.0)
+
+
 def test_board_table_and_errors():
     assert {"ulx3s", "icebreaker"} <= set(BOARDS)
     for b in BOARDS.values():
         preset(b.preset)                         # every board's default preset exists
     with pytest.raises(BoardError, match="known boards"):
         synth_build.get_board("nosuchboard")
-    with pytest.raises(BoardError, match="no PLL"):
-        BoardTop(BOARDS["icebreaker"], preset("ice40"), 48.0)
+    top = BoardTop(BOARDS["hx8k"], preset("ice40"), 30.0)       # iCE40 PLL from 12 MHz
+    assert top.pll["fout"] == pytest.approx(30.0) and top.freq_mhz == pytest.approx(30.0)
+    with pytest.raises(BoardError, match="cannot make"):
+        BoardTop(BOARDS["hx8k"], preset("ice40"), 5.0)
 
 
 @pytest.mark.synth
@@ -65,3 +81,18 @@ def test_ice40_flip_flops_from_the_packer_log():
            "Info:     1182 LCs used as DFF only\nInfo:      429 LCs used as CARRY only\n")
     assert synth_build._ice40_dff_lcs(tim) == 1223 + 1182
     assert synth_build._ice40_dff_lcs("no packer output") is None
+
+
+@pytest.mark.timeout(300)
+def test_hx8k_top_has_the_pll_at_its_target_clock():
+    """The HX8K build at its 30 MHz target instantiates the iCE40 PLL with the computed
+    dividers and constrains its output (elaboration and RTLIL only, no tools)."""
+    brd = BOARDS["hx8k"]
+    top = BoardTop(brd, preset("ice40"))
+    assert top.freq_mhz == pytest.approx(brd.target_mhz) and top.pll is not None
+    plan = brd.platform().prepare(top, name="top")
+    rtlil = plan.files["top.il"]
+    rtlil = rtlil if isinstance(rtlil, str) else rtlil.decode()
+    assert "SB_PLL40_CORE" in rtlil
+    assert f"parameter \\DIVF {top.pll['DIVF']}" in rtlil
+    assert f"set_frequency pll_clk {brd.target_mhz}" in plan.files["top.pcf"]
