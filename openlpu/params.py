@@ -339,7 +339,7 @@ PRESETS: dict[str, LpuParams] = {
                       mxm_act_reg=True, icu_issue_reg=True, host_start_reg=True),
     # iCE40-HX8K (7,680 LCs, 32 EBRs): VL = 2 (2 lanes, 1 superlane, 4 MACs), no REPEAT, no
     # per-lane MEM addressing, Booth products; its memories fill 4-kbit block RAMs (256 x 16).
-    # The smallest VL = 4 chip needs about 10,800 LCs (docs/fpga.md).
+    # The smallest VL = 4 chip needs 10,701 LCs even with these options (docs/fpga.md).
     "ice40": LpuParams(name="ice40", lanes=2, superlanes=1, streams=4, mem_slices=2,
                        mem_words=128, mxm_acc_words=2, imem_words=256, mxm_booth=True,
                        icu_repeat=False, mem_gather=False),

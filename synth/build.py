@@ -3,7 +3,7 @@
 Usage::
 
     python -m openlpu.synth.build --board ulx3s [--preset ecp5] [--freq 100]
-    python -m openlpu.synth.build --board icebreaker [--preset ice40]
+    python -m openlpu.synth.build --board hx8k [--preset ice40] [--freq 30]
     python -m openlpu.synth.build --report [--board ulx3s] [--preset ecp5]
 
 A build writes ``build/synth/<board>-<preset>/`` (Verilog/RTLIL, Yosys and nextpnr logs,
