@@ -178,43 +178,39 @@ class BoardTop(Elaboratable):
             chip = LpuChip(params)
         self.chip = chip
 
-    def elaborate(self, platform):
-        m = Module()
-        if self.pll is not None and self.board.family == "ice40":
-            p = self.pll
-            clk_io = platform.request(platform.default_clk, dir="-")
-            m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_io)
-            pll_clk, locked = Signal(name="pll_clk"), Signal(name="pll_locked")
-            m.domains.sync = ClockDomain("sync")
-            m.submodules.pll = Instance(
+    def _pll_instance(self, clk_in, clk_out, locked):
+        """The family's PLL primitive, making ``clk_out`` from ``clk_in`` (``self.pll``)."""
+        p = self.pll
+        if self.board.family == "ice40":
+            return Instance(
                 "SB_PLL40_CORE",
                 p_FEEDBACK_PATH="SIMPLE", p_DIVR=p["DIVR"], p_DIVF=p["DIVF"], p_DIVQ=p["DIVQ"],
                 p_FILTER_RANGE=p["FILTER_RANGE"],
-                i_REFERENCECLK=clk_buf.i, i_RESETB=1, i_BYPASS=0,
-                o_PLLOUTGLOBAL=pll_clk, o_LOCK=locked)
-            m.d.comb += ClockSignal("sync").eq(pll_clk)
-            m.submodules.rst_sync = ResetSynchronizer(~locked, domain="sync")
-            platform.add_clock_constraint(pll_clk, self.freq_mhz * 1e6)
-        elif self.pll is not None:
-            p = self.pll
+                i_REFERENCECLK=clk_in, i_RESETB=1, i_BYPASS=0,
+                o_PLLOUTGLOBAL=clk_out, o_LOCK=locked)
+        return Instance(
+            "EHXPLLL",
+            a_FREQUENCY_PIN_CLKI=str(self.board.clk_mhz),
+            a_FREQUENCY_PIN_CLKOP=f"{p['fout']:.6g}",
+            a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
+            a_MFG_GMCREF_SEL="2",
+            p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+            p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA",
+            p_CLKI_DIV=p["CLKI_DIV"], p_CLKFB_DIV=p["CLKFB_DIV"],
+            p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=p["CLKOP_DIV"],
+            p_CLKOP_CPHASE=p["CLKOP_DIV"] - 1, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
+            i_RST=0, i_STDBY=0, i_CLKI=clk_in, o_CLKOP=clk_out, i_CLKFB=clk_out,
+            i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=0, i_PHASESTEP=0,
+            i_PHASELOADREG=0, i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked)
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.pll is not None:
             clk_io = platform.request(platform.default_clk, dir="-")
             m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_io)
             pll_clk, locked = Signal(name="pll_clk"), Signal(name="pll_locked")
             m.domains.sync = ClockDomain("sync")
-            m.submodules.pll = Instance(
-                "EHXPLLL",
-                a_FREQUENCY_PIN_CLKI=str(self.board.clk_mhz),
-                a_FREQUENCY_PIN_CLKOP=f"{p['fout']:.6g}",
-                a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
-                a_MFG_GMCREF_SEL="2",
-                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
-                p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA",
-                p_CLKI_DIV=p["CLKI_DIV"], p_CLKFB_DIV=p["CLKFB_DIV"],
-                p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=p["CLKOP_DIV"],
-                p_CLKOP_CPHASE=p["CLKOP_DIV"] - 1, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
-                i_RST=0, i_STDBY=0, i_CLKI=clk_buf.i, o_CLKOP=pll_clk, i_CLKFB=pll_clk,
-                i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=0, i_PHASESTEP=0,
-                i_PHASELOADREG=0, i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked)
+            m.submodules.pll = self._pll_instance(clk_buf.i, pll_clk, locked)
             m.d.comb += ClockSignal("sync").eq(pll_clk)
             m.submodules.rst_sync = ResetSynchronizer(~locked, domain="sync")
             platform.add_clock_constraint(pll_clk, self.freq_mhz * 1e6)

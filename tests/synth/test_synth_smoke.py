@@ -96,3 +96,15 @@ def test_hx8k_top_has_the_pll_at_its_target_clock():
     assert "SB_PLL40_CORE" in rtlil
     assert f"parameter \\DIVF {top.pll['DIVF']}" in rtlil
     assert f"set_frequency pll_clk {brd.target_mhz}" in plan.files["top.pcf"]
+
+
+@pytest.mark.timeout(300)
+def test_ulx3s_top_has_the_pll_at_its_target_clock():
+    """The ULX3S build at its 100 MHz target instantiates the ECP5 PLL with the computed
+    dividers and constrains its output (elaboration and RTLIL only, no tools)."""
+    brd = BOARDS["ulx3s"]
+    top = BoardTop(brd, preset("ice40"))
+    plan = brd.platform().prepare(top, name="top")
+    rtlil = plan.files["top.il"]
+    assert "EHXPLLL" in rtlil and f"parameter \\CLKFB_DIV {top.pll['CLKFB_DIV']}" in rtlil
+    assert "pll_clk" in plan.files["top.lpf"] and "100" in plan.files["top.lpf"]
