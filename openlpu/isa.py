@@ -343,14 +343,19 @@ def allowed(instr: InstrDef, role: str) -> bool:
     return "*" in instr.roles or role in instr.roles
 
 
+#: Size options of ``LpuParams`` (set to ``False``) and the instructions each removes.
+SIZE_OPTION_INSTRUCTIONS = {"icu_repeat": ("REPEAT",), "mem_gather": ("GATHER", "SCATTER")}
+
+
+def _missing_by(params) -> dict:
+    """``{mnemonic: option}`` of the instructions the chip ``params`` does not implement."""
+    return {mn: opt for opt, mns in SIZE_OPTION_INSTRUCTIONS.items()
+            if not getattr(params, opt) for mn in mns}
+
+
 def unavailable(params) -> frozenset:
     """Mnemonics that the chip described by ``params`` does not implement (size options)."""
-    out = set()
-    if not params.icu_repeat:
-        out.add("REPEAT")
-    if not params.mem_gather:
-        out |= {"GATHER", "SCATTER"}
-    return frozenset(out)
+    return frozenset(_missing_by(params))
 
 
 def available(instr: InstrDef, role: str, params) -> bool:
@@ -363,8 +368,8 @@ def unavailable_reason(instr: InstrDef, role: str, params) -> str | None:
     """Why a queue of ``role`` on the chip ``params`` rejects ``instr`` (``None``: it accepts it)."""
     if not allowed(instr, role):
         return f"{instr.mnemonic} is not allowed in a {role} queue"
-    if instr.mnemonic in unavailable(params):
-        option = "icu_repeat" if instr.mnemonic == "REPEAT" else "mem_gather"
+    option = _missing_by(params).get(instr.mnemonic)
+    if option:
         return (f"{instr.mnemonic} is not implemented by preset {params.name!r} "
                 f"({option}=False)")
     return None

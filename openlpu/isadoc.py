@@ -7,12 +7,11 @@ table the RTL, model, assembler and compiler use.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
 from . import isa
-from .params import PRESETS, LpuParams
+from .params import PRESETS
 
 BEGIN = "<!-- BEGIN GENERATED: python -m openlpu.isadoc --write -->"
 END = "<!-- END GENERATED -->"
@@ -33,10 +32,7 @@ def _latency(idef, attr):
 def _size_options(idef) -> str:
     """The line saying which ``LpuParams`` switches remove ``idef`` (``isa.unavailable``) and
     which presets lack it; empty for instructions every chip has."""
-    base = LpuParams()
-    options = [f.name for f in dataclasses.fields(LpuParams)
-               if f.default is True
-               and idef.mnemonic in isa.unavailable(dataclasses.replace(base, **{f.name: False}))]
+    options = [o for o, mns in isa.SIZE_OPTION_INSTRUCTIONS.items() if idef.mnemonic in mns]
     if not options:
         return ""
     lacking = [n for n, p in PRESETS.items() if idef.mnemonic in isa.unavailable(p)]

@@ -34,7 +34,7 @@ registers), and ``all_halted`` cannot end the run before its cycle 0 (an ICU tha
 START yet still reports done). HOST_WHILE_RUNNING is recorded from ``h + 1`` on.
 """
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -165,14 +165,12 @@ class HostRegisters(wiring.Component):
 
         # -- run control -------------------------------------------------------------------
         delay = isa.start_delay(self._params)
-        hold = 0            # the start_delay cycles after START, before cycle 0: not counted
-        after_start = start
-        delayed = [start]
+        delayed = [start]   # START, then its copies 1 .. start_delay cycles later
         for i in range(delay):
-            prev, after_start = after_start, Signal(name=f"start_d{i + 1}")
-            m.d.sync += after_start.eq(prev)
-            delayed.append(after_start)
-            hold = hold | after_start
+            d = Signal(name=f"start_d{i + 1}")
+            m.d.sync += d.eq(delayed[-1])
+            delayed.append(d)
+        hold = Cat(*delayed[1:]).any() if delay else 0   # cycles before cycle 0: not counted
         # host_start_reg: the chip sees START one cycle late (start_d1 is that register)
         m.d.comb += self.start.eq(delayed[1] if self._params.host_start_reg else start)
         with m.If(start):
