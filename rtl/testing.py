@@ -35,7 +35,7 @@ class HostBusError(AssertionError):
     """The host bus did not follow its protocol (e.g. ``r_valid`` at the wrong cycle)."""
 
 
-def run_sim(dut, *testbenches, max_cycles: int = 10_000, max_seconds: float | None = 120.0,
+def run_sim(dut, *testbenches, max_cycles: int = 10_000, max_seconds: float | None = 600.0,
             vcd: str | None = None, background=()):
     """Simulate ``dut`` with a clock and the given async testbenches.
 

@@ -26,6 +26,7 @@ from openlpu import isa
 from openlpu.hostmap import reg_addr
 from openlpu.params import LpuParams
 
+from .. import progress
 from ..backend import Backend, DeviceTimeout
 
 __all__ = ["VerilatorBackend", "VerilatorBuildError", "verilator_root", "verilator_environ",
@@ -114,9 +115,11 @@ def chip_verilog(params: LpuParams) -> str:
     key = hashlib.sha256((params.to_json() + _rtl_source_digest()).encode()).hexdigest()[:20]
     path = build_dir_root() / "verilog" / f"{params.name}-{key}.v"
     if path.exists():
+        progress.cached(f"Verilog of preset {params.name!r}", path)
         return path.read_text()
     from openlpu.rtl.chip import generate_verilog
-    text = generate_verilog(params)
+    with progress.step(f"generating the Verilog of preset {params.name!r} (VL {params.vl})"):
+        text = generate_verilog(params)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_text(text)
@@ -183,6 +186,7 @@ def build_library(verilog: str, tag: str = "chip", *, jobs: int = 2, root: Path 
     final = base / key
     lib = final / _LIB_NAME
     if lib.exists():
+        progress.cached(f"Verilator build {key}", final)
         return lib
 
     base.mkdir(parents=True, exist_ok=True)
@@ -196,7 +200,8 @@ def build_library(verilog: str, tag: str = "chip", *, jobs: int = 2, root: Path 
     log = tmp / "build.log"
     cmd = _verilator_cmd(src, tmp / "obj", tmp / _LIB_NAME, jobs)
     t0 = time.monotonic()
-    with open(log, "w") as f:
+    with open(log, "w") as f, progress.step(f"Verilator build {key} ({jobs} jobs, log {log})",
+                                            detail=lambda: _last_line(log)):
         f.write(" ".join(cmd) + "\n")
         f.flush()
         try:
@@ -215,6 +220,18 @@ def build_library(verilog: str, tag: str = "chip", *, jobs: int = 2, root: Path 
     except OSError:                                  # another process published it first
         shutil.rmtree(tmp, ignore_errors=True)
     return lib
+
+
+def _last_line(log: Path, width: int = 100) -> str:
+    """The last non-empty line of a build log, shortened, for progress heartbeats."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - 4096))
+            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    last = lines[-1].strip() if lines else ""
+    return last if len(last) <= width else "..." + last[-width:]
 
 
 _U32P = ctypes.POINTER(ctypes.c_uint32)

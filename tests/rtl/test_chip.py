@@ -5,8 +5,6 @@ timing rule of docs/architecture.md (``T = t + d_func + |q - p|``, consumer issu
 ``T - d_skew``) with latencies from ``openlpu.isa``; data is checked against numpy.
 """
 
-import time
-
 import numpy as np
 import pytest
 
@@ -204,10 +202,7 @@ def test_mem_copy_through_fabric(params):
         results["run"] = await b.run(ctx)
         for i, (_, _, ds, da) in enumerate(moves):
             results[i] = await b.read_vector(ctx, ds, da)
-
-    t0 = time.monotonic()
     run_sim(b.dut, tb, max_cycles=6000)
-    assert time.monotonic() - t0 < 60
     cycles, errors, _ = results["run"]
     assert errors == 0
     assert cycles == last_halt + 1
@@ -343,13 +338,11 @@ def test_error_flags(params):
 
 @pytest.mark.parametrize("name", ["tiny", "default"])
 def test_generate_verilog(name):
-    t0 = time.monotonic()
     v = generate_verilog(preset(name))
     assert "module lpu_chip(" in v
     for port in ("host__addr", "host__w_en", "host__w_data", "host__r_en", "host__r_data",
                  "host__r_valid", "running", "done", "clk", "rst"):
         assert port in v
-    assert time.monotonic() - t0 < 60
 
 
 # == model vs RTL: the same host traffic on LpuChip and on the reference model ====================
@@ -442,10 +435,7 @@ def rtl_runs(p, runs, max_cycles=20000):
                 for a in range(p.mem_addr_words):
                     mem[s.index, a] = backdoor_get(ctx, dut, a)
             out.append((tuple(regs), mem))
-
-    t0 = time.monotonic()
-    run_sim(b.dut, tb, max_cycles=max_cycles, max_seconds=60)
-    assert time.monotonic() - t0 < 60
+    run_sim(b.dut, tb, max_cycles=max_cycles)
     return out
 
 

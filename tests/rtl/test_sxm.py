@@ -24,7 +24,7 @@ from openlpu.rtl.testing import pack_column, run_sim, unpack_drive
 from ..conftest import int8_operands
 
 EAST, WEST = isa.Dir.EAST, isa.Dir.WEST
-SIM_WALL_LIMIT = 30.0          # seconds per simulator run
+SIM_WALL_LIMIT = 300.0         # seconds per simulator run: catches a hang, generous for a loaded machine
 F = isa.ErrorFlag
 
 

@@ -25,7 +25,7 @@ from openlpu.rtl.testing import pack_column, unpack_drive
 from openlpu.rtl.vxm import FX_WIDTHS, VxmSlice
 
 EAST, WEST = isa.Dir.EAST, isa.Dir.WEST
-SIM_WALL_LIMIT = 120.0
+SIM_WALL_LIMIT = 300.0
 ALUS = isa.VXM_ALU_ROLES
 SIDES = ("in", "out")
 BINARY = ("ADD", "SUB", "MUL", "MULSHR", "MIN", "MAX", "AND", "OR", "XOR", "SHL", "SRA", "SRL")

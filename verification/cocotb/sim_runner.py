@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from openlpu.host import progress
 from openlpu.host.backends.verilator_sim import (VERILATOR_WARNING_FLAGS, build_dir_root,
                                                  verilator_environ, verilator_version)
 from openlpu.params import LpuParams
@@ -101,6 +102,7 @@ def chip_build(params: LpuParams, *, waves: bool = False, verilog: str | None = 
     base = build_dir_root() / "cocotb"
     final = base / key
     if (final / TOPLEVEL).exists():
+        progress.cached(f"cocotb Verilator build {key}", final)
         return final
 
     _apply_verilator_env()
@@ -118,8 +120,9 @@ def chip_build(params: LpuParams, *, waves: bool = False, verilog: str | None = 
         args += ["--trace-structs"]        # VCD: FST needs lz4 headers the wheel lacks
     t0 = time.monotonic()
     try:
-        runner.build(sources=[VerilatorControlFile(vlt), src], hdl_toplevel=TOPLEVEL, build_dir=tmp, build_args=args,
-                     waves=waves, always=True, log_file=log, timescale=("1ns", "1ps"))
+        with progress.step(f"cocotb Verilator build {key} (log {log})"):
+            runner.build(sources=[VerilatorControlFile(vlt), src], hdl_toplevel=TOPLEVEL, build_dir=tmp, build_args=args,
+                         waves=waves, always=True, log_file=log, timescale=("1ns", "1ps"))
     except (Exception, SystemExit) as exc:
         raise CocotbFailure(f"Verilator build for cocotb failed ({exc}); log: {log}\n"
                             + _tail(log)) from None
