@@ -14,7 +14,9 @@ library without rebuilding.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import hashlib
 import os
 import shutil
@@ -30,7 +32,8 @@ from .. import progress
 from ..backend import Backend, DeviceTimeout
 
 __all__ = ["VerilatorBackend", "VerilatorBuildError", "verilator_root", "verilator_environ",
-           "VERILATOR_WARNING_FLAGS", "build_dir_root", "build_library", "wrapper_verilog"]
+           "VERILATOR_WARNING_FLAGS", "build_dir_root", "build_library", "build_lock",
+           "wrapper_verilog"]
 
 HARNESS = Path(__file__).with_name("harness.cpp")
 WRAPPER_TOP = "lpu_sim_top"
@@ -92,6 +95,21 @@ def build_dir_root() -> Path:
     return Path(__file__).resolve().parents[2] / "build"
 
 
+@contextlib.contextmanager
+def build_lock(path: Path):
+    """Hold an exclusive lock on ``path`` + ``.lock`` (created if needed) while building the
+    cache entry ``path``: a second process that wants the same entry waits for the first and
+    then finds it cached, instead of building it again (pytest-xdist workers, parallel runs)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / (path.name + ".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _rtl_source_digest() -> str:
     """SHA-256 over every Python source the chip's Verilog is generated from (``rtl/`` and the
     shared definitions in ``openlpu/``) and the Amaranth version."""
@@ -117,13 +135,16 @@ def chip_verilog(params: LpuParams) -> str:
     if path.exists():
         progress.cached(f"Verilog of preset {params.name!r}", path)
         return path.read_text()
-    from openlpu.rtl.chip import generate_verilog
-    with progress.step(f"generating the Verilog of preset {params.name!r} (VL {params.vl})"):
-        text = generate_verilog(params)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with build_lock(path):
+        if path.exists():                            # generated while this process waited
+            progress.cached(f"Verilog of preset {params.name!r}", path)
+            return path.read_text()
+        from openlpu.rtl.chip import generate_verilog
+        with progress.step(f"generating the Verilog of preset {params.name!r} (VL {params.vl})"):
+            text = generate_verilog(params)
+        tmp = path.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, path)
     return text
 
 
@@ -171,8 +192,9 @@ def build_library(verilog: str, tag: str = "chip", *, jobs: int = 2, root: Path 
     """Compile ``verilog`` (module ``lpu_chip``) and the harness into a cached shared library.
 
     Returns the library path. A build for the same Verilog, harness, Verilator version and
-    flags is reused. Concurrent builds are safe: each builds in its own temporary folder and
-    the first to finish publishes it.
+    flags is reused. Concurrent builds are safe: a process that wants an entry another one is
+    building waits for it (:func:`build_lock`), and each builds in its own temporary folder
+    published by a rename.
     """
     harness = HARNESS.read_text()
     wrapper = wrapper_verilog()
@@ -188,7 +210,14 @@ def build_library(verilog: str, tag: str = "chip", *, jobs: int = 2, root: Path 
     if lib.exists():
         progress.cached(f"Verilator build {key}", final)
         return lib
+    with build_lock(final):
+        if lib.exists():                             # built while this process waited
+            progress.cached(f"Verilator build {key}", final)
+            return lib
+        return _build_library(verilog, wrapper, harness, key, base, final, jobs, timeout)
 
+
+def _build_library(verilog, wrapper, harness, key, base, final, jobs, timeout) -> Path:
     base.mkdir(parents=True, exist_ok=True)
     tmp = base / f"{key}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -219,7 +248,7 @@ def build_library(verilog: str, tag: str = "chip", *, jobs: int = 2, root: Path 
         os.rename(tmp, final)
     except OSError:                                  # another process published it first
         shutil.rmtree(tmp, ignore_errors=True)
-    return lib
+    return final / _LIB_NAME
 
 
 def _last_line(log: Path, width: int = 100) -> str:

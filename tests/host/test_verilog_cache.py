@@ -48,3 +48,28 @@ def test_key_follows_params_and_sources(tmp_path, generated, monkeypatch):
 def test_digest_covers_rtl_and_shared_definitions():
     d1 = verilator_sim._rtl_source_digest()
     assert d1 == verilator_sim._rtl_source_digest() and len(d1) == 64
+
+
+def test_concurrent_requests_generate_once(tmp_path, monkeypatch):
+    """Two requests for the same entry at once (as two pytest-xdist workers make): the second
+    waits on the build lock and reads the first one's result instead of generating again."""
+    import threading
+    import time as _time
+    monkeypatch.setenv("OPENLPU_BUILD_DIR", str(tmp_path))
+    calls = []
+
+    def slow(params):
+        calls.append(params)
+        _time.sleep(0.3)
+        return "module lpu_chip();\nendmodule\n"
+    monkeypatch.setattr(chip, "generate_verilog", slow)
+    p = preset("tiny")
+    out = []
+    threads = [threading.Thread(target=lambda: out.append(verilator_sim.chip_verilog(p)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(calls) == 1
+    assert out == ["module lpu_chip();\nendmodule\n"] * 2

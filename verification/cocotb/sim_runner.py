@@ -28,7 +28,8 @@ from pathlib import Path
 
 from openlpu.host import progress
 from openlpu.host.backends.verilator_sim import (VERILATOR_WARNING_FLAGS, build_dir_root,
-                                                 verilator_environ, verilator_version)
+                                                 build_lock, verilator_environ,
+                                                 verilator_version)
 from openlpu.params import LpuParams
 
 __all__ = ["CocotbFailure", "CocotbResult", "chip_build", "run_cocotb", "HERE", "TOPLEVEL"]
@@ -88,7 +89,6 @@ def chip_build(params: LpuParams, *, waves: bool = False, verilog: str | None = 
                timeout: float = 1800) -> Path:
     """Build folder of the chip for ``params`` (built now unless cached); returns its path."""
     import cocotb
-    from cocotb_tools.runner import VerilatorControlFile
 
     if verilog is None:
         from openlpu.host.backends.verilator_sim import chip_verilog
@@ -104,6 +104,15 @@ def chip_build(params: LpuParams, *, waves: bool = False, verilog: str | None = 
     if (final / TOPLEVEL).exists():
         progress.cached(f"cocotb Verilator build {key}", final)
         return final
+    with build_lock(final):
+        if (final / TOPLEVEL).exists():      # built while this process waited
+            progress.cached(f"cocotb Verilator build {key}", final)
+            return final
+        return _build(verilog, key, base, final, waves)
+
+
+def _build(verilog: str, key: str, base: Path, final: Path, waves: bool) -> Path:
+    from cocotb_tools.runner import VerilatorControlFile
 
     _apply_verilator_env()
     tmp = base / f"{key}.tmp-{os.getpid()}"
