@@ -6,7 +6,7 @@ frame layout and checksum from here. ``docs/fpga.md`` describes the frames.
 
 Request (host to bridge)::
 
-    SOF | CMD | COUNT | ADDR[7:0] | ADDR[15:8] | ADDR[23:16] | PAYLOAD ... | CRC
+    SOF | CMD | COUNT | ADDR[7:0] | ADDR[15:8] | ADDR[23:16] | ADDR[31:24] | PAYLOAD ... | CRC
 
 ``COUNT`` is the number of 32-bit words minus one. ``PAYLOAD`` is the words (little endian)
 of a ``WRITE`` (``COUNT + 1`` words) or the cycle limit of a ``WAIT`` (one word, ``COUNT`` = 0);

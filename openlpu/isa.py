@@ -406,16 +406,18 @@ def layout(mnemonic: str):
 
 
 # -- host interface ---------------------------------------------------------------------------
-# The host bus is word-addressed (24-bit address, 32-bit data). Bits [23:20] select a region.
-HOST_REGION_SHIFT = 20
-HOST_ADDR_BITS = 24
+# The host bus is word-addressed (32-bit address, 32-bit data). Bits [31:28] select a region;
+# the 28 bits below address within it (a model-scale chip's MEM needs 22 of them, see
+# LpuParams.host_mem_field_bits).
+HOST_REGION_SHIFT = 28
+HOST_ADDR_BITS = 32
 HOST_READ_LATENCY = 2        # r_data is valid (with r_valid) exactly 2 cycles after r_en
 
 
 class HostRegion(enum.IntEnum):
     REGS = 0
     MEM = 1                  # MEM vector words, 4 lanes per host word (see LpuParams.host_mem_field_bits)
-    IMEM = 2                 # instruction memories: [19:12] queue index, [11:0] word
+    IMEM = 2                 # instruction memories: [27:16] queue index, [15:0] word
 
 
 class HostReg(enum.IntEnum):
@@ -449,4 +451,5 @@ class ErrorFlag(enum.IntFlag):
 
 
 CHIP_ID = 0x4C505530         # "LPU0"
-IMEM_QUEUE_SHIFT = 12
+# IMEM host addresses: queue index above this bit, word below it (queues up to 65,536 words).
+IMEM_QUEUE_SHIFT = 16

@@ -162,6 +162,18 @@ class LpuParams:
         for f in ("mxm_act_reg", "icu_issue_reg", "host_start_reg", "mxm_booth", "icu_repeat",
                   "mem_gather"):
             need(isinstance(getattr(self, f), bool), f"{f} must be True or False, not {getattr(self, f)!r}")
+        # the host address map (openlpu.isa) must reach every MEM word and instruction word
+        from . import isa
+        mem_bits = sum(self.host_mem_field_bits.values())
+        need(mem_bits <= isa.HOST_REGION_SHIFT,
+             f"MEM host addresses need {mem_bits} bits, the host map's MEM region has "
+             f"{isa.HOST_REGION_SHIFT} (fewer MEM slices, words or lanes)")
+        need(self.imem_words <= 1 << isa.IMEM_QUEUE_SHIFT,
+             f"imem_words {self.imem_words} exceeds the {1 << isa.IMEM_QUEUE_SHIFT} words a queue "
+             f"has in the host map")
+        max_queues = 1 << (isa.HOST_REGION_SHIFT - isa.IMEM_QUEUE_SHIFT)
+        need(len(self.queues) <= max_queues,
+             f"{len(self.queues)} instruction queues, the host map holds {max_queues}")
 
     # -- derived sizes -------------------------------------------------------------------
     @property

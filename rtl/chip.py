@@ -155,7 +155,7 @@ class LpuChip(wiring.Component):
             ]
             ext_r_data.append(sl.host.r_data)
 
-        # -- ICUs and host access to IMEM: [19:12] queue, [11:0] word -----------------------------
+        # -- ICUs and host access to IMEM: queue index above isa.IMEM_QUEUE_SHIFT, word below it ---
         imem_queue = sub[isa.IMEM_QUEUE_SHIFT:]
         imem_word = sub[:isa.IMEM_QUEUE_SHIFT]
         halted = []
