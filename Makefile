@@ -1,7 +1,9 @@
 # OpenLPU developer entry points.
 #
 #   make sim            run the host demo (python -m openlpu.host.demo)
-#   make test           full test suite (tests/ and verification/) under a global time limit
+#   make test           full test suite (tests/ and verification/) under a global time limit,
+#                       on TEST_JOBS pytest-xdist workers (default 2; TEST_JOBS=0 runs in-process)
+#   make test-fast      unit tests only (no Verilator, no synthesis, no slow simulations): minutes
 #   make bench          benchmarks in benchmarks/
 #   make synth          FPGA build:  make synth BOARD=ulx3s [PRESET=name] (default: the board's)
 #   make synth-report   table of FPGA build results (of BOARD/PRESET when given)
@@ -22,9 +24,12 @@ SYNTH_ARGS    = $(if $(BOARD),--board $(BOARD)) $(if $(PRESET),--preset $(PRESET
 # Wall-clock limits (seconds): whole test run, and each single test.
 TEST_TIMEOUT ?= 3600
 TEST_CASE_TIMEOUT ?= 900
+TEST_JOBS    ?= 2
 PYTEST_ARGS  ?=
+PYTEST_JOBS   = $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist load)
+FAST_MARKERS  = not verilator and not synth and not slow
 
-.PHONY: all venv sim test bench synth synth-report clean distclean
+.PHONY: all venv sim test test-fast bench synth synth-report clean distclean
 
 all: test
 
@@ -42,7 +47,11 @@ sim: $(STAMP)
 
 test: $(STAMP)
 	timeout --kill-after=30 $(TEST_TIMEOUT) \
-	  $(VPY) -m pytest -q --timeout=$(TEST_CASE_TIMEOUT) $(PYTEST_ARGS) tests verification
+	  $(VPY) -m pytest -q --timeout=$(TEST_CASE_TIMEOUT) $(PYTEST_JOBS) $(PYTEST_ARGS) tests verification
+
+test-fast: $(STAMP)
+	timeout --kill-after=30 600 \
+	  $(VPY) -m pytest -q --timeout=$(TEST_CASE_TIMEOUT) $(PYTEST_JOBS) -m "$(FAST_MARKERS)" $(PYTEST_ARGS) tests verification
 
 bench: $(STAMP)
 	@set -e; for b in benchmarks/*.py; do \

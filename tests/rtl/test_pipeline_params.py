@@ -155,8 +155,10 @@ def test_mxm_act_reg_lwt_iw_order_and_errors(name):
 
 # -- chip: RTL against the reference model with both registers ---------------------------------
 
-CHIP_VARIANTS = [("tiny", True, False), ("quad", True, False), ("tiny", False, True),
-                 ("quad", True, True)]
+# Each variant runs every chip test in Amaranth's simulator (about 4 minutes on quad), so quad
+# runs only with both registers; the pipelined ICU alone and the registered START alone run on
+# tiny.
+CHIP_VARIANTS = [("tiny", True, False), ("tiny", False, True), ("quad", True, True)]
 
 
 @pytest.mark.timeout(300)

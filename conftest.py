@@ -1,0 +1,77 @@
+"""Test selection for the whole regression (``tests/`` and ``verification/``).
+
+Every test gets markers from where it lives, kept in this one table, so that
+
+* ``make test-fast`` (``-m "not verilator and not synth and not slow"``) runs the unit tests
+  in a few minutes;
+* ``make test`` runs everything, on ``TEST_JOBS`` pytest-xdist workers, longest tests first.
+
+Markers:
+
+``verilator``
+    builds or opens a Verilator model of a chip (the first build of a preset takes minutes;
+    later ones come from the cache under ``build/``).
+``synth``
+    FPGA synthesis and place-and-route (minutes; skipped with a reason when the tools are
+    missing).
+``slow``
+    a test of about 20 s or more in Amaranth's simulator.
+"""
+
+import pytest
+
+# Modules whose tests build or open a Verilator model.
+VERILATOR_MODULES = (
+    "verification/cocotb/",
+    "verification/test_isa_vs_model.py",
+    "verification/test_norm_rtl.py",
+    "verification/test_transpose_rtl.py",
+    "verification/test_kernels.py",
+    "verification/test_device_drain.py",
+    "tests/host/test_backends.py",
+    "tests/host/test_backends_agree.py",
+)
+
+# Tests (module path, test-name prefix) that run 20 s or more in Amaranth's simulator,
+# measured on the 2-core machine.
+SLOW_TESTS = (
+    ("tests/rtl/test_pipeline_params.py", "test_chip_against_model"),
+    ("tests/rtl/test_pipeline_params.py", "test_elementwise_on_pipelined_mini"),
+    ("tests/rtl/test_pipeline_params.py", "test_error_cycle_of_slice_errors"),
+    ("tests/rtl/test_pipeline_params.py", "test_mxm_act_reg_lwt_iw_order_and_errors"),
+    ("tests/rtl/test_pipeline_params.py", "test_matmul_on_pipelined_chip"),
+    ("tests/rtl/test_size_options.py", "test_chip_tests_without_the_options"),
+    ("tests/rtl/test_vxm.py", "test_verilog_convert"),
+    ("tests/rtl/test_vxm.py", "test_binary_ops[quad"),
+    ("tests/rtl/test_vxm.py", "test_unary_compare_cast[quad"),
+    ("tests/rtl/test_vxm.py", "test_b_modes_const_select[quad"),
+    ("tests/rtl/test_vxm.py", "test_requantize[quad"),
+    ("tests/rtl/test_mxm.py", "test_booth_matmul[quad"),
+    ("tests/rtl/test_sxm.py", "test_verilog_convert"),
+)
+
+_ORDER = {"synth": 0, "verilator": 1, "slow": 2}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "verilator: builds or opens a Verilator model of a chip")
+    config.addinivalue_line("markers", "synth: FPGA synthesis + place-and-route (minutes)")
+    config.addinivalue_line("markers", "slow: 20 s or more in Amaranth's simulator")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        name = item.nodeid.split("::")[-1]
+        if path.startswith(VERILATOR_MODULES):
+            item.add_marker(pytest.mark.verilator)
+        if any(path == mod and name.startswith(prefix) for mod, prefix in SLOW_TESTS):
+            item.add_marker(pytest.mark.slow)
+
+    # Longest first: the synthesis and Verilator tests, then the slow simulator tests, then
+    # the rest, each group in collection order; with several xdist workers the long tests
+    # then overlap instead of one of them finishing the run alone.
+    def rank(item):
+        ranks = [_ORDER[m.name] for m in item.iter_markers() if m.name in _ORDER]
+        return min(ranks, default=len(_ORDER))
+    items[:] = sorted(items, key=rank)              # stable: collection order within a group
