@@ -252,8 +252,6 @@ class Package:
 # Every check below raises PackageError naming the field path ("queues[\"mem_w0.read\"][3]");
 # only values that passed them reach LpuParams, TensorDesc and Package.
 
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
-_BRACKET = re.compile(r"[\[\]{}]")
 
 
 def _is_int(v) -> bool:
@@ -267,11 +265,6 @@ def _parse_json(payload: bytes):
         text = payload.decode("utf-8")
     except UnicodeDecodeError as e:
         raise PackageError(f"package payload is not UTF-8: {e}") from None
-    depth = 0
-    for m in _BRACKET.finditer(_STRING.sub('""', text)):
-        depth += 1 if m.group() in "[{" else -1
-        if depth > MAX_JSON_DEPTH:
-            raise PackageError(f"package payload nests deeper than {MAX_JSON_DEPTH} levels")
 
     def constant(name):
         raise PackageError(f"package payload holds {name}, which is not a number")
@@ -290,12 +283,23 @@ def _parse_json(payload: bytes):
             out[k] = v
         return out
     try:
-        return json.loads(text, parse_constant=constant, parse_float=number,
-                          object_pairs_hook=pairs)
+        d = json.loads(text, parse_constant=constant, parse_float=number,
+                       object_pairs_hook=pairs)
     except PackageError:
         raise
-    except (ValueError, RecursionError) as e:   # JSONDecodeError, an int of too many digits
+    except RecursionError:      # the C scanner's nesting guard (about 1000 levels)
+        raise PackageError(f"package payload nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as e:     # JSONDecodeError, an integer of too many digits
         raise PackageError(f"package payload is not valid JSON: {e}") from None
+    stack = [(d, 1)]            # the depth of what parsed, without recursion
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise PackageError(f"package payload nests deeper than {MAX_JSON_DEPTH} levels")
+            stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict)
+                                                  else node))
+    return d
 
 
 def _path(path, key) -> str:

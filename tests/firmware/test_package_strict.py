@@ -139,7 +139,9 @@ def _text_variant(good, marker_value):
     (b"NaN", r"holds NaN, which is not a number"),
     (b"1" * 5000, r"not valid JSON"),
     (b"[" * 100_000 + b"]" * 100_000, r"nests deeper than 8 levels"),
-    (b"{" * 50_000, r"nests deeper than 8 levels"),
+    (b"{" * 50_000, r"not valid JSON"),
+    (b"[" * 9 + b"]" * 9, r"nests deeper than 8 levels"),
+    (b'"' + b'\\"' * 200_000, r"not valid JSON"),          # an unterminated string
     (b"20, \"name\": \"again\"", r"has the key 'name' twice"),
     (b"20 garbage", r"not valid JSON"),
 ])
