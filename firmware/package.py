@@ -100,10 +100,12 @@ class TensorDesc:
         where = f"tensor {self.name!r}"
         if not isinstance(self.name, str) or not self.name:
             raise PackageError(f"tensor name {self.name!r} is not a non-empty string")
-        if (not isinstance(self.shape, (tuple, list)) or not all(_is_int(x) for x in self.shape)
-                or not all(_is_int(x) for p in self.planes for x in p)
-                or not all(len(p) == 2 for p in self.planes) or not _is_int(self.base)
-                or not isinstance(self.transposed, bool)):
+        seqs = (tuple, list)
+        if (not isinstance(self.shape, seqs) or not all(_is_int(x) for x in self.shape)
+                or not isinstance(self.planes, seqs)
+                or not all(isinstance(p, seqs) and len(p) == 2 and all(_is_int(x) for x in p)
+                           for p in self.planes)
+                or not _is_int(self.base) or not isinstance(self.transposed, bool)):
             raise PackageError(f"{where}: shape, planes and base must be integers and "
                                f"transposed a bool")
         if self.dtype not in DTYPES:
@@ -172,7 +174,7 @@ class Package:
             t.validate(p)
         seen = set()
         for entry in self.mem_image:
-            if len(entry) != 3:
+            if not isinstance(entry, (tuple, list)) or len(entry) != 3:
                 raise PackageError(f"MEM image entry {entry!r:.80} is not (slice, address, data)")
             sl, addr, data = entry
             if not _is_int(sl) or not _is_int(addr):
@@ -183,7 +185,7 @@ class Package:
             if (sl, addr) in seen:
                 raise PackageError(f"MEM image entry ({sl}, {addr}) given twice")
             seen.add((sl, addr))
-            if len(data) != p.vl:
+            if not isinstance(data, (bytes, bytearray)) or len(data) != p.vl:
                 raise PackageError(f"MEM image entry ({sl}, {addr}) has {len(data)} bytes, "
                                    f"not {p.vl}")
         if (not _is_int(self.predicted_cycles)
