@@ -514,21 +514,27 @@ def field_meaning(idef: InstrDef, name: str) -> str | None:
     return _FIELD_MEANING_BY_INSTR.get((idef.mnemonic, name), _FIELD_MEANING_BY_NAME.get(name))
 
 
+_LIMITS = {   # meaning -> (the chip's bound, what the error says; {n}: the bound)
+    "mem_addr": (lambda p: p.mem_addr_words,
+                 "a MEM address (bank and word) is 0..{m} (mem_banks x mem_words = {n})"),
+    "stream": (lambda p: p.streams, "a byte stream is 0..{m} (streams = {n})"),
+    "stream_group": (lambda p: p.stream_groups, "an int32 stream group is 0..{m} "
+                                                "(streams / 4 = {n})"),
+    "weight_row": (lambda p: p.vl, "a weight row is 0..{m} (VL = {n})"),
+    "weight_col": (lambda p: p.vl, "a weight column is 0..{m} (VL = {n})"),
+    "acc_row": (lambda p: p.mxm_acc_words, "an accumulator row is 0..{m} "
+                                           "(mxm_acc_words = {n})"),
+}
+
+
 def field_limit(params, meaning: str) -> tuple[int, str] | None:
     """``(limit, what)`` for a meaning whose values must be ``< limit`` on the chip ``params``
     (``None``: only the field's bit range applies)."""
-    p = params
-    return {
-        "mem_addr": (p.mem_addr_words, f"a MEM address (bank and word) is 0..{p.mem_addr_words - 1}"
-                                       f" (mem_banks x mem_words = {p.mem_addr_words})"),
-        "stream": (p.streams, f"a byte stream is 0..{p.streams - 1} (streams = {p.streams})"),
-        "stream_group": (p.stream_groups, f"an int32 stream group is 0..{p.stream_groups - 1} "
-                                          f"(streams / 4 = {p.stream_groups})"),
-        "weight_row": (p.vl, f"a weight row is 0..{p.vl - 1} (VL = {p.vl})"),
-        "weight_col": (p.vl, f"a weight column is 0..{p.vl - 1} (VL = {p.vl})"),
-        "acc_row": (p.mxm_acc_words, f"an accumulator row is 0..{p.mxm_acc_words - 1} "
-                                     f"(mxm_acc_words = {p.mxm_acc_words})"),
-    }.get(meaning)
+    entry = _LIMITS.get(meaning)
+    if entry is None:
+        return None
+    n = entry[0](params)
+    return n, entry[1].format(n=n, m=n - 1)
 
 
 @dataclass(frozen=True)
@@ -559,6 +565,8 @@ VXM_OPERANDS = {
     **{m: VxmOperands(uses_b=False, int32_only=True) for m in ("VEXP", "VRECIP", "VRSQRT")},
     "VLC": VxmOperands(uses_b=False, result=None),
 }
+
+_VXM_MNEMONICS = frozenset(i.mnemonic for i in VXM_INSTRUCTIONS)
 
 #: Fewest cycles between two issues of an instruction in one queue (an earlier one is a
 #: BAD_INSTRUCTION and is not executed): a TRANSPOSE reads ``lanes`` rows.
@@ -608,10 +616,10 @@ def check_instruction(params, role: str, idef: InstrDef, fields: dict, prev=None
             raise IsaError(f"{mn}: field {f.name} must be an integer, not {v!r}")
         if not f.min <= v <= f.max:
             raise IsaError(f"{mn}: field {f.name}={v} out of range [{f.min}, {f.max}]")
-        lim = field_limit(p, field_meaning(idef, f.name))
-        if lim and v >= lim[0]:
-            raise _range_error(p, idef, f.name, v, lim[1])
-    ops = VXM_OPERANDS.get(mn) if idef in VXM_INSTRUCTIONS else None
+        entry = _LIMITS.get(field_meaning(idef, f.name))
+        if entry is not None and v >= entry[0](p):
+            raise _range_error(p, idef, f.name, v, field_limit(p, field_meaning(idef, f.name))[1])
+    ops = VXM_OPERANDS.get(mn) if mn in _VXM_MNEMONICS else None
     if ops is not None:
         _check_vxm(p, idef, fields, ops)
     if mn == "REPEAT" and repeat_context:
@@ -621,10 +629,11 @@ def check_instruction(params, role: str, idef: InstrDef, fields: dict, prev=None
 def _check_vxm(p, idef, f, ops):
     from . import vxm_ops       # lane types and comparison codes (numpy only)
     mn = idef.mnemonic
-    types = ", ".join(f"{k} {vxm_ops.DTYPE_NAMES[k]}" for k in vxm_ops.DTYPE_BYTES)
+    def types():
+        return ", ".join(f"{k} {vxm_ops.DTYPE_NAMES[k]}" for k in vxm_ops.DTYPE_BYTES)
     dtype = f["dtype"]
     if dtype not in vxm_ops.DTYPE_BYTES:
-        raise IsaError(f"{mn}: dtype={dtype} is not a lane type (allowed: {types})")
+        raise IsaError(f"{mn}: dtype={dtype} is not a lane type (allowed: {types()})")
     if ops.int32_only and vxm_ops.DTYPE_BYTES[dtype] != 4:
         raise IsaError(f"{mn}: dtype={dtype} not allowed: {mn} takes int32 only (dtype 2)")
     if ops.imm == "cmp" and f["imm"] not in vxm_ops.CMP_CODES:
@@ -632,7 +641,7 @@ def _check_vxm(p, idef, f, ops):
         raise IsaError(f"{mn}: imm={f['imm']} is not a comparison code (allowed: {codes})")
     if ops.imm == "dtype" and (f["imm"] & 3) not in vxm_ops.DTYPE_BYTES:
         raise IsaError(f"{mn}: imm={f['imm']}: target lane type imm[1:0]={f['imm'] & 3} is not "
-                       f"a lane type (allowed: {types})")
+                       f"a lane type (allowed: {types()})")
     w = vxm_ops.DTYPE_BYTES[dtype]
 
     def fits(name, first, nbytes, what):
