@@ -9,13 +9,23 @@ Binary format (little endian)::
 
 :meth:`Package.from_bytes` checks all of it (magic, version, length, checksum, JSON, parameters,
 every instruction word, every tensor's placement) and raises :class:`PackageError` naming the
-problem; nothing is written to a device before a package has passed these checks.
+problem; nothing is written to a device before a package has passed these checks. It raises
+nothing else, whatever the bytes: the payload is parsed strictly (UTF-8, no ``NaN`` /
+``Infinity``, no non-finite numbers, no duplicate keys, at most :data:`MAX_JSON_DEPTH` levels
+of nesting, at most :data:`MAX_PAYLOAD_BYTES`) and checked against a schema (exact key sets,
+``int`` where an integer is meant and never a ``bool`` or a float, bounded sizes) before any
+of it is used; the error names the field path, e.g. ``queues["mem_w0.read"][3]: instruction
+word must be an integer, not 1.5``. The instruction images are checked by
+:func:`openlpu.isa.check_queue`: a package that loads raises no ``BAD_INSTRUCTION`` or
+``ADDR_RANGE`` for a reason of an instruction's fields.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -23,12 +33,23 @@ from dataclasses import dataclass, field
 from openlpu import isa
 from openlpu.params import LpuParams, ParamsError
 
-__all__ = ["Package", "TensorDesc", "PackageError", "FORMAT_VERSION", "MAGIC"]
+__all__ = ["Package", "TensorDesc", "PackageError", "FORMAT_VERSION", "MAGIC",
+           "MAX_PREDICTED_CYCLES", "MAX_PAYLOAD_BYTES", "MAX_JSON_DEPTH"]
 
 MAGIC = b"OLPUPKG\0"
 FORMAT_VERSION = 1
 _HEADER = struct.Struct("<8sII")
 DTYPES = {"int8": 1, "int32": 4}
+
+#: Largest predicted cycle count a package may claim: what the 32-bit CYCLES register holds.
+MAX_PREDICTED_CYCLES = 2**32 - 1
+#: Largest JSON payload accepted (a full default-preset package is about 0.3 MB).
+MAX_PAYLOAD_BYTES = 16 << 20
+#: Deepest nesting of JSON arrays and objects accepted (a package needs 4; ``meta`` may nest).
+MAX_JSON_DEPTH = 8
+_MAX_NAME = 256                # characters of a package or tensor name
+_MAX_TENSORS = 256             # inputs + outputs
+_MAX_DIM = 2**31 - 1           # a tensor dimension
 
 
 class PackageError(ValueError):
@@ -58,7 +79,7 @@ class TensorDesc:
         return (c, r) if self.transposed else (r, c)
 
     def tiles(self, vl: int) -> int:
-        return max(1, math.ceil(self.stored_shape[1] / vl))
+        return max(1, -(-self.stored_shape[1] // vl))
 
     def words(self, vl: int) -> int:
         """Vector words used in each plane."""
@@ -77,9 +98,19 @@ class TensorDesc:
 
     def validate(self, params: LpuParams) -> None:
         where = f"tensor {self.name!r}"
+        if not isinstance(self.name, str) or not self.name:
+            raise PackageError(f"tensor name {self.name!r} is not a non-empty string")
+        seqs = (tuple, list)
+        if (not isinstance(self.shape, seqs) or not all(_is_int(x) for x in self.shape)
+                or not isinstance(self.planes, seqs)
+                or not all(isinstance(p, seqs) and len(p) == 2 and all(_is_int(x) for x in p)
+                           for p in self.planes)
+                or not _is_int(self.base) or not isinstance(self.transposed, bool)):
+            raise PackageError(f"{where}: shape, planes and base must be integers and "
+                               f"transposed a bool")
         if self.dtype not in DTYPES:
             raise PackageError(f"{where}: dtype {self.dtype!r} not one of {', '.join(DTYPES)}")
-        if len(self.shape) != 2 or min(self.shape) < 1:
+        if len(self.shape) != 2 or min(self.shape) < 1 or max(self.shape) > _MAX_DIM:
             raise PackageError(f"{where}: shape {self.shape} is not a non-empty 2-D shape")
         if len(self.planes) != DTYPES[self.dtype]:
             raise PackageError(f"{where}: {self.dtype} needs {DTYPES[self.dtype]} byte plane(s), "
@@ -110,39 +141,57 @@ class Package:
 
     # -- validation ------------------------------------------------------------------------
     def validate(self) -> None:
+        """Check the package against its parameter set; raises :class:`PackageError`."""
         p = self.params
+        if not isinstance(p, LpuParams):
+            raise PackageError(f"params must be an LpuParams, not {type(p).__name__}")
+        if not isinstance(self.name, str) or len(self.name) > _MAX_NAME:
+            raise PackageError(f"package name must be a string of at most {_MAX_NAME} "
+                               f"characters, not {self.name!r:.80}")
+        if not isinstance(self.queues, dict):
+            raise PackageError(f"queues must be a dict, not {type(self.queues).__name__}")
         for qname, words in self.queues.items():
+            if not isinstance(qname, str):
+                raise PackageError(f"queue name {qname!r} is not a string")
             try:
-                q = p.queue(qname)
+                p.queue(qname)
             except ParamsError as e:
                 raise PackageError(str(e)) from None
-            if len(words) > p.imem_words:
-                raise PackageError(f"queue {qname}: {len(words)} words exceed the instruction "
-                                   f"memory ({p.imem_words} words)")
-            from .asm import check_fields
-            for i, w in enumerate(words):
-                try:
-                    idef, f = isa.decode(int(w))
-                    why = isa.unavailable_reason(idef, q.role, p)
-                    if why:
-                        raise isa.IsaError(why)
-                    check_fields(p, idef, f)
-                except (isa.IsaError, ValueError) as e:
-                    raise PackageError(f"queue {qname} word {i}: {e}") from None
+            try:
+                isa.check_queue(p, qname, words)
+            except isa.IsaError as e:
+                raise PackageError(str(e)) from None
         names = set()
-        for t in list(self.inputs) + list(self.outputs):
+        tensors = list(self.inputs) + list(self.outputs)
+        if len(tensors) > _MAX_TENSORS:
+            raise PackageError(f"{len(tensors)} tensors, more than {_MAX_TENSORS}")
+        for t in tensors:
+            if not isinstance(t, TensorDesc):
+                raise PackageError(f"tensor {t!r:.80} is not a TensorDesc")
             if t.name in names:
                 raise PackageError(f"tensor name {t.name!r} used twice")
             names.add(t.name)
             t.validate(p)
-        for sl, addr, data in self.mem_image:
+        seen = set()
+        for entry in self.mem_image:
+            if not isinstance(entry, (tuple, list)) or len(entry) != 3:
+                raise PackageError(f"MEM image entry {entry!r:.80} is not (slice, address, data)")
+            sl, addr, data = entry
+            if not _is_int(sl) or not _is_int(addr):
+                raise PackageError(f"MEM image entry ({sl!r}, {addr!r}): slice and address "
+                                   f"must be integers")
             if not 0 <= sl < 2 * p.mem_slices or not 0 <= addr < p.mem_addr_words:
                 raise PackageError(f"MEM image entry ({sl}, {addr}) out of range")
-            if len(data) != p.vl:
+            if (sl, addr) in seen:
+                raise PackageError(f"MEM image entry ({sl}, {addr}) given twice")
+            seen.add((sl, addr))
+            if not isinstance(data, (bytes, bytearray)) or len(data) != p.vl:
                 raise PackageError(f"MEM image entry ({sl}, {addr}) has {len(data)} bytes, "
                                    f"not {p.vl}")
-        if not isinstance(self.predicted_cycles, int) or self.predicted_cycles < 1:
-            raise PackageError(f"predicted cycle count {self.predicted_cycles!r} is not valid")
+        if (not _is_int(self.predicted_cycles)
+                or not 1 <= self.predicted_cycles <= MAX_PREDICTED_CYCLES):
+            raise PackageError(f"predicted cycle count {self.predicted_cycles!r} is not valid "
+                               f"(an integer 1..{MAX_PREDICTED_CYCLES}, what CYCLES holds)")
 
     # -- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -188,27 +237,213 @@ class Package:
             raise PackageError(f"package truncated: {len(blob)} bytes, expected {end + 4}")
         if len(blob) > end + 4:
             raise PackageError(f"package has {len(blob) - end - 4} trailing bytes")
+        if length > MAX_PAYLOAD_BYTES:
+            raise PackageError(f"package payload of {length} bytes exceeds "
+                               f"{MAX_PAYLOAD_BYTES} bytes")
         payload = blob[_HEADER.size:end]
         (crc,) = struct.unpack_from("<I", blob, end)
         if zlib.crc32(payload) != crc:
             raise PackageError("package checksum mismatch: the file is corrupt")
-        try:
-            d = json.loads(payload)
-            params = LpuParams.from_dict(d["params"])
-            if params.config_id != d["config_id"]:
-                raise PackageError("package parameter set does not match its config id")
-            pkg = cls(
-                name=str(d["name"]), params=params,
-                queues={str(k): [int(w) for w in v] for k, v in d["queues"].items()},
-                inputs=[TensorDesc.from_dict(t) for t in d["inputs"]],
-                outputs=[TensorDesc.from_dict(t) for t in d["outputs"]],
-                predicted_cycles=int(d["predicted_cycles"]),
-                mem_image=[(int(sl), int(a), bytes.fromhex(h)) for sl, a, h in d["mem_image"]],
-                meta=dict(d.get("meta", {})),
-            )
-        except PackageError:
-            raise
-        except (KeyError, TypeError, ValueError) as e:
-            raise PackageError(f"package contents malformed: {e!r}") from None
+        d = _parse_json(payload)
+        pkg = _package_from_dict(cls, d)
         pkg.validate()
         return pkg
+
+
+# -- strict reading of the payload ------------------------------------------------------------
+# Every check below raises PackageError naming the field path ("queues[\"mem_w0.read\"][3]");
+# only values that passed them reach LpuParams, TensorDesc and Package.
+
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) or (
+        type(v).__module__ == "numpy" and hasattr(type(v), "__index__")
+        and type(v).__name__ != "bool_")
+
+
+def _parse_json(payload: bytes):
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PackageError(f"package payload is not UTF-8: {e}") from None
+
+    def constant(name):
+        raise PackageError(f"package payload holds {name}, which is not a number")
+
+    def number(s):
+        v = float(s)
+        if not math.isfinite(v):
+            raise PackageError(f"package payload holds the number {s[:40]}, which is not finite")
+        return v
+
+    def pairs(items):
+        out = {}
+        for k, v in items:
+            if k in out:
+                raise PackageError(f"package payload has the key {k[:80]!r} twice in one object")
+            out[k] = v
+        return out
+    try:
+        d = json.loads(text, parse_constant=constant, parse_float=number,
+                       object_pairs_hook=pairs)
+    except PackageError:
+        raise
+    except RecursionError:      # the C scanner's nesting guard (about 1000 levels)
+        raise PackageError(f"package payload nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as e:     # JSONDecodeError, an integer of too many digits
+        raise PackageError(f"package payload is not valid JSON: {e}") from None
+    stack = [(d, 1)]            # the depth of what parsed, without recursion
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise PackageError(f"package payload nests deeper than {MAX_JSON_DEPTH} levels")
+            stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict)
+                                                  else node))
+    return d
+
+
+def _path(path, key) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}[{json.dumps(key)}]" if path else key
+
+
+def _fail(path, msg):
+    raise PackageError(f"{path}: {msg}")
+
+
+def _kind(v) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a bool",
+            float: "a float", int: "an integer", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _obj(d, path, required, optional=()):
+    if not isinstance(d, dict):
+        _fail(path, f"must be an object, not {_kind(d)}")
+    missing = [k for k in required if k not in d]
+    if missing:
+        _fail(path, f"missing key(s) {', '.join(map(repr, missing))}")
+    extra = [k for k in d if k not in required and k not in optional]
+    if extra:
+        _fail(path, f"unknown key(s) {', '.join(repr(k[:80]) for k in extra[:5])}")
+    return d
+
+
+def _int(v, path, lo, hi, what="must be an integer"):
+    if isinstance(v, bool) or not isinstance(v, int):
+        _fail(path, f"{what}, not {_kind(v) if isinstance(v, (bool, dict, list)) else repr(v)[:80]}")
+    if not lo <= v <= hi:
+        _fail(path, f"{v if abs(v) < 10**20 else 'a huge integer'} out of range [{lo}, {hi}]")
+    return v
+
+
+def _str(v, path, max_len=_MAX_NAME):
+    if not isinstance(v, str):
+        _fail(path, f"must be a string, not {_kind(v)}")
+    if len(v) > max_len:
+        _fail(path, f"string of {len(v)} characters, more than {max_len}")
+    return v
+
+
+def _list(v, path, max_len):
+    if not isinstance(v, list):
+        _fail(path, f"must be an array, not {_kind(v)}")
+    if len(v) > max_len:
+        _fail(path, f"{len(v)} entries, more than {max_len}")
+    return v
+
+
+def _params(d, path) -> LpuParams:
+    fields = {f.name: f for f in dataclasses.fields(LpuParams)}
+    optional = set(fields) - {"name", "lanes", "superlanes", "streams", "mem_slices", "mem_banks",
+                              "mem_words", "mxm_acc_words", "imem_words", "mxm_pipeline",
+                              "vxm_alus", "sxm"}
+    _obj(d, path, [f for f in fields if f not in optional], optional)
+    for name, f in fields.items():
+        if name not in d:
+            continue
+        kind = type(f.default)
+        p = _path(path, name)
+        if kind is bool:
+            if not isinstance(d[name], bool):
+                _fail(p, f"must be true or false, not {_kind(d[name])}")
+        elif kind is int:
+            _int(d[name], p, 0, 1 << 16)
+        else:
+            _str(d[name], p)
+    try:
+        return LpuParams.from_dict(d)
+    except ParamsError as e:
+        _fail(path, str(e))
+
+
+def _tensor(t, path, params) -> TensorDesc:
+    _obj(t, path, ("name", "shape", "dtype", "planes", "base"), ("transposed",))
+    name = _str(t["name"], _path(path, "name"))
+    shape = _list(t["shape"], _path(path, "shape"), 2)
+    if len(shape) != 2:
+        _fail(_path(path, "shape"), f"must be 2 integers, not {len(shape)}")
+    for i, x in enumerate(shape):
+        _int(x, _path(_path(path, "shape"), i), 1, _MAX_DIM)
+    dtype = _str(t["dtype"], _path(path, "dtype"))
+    if dtype not in DTYPES:
+        _fail(_path(path, "dtype"), f"{dtype[:20]!r} is not one of {', '.join(DTYPES)}")
+    pp = _path(path, "planes")
+    planes = _list(t["planes"], pp, 4)
+    for i, pl in enumerate(planes):
+        _list(pl, _path(pp, i), 2)
+        if len(pl) != 2:
+            _fail(_path(pp, i), f"a byte plane is 2 integers (MEM slice, bank), not {len(pl)}")
+        _int(pl[0], _path(_path(pp, i), 0), 0, 2 * params.mem_slices - 1,
+             "MEM slice must be an integer")
+        _int(pl[1], _path(_path(pp, i), 1), 0, params.mem_banks - 1, "bank must be an integer")
+    base = _int(t["base"], _path(path, "base"), 0, params.mem_words - 1)
+    transposed = t.get("transposed", False)
+    if not isinstance(transposed, bool):
+        _fail(_path(path, "transposed"), f"must be true or false, not {transposed!r:.40}")
+    return TensorDesc(name=name, shape=tuple(shape), dtype=dtype,
+                      planes=[tuple(pl) for pl in planes], base=base, transposed=transposed)
+
+
+def _package_from_dict(cls, d) -> "Package":
+    _obj(d, "package", ("name", "params", "config_id", "queues", "inputs", "outputs",
+                        "predicted_cycles", "mem_image"), ("meta",))
+    name = _str(d["name"], "name")
+    params = _params(d["params"], "params")
+    config_id = _int(d["config_id"], "config_id", 0, 2**32 - 1)
+    if params.config_id != config_id:
+        raise PackageError(f"package parameter set does not match its config id "
+                           f"(0x{config_id:08x}; the parameters give 0x{params.config_id:08x})")
+    queues = _obj(d["queues"], "queues", (), [q.name for q in params.queues])
+    for qname, words in queues.items():
+        qp = _path("queues", qname)
+        _list(words, qp, params.imem_words)
+        for i, w in enumerate(words):
+            _int(w, _path(qp, i), 0, 2**isa.INSTR_BITS - 1, "instruction word must be an integer")
+    tensors = {}
+    for key in ("inputs", "outputs"):
+        lst = _list(d[key], key, _MAX_TENSORS)
+        tensors[key] = [_tensor(t, _path(key, i), params) for i, t in enumerate(lst)]
+    cycles = _int(d["predicted_cycles"], "predicted_cycles", 1, MAX_PREDICTED_CYCLES,
+                  "must be an integer (cycles)")
+    image = []
+    lst = _list(d["mem_image"], "mem_image", 2 * params.mem_slices * params.mem_addr_words)
+    for i, e in enumerate(lst):
+        ep = _path("mem_image", i)
+        _list(e, ep, 3)
+        if len(e) != 3:
+            _fail(ep, f"must be [MEM slice, address, hex bytes], not {len(e)} entries")
+        sl = _int(e[0], _path(ep, 0), 0, 2 * params.mem_slices - 1, "MEM slice must be an integer")
+        addr = _int(e[1], _path(ep, 1), 0, params.mem_addr_words - 1, "address must be an integer")
+        h = _str(e[2], _path(ep, 2), 2 * params.vl)
+        if len(h) != 2 * params.vl or not re.fullmatch(r"[0-9a-fA-F]*", h):
+            _fail(_path(ep, 2), f"must be {params.vl} bytes as {2 * params.vl} hex digits")
+        image.append((sl, addr, bytes.fromhex(h)))
+    meta = d.get("meta", {})
+    if not isinstance(meta, dict):
+        _fail("meta", f"must be an object, not {_kind(meta)}")
+    return cls(name=name, params=params, queues={k: list(v) for k, v in queues.items()},
+               inputs=tensors["inputs"], outputs=tensors["outputs"], predicted_cycles=cycles,
+               mem_image=image, meta=meta)

@@ -12,8 +12,6 @@ from __future__ import annotations
 from openlpu import isa
 from openlpu.params import LpuParams
 
-from .asm import check_fields
-
 __all__ = ["Schedule", "CompileError"]
 
 
@@ -42,9 +40,10 @@ class Schedule:
         if cycle in slots:
             raise CompileError(f"{queue}: cycle {cycle} already holds {slots[cycle][0].mnemonic}, "
                                f"cannot place {mnemonic}")
-        try:
+        try:    # a placed REPEAT's context (what it repeats) is checked by emit (check_queue)
+            isa.check_instruction(self.params, q.role, idef, fields,
+                                  repeat_context=False)
             idef.encode(**fields)
-            check_fields(self.params, idef, fields)
         except (isa.IsaError, ValueError) as e:
             raise CompileError(f"{queue} @ {cycle}: {e}") from None
         slots[cycle] = (idef, fields)
@@ -108,6 +107,10 @@ class Schedule:
             if len(words) > self.params.imem_words:
                 raise CompileError(f"queue {qname} needs {len(words)} instruction words; preset "
                                    f"{self.params.name!r} has {self.params.imem_words} per queue")
+            try:        # REPEAT copies in range, instruction spacing (isa.ISSUE_SPACING)
+                isa.check_queue(self.params, qname, words)
+            except isa.IsaError as e:
+                raise CompileError(str(e)) from None
             out[qname] = words
         return out, halt_at + 1
 

@@ -453,3 +453,294 @@ class ErrorFlag(enum.IntFlag):
 CHIP_ID = 0x4C505530         # "LPU0"
 # IMEM host addresses: queue index above this bit, word below it (queues up to 65,536 words).
 IMEM_QUEUE_SHIFT = 16
+
+
+# =============================================================================================
+# Field meanings and the static instruction check
+#
+# What each field of each instruction means (which fields are MEM addresses, stream indices,
+# the first stream of a multi-byte operand, lane types, ...), the legal range the chip gives it,
+# and the one check that the assembler (firmware/asm.py), the package check
+# (firmware/package.py) and the compiler (firmware/schedule.py) share. The conditions are those
+# under which the RTL (rtl/mem.py, mxm.py, vxm.py, sxm.py, icu.py) and the reference model
+# raise ADDR_RANGE or BAD_INSTRUCTION: a word :func:`check_instruction` / :func:`check_queue`
+# accepts raises neither for a reason of its fields, and one it rejects raises one of them.
+# =============================================================================================
+
+__all__ += ["FIELD_MEANINGS", "field_meaning", "field_limit", "VxmOperands", "VXM_OPERANDS",
+            "ISSUE_SPACING", "check_instruction", "check_queue"]
+
+#: Meaning of a field -> what it is and its legal range (``docs/isa.md``, *Field meanings*).
+FIELD_MEANINGS = {
+    "count": "a count: the field's own range",
+    "stride": "REPEAT's step of the repeated instruction's address field (`REPEAT_FIELD`); "
+              "every copy's field, modulo its width, must be in that field's range",
+    "superlane_mask": "superlane enable mask: bit c enables superlane c (higher bits ignored)",
+    "dir": "stream direction: 0 east (E), 1 west (W)",
+    "flag": "0 or 1",
+    "mem_addr": "MEM word address, bank = MSB: 0 .. mem_banks * mem_words - 1",
+    "stream": "byte-stream index: 0 .. streams - 1",
+    "stream_group": "int32 stream group (streams 4g .. 4g+3): 0 .. streams / 4 - 1",
+    "weight_row": "MXM shadow weight row: 0 .. VL - 1",
+    "weight_col": "MXM shadow weight column: 0 .. VL - 1",
+    "acc_row": "MXM accumulator row: 0 .. mxm_acc_words - 1",
+    "vxm_a_stream": "first byte stream of operand a (dtype width) and of the result (its own "
+                    "width): a_stream + width <= streams; any first stream, no alignment",
+    "vxm_b_stream": "b_mode 0/1: first byte stream of operand b (dtype width, 1 for VSEL), "
+                    "b_stream + width <= streams; b_mode 3: the immediate's low 5 bits; "
+                    "unused by instructions without operand b and in b_mode 2",
+    "vxm_b_mode": "operand b: 0 input-side streams, 1 output-side streams (chaining), "
+                  "2 the constant register, 3 the immediate {b_dir, b_stream}",
+    "vxm_dtype": "lane type: 0 int8, 1 int16, 2 int32 (1, 2 or 4 byte streams); 3 is not a "
+                 "type; VREQ, VEXP, VRECIP, VRSQRT take int32 only",
+    "vxm_imm": "per instruction: VCMP's comparison code 0..5, VCAST's target lane type in "
+               "imm[1:0] (0..2), a shift or mode for others (any value)",
+    "lane_shift": "SHIFT distance in lanes (any value: lanes shifted in from outside the "
+                  "vector read zero)",
+}
+
+# field name -> meaning; _FIELD_MEANING_BY_INSTR overrides it for one instruction
+_FIELD_MEANING_BY_NAME = {
+    "count": "count", "interval": "count", "stride": "stride", "mask": "superlane_mask",
+    "addr": "mem_addr", "stream": "stream", "map_stream": "stream", "in_stream": "stream",
+    "out_stream": "stream", "dir": "dir", "map_dir": "dir", "in_dir": "dir", "out_dir": "dir",
+    "row": "weight_row", "col": "weight_col", "acc": "acc_row", "accumulate": "flag",
+    "group": "stream_group", "a_stream": "vxm_a_stream", "a_dir": "dir", "a_chain": "flag",
+    "b_stream": "vxm_b_stream", "b_dir": "dir", "b_mode": "vxm_b_mode", "dtype": "vxm_dtype",
+    "imm": "vxm_imm", "amount": "lane_shift",
+}
+_FIELD_MEANING_BY_INSTR: dict = {}
+
+
+def field_meaning(idef: InstrDef, name: str) -> str | None:
+    """Meaning (a key of :data:`FIELD_MEANINGS`) of field ``name`` of ``idef``."""
+    return _FIELD_MEANING_BY_INSTR.get((idef.mnemonic, name), _FIELD_MEANING_BY_NAME.get(name))
+
+
+_LIMITS = {   # meaning -> (the chip's bound, what the error says; {n}: the bound)
+    "mem_addr": (lambda p: p.mem_addr_words,
+                 "a MEM address (bank and word) is 0..{m} (mem_banks x mem_words = {n})"),
+    "stream": (lambda p: p.streams, "a byte stream is 0..{m} (streams = {n})"),
+    "stream_group": (lambda p: p.stream_groups, "an int32 stream group is 0..{m} "
+                                                "(streams / 4 = {n})"),
+    "weight_row": (lambda p: p.vl, "a weight row is 0..{m} (VL = {n})"),
+    "weight_col": (lambda p: p.vl, "a weight column is 0..{m} (VL = {n})"),
+    "acc_row": (lambda p: p.mxm_acc_words, "an accumulator row is 0..{m} "
+                                           "(mxm_acc_words = {n})"),
+}
+
+
+def field_limit(params, meaning: str) -> tuple[int, str] | None:
+    """``(limit, what)`` for a meaning whose values must be ``< limit`` on the chip ``params``
+    (``None``: only the field's bit range applies)."""
+    entry = _LIMITS.get(meaning)
+    if entry is None:
+        return None
+    n = entry[0](params)
+    return n, entry[1].format(n=n, m=n - 1)
+
+
+@dataclass(frozen=True)
+class VxmOperands:
+    """What a VXM instruction reads and drives (``rtl/vxm.py``, ``verification/model``).
+
+    ``uses_b``: reads operand b (from streams in b_mode 0/1); ``b_bytes``: bytes of a stream b
+    (``None``: the dtype's width); ``int32_only``: dtype must be int32; ``result``: width of the
+    result, ``"dtype"``, ``"int8"``, ``"imm"`` (the lane type in imm[1:0]) or ``None`` (no
+    stream result); ``imm``: ``"cmp"`` (a comparison code), ``"dtype"`` (imm[1:0] a lane type)
+    or ``None`` (any value)."""
+    uses_b: bool = True
+    b_bytes: int | None = None
+    int32_only: bool = False
+    result: str | None = "dtype"
+    imm: str | None = None
+
+
+_VXM_BINARY = ("VADD", "VSUB", "VMUL", "VMULSHR", "VMIN", "VMAX", "VAND", "VOR", "VXOR", "VSHL",
+               "VSRA", "VSRL")
+VXM_OPERANDS = {
+    **{m: VxmOperands() for m in _VXM_BINARY},
+    "VCMP": VxmOperands(imm="cmp"),
+    "VSEL": VxmOperands(b_bytes=1),
+    "VREQ": VxmOperands(int32_only=True, result="int8"),
+    **{m: VxmOperands(uses_b=False) for m in ("VRELU", "VABS", "VNEG")},
+    "VCAST": VxmOperands(uses_b=False, result="imm", imm="dtype"),
+    **{m: VxmOperands(uses_b=False, int32_only=True) for m in ("VEXP", "VRECIP", "VRSQRT")},
+    "VLC": VxmOperands(uses_b=False, result=None),
+}
+
+_VXM_MNEMONICS = frozenset(i.mnemonic for i in VXM_INSTRUCTIONS)
+
+#: Fewest cycles between two issues of an instruction in one queue (an earlier one is a
+#: BAD_INSTRUCTION and is not executed): a TRANSPOSE reads ``lanes`` rows.
+ISSUE_SPACING = {"TRANSPOSE": lambda p: p.lanes}
+
+
+def _is_int(v) -> bool:
+    """An integer (Python or numpy), not a bool and not a float."""
+    return (not isinstance(v, (bool, float)) and type(v).__name__ != "bool_"
+            and hasattr(type(v), "__index__"))
+
+
+def _range_error(params, idef, name, v, what, note=""):
+    return IsaError(f"{idef.mnemonic}: {name}={v} out of range for preset {params.name!r}: "
+                    f"{what}{note}")
+
+
+def check_instruction(params, role: str, idef: InstrDef, fields: dict, prev=None, *,
+                      repeat_context: bool = True) -> None:
+    """Check one instruction for a queue of ``role`` on the chip ``params``.
+
+    Raises :class:`IsaError` naming the instruction, the field, its value and the allowed range
+    when the chip would raise ``BAD_INSTRUCTION`` or ``ADDR_RANGE`` for it: an instruction the
+    queue or the chip does not take, a field outside its bits, a MEM address, stream, stream
+    group, weight row or column or accumulator row past the chip's, a VXM operand or result
+    whose byte streams run past the last stream, a VXM lane type that is not one (or not int32
+    where only int32 is taken), a VCMP code or VCAST target that does not exist. ``prev`` is
+    ``(idef, fields)`` of the last non-control instruction before a ``REPEAT`` in its queue
+    (``None``: there is none, which is an error for a REPEAT); every copy's address field
+    (modulo its width, as the ICU adds) must be in range. ``repeat_context=False`` checks a
+    REPEAT's own fields only (for a caller that does not know the queue's order yet, such as
+    ``Schedule.place``; :func:`check_queue` checks the context).
+    """
+    p = params
+    mn = idef.mnemonic
+    why = unavailable_reason(idef, role, p)
+    if why:
+        raise IsaError(why)
+    extra = set(fields) - set(idef.field_names)
+    if extra:
+        raise IsaError(f"{mn}: unknown field(s) {', '.join(sorted(map(str, extra)))}")
+    for f in idef.fields:
+        if f.name not in fields:
+            raise IsaError(f"{mn}: missing field {f.name!r}")
+        v = fields[f.name]
+        if not _is_int(v):
+            raise IsaError(f"{mn}: field {f.name} must be an integer, not {v!r}")
+        if not f.min <= v <= f.max:
+            raise IsaError(f"{mn}: field {f.name}={v} out of range [{f.min}, {f.max}]")
+        entry = _LIMITS.get(field_meaning(idef, f.name))
+        if entry is not None and v >= entry[0](p):
+            raise _range_error(p, idef, f.name, v, field_limit(p, field_meaning(idef, f.name))[1])
+    ops = VXM_OPERANDS.get(mn) if mn in _VXM_MNEMONICS else None
+    if ops is not None:
+        _check_vxm(p, idef, fields, ops)
+    if mn == "REPEAT" and repeat_context:
+        _check_repeat(p, fields, prev)
+
+
+def _check_vxm(p, idef, f, ops):
+    from . import vxm_ops       # lane types and comparison codes (numpy only)
+    mn = idef.mnemonic
+    def types():
+        return ", ".join(f"{k} {vxm_ops.DTYPE_NAMES[k]}" for k in vxm_ops.DTYPE_BYTES)
+    dtype = f["dtype"]
+    if dtype not in vxm_ops.DTYPE_BYTES:
+        raise IsaError(f"{mn}: dtype={dtype} is not a lane type (allowed: {types()})")
+    if ops.int32_only and vxm_ops.DTYPE_BYTES[dtype] != 4:
+        raise IsaError(f"{mn}: dtype={dtype} not allowed: {mn} takes int32 only (dtype 2)")
+    if ops.imm == "cmp" and f["imm"] not in vxm_ops.CMP_CODES:
+        codes = ", ".join(f"{k} {v}" for k, v in vxm_ops.CMP_CODES.items())
+        raise IsaError(f"{mn}: imm={f['imm']} is not a comparison code (allowed: {codes})")
+    if ops.imm == "dtype" and (f["imm"] & 3) not in vxm_ops.DTYPE_BYTES:
+        raise IsaError(f"{mn}: imm={f['imm']}: target lane type imm[1:0]={f['imm'] & 3} is not "
+                       f"a lane type (allowed: {types()})")
+    w = vxm_ops.DTYPE_BYTES[dtype]
+
+    def fits(name, first, nbytes, what):
+        if first + nbytes > p.streams:
+            raise _range_error(
+                p, idef, name, first,
+                f"{what} takes {nbytes} byte stream(s) {first}..{first + nbytes - 1}, past the "
+                f"last stream {p.streams - 1}: {name} must be 0..{p.streams - nbytes}")
+    fits("a_stream", f["a_stream"], w, f"operand a ({vxm_ops.DTYPE_NAMES[dtype]})")
+    if ops.uses_b and f["b_mode"] in (VXM_B_STREAM, VXM_B_CHAIN):
+        wb = ops.b_bytes or w
+        fits("b_stream", f["b_stream"], wb, "operand b")
+    if ops.result is not None:
+        out = {"dtype": dtype, "int8": 0, "imm": f["imm"] & 3}[ops.result]
+        fits("a_stream", f["a_stream"], vxm_ops.DTYPE_BYTES[out],
+             f"the result ({vxm_ops.DTYPE_NAMES[out]})")
+
+
+def _check_repeat(p, f, prev):
+    if prev is None:
+        raise IsaError("REPEAT: no instruction before it to repeat (a REPEAT repeats the last "
+                       "non-control instruction of its queue)")
+    pidef, pf = prev
+    name = REPEAT_FIELD.get(pidef.mnemonic)
+    if name is None:
+        return
+    fld = next(x for x in pidef.fields if x.name == name)
+    lim = field_limit(p, field_meaning(pidef, name))
+    limit = min(lim[0], fld.max + 1) if lim else fld.max + 1
+    base, stride = pf[name], f["stride"]
+    for k in range(1, f["count"] + 1):
+        v = (base + k * stride) & fld.mask
+        if v >= limit:
+            what = lim[1] if lim else f"{name} is 0..{fld.max}"
+            raise IsaError(
+                f"REPEAT: copy {k} of {pidef.mnemonic} has {name}={v} ({base} + {k} x {stride}, "
+                f"modulo 2**{fld.bits}), out of range for preset {p.name!r}: {what}")
+
+
+def check_queue(params, queue_name: str, words) -> None:
+    """Check a queue's instruction image for the chip ``params``: its length, every word
+    (:func:`decode`, :func:`check_instruction`), each REPEAT against the instruction it repeats,
+    and the spacing of instructions that must not issue too close (:data:`ISSUE_SPACING`,
+    counted in issue cycles from the NOPs and REPEATs; a SYNC ends what is known).
+
+    Raises :class:`IsaError` ``"queue Q word i: ..."``; its ``index`` attribute is the word.
+    """
+    p = params
+    try:
+        q = p.queue(queue_name)
+    except ValueError as e:
+        raise IsaError(str(e)) from None
+    words = list(words)
+    if len(words) > p.imem_words:
+        raise IsaError(f"queue {queue_name}: {len(words)} words exceed the instruction memory "
+                       f"({p.imem_words} words)")
+    prev = None
+    t = 0                          # issue cycle of the word (from the last SYNC on)
+    last_issue = {}                # mnemonic -> last issue cycle (ISSUE_SPACING)
+    for i, w in enumerate(words):
+        try:
+            if not _is_int(w):
+                raise IsaError(f"instruction word must be an integer, not {w!r}")
+            idef, f = decode(int(w))
+            check_instruction(p, q.role, idef, f, prev)
+            issues = []
+            mn = idef.mnemonic
+            if mn == "REPEAT":
+                issues = [(prev[0], t - 1 + k * f["interval"]) for k in range(1, f["count"] + 1)]
+                step = f["count"] * f["interval"]
+            elif mn == "NOP":
+                step = f["count"]
+            elif mn == "SYNC":
+                step = None        # parked until a NOTIFY: later cycles are relative
+            else:
+                step = 1
+                if mn not in CONTROL_MNEMONICS:
+                    prev = (idef, f)
+                    issues = [(idef, t)]
+            for d, at in issues:
+                gap = ISSUE_SPACING.get(d.mnemonic)
+                if gap is None:
+                    continue
+                need = gap(p)
+                before = last_issue.get(d.mnemonic)
+                if before is not None and at - before < need:
+                    raise IsaError(f"{d.mnemonic} issues at cycle {at}, {at - before} cycle(s) "
+                                   f"after the previous one; it must issue at least {need} "
+                                   f"cycles later (the chip rejects it as a bad instruction)")
+                last_issue[d.mnemonic] = at
+            if step is None:
+                t = 0
+                last_issue.clear()
+            else:
+                t += step
+        except IsaError as e:
+            err = IsaError(f"queue {queue_name} word {i}: {e}")
+            err.index = i
+            raise err from None

@@ -42,8 +42,20 @@ def _size_options(idef) -> str:
             f"see *Instructions a chip may lack*\n")
 
 
+def _meanings() -> list:
+    """The table of field meanings (``isa.FIELD_MEANINGS``): what each is, its chip range."""
+    out = ["### Field meanings\n",
+           "The meaning column of each instruction's table names one of these "
+           "(`isa.field_meaning`); `isa.check_instruction` checks every field against it.\n",
+           "| meaning | what it is and its legal range on a chip |", "|---|---|"]
+    for name, text in isa.FIELD_MEANINGS.items():
+        out.append(f"| `{name}` | {text} |")
+    out.append("")
+    return out
+
+
 def generate() -> str:
-    out = []
+    out = _meanings()
     roles = {}
     for kind, rs in isa.QUEUE_ROLES.items():
         for r in rs:
@@ -58,19 +70,40 @@ def generate() -> str:
         out.append(f"{idef.summary}\n")
         if _size_options(idef):
             out.append(_size_options(idef))
-        out.append("| bits | field | range |")
-        out.append("|---|---|---|")
-        out.append(f"| {isa.OPCODE_BITS - 1}:0 | opcode | = {idef.opcode} |")
+        out.append("| bits | field | range | meaning |")
+        out.append("|---|---|---|---|")
+        out.append(f"| {isa.OPCODE_BITS - 1}:0 | opcode | = {idef.opcode} | |")
         pos = isa.OPCODE_BITS
         for f in idef.fields:
-            out.append(f"| {pos + f.bits - 1}:{pos} | {f.name} ({f.kind}) | {f.min}..{f.max} |")
+            out.append(f"| {pos + f.bits - 1}:{pos} | {f.name} ({f.kind}) | {f.min}..{f.max} | "
+                       f"`{isa.field_meaning(idef, f.name)}` |")
             pos += f.bits
         if pos < isa.INSTR_BITS:
-            out.append(f"| {isa.INSTR_BITS - 1}:{pos} | reserved | 0 |")
+            out.append(f"| {isa.INSTR_BITS - 1}:{pos} | reserved | 0 | |")
+        ops = isa.VXM_OPERANDS.get(idef.mnemonic)
+        if ops is not None and idef in isa.VXM_INSTRUCTIONS:
+            out.append("")
+            out.append(f"**Operands:** {_vxm_operands(ops)}")
         out.append("")
         out.append(f"**d_skew:** {_latency(idef, 'd_skew')} &nbsp; "
                    f"**d_func:** {_latency(idef, 'd_func')}\n")
     return "\n".join(out)
+
+
+def _vxm_operands(ops) -> str:
+    """One line on what a VXM instruction reads and drives (``isa.VXM_OPERANDS``)."""
+    parts = ["a (dtype wide" + (", int32 only)" if ops.int32_only else ")")]
+    if ops.uses_b:
+        parts.append("b (" + ("1 byte stream in b_mode 0/1" if ops.b_bytes == 1 else "dtype wide")
+                     + ")")
+    else:
+        parts.append("no b (b fields unused)")
+    parts.append({"dtype": "result dtype wide on a_stream ..", "int8": "int8 result on a_stream",
+                  "imm": "result of the lane type imm[1:0] on a_stream ..",
+                  None: "no stream result"}[ops.result])
+    if ops.imm == "cmp":
+        parts.append("imm a comparison code 0..5")
+    return "; ".join(parts) + "."
 
 
 def render(current: str) -> str:

@@ -38,20 +38,41 @@ def test_disassemble_round_trips(params):
     assert assemble(disassemble(out), params) == out
 
 
+def _random_valid(rng, p, role, idef, prev):
+    """Random field values of ``idef`` that ``isa.check_instruction`` accepts on ``p``."""
+    while True:
+        f = {fld.name: int(rng.integers(fld.min, fld.max + 1)) for fld in idef.fields}
+        for fld in idef.fields:        # most values of the wide fields are out of range: aim
+            lim = isa.field_limit(p, isa.field_meaning(idef, fld.name))
+            if lim and rng.random() < 0.9:
+                f[fld.name] = int(rng.integers(0, lim[0]))
+        if "dtype" in f:
+            f["dtype"] = int(rng.integers(0, 3))
+            f["a_stream"] = int(rng.integers(0, p.streams))
+        if idef.mnemonic == "REPEAT":
+            f["count"] = int(rng.integers(1, 4))
+            f["stride"] = int(rng.integers(-1, 2))
+        try:
+            isa.check_instruction(p, role, idef, f, prev)
+            return f
+        except isa.IsaError:
+            continue
+
+
 def test_random_words_round_trip_through_text():
     p = preset("default")
     rng = np.random.default_rng(7)
     queues = {}
     for q in p.queues:
         words = []
-        for idef in isa.INSTRUCTIONS:
-            if not isa.allowed(idef, q.role):
+        prev = None
+        # control instructions last, so a REPEAT has an instruction before it
+        for idef in sorted(isa.INSTRUCTIONS, key=lambda i: i.mnemonic in isa.CONTROL_MNEMONICS):
+            if not isa.allowed(idef, q.role) or idef.mnemonic == "TRANSPOSE" and prev:
                 continue
-            f = {}
-            for fld in idef.fields:
-                limit = {"addr": p.mem_addr_words, "stream": p.streams, "row": p.vl,
-                         "acc": p.mxm_acc_words, "group": p.stream_groups}.get(fld.name, fld.max + 1)
-                f[fld.name] = int(rng.integers(fld.min, limit))
+            f = _random_valid(rng, p, q.role, idef, prev)
+            if idef.mnemonic not in isa.CONTROL_MNEMONICS:
+                prev = (idef, f)
             words.append(idef.encode(**f))
         queues[q.name] = words
     assert assemble(disassemble(queues), p) == queues
@@ -86,7 +107,7 @@ def test_decode_rejects_unknown_opcodes_and_stray_bits():
 
 LACKING = [   # (queue, line, instruction, option)
     ("mem_w0.read", "REPEAT 2, 1, 1", "REPEAT", "icu_repeat"),
-    ("mxm_w.compute", "REPEAT count=3, interval=2, stride=-1", "REPEAT", "icu_repeat"),
+    ("mxm_w.compute", "REPEAT count=1, interval=2, stride=1", "REPEAT", "icu_repeat"),
     ("mem_e0.read", "GATHER addr=3, map_stream=s1, map_dir=W, stream=s2, dir=E", "GATHER",
      "mem_gather"),
     ("mem_w1.write", "SCATTER addr=3, map_stream=s1, map_dir=W, stream=s2, dir=E", "SCATTER",
@@ -101,7 +122,8 @@ def test_instructions_a_chip_lacks_are_rejected(name, queue, line, mnemonic, opt
     the instruction, the preset and the option; the same text assembles on ``tiny``."""
     p = preset(name) if name == "ice40" else dataclasses.replace(
         preset("tiny"), icu_repeat=False, mem_gather=False, name=name)
-    text = f".queue {queue}\n  NOP 1\n  {line}\n  HALT"
+    first = {"read": "READ 4, s0, E", "write": "WRITE 4, s0, E", "compute": "ABC 0, s0, E, 0"}
+    text = f".queue {queue}\n  {first[queue.split('.')[1]]}\n  {line}\n  HALT"
     with pytest.raises(AsmError, match=rf"line 3: {mnemonic} is not implemented by preset "
                                        rf"'{name}' \({option}=False\)"):
         assemble(text, p)
@@ -123,3 +145,57 @@ def test_a_chip_with_one_option_keeps_the_other_instructions():
         assemble(repeat, no_rep)
     with pytest.raises(AsmError, match="GATHER is not implemented by preset 'tiny_nogather'"):
         assemble(gather, no_gat)
+
+
+# -- parsing: whitespace, empty operands, garbage ---------------------------------------------------
+
+def test_tabs_separate_the_mnemonic_like_spaces(params):
+    spaced = assemble(".queue mem_w0.read\n READ 5, s1, W\n REPEAT 2, 1, 1\n HALT", params)
+    tabbed = assemble(".queue\tmem_w0.read\n\tREAD\t5,\ts1,\tW\n\tREPEAT\t2,1,1\t\n\tHALT\t",
+                      params)
+    assert tabbed == spaced
+    assert assemble(".queue mem_w0.read\n  NOP\t\n  HALT", params)["mem_w0.read"][0] == \
+        isa.BY_MNEMONIC["NOP"].encode(count=1)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("READ 0,, s0, E", r"line 2: operand 2 is empty \(column 9\)"),      # columns from 1
+    ("READ 0, s0, E,", r"line 2: operand 4 is empty \(column 16\)"),
+    ("READ , 0, s0, E", r"line 2: operand 1 is empty \(column 7\)"),
+    ("READ 0, s0,\t, E", r"line 2: operand 3 is empty"),
+    ("READ addr=, stream=s0, dir=E", r"line 2: field addr has no value \(column 7\)"),
+    ("READ,0, s0, E", r"line 2: 'READ,0,': a space or tab must separate the instruction from "
+                      r"its operands"),
+    ("READ 0, s0, E W", r"line 2: direction must be E or W, not 'E W'"),
+    ("READ 0x, s0, E", r"line 2: field addr: '0x' is not a number"),
+    ("READ \u0665, s0, E", r"line 2: field addr: '\u0665' is not a number"),    # Arabic 5
+    ("READ 1_0, s0, E", r"line 2: field addr: '1_0' is not a number"),
+])
+def test_malformed_operands_are_errors_naming_line_and_operand(params, line, message):
+    with pytest.raises(AsmError, match=message):
+        assemble(f".queue mem_w0.read\n {line}\n HALT", params)
+
+
+def test_garbage_lines_raise_only_asm_errors():
+    """A few thousand seeded random lines (tokens of the syntax, random characters) in a queue:
+    each assembles or raises AsmError, nothing else."""
+    p = preset("mini")
+    rng = np.random.default_rng(99)
+    tokens = (list(isa.BY_MNEMONIC) + ["s0", "s7", "s31", "g1", "E", "W", "EAST", "0x1f", "-1",
+              "99999", "1" * 5000, "=", ",", ",,", " ", "\t", "addr=", "stream=s1", ".queue",
+              "mem_w0.read", ";", "#", "\u00e9", "\x00", "0b101", "0o7", "+3", "s", "g", "READ"])
+    chars = " \t,=;#.-+0123456789abcdefsgxEWREADNOP\u0665\u00ff"
+    ok = bad = 0
+    for _ in range(3000):
+        if rng.random() < 0.7:
+            n = int(rng.integers(1, 8))
+            line = " ".join(tokens[int(i)] for i in rng.integers(0, len(tokens), n))
+        else:
+            line = "".join(chars[int(i)] for i in rng.integers(0, len(chars), int(rng.integers(1, 30))))
+        queue = p.queues[int(rng.integers(len(p.queues)))].name
+        try:
+            assemble(f".queue {queue}\n{line}\nHALT\n", p)
+            ok += 1
+        except AsmError:
+            bad += 1
+    assert bad > 2000 and ok > 0, (ok, bad)

@@ -16,9 +16,9 @@ from openlpu.verification.model.chip import ScheduleHazard
 from ..conftest import int8_operands
 
 
-def load(p, text, strict=True):
+def load(p, text, strict=True, check=True):
     m = LpuModel(p, strict=strict)
-    progs = assemble(text, p)
+    progs = assemble(text, p, check=check)
     halt = isa.BY_MNEMONIC["HALT"].encode()
     for q in p.queues:
         for i, w in enumerate(progs.get(q.name, [halt])):
@@ -181,7 +181,7 @@ def test_lwt_errors(params):
 .queue mxm_w.weights
     LWT {p.vl}, s1, W
     HALT
-""", strict=False)
+""", strict=False, check=False)
     m.shadow[:] = 7
     m.start()
     assert m.errors & ErrorFlag.ADDR_RANGE
