@@ -6,7 +6,7 @@ cycle. The XOR trees come from the masks and positions of :class:`openlpu.ecc.Se
 reference model decodes with the same object.
 """
 
-from amaranth.hdl import Cat, Module
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -60,8 +60,11 @@ class SecdedDecoder(wiring.Component):
         c = self._code
         data = self.codeword[:c.k]
         stored = self.codeword[c.k:c.k + c.r]
-        syndrome = Cat(*(_xor_of(data, msk) for msk in c.check_masks)) ^ stored
-        parity = self.codeword.xor()
+        # named signals: every comparison below uses them (and the simulator evaluates them once)
+        syndrome = Signal(c.r)
+        parity = Signal()
+        m.d.comb += [syndrome.eq(Cat(*(_xor_of(data, msk) for msk in c.check_masks)) ^ stored),
+                     parity.eq(self.codeword.xor())]
         valid = 0
         for s in sorted(c.valid_syndromes):
             valid = valid | (syndrome == s)
