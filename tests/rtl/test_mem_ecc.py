@@ -21,15 +21,16 @@ import pytest
 from amaranth.sim import Simulator
 
 from openlpu import ecc, isa
-from openlpu.firmware.asm import assemble
 from openlpu.firmware.compiler import compile_matmul
 from openlpu.host.backends.amaranth_sim import AmaranthBackend
 from openlpu.host.device import Device
-from openlpu.hostmap import imem_addr, mem_addr, reg_addr
 from openlpu.isa import ErrorFlag, HostReg
 from openlpu.params import preset
 from openlpu.rtl.ecc import SecdedDecoder, SecdedEncoder
 from openlpu.verification.model.backend import ModelBackend
+
+from ..model.test_model_ecc import (copy_scenario, expected_status, fault_plan, gather_scenario,
+                                    host_scenario, reg)
 
 OP = isa.BY_MNEMONIC
 
@@ -110,102 +111,6 @@ WIDE = dataclasses.replace(preset("tiny"), name="tiny_ecc_wide", mem_ecc=True, m
                            icu_issue_reg=True, host_start_reg=True)
 
 
-def load_program(b, text):
-    p = b.params
-    progs = assemble(text, p)
-    halt = OP["HALT"].encode()
-    for q in p.queues:
-        for i, w in enumerate(progs.get(q.name, [halt])):
-            b.write(imem_addr(p, q.index, i), w)
-
-
-def reg(b, r):
-    return b.read(reg_addr(r))
-
-
-def inject_and_write(b, sl, row, superlane, group, value, bits):
-    p = b.params
-    addr = mem_addr(p, sl, row // p.mem_words, row % p.mem_words, superlane, group)
-    if bits:
-        b.write(reg_addr(HostReg.ECC_INJECT), ecc.inject_word(p, *bits))
-    b.write(addr, value)
-    return addr
-
-
-def fault_plan(p, rng, n_double):
-    """Faults, one per vector word: every single stored bit of a host word's codewords, then
-    ``n_double`` random pairs inside one codeword: ``[(word, superlane, group, bits)]``."""
-    n, nb = ecc.code_for(p).n, ecc.host_word_code_bits(p)
-    faults = [(b,) for b in range(nb)]
-    for _ in range(n_double):
-        j = int(rng.integers(ecc.host_word_codewords(p)))
-        i, k = sorted(rng.choice(n, 2, replace=False).tolist())
-        faults.append((j * n + i, j * n + k))
-    return [(w, int(rng.integers(p.superlanes)), int(rng.integers(p.host_lane_groups)), f)
-            for w, f in enumerate(faults)]
-
-
-def copy_scenario(b, data, faults):
-    """Store ``data`` (words x VL) in mem_w1 with ``faults``, READ every word at cycles 0.. and
-    WRITE it into mem_e1; returns the registers after the run and mem_e1's words."""
-    p = b.params
-    src, dst = p.slice("mem_w1"), p.slice("mem_e1")
-    nwords = len(data)
-    for row, vec in enumerate(data):
-        for s in range(p.superlanes):
-            for g in range(p.host_lane_groups):
-                lanes = vec[s * p.lanes + 4 * g: s * p.lanes + 4 * g + p.host_word_lanes]
-                bits = next((f for w, fs, fg, f in faults if (w, fs, fg) == (row, s, g)), ())
-                inject_and_write(b, src.index, row, s, g, int.from_bytes(bytes(lanes), "little"),
-                                 bits)
-    delay = OP["READ"].d_func(p) + dst.position - src.position
-    load_program(b, f"""
-.queue mem_w1.read
-    READ 0, s2, E
-    REPEAT {nwords - 1}, 1, 1
-    HALT
-.queue mem_e1.write
-    NOP {delay}
-    WRITE 0, s2, E
-    REPEAT {nwords - 1}, 1, 1
-    HALT
-""")
-    b.write(reg_addr(HostReg.CTRL), isa.Ctrl.CLEAR_ERRORS)
-    b.run(10_000)
-    if hasattr(b, "tick"):
-        b.tick(isa.drain_cycles(p))
-    regs = {r: reg(b, r) for r in (HostReg.ERRORS, HostReg.ERROR_CYCLE, HostReg.CYCLES,
-                                   HostReg.ECC_CORRECTED, HostReg.ECC_UNCORRECTABLE)}
-    out = np.array([[b.read(mem_addr(p, dst.index, 0, w, s, g))
-                     for s in range(p.superlanes) for g in range(p.host_lane_groups)]
-                    for w in range(nwords)], dtype=np.uint64)
-    return regs, out
-
-
-def host_scenario(b, faults, value):
-    """For each fault: inject it into one host word, read it back; (data, counters, errors)."""
-    p = b.params
-    out = []
-    for w, s, g, bits in faults:
-        b.write(reg_addr(HostReg.CTRL), isa.Ctrl.CLEAR_ERRORS)
-        addr = inject_and_write(b, p.slice("mem_e0").index, w, s, g, value, bits)
-        assert reg(b, HostReg.ECC_INJECT) == 0           # taken by that write
-        out.append((b.read(addr), reg(b, HostReg.ECC_CORRECTED),
-                    reg(b, HostReg.ECC_UNCORRECTABLE), reg(b, HostReg.ERRORS),
-                    reg(b, HostReg.ERROR_CYCLE)))
-    return out
-
-
-def expected_status(p, bits):
-    """Per fault: (corrected codewords, uncorrectable codewords)."""
-    n = ecc.code_for(p).n
-    by_cw = {}
-    for b_ in bits:
-        by_cw.setdefault(b_ // n, []).append(b_)
-    corr = sum(1 for v in by_cw.values() if len(v) == 1)
-    return corr, len(by_cw) - corr
-
-
 @pytest.fixture(scope="module", params=[GATHER, WIDE], ids=["per_lane", "wide_pipelined"])
 def chip(request):
     with AmaranthBackend(request.param) as b:
@@ -252,6 +157,18 @@ def test_instruction_reads_correct_and_detect(chip):
                        for i in range(0, p.vl, p.host_word_lanes)] for v in data],
                      dtype=np.uint64)
     np.testing.assert_array_equal(out[:n_single], words[:n_single])   # every single corrected
+
+
+def test_gather_reads_per_lane_codewords(chip):
+    p = chip.params
+    if not p.mem_gather:
+        pytest.skip("GATHER needs mem_gather")
+    regs, out, data = gather_scenario(chip, np.random.default_rng(9))
+    mregs, mout, _ = gather_scenario(ModelBackend(p), np.random.default_rng(9))
+    assert regs == mregs
+    np.testing.assert_array_equal(out, mout)
+    assert (regs[HostReg.ECC_CORRECTED], regs[HostReg.ECC_UNCORRECTABLE]) == (p.vl, p.vl)
+    assert regs[HostReg.ERRORS] == ErrorFlag.MEM_UNCORRECTABLE
 
 
 def test_matmul_without_faults_is_unchanged(chip):
