@@ -4,6 +4,7 @@ Usage::
 
     python -m openlpu.synth.memstat --family ecp5 --preset ecp5
     python -m openlpu.synth.memstat --family ice40 --preset ice40
+    python -m openlpu.synth.memstat --family ecp5 --preset ecp5 --set mem_gather=False
 
 Synthesises one ``MemSlice`` (``mem_w0``, sweeps included) of the preset twice, as it is and with
 ``mem_ecc=True``, with ``synth_<family> -noflatten`` (Debian's ``yosys``, as
@@ -49,8 +50,14 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--family", choices=sorted(CATEGORIES), required=True)
     ap.add_argument("--preset", required=True)
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a parameter of the preset (Python literal), repeatable")
     args = ap.parse_args(argv)
     p = get_preset(args.preset)
+    import ast
+    for item in args.set:
+        k, _, v = item.partition("=")
+        p = dataclasses.replace(p, **{k: ast.literal_eval(v)})
     rows = {}
     for ecc in (False, True):
         rows[ecc] = mem_slice_stats(args.family, dataclasses.replace(p, mem_ecc=ecc))
