@@ -24,6 +24,7 @@ from openlpu import ecc, isa
 from openlpu.firmware.compiler import compile_matmul
 from openlpu.host.backends.amaranth_sim import AmaranthBackend
 from openlpu.host.device import Device
+from openlpu.hostmap import mem_addr, reg_addr
 from openlpu.isa import ErrorFlag, HostReg
 from openlpu.params import preset
 from openlpu.rtl.ecc import SecdedDecoder, SecdedEncoder
@@ -188,3 +189,22 @@ def test_matmul_without_faults_is_unchanged(chip):
     np.testing.assert_array_equal(out["C"], A @ B)
     np.testing.assert_array_equal(mout["C"], A @ B)
     assert (reg(chip, HostReg.ECC_CORRECTED), reg(chip, HostReg.ECC_UNCORRECTABLE)) == (0, 0)
+
+
+def test_inject_is_taken_by_any_host_mem_write(chip):
+    p = chip.params
+    addr = mem_addr(p, 0, 0, 5, 0, 0)
+    chip.write(reg_addr(HostReg.CTRL), isa.Ctrl.CLEAR_ERRORS)
+    chip.write(reg_addr(HostReg.ECC_INJECT), ecc.inject_word(p, 0))
+    assert reg(chip, HostReg.ECC_INJECT) == ecc.inject_word(p, 0)
+    chip.write(addr | (1 << 19), 5)                       # past the MEM slices: nothing stored
+    assert reg(chip, HostReg.ECC_INJECT) == 0
+    chip.write(addr, 5)
+    assert chip.read(addr) == 5 and reg(chip, HostReg.ECC_CORRECTED) == 0
+
+
+def test_ecc_registers_read_zero_without_the_option():
+    with AmaranthBackend(preset("tiny")) as b:
+        b.write(reg_addr(HostReg.ECC_INJECT), 0x8080)
+        assert [reg(b, r) for r in (HostReg.ECC_INJECT, HostReg.ECC_CORRECTED,
+                                    HostReg.ECC_UNCORRECTABLE)] == [0, 0, 0]
