@@ -15,7 +15,7 @@ import pytest
 
 from openlpu import ecc, isa
 from openlpu.firmware.asm import assemble
-from openlpu.hostmap import imem_addr, mem_addr, reg_addr
+from openlpu.hostmap import imem_addr, mem_addr, mem_fault_writes, reg_addr
 from openlpu.isa import ErrorFlag, HostReg
 from openlpu.params import PRESETS, LpuParams, ParamsError, preset
 from openlpu.verification.model import LpuModel
@@ -44,11 +44,11 @@ def reg(b, r):
 def inject_and_write(b, sl, row, superlane, group, value, bits):
     """Host write of one MEM host word, with the stored ``bits`` flipped (ECC_INJECT)."""
     p = b.params
-    addr = mem_addr(p, sl, row // p.mem_words, row % p.mem_words, superlane, group)
-    if bits:
-        b.write(reg_addr(HostReg.ECC_INJECT), ecc.inject_word(p, *bits))
-    b.write(addr, value)
-    return addr
+    place = (sl, row // p.mem_words, row % p.mem_words, superlane, group)
+    writes = mem_fault_writes(p, *place, value, bits) if bits else [(mem_addr(p, *place), value)]
+    for addr, data in writes:
+        b.write(addr, data)
+    return writes[-1][0]
 
 
 def fault_plan(p, rng, n_double):
@@ -255,6 +255,14 @@ def test_inject_word_checks_its_bits():
         ecc.inject_word(GATHER, 4, 4)
     with pytest.raises(ecc.InjectError, match=r"out of range \[0, 39\)"):
         ecc.inject_word(WIDE, 39)
+    assert mem_fault_writes(GATHER, 1, 0, 2, 1, 0, 0xAB, (3, 9)) == [
+        (reg_addr(HostReg.ECC_INJECT), ecc.inject_word(GATHER, 3, 9)),
+        (mem_addr(GATHER, 1, 0, 2, 1, 0), 0xAB)]
+    with pytest.raises(ecc.InjectError, match="out of range"):
+        mem_fault_writes(GATHER, 1, 0, 2, 1, 0, 0xAB, (52,))
+    from openlpu.hostmap import AddressError
+    with pytest.raises(AddressError, match="MEM word 64 out of range"):
+        mem_fault_writes(GATHER, 1, 0, 64, 1, 0, 0xAB, (3,))
 
 
 # -- the model -----------------------------------------------------------------------------
