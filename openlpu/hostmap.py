@@ -10,7 +10,7 @@ from . import isa
 from .params import LpuParams
 
 __all__ = ["reg_addr", "mem_addr", "imem_addr", "split", "AddressError", "pack_lanes",
-           "unpack_lanes"]
+           "unpack_lanes", "mem_fault_writes"]
 
 
 class AddressError(ValueError):
@@ -86,3 +86,18 @@ def pack_lanes(values) -> int:
 def unpack_lanes(word: int, lanes: int = 4) -> list[int]:
     """The ``lanes`` (``params.host_word_lanes``) lane bytes of a host word, byte 0 first."""
     return [(word >> (8 * i)) & 0xFF for i in range(lanes)]
+
+
+def mem_fault_writes(params: LpuParams, slice_index: int, bank: int, word: int, superlane: int,
+                     group: int, value: int, bits) -> list[tuple[int, int]]:
+    """The host writes that store ``value`` in one MEM host word with the stored ``bits`` (one
+    or two, numbered as in ``openlpu.ecc.host_word_code_bits``) flipped: ``ECC_INJECT``, then
+    the MEM write that takes it (``mem_ecc`` chips; see docs/architecture.md, *MEM ECC*).
+
+    Every argument is checked (:class:`AddressError`, ``openlpu.ecc.InjectError``) before a
+    pair is returned, so nothing reaches the device for a bad request."""
+    from . import ecc
+    addr = mem_addr(params, slice_index, bank, word, superlane, group)
+    if not 0 <= value < (1 << 32):
+        raise AddressError(f"MEM host word value {value!r} is not a 32-bit value")
+    return [(reg_addr(isa.HostReg.ECC_INJECT), ecc.inject_word(params, *bits)), (addr, value)]

@@ -428,6 +428,10 @@ class HostReg(enum.IntEnum):
     CYCLES = 4               # cycles counted while running (last run)
     ERRORS = 5               # sticky ErrorFlag bits
     ERROR_CYCLE = 6          # cycle of the first error of the run
+    # -- MEM ECC (LpuParams.mem_ecc; read as 0 and ignore writes without it) ---------------
+    ECC_INJECT = 16          # read/write: bits to flip in the next host MEM write (below)
+    ECC_CORRECTED = 17       # read: codewords read with a corrected single-bit error
+    ECC_UNCORRECTABLE = 18   # read: codewords read with an uncorrectable (double) error
 
 
 class Ctrl(enum.IntFlag):
@@ -448,6 +452,7 @@ class ErrorFlag(enum.IntFlag):
     HOST_WHILE_RUNNING = 16  # host wrote MEM or IMEM while the chip was running
     BAD_INSTRUCTION = 32     # undecodable word, or an instruction not allowed in its queue
     IMEM_OVERRUN = 64        # a queue ran past the end of its instruction memory
+    MEM_UNCORRECTABLE = 128  # a MEM read (instruction or host) met a double-bit ECC error
 
 
 CHIP_ID = 0x4C505530         # "LPU0"
@@ -744,3 +749,39 @@ def check_queue(params, queue_name: str, words) -> None:
             err = IsaError(f"queue {queue_name} word {i}: {e}")
             err.index = i
             raise err from None
+
+
+# -- MEM ECC (LpuParams.mem_ecc; the code itself is openlpu.ecc) ---------------------------------
+# ECC_INJECT holds two slots of ECC_INJECT_SLOT_BITS bits: slot s is bits [8s+6 : 8s] the index
+# of a stored bit of a MEM host word (openlpu.ecc.host_word_code_bits), bit 8s+7 its enable.
+# The next host write to the MEM region stores its codeword(s) with the enabled bits flipped,
+# and clears the register (whatever the address). An index beyond the host word flips nothing.
+# ECC_CORRECTED / ECC_UNCORRECTABLE count codewords (a byte with mem_gather, a host word
+# without) read by an enabled READ / GATHER or by the host; both saturate at 2**32 - 1 and are
+# cleared with ERRORS (START, CLEAR_ERRORS). ErrorFlag.MEM_UNCORRECTABLE is raised in the cycle
+# the bad codeword is read out: t + d_func(READ) + c for superlane c of a READ / GATHER issued
+# at t (ERROR_CYCLE as for the other flags), the host read's cycle for a host read.
+ECC_INJECT_SLOTS = 2
+ECC_INJECT_SLOT_BITS = 8
+ECC_INJECT_INDEX_BITS = 7
+ECC_COUNTER_BITS = 32
+
+
+def ecc_inject_field(slot: int, bit: int) -> int:
+    """The ECC_INJECT bits that enable flipping stored bit ``bit`` in ``slot`` (0 or 1)."""
+    if not 0 <= slot < ECC_INJECT_SLOTS or not 0 <= bit < (1 << ECC_INJECT_INDEX_BITS):
+        raise IsaError(f"ECC_INJECT: slot {slot} / bit {bit} out of range")
+    return ((1 << ECC_INJECT_INDEX_BITS) | bit) << (ECC_INJECT_SLOT_BITS * slot)
+
+
+def ecc_inject_bits(value: int) -> tuple:
+    """The stored-bit indices an ECC_INJECT value enables (in slot order)."""
+    out = []
+    for slot in range(ECC_INJECT_SLOTS):
+        f = (value >> (ECC_INJECT_SLOT_BITS * slot)) & ((1 << ECC_INJECT_SLOT_BITS) - 1)
+        if f >> ECC_INJECT_INDEX_BITS & 1:
+            out.append(f & ((1 << ECC_INJECT_INDEX_BITS) - 1))
+    return tuple(out)
+
+
+ECC_INJECT_MASK = (1 << (ECC_INJECT_SLOTS * ECC_INJECT_SLOT_BITS)) - 1   # bits the register keeps

@@ -117,6 +117,13 @@ class LpuParams:
         ``GATHER`` and ``SCATTER`` need. ``False`` (a size option): each MEM tile is one
         ``lanes``-byte-wide memory, half the block RAMs on an iCE40, and GATHER / SCATTER are
         not in the ISA of this chip (rejected like REPEAT above). Default ``True``.
+    mem_ecc : bool
+        SECDED check bits on every MEM word (``openlpu.ecc``): encoded on every write
+        (WRITE, SCATTER, host), checked and corrected on every read (READ, GATHER, host), with
+        the same latencies. A codeword is a byte with ``mem_gather`` (Hamming(13,8)), a host
+        word of ``host_word_lanes`` bytes without it ((39,32)). Adds the host registers
+        ECC_INJECT, ECC_CORRECTED, ECC_UNCORRECTABLE and ``ErrorFlag.MEM_UNCORRECTABLE``
+        (``docs/architecture.md``, *MEM ECC*). Default ``False``.
     vxm_alus : int
         ALUs per VXM lane, each with its own instruction queue (0: no VXM, streams pass through).
     sxm : bool
@@ -140,6 +147,7 @@ class LpuParams:
     mxm_booth: bool = False
     icu_repeat: bool = True
     mem_gather: bool = True
+    mem_ecc: bool = False
 
     def __post_init__(self):
         def need(cond, msg):
@@ -160,7 +168,7 @@ class LpuParams:
         need(isinstance(self.mxm_pipeline, int) and self.mxm_pipeline >= 0, "mxm_pipeline must be >= 0")
         need(isinstance(self.vxm_alus, int) and 0 <= self.vxm_alus <= 4, "vxm_alus must be 0..4")
         for f in ("mxm_act_reg", "icu_issue_reg", "host_start_reg", "mxm_booth", "icu_repeat",
-                  "mem_gather"):
+                  "mem_gather", "mem_ecc"):
             need(isinstance(getattr(self, f), bool), f"{f} must be True or False, not {getattr(self, f)!r}")
         # the host address map (openlpu.isa) must reach every MEM word and instruction word
         from . import isa
@@ -321,7 +329,8 @@ class LpuParams:
 
 #: Fields added after the first presets, with their defaults (left out of ``to_dict`` when unset).
 _OPTIONAL_FIELDS = {"mxm_act_reg": False, "icu_issue_reg": False, "host_start_reg": False,
-                    "mxm_booth": False, "icu_repeat": True, "mem_gather": True}
+                    "mxm_booth": False, "icu_repeat": True, "mem_gather": True,
+                    "mem_ecc": False}
 
 
 PRESETS: dict[str, LpuParams] = {

@@ -144,6 +144,7 @@ class LpuChip(wiring.Component):
         low = mem_host_addr_bits(p)
         mem_slice_idx = sub[low:low + fb["slice"]]
         mem_rest = sub[low + fb["slice"]:]
+        ecc_corr, ecc_unc = [], []
         for s in p.mem_slice_list:
             sl = self._slices[s.name]
             sel = (mem_slice_idx == s.index) & (mem_rest == 0)
@@ -154,6 +155,13 @@ class LpuChip(wiring.Component):
                 sl.host.w_data.eq(regs.w_data),
             ]
             ext_r_data.append(sl.host.r_data)
+            if p.mem_ecc:
+                m.d.comb += sl.ecc_flip.eq(regs.ecc_flip)
+                ecc_corr.append(sl.ecc_corrected)
+                ecc_unc.append(sl.ecc_uncorrectable)
+        if p.mem_ecc:                     # codewords with an ECC event this cycle, chip-wide
+            m.d.comb += [regs.ecc_corrected_in.eq(sum(ecc_corr)),
+                         regs.ecc_uncorrectable_in.eq(sum(ecc_unc))]
 
         # -- ICUs and host access to IMEM: queue index above isa.IMEM_QUEUE_SHIFT, word below it ---
         imem_queue = sub[isa.IMEM_QUEUE_SHIFT:]

@@ -7,20 +7,27 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from openlpu import isa
+from openlpu import ecc, isa
 from openlpu.isa import Dir, ErrorFlag
 
 from .common import ERROR_BITS, issue_signature, stream_column, stream_drive
+from .ecc import SecdedDecoder, SecdedEncoder
 from .regs import host_target_signature
 from .sweep import InstructionSweep
 
-__all__ = ["MemSlice", "mem_host_addr_bits"]
+__all__ = ["MemSlice", "mem_host_addr_bits", "ecc_count_bits"]
 
 
 def mem_host_addr_bits(params) -> int:
     """Width of a MEM slice's host address: lane group, superlane, word, bank (LSB first)."""
     bits = params.host_mem_field_bits
     return bits["group"] + bits["superlane"] + bits["word"] + bits["bank"]
+
+
+def ecc_count_bits(params) -> int:
+    """Width of a MEM slice's per-cycle ECC event counts (``mem_ecc``): at most one per
+    codeword of every tile."""
+    return ceil_log2(params.superlanes * ecc.tile_codewords(params) + 1)
 
 
 class MemSlice(wiring.Component):
@@ -65,6 +72,17 @@ class MemSlice(wiring.Component):
     the memory ports and is meant for use while the chip is not running (instructions have
     priority). Read data is on ``host.r_data`` in the cycle after ``host.r_en``.
 
+    ECC (``params.mem_ecc``, ``openlpu.ecc``): every memory entry holds codewords, one per lane
+    (Hamming(13,8)) with ``mem_gather``, one per host word of ``host_word_lanes`` lanes without
+    it ((39,32); its write granularity is a codeword, so a host write needs no read-modify-write).
+    A :class:`~openlpu.rtl.ecc.SecdedEncoder` per codeword sits behind the write-data multiplexer
+    (WRITE, SCATTER and host writes; a host write stores the bits of :attr:`ecc_flip` flipped), a
+    :class:`~openlpu.rtl.ecc.SecdedDecoder` after each read port: READ / GATHER / the host read
+    the corrected data in the same cycle, so no latency changes. :attr:`ecc_corrected` and
+    :attr:`ecc_uncorrectable` count the codewords read in this cycle (those of every enabled tile
+    of a READ / GATHER at ``t + 1 + c``; those of the host word one cycle after ``host.r_en``)
+    with a corrected or an uncorrectable error; ``MEM_UNCORRECTABLE`` is raised with them.
+
     Parameters
     ----------
     params : :class:`openlpu.params.LpuParams`
@@ -84,6 +102,11 @@ class MemSlice(wiring.Component):
         ``ErrorFlag`` bits raised this cycle.
     host : ``In(host_target_signature(mem_host_addr_bits(params)))``
         Host access: address fields group, superlane, word, bank (LSB first).
+    ecc_flip : ``In(ecc.host_word_code_bits(params))`` (``mem_ecc`` only)
+        Stored bits to flip in a host write of this cycle (bit ``j * n + b``: bit ``b`` of
+        codeword ``j`` of the host word).
+    ecc_corrected, ecc_uncorrectable : ``Out(ecc_count_bits(params))`` (``mem_ecc`` only)
+        Codewords read in this cycle with a corrected / an uncorrectable error.
     """
 
     def __init__(self, params, slice_info):
@@ -97,17 +120,20 @@ class MemSlice(wiring.Component):
         self._lanes = []
         for c in range(params.superlanes):
             row = []
+            # bits per lane entry / per host-word group (a codeword with mem_ecc)
+            unit = ecc.code_for(params).n if params.mem_ecc else None
             if params.mem_gather:
                 for _ in range(params.lanes):
-                    mem = Memory(shape=unsigned(8), depth=params.mem_addr_words, init=[])
+                    mem = Memory(shape=unsigned(unit or 8), depth=params.mem_addr_words,
+                                 init=[])
                     row.append((mem, mem.write_port(), mem.read_port()))
             else:
-                mem = Memory(shape=unsigned(8 * params.lanes), depth=params.mem_addr_words,
-                             init=[])
-                row.append((mem, mem.write_port(granularity=8 * params.host_word_lanes),
-                            mem.read_port()))
+                group = unit or 8 * params.host_word_lanes
+                mem = Memory(shape=unsigned(group * params.host_lane_groups),
+                             depth=params.mem_addr_words, init=[])
+                row.append((mem, mem.write_port(granularity=group), mem.read_port()))
             self._lanes.append(row)
-        super().__init__({
+        members = {
             "sr_east_in":  In(stream_column(params)),
             "sr_west_in":  In(stream_column(params)),
             "drive_east":  Out(stream_drive(params)),
@@ -116,7 +142,12 @@ class MemSlice(wiring.Component):
             "instr_write": In(issue_signature()),
             "error":       Out(ERROR_BITS),
             "host":        In(host_target_signature(mem_host_addr_bits(params))),
-        })
+        }
+        if params.mem_ecc:
+            members["ecc_flip"] = In(ecc.host_word_code_bits(params))
+            members["ecc_corrected"] = Out(ecc_count_bits(params))
+            members["ecc_uncorrectable"] = Out(ecc_count_bits(params))
+        super().__init__(members)
 
     @property
     def params(self):
@@ -133,7 +164,9 @@ class MemSlice(wiring.Component):
         Entry ``a`` of ``memories[c][i]`` is byte ``c*lanes + i`` of vector word ``a`` (``a =
         bank * mem_words + word``). Without ``params.mem_gather`` each superlane has one memory,
         ``memories[c][0]``, whose entry ``a`` holds the superlane's ``lanes`` bytes of word ``a``
-        (lane 0 in the low byte).
+        (lane 0 in the low byte). With ``params.mem_ecc`` every entry holds codewords
+        (``openlpu.ecc``): the lane's byte and its check bits, or without ``mem_gather`` one
+        codeword of ``ecc.code_for(params).n`` bits per host-word group (group 0 lowest).
         """
         return tuple(tuple(t[0] for t in row) for row in self._lanes)
 
@@ -218,7 +251,12 @@ class MemSlice(wiring.Component):
         h_sl = self.host.addr[fb["group"]:fb["group"] + fb["superlane"]]
         h_addr = self.host.addr[fb["group"] + fb["superlane"]:]
 
+        h_r = Signal()
+        h_r_sl = Signal.like(h_sl) if len(h_sl) else None
+        h_r_group = Signal.like(h_group) if len(h_group) else None
+
         # -- tiles -------------------------------------------------------------------------------
+        ecc_corr, ecc_unc = [], []           # codeword events counted this cycle
         unwritten = []
         read_bad_stream = Signal()
         rd_datas = []                        # per superlane: the lanes' read data, lane 0 first
@@ -236,12 +274,25 @@ class MemSlice(wiring.Component):
             w_addrs = lane_addrs(w, w_map, f"wr_sl{c}")
             host_here = self.host.w_en & (h_sl == c) if len(h_sl) else self.host.w_en
             if p.mem_gather:
-                tile_data = self._lane_memories(m, c, row, r, w, w_src, r_addrs, w_addrs,
-                                                host_here, h_group, h_addr)
+                tile_data, corr, unc = self._lane_memories(m, c, row, r, w, w_src, r_addrs,
+                                                           w_addrs, host_here, h_group, h_addr)
             else:
-                tile_data = self._wide_memory(m, c, row[0], r, w, w_src, host_here, h_group,
-                                              h_addr)
+                tile_data, corr, unc = self._wide_memory(m, c, row[0], r, w, w_src, host_here,
+                                                         h_group, h_addr)
             rd_datas.append(tile_data)
+            if p.mem_ecc:
+                # the codewords whose read is used this cycle: every one of an enabled READ /
+                # GATHER of the cycle before, else those of the host word read the cycle before
+                rd_used = Signal(name=f"ecc_rd_used_sl{c}")
+                m.d.sync += rd_used.eq(r.valid)
+                host_sl = h_r & ((h_r_sl == c) if h_r_sl is not None else 1) & ~rd_used
+                per_group = len(corr) // p.host_lane_groups
+                for j in range(len(corr)):
+                    g = j // per_group
+                    used = rd_used | (host_sl & ((h_r_group == g) if h_r_group is not None
+                                                 else 1))
+                    ecc_corr.append(corr[j] & used)
+                    ecc_unc.append(unc[j] & used)
 
             # READ / GATHER: drive next cycle
             d_valid = Signal(name=f"drv_valid_sl{c}")
@@ -269,9 +320,6 @@ class MemSlice(wiring.Component):
             unwritten.append(r.valid & r.mapped & r.map_ok & ~r_map.valid)
 
         # -- host read data ------------------------------------------------------------------
-        h_r = Signal()
-        h_r_sl = Signal.like(h_sl) if len(h_sl) else None
-        h_r_group = Signal.like(h_group) if len(h_group) else None
         m.d.sync += h_r.eq(self.host.r_en & (h_sl < p.superlanes if len(h_sl) else 1))
         tile_word = rd_datas[0]
         if h_r_sl is not None:
@@ -290,8 +338,14 @@ class MemSlice(wiring.Component):
         addr_range = (r_bad_addr | w_bad_addr | (w0.present & ~w0.stream_ok) | read_bad_stream
                       | (r0.present & r0.mapped & ~r0.map_ok)
                       | (w0.present & w0.mapped & ~w0.map_ok))
+        ecc_flag = 0
+        if p.mem_ecc:
+            m.d.comb += [self.ecc_corrected.eq(sum(ecc_corr)),
+                         self.ecc_uncorrectable.eq(sum(ecc_unc))]
+            ecc_flag = Mux(_any(ecc_unc), int(ErrorFlag.MEM_UNCORRECTABLE), 0)
         m.d.comb += self.error.eq(
-            Mux(addr_range, int(ErrorFlag.ADDR_RANGE), 0)
+            ecc_flag
+            | Mux(addr_range, int(ErrorFlag.ADDR_RANGE), 0)
             | Mux(r0.present & w0.present & (r_bank == w_bank) & both,
                   int(ErrorFlag.BANK_CONFLICT), 0)
             | Mux(_any(unwritten), int(ErrorFlag.STREAM_UNWRITTEN), 0))
@@ -300,48 +354,71 @@ class MemSlice(wiring.Component):
 
     def _lane_memories(self, m, c, row, r, w, w_src, r_addrs, w_addrs, host_here, h_group,
                        h_addr):
-        """Tile ``c`` as one byte memory per lane (per-lane addresses); returns its read data."""
-        lane_data = []
+        """Tile ``c`` as one byte memory per lane (per-lane addresses); returns its read data
+        and, with ``mem_ecc``, the per-lane corrected / uncorrectable bits (else empty)."""
+        p = self._params
+        lane_data, corr, unc = [], [], []
         for i, (mem, wr, rd) in enumerate(row):
             m.submodules[f"tile{c}_lane{i}"] = mem
             m.d.comb += rd.addr.eq(Mux(r.valid, r_addrs[i], h_addr))
-            lane_data.append(rd.data)
             host_lane = host_here & (h_group == i // 4 if len(h_group) else 1)
-            with m.If(w.valid):
-                m.d.comb += [
-                    wr.en.eq(1),
-                    wr.addr.eq(w_addrs[i]),
-                    wr.data.eq(Mux(w.stream_ok, w_src.data[i], 0)),
-                ]
-            with m.Else():
-                m.d.comb += [
-                    wr.en.eq(host_lane),
-                    wr.addr.eq(h_addr),
-                    wr.data.eq(self.host.w_data.word_select(i % 4, 8)),
-                ]
-        return Cat(*lane_data)
+            w_data = Mux(w.valid, Mux(w.stream_ok, w_src.data[i], 0),
+                         self.host.w_data.word_select(i % 4, 8))
+            if p.mem_ecc:
+                code = ecc.code_for(p)
+                m.submodules[f"ecc_enc{c}_lane{i}"] = enc = SecdedEncoder(code)
+                m.submodules[f"ecc_dec{c}_lane{i}"] = dec = SecdedDecoder(code)
+                j = i % p.host_word_lanes            # codeword j of its host word
+                flip = self.ecc_flip[j * code.n:(j + 1) * code.n]
+                m.d.comb += [enc.data.eq(w_data), dec.codeword.eq(rd.data)]
+                w_data = enc.codeword ^ Mux(w.valid, 0, flip)
+                lane_data.append(dec.data)
+                corr.append(dec.corrected)
+                unc.append(dec.uncorrectable)
+            else:
+                lane_data.append(rd.data)
+            m.d.comb += [
+                wr.en.eq(Mux(w.valid, 1, host_lane)),
+                wr.addr.eq(Mux(w.valid, w_addrs[i], h_addr)),
+                wr.data.eq(w_data),
+            ]
+        return Cat(*lane_data), corr, unc
 
     def _wide_memory(self, m, c, ports, r, w, w_src, host_here, h_group, h_addr):
-        """Tile ``c`` as one vector-wide memory (``mem_gather`` off); returns its read data."""
+        """Tile ``c`` as one vector-wide memory (``mem_gather`` off); returns its read data and,
+        with ``mem_ecc``, the per-group corrected / uncorrectable bits (else empty)."""
         p = self._params
         mem, wr, rd = ports
         m.submodules[f"tile{c}"] = mem
         m.d.comb += rd.addr.eq(Mux(r.valid, r.addr, h_addr))
-        with m.If(w.valid):
-            m.d.comb += [
-                wr.en.eq(-1),
-                wr.addr.eq(w.addr),
-                wr.data.eq(Mux(w.stream_ok, w_src.data, 0)),
-            ]
-        with m.Else():                  # the host writes one group of host_word_lanes lanes
-            groups = [host_here & (h_group == g if len(h_group) else 1)
-                      for g in range(p.host_lane_groups)]
-            m.d.comb += [
-                wr.en.eq(Cat(*groups)),
-                wr.addr.eq(h_addr),
-                wr.data.eq(self.host.w_data[:8 * p.host_word_lanes].replicate(p.host_lane_groups)),
-            ]
-        return rd.data
+        gbits = 8 * p.host_word_lanes
+        # the host writes one group of host_word_lanes lanes, WRITE all of them
+        groups = [host_here & (h_group == g if len(h_group) else 1)
+                  for g in range(p.host_lane_groups)]
+        w_data = Mux(w.valid, Mux(w.stream_ok, w_src.data.as_value(), 0),
+                     self.host.w_data[:gbits].replicate(p.host_lane_groups))
+        corr, unc = [], []
+        if p.mem_ecc:
+            code = ecc.code_for(p)
+            words, datas = [], []
+            for g in range(p.host_lane_groups):
+                m.submodules[f"ecc_enc{c}_g{g}"] = enc = SecdedEncoder(code)
+                m.submodules[f"ecc_dec{c}_g{g}"] = dec = SecdedDecoder(code)
+                m.d.comb += [enc.data.eq(w_data[g * gbits:(g + 1) * gbits]),
+                             dec.codeword.eq(rd.data[g * code.n:(g + 1) * code.n])]
+                words.append(enc.codeword ^ Mux(w.valid, 0, self.ecc_flip))
+                datas.append(dec.data)
+                corr.append(dec.corrected)
+                unc.append(dec.uncorrectable)
+            w_data, read_data = Cat(*words), Cat(*datas)
+        else:
+            read_data = rd.data
+        m.d.comb += [
+            wr.en.eq(Cat(*groups) | w.valid.replicate(p.host_lane_groups)),
+            wr.addr.eq(Mux(w.valid, w.addr, h_addr)),
+            wr.data.eq(w_data),
+        ]
+        return read_data, corr, unc
 
 
 def _any(signals):

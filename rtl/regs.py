@@ -4,7 +4,8 @@ The register block terminates the chip's host bus (``docs/architecture.md``, Hos
 
 * it decodes the region (``openlpu.isa.HostRegion``) of every access;
 * it implements the registers of ``openlpu.isa.HostReg`` (ID, CONFIG_ID, CTRL, STATUS, CYCLES,
-  ERRORS, ERROR_CYCLE);
+  ERRORS, ERROR_CYCLE, and with ``params.mem_ecc`` ECC_INJECT, ECC_CORRECTED,
+  ECC_UNCORRECTABLE; without it those read as 0);
 * it forwards MEM and IMEM accesses, with the region-relative address, to the chip (which fans
   them out to the targets) while the chip is not running; an access while running is ignored and
   sets ``ErrorFlag.HOST_WHILE_RUNNING``;
@@ -34,16 +35,16 @@ registers), and ``all_halted`` cannot end the run before its cycle 0 (an ICU tha
 START yet still reports done). HOST_WHILE_RUNNING is recorded from ``h + 1`` on.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import C, Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from openlpu import isa
+from openlpu import ecc, isa
 from openlpu.isa import ErrorFlag, HostReg, HostRegion
 
 from .common import ERROR_BITS, host_bus_signature
 
-__all__ = ["HOST_SUB_BITS", "host_target_signature", "HostRegisters"]
+__all__ = ["HOST_SUB_BITS", "host_target_signature", "HostRegisters", "ecc_event_bits"]
 
 #: Width of the region-relative part of a host address.
 HOST_SUB_BITS = isa.HOST_REGION_SHIFT
@@ -51,6 +52,12 @@ HOST_SUB_BITS = isa.HOST_REGION_SHIFT
 if isa.HOST_READ_LATENCY != 2:  # pragma: no cover - the read pipeline below has two stages
     raise ImportError(f"the register block implements a host read latency of 2, "
                       f"not {isa.HOST_READ_LATENCY}")
+
+
+def ecc_event_bits(params) -> int:
+    """Width of the chip's per-cycle ECC event counts (``mem_ecc``): every codeword of every
+    MEM tile of the chip at most once."""
+    return (2 * params.mem_slices * params.superlanes * ecc.tile_codewords(params)).bit_length()
 
 
 def host_target_signature(addr_bits: int) -> wiring.Signature:
@@ -103,11 +110,20 @@ class HostRegisters(wiring.Component):
         Host write data.
     ext_r_data : ``In(32)``
         MEM / IMEM read data, one cycle after ``mem_r_en`` / ``imem_r_en`` (0 otherwise).
+    ecc_flip : ``Out(ecc.host_word_code_bits(params))`` (``mem_ecc`` only)
+        Stored bits of a MEM host word that the host write of this cycle flips: decoded from
+        ECC_INJECT (``isa.ecc_inject_bits``); the register clears with the first host MEM write
+        (``mem_w_en``) after it was set.
+    ecc_corrected_in, ecc_uncorrectable_in : ``In(ecc_event_bits(params))`` (``mem_ecc`` only)
+        Codewords the MEM slices read in this cycle with a corrected / uncorrectable error; added
+        (saturating) to ECC_CORRECTED / ECC_UNCORRECTABLE along the path of ``error_in``
+        (dropped in a START or CLEAR_ERRORS cycle, which clear the counters, and registered
+        with the timing-closure registers).
     """
 
     def __init__(self, params):
         self._params = params
-        super().__init__({
+        members = {
             "host":       In(host_bus_signature()),
             "start":      Out(1),
             "running":    Out(1),
@@ -121,7 +137,12 @@ class HostRegisters(wiring.Component):
             "sub_addr":   Out(HOST_SUB_BITS),
             "w_data":     Out(32),
             "ext_r_data": In(32),
-        })
+        }
+        if params.mem_ecc:
+            members["ecc_flip"] = Out(ecc.host_word_code_bits(params))
+            members["ecc_corrected_in"] = In(ecc_event_bits(params))
+            members["ecc_uncorrectable_in"] = In(ecc_event_bits(params))
+        super().__init__(members)
 
     @property
     def params(self):
@@ -209,6 +230,11 @@ class HostRegisters(wiring.Component):
             with m.If(~errors.any()):
                 m.d.sync += error_cycle.eq(err_cycle)
 
+        # -- MEM ECC: fault injection and event counters ---------------------------------------
+        ecc_regs = {}
+        if self._params.mem_ecc:
+            ecc_regs = self._ecc(m, start, clear_errors, delay, hold)
+
         # -- reads: stage 1 (register value or target select), stage 2 (output) ----------------
         reg_value = Signal(32)
         with m.Switch(reg_sel):
@@ -225,6 +251,9 @@ class HostRegisters(wiring.Component):
                 m.d.comb += reg_value.eq(errors)
             with m.Case(HostReg.ERROR_CYCLE):
                 m.d.comb += reg_value.eq(error_cycle)
+            for reg, value in ecc_regs.items():
+                with m.Case(reg):
+                    m.d.comb += reg_value.eq(value)
 
         s1_valid = Signal()
         s1_data = Signal(32)
@@ -244,3 +273,39 @@ class HostRegisters(wiring.Component):
             host.r_data.eq(s1_data | (self.ext_r_data & s1_ext.replicate(32))),
         ]
         return m
+
+    def _ecc(self, m, start, clear_errors, delay, hold):
+        """ECC_INJECT and the two saturating ECC counters; returns ``{HostReg: value}``."""
+        host = self.host
+        inject = Signal(isa.ECC_INJECT_SLOTS * isa.ECC_INJECT_SLOT_BITS)
+        inject_w = host.w_en & (host.addr[isa.HOST_REGION_SHIFT:] == HostRegion.REGS) \
+            & (self.sub_addr == HostReg.ECC_INJECT)
+        with m.If(inject_w):
+            m.d.sync += inject.eq(host.w_data[:len(inject)])
+        with m.Elif(self.mem_w_en):                   # taken by this host MEM write
+            m.d.sync += inject.eq(0)
+        nbits = len(self.ecc_flip)
+        flip = 0
+        for slot in range(isa.ECC_INJECT_SLOTS):
+            f = inject.word_select(slot, isa.ECC_INJECT_SLOT_BITS)
+            index = f[:isa.ECC_INJECT_INDEX_BITS]
+            one = (C(1, nbits) << index)[:nbits]      # an index past the host word: nothing
+            flip = flip | Mux(f[isa.ECC_INJECT_INDEX_BITS], one, 0)
+        m.d.comb += self.ecc_flip.eq(flip)
+
+        out = {HostReg.ECC_INJECT: inject}
+        top = (1 << isa.ECC_COUNTER_BITS) - 1
+        for reg, inc_in in ((HostReg.ECC_CORRECTED, self.ecc_corrected_in),
+                            (HostReg.ECC_UNCORRECTABLE, self.ecc_uncorrectable_in)):
+            count = Signal(isa.ECC_COUNTER_BITS, name=reg.name.lower())
+            inc = inc_in
+            if delay:                                 # registered, like the error flags
+                inc = Signal.like(inc_in, name=f"{reg.name.lower()}_in_r")
+                m.d.sync += inc.eq(Mux(start | clear_errors | hold, 0, inc_in))
+            total = count + inc
+            with m.If(start | clear_errors):
+                m.d.sync += count.eq(0)
+            with m.Else():
+                m.d.sync += count.eq(Mux(total > top, top, total))
+            out[reg] = count
+        return out

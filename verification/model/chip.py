@@ -32,6 +32,8 @@ from openlpu import hostmap, isa, vxm_ops
 from openlpu.isa import Dir, ErrorFlag, HostReg, HostRegion
 from openlpu.params import LpuParams
 
+from .mem_ecc import MemEcc
+
 __all__ = ["LpuModel", "ModelError", "ScheduleHazard"]
 
 _OP = isa.BY_MNEMONIC
@@ -76,6 +78,8 @@ class LpuModel:
         self.vl = p.vl
         n_mem = 2 * p.mem_slices
         self.mem = np.zeros((n_mem, p.mem_addr_words, p.vl), dtype=np.uint8)
+        # MEM ECC (mem_ecc): check bits beside self.mem, ECC registers (mem_ecc.py)
+        self.mem_ecc = MemEcc(p, self.mem) if p.mem_ecc else None
         self.imem = np.zeros((len(p.queues), p.imem_words), dtype=np.uint32)
         self.acc = np.zeros((p.mxm_acc_words, p.vl), dtype=np.int32)
         self.shadow = np.zeros((p.vl, p.vl), dtype=np.int8)   # [row n][k]
@@ -102,8 +106,12 @@ class LpuModel:
                 if data & isa.Ctrl.CLEAR_ERRORS:
                     self.errors = 0
                     self.error_cycle = 0
+                    if self.mem_ecc:
+                        self.mem_ecc.clear_counters()
                 if data & isa.Ctrl.START:
                     self.start()
+            elif f["reg"] == HostReg.ECC_INJECT and self.mem_ecc:
+                self.mem_ecc.inject = data & isa.ECC_INJECT_MASK
             return
         if self.running:
             self._flag(ErrorFlag.HOST_WHILE_RUNNING, "host write while running")
@@ -114,8 +122,13 @@ class LpuModel:
             return
         sl, lanes = self._mem_lanes(f)
         if sl is not None:
-            self.mem[f["slice"], f["bank"] * self.params.mem_words + f["word"], lanes] = \
+            row = f["bank"] * self.params.mem_words + f["word"]
+            self.mem[f["slice"], row, lanes] = \
                 hostmap.unpack_lanes(data, self.params.host_word_lanes)
+            if self.mem_ecc:
+                self.mem_ecc.host_write(sl, row, lanes.start, lanes.stop - lanes.start)
+        if self.mem_ecc:
+            self.mem_ecc.inject = 0      # taken by this host MEM write, whatever its address
 
     def read(self, addr: int) -> int:
         region, f = hostmap.split(self.params, addr)
@@ -129,6 +142,10 @@ class LpuModel:
                 HostReg.CYCLES: self.cycles & 0xFFFFFFFF,
                 HostReg.ERRORS: self.errors,
                 HostReg.ERROR_CYCLE: self.error_cycle & 0xFFFFFFFF,
+                **({HostReg.ECC_INJECT: self.mem_ecc.inject,
+                    HostReg.ECC_CORRECTED: self.mem_ecc.corrected,
+                    HostReg.ECC_UNCORRECTABLE: self.mem_ecc.uncorrectable}
+                   if self.mem_ecc else {}),
             }.get(reg, 0)
         if region == HostRegion.IMEM:
             if f["queue"] < len(self.params.queues) and f["word"] < self.params.imem_words:
@@ -137,8 +154,14 @@ class LpuModel:
         sl, lanes = self._mem_lanes(f)
         if sl is None:
             return 0
-        row = self.mem[f["slice"], f["bank"] * self.params.mem_words + f["word"], lanes]
-        return hostmap.pack_lanes(row)
+        row = f["bank"] * self.params.mem_words + f["word"]
+        if self.mem_ecc:
+            vals, bad = self.mem_ecc.host_read(sl, row, lanes.start, lanes.stop - lanes.start)
+            if bad:
+                self._flag(ErrorFlag.MEM_UNCORRECTABLE,
+                           f"host read of MEM slice {sl} word {row}: uncorrectable ECC error")
+            return hostmap.pack_lanes(vals)
+        return hostmap.pack_lanes(self.mem[f["slice"], row, lanes])
 
     def _mem_lanes(self, f):
         p = self.params
@@ -165,6 +188,8 @@ class LpuModel:
         self.cycles = 0
         self.errors = 0
         self.error_cycle = 0
+        if self.mem_ecc:
+            self.mem_ecc.clear_counters()
         self.done = False
         for d in Dir:
             self.sr_valid[d][:] = False
@@ -395,7 +420,15 @@ class LpuModel:
                 rows = bank * p.mem_words + word
             lanes = np.arange(self.vl)
             if m in ("READ", "GATHER"):
-                vec = self.mem[sl, rows, lanes].copy()
+                if self.mem_ecc:     # corrected data; a double error is flagged when read out
+                    vec, bad_sl = self.mem_ecc.vector_read(sl, rows, lm)
+                    if bad_sl is not None:
+                        at = t + idef.d_func(p) + bad_sl
+                        later(at, lambda _dr, at=at: self._flag(
+                            ErrorFlag.MEM_UNCORRECTABLE, f"{name}: uncorrectable ECC error in "
+                            f"word {addr} (superlane {bad_sl})", at))
+                else:
+                    vec = self.mem[sl, rows, lanes].copy()
                 later(t + idef.d_func(p),
                       lambda dr: self._drive(t + 1, dr, pos, f["stream"], Dir(f["dir"]), vec, name, lm))
             else:
@@ -403,6 +436,8 @@ class LpuModel:
 
                 def store(rows=rows, vec=vec):
                     self.mem[sl, rows[lm], lanes[lm]] = vec[lm]
+                    if self.mem_ecc:
+                        self.mem_ecc.vector_store(sl, rows[lm], lanes[lm])
                 eoc.append(store)
         elif m == "LW":
             vec = self._sample(t, pos, f["stream"], Dir(f["dir"]), name)
