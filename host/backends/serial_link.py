@@ -206,8 +206,9 @@ class SerialBackend(Backend):
             self._recover()
         if not self.retries:
             raise last
+        maybe = " (the write may or may not have been applied)" if cmd == Cmd.WRITE else ""
         raise LinkError(f"{what}: no valid answer after {attempts} attempt(s), the link or the "
-                        f"bridge is not working (last error: {last})", attempts, last)
+                        f"bridge is not working{maybe} (last error: {last})", attempts, last)
 
     @staticmethod
     def _runs(addrs):
