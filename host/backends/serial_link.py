@@ -67,6 +67,8 @@ class SerialBackend(Backend):
         Read ``ID`` and ``CONFIG_ID`` on connect and raise :class:`ConfigMismatch` unless they
         are :data:`openlpu.isa.CHIP_ID` and ``params.config_id`` (without it, ``ID`` is still
         read once, so that the bridge has seen this session's sequence numbers).
+    first_seq : int, optional
+        Sequence number of the first request (default: random).
 
     Attributes
     ----------
@@ -91,7 +93,7 @@ class SerialBackend(Backend):
     def __init__(self, params: LpuParams, port_or_transport, *, baudrate: int = DEFAULT_BAUD,
                  timeout: float = 1.0, run_timeout: float = 10.0, retries: int = DEFAULT_RETRIES,
                  wait_chunk: int = WAIT_CHUNK_CYCLES, recover_s: float = 0.05,
-                 check: bool = True):
+                 check: bool = True, first_seq: int | None = None):
         if not isinstance(params, LpuParams):
             raise TypeError(f"params must be an LpuParams, not {type(params).__name__}")
         if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 100:
@@ -122,7 +124,10 @@ class SerialBackend(Backend):
         self.run_timeout = float(run_timeout)
         self.wait_chunk = wait_chunk
         self.recover_s = float(recover_s)
-        self._seq = os.urandom(1)[0]           # a fresh session's numbers: see `check`
+        if first_seq is not None and not (isinstance(first_seq, int) and 0 <= first_seq <= 0xFF):
+            raise ValueError(f"first_seq must be a byte or None, not {first_seq!r}")
+        # a fresh session's numbers (random unless given, for reproducible tests): see `check`
+        self._seq = (os.urandom(1)[0] if first_seq is None else first_seq - 1) & 0xFF
         if check:
             self.check_identity()
         else:

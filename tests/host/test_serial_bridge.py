@@ -338,7 +338,7 @@ def test_bad_count_and_command_are_nak():
 
 def _faulty(**kw):
     params, tr = _stub(read_budget=FAULT_READ_BUDGET)
-    return tr, SerialBackend(params, tr, **kw)
+    return tr, SerialBackend(params, tr, first_seq=0x40, **kw)   # reproducible frames
 
 
 def _writes_to(tr, addr):
@@ -463,7 +463,7 @@ def test_lost_wait_answer_is_retried():
 def test_run_limits_on_the_serial_backend():
     params = preset("tiny")
     tr = SimBridgeTransport(StubChip(params, run_cycles=50_000), read_budget=FAULT_READ_BUDGET)
-    be = SerialBackend(params, tr, wait_chunk=300)
+    be = SerialBackend(params, tr, wait_chunk=300, first_seq=0x40)
     with pytest.raises(CycleLimitExceeded, match="not done after 900 cycles"):
         be.run(max_cycles=900)
     with pytest.raises(WallClockTimeout, match="wall-clock"):
@@ -533,3 +533,14 @@ def test_corrupted_frame_against_chip_is_reported():
     with pytest.raises(NakError, match="corrupted in transit"):
         be.read(addr)
     assert be.read(addr) == params.config_id
+
+
+def test_lost_ack_at_sequence_wrap_applies_once():
+    params, tr = _stub(read_budget=FAULT_READ_BUDGET)
+    be = SerialBackend(params, tr, first_seq=0xFE, check=False)   # READ ID uses 0xFE
+    be.read(MEM0)                                                  # 0xFF
+    tr.drop_rx.update(range(tr.received, tr.received + WRITE_ACK))
+    be.write(MEM0 + 2, 77)                                         # seq 0x00, ACK lost
+    assert _writes_to(tr, MEM0 + 2) == [77] and be.retried == 1
+    be.write(MEM0 + 2, 77)                          # a new request with the same data is written
+    assert _writes_to(tr, MEM0 + 2) == [77, 77]
