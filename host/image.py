@@ -13,7 +13,7 @@ import numpy as np
 from openlpu import hostmap
 from openlpu.firmware.package import DTYPES, Package, PackageError, TensorDesc
 
-__all__ = ["load_writes", "input_writes", "output_reads", "assemble_outputs", "check_inputs",
+__all__ = ["load_writes", "const_writes", "input_writes", "output_reads", "assemble_outputs", "check_inputs",
            "InputError"]
 
 
@@ -40,6 +40,13 @@ def load_writes(pkg: Package) -> list[tuple[int, int]]:
     for qname, words in pkg.queues.items():
         q = p.queue(qname)
         out += [(hostmap.imem_addr(p, q.index, i), int(w)) for i, w in enumerate(words)]
+    return out + const_writes(pkg)
+
+
+def const_writes(pkg: Package) -> list[tuple[int, int]]:
+    """The constant MEM image alone (the tail of :func:`load_writes`)."""
+    p = pkg.params
+    out = []
     for sl, addr, data in pkg.mem_image:
         out += _vector_writes(p, sl, p.mem_bank_of(addr), addr % p.mem_words,
                               np.frombuffer(bytes(data), dtype=np.uint8))

@@ -18,6 +18,12 @@ from .common import host_bus_signature
 
 __all__ = ["HostBridge", "crc8_next"]
 
+# the FSM below sends a response as status, SEQ, then the data words or the NAK reason, then the
+# CRC, and parses the request header at the REQ_* offsets of bridge_proto
+assert (proto.RESP_SEQ, proto.RESP_DATA, proto.NAK_LENGTH) == (1, 2, 4)
+assert proto.HEADER_BYTES == proto.REQ_ADDR + proto.ADDR_BYTES
+assert sorted((proto.REQ_CMD, proto.REQ_SEQ, proto.REQ_COUNT)) == list(range(1, proto.REQ_ADDR))
+
 
 def crc8_next(crc, byte):
     """Combinational CRC-8 update (same polynomial as :func:`openlpu.bridge_proto.crc8`).
@@ -44,9 +50,14 @@ class HostBridge(wiring.Component):
     executed on the host bus: a ``WRITE`` issues one write every 2 cycles from its frame
     buffer; a ``READ`` issues one read at a time and waits ``HOST_READ_LATENCY`` cycles for
     ``r_valid``; a ``WAIT`` reads ``STATUS`` until ``DONE`` is set or its cycle limit passes.
-    The response is then sent on ``o``. A frame that stops arriving for ``timeout`` cycles is
-    dropped and answered with ``NAK TIMEOUT``. Bytes outside a frame that are not ``SOF`` are
-    ignored.
+    The response (status, the request's ``SEQ``, data or reason, CRC) is then sent on ``o``.
+    A frame that stops arriving for ``timeout`` cycles is dropped and answered with
+    ``NAK TIMEOUT``. Bytes outside a frame that are not ``SOF`` are ignored.
+
+    Retries: the bridge keeps the ``SEQ`` and ``CRC`` byte of the last request it executed
+    (17 flip-flops). A ``WRITE`` with both equal is the host's retry of a request whose answer
+    was lost: it is answered ``ACK`` again without touching the bus, so a write is applied
+    once however often it is retried. ``READ`` and ``WAIT`` are executed again.
 
     Parameters
     ----------
@@ -105,6 +116,7 @@ class HostBridge(wiring.Component):
         rx_crc = Signal(8)
         hdr_idx = Signal(range(proto.HEADER_BYTES))
         cmd = Signal(8)
+        seq = Signal(8)                         # the request's sequence number
         count = Signal(8)                       # words - 1
         addr = Signal(isa.HOST_ADDR_BITS)
         word = Signal(32)                       # payload word being assembled
@@ -125,6 +137,10 @@ class HostBridge(wiring.Component):
         tx_crc = Signal(8)
         tx_word = Signal(32)
         tx_byte = Signal(2)
+        # the last executed request (retry detection): its SEQ and CRC
+        last_seq = Signal(8)
+        last_crc = Signal(8)
+        last_valid = Signal()
 
         is_write = cmd == proto.Cmd.WRITE
         is_read = cmd == proto.Cmd.READ
@@ -178,13 +194,15 @@ class HostBridge(wiring.Component):
                 rx_timer(m)
                 with m.If(got):
                     m.d.sync += [rx_crc.eq(crc8_next(rx_crc, in_byte)), hdr_idx.eq(hdr_idx + 1)]
-                    with m.Switch(hdr_idx):
-                        with m.Case(0):
+                    with m.Switch(hdr_idx):            # byte offset - 1 (after SOF)
+                        with m.Case(proto.REQ_CMD - 1):
                             m.d.sync += cmd.eq(in_byte)
-                        with m.Case(1):
+                        with m.Case(proto.REQ_SEQ - 1):
+                            m.d.sync += seq.eq(in_byte)
+                        with m.Case(proto.REQ_COUNT - 1):
                             m.d.sync += count.eq(in_byte)
                         for b in range(proto.ADDR_BYTES):
-                            with m.Case(2 + b):
+                            with m.Case(proto.REQ_ADDR - 1 + b):
                                 m.d.sync += addr.word_select(b, 8).eq(in_byte)
                     with m.If(hdr_idx == proto.HEADER_BYTES - 2):
                         # the payload length follows from CMD and COUNT; a COUNT too large
@@ -228,12 +246,17 @@ class HostBridge(wiring.Component):
                     with m.Elif(~count_ok):
                         m.d.sync += nak(proto.NakReason.BAD_COUNT)
                         m.next = "TX_STATUS"
-                    with m.Elif(is_write):
-                        m.next = "WR_FETCH"
-                    with m.Elif(is_read):
-                        m.next = "RD_ISSUE"
+                    with m.Elif(is_write & last_valid & (seq == last_seq) & (in_byte == last_crc)):
+                        m.d.sync += ack(0)              # a retry: answer again, do not write
+                        m.next = "TX_STATUS"
                     with m.Else():
-                        m.next = "WAIT_ISSUE"
+                        m.d.sync += [last_seq.eq(seq), last_crc.eq(in_byte), last_valid.eq(1)]
+                        with m.If(is_write):
+                            m.next = "WR_FETCH"
+                        with m.Elif(is_read):
+                            m.next = "RD_ISSUE"
+                        with m.Else():
+                            m.next = "WAIT_ISSUE"
 
             # -- WRITE: one bus write every 2 cycles from the frame buffer ----------------
             with m.State("WR_FETCH"):
@@ -292,6 +315,11 @@ class HostBridge(wiring.Component):
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(resp_status)]
                 with m.If(self.o.ready):
                     m.d.sync += [tx_crc.eq(crc8_next(tx_crc, resp_status)), k.eq(0)]
+                    m.next = "TX_SEQ"
+            with m.State("TX_SEQ"):              # RESP_SEQ: the request's sequence number
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(seq)]
+                with m.If(self.o.ready):
+                    m.d.sync += tx_crc.eq(crc8_next(tx_crc, seq))
                     with m.If(resp_status == proto.Resp.NAK):
                         m.next = "TX_REASON"
                     with m.Else():

@@ -26,7 +26,7 @@ from openlpu import isa
 from openlpu.hostmap import reg_addr
 from openlpu.params import LpuParams
 
-from ..backend import Backend, DeviceTimeout
+from ..backend import Backend, BackendClosed, run_limits
 
 __all__ = ["AmaranthBackend"]
 
@@ -112,7 +112,7 @@ class AmaranthBackend(Backend):
 
     def _do(self, fn):
         if self._closed:
-            raise RuntimeError("amaranth backend is closed")
+            raise BackendClosed("amaranth backend is closed")
         cmd = _Command(fn)
         self._queue.append(cmd)
         while not cmd.done:
@@ -188,23 +188,24 @@ class AmaranthBackend(Backend):
             return [await self._read(ctx, a) for a in addrs]
         return self._do(fn)
 
-    def run(self, max_cycles: int) -> None:
-        """Write ``CTRL.START`` and clock until ``done``; :class:`DeviceTimeout` after
-        ``max_cycles`` cycles."""
-        max_cycles = int(max_cycles)
+    def run(self, max_cycles: int, timeout_s: float | None = None) -> None:
+        """Write ``CTRL.START`` and clock until ``done``; :class:`CycleLimitExceeded` after
+        ``max_cycles`` cycles, :class:`WallClockTimeout` after ``timeout_s`` seconds (the
+        wall clock is checked every 256 cycles)."""
+        lim = run_limits(max_cycles, timeout_s)
 
         async def fn(ctx):
             await self._write(ctx, reg_addr(isa.HostReg.CTRL), int(isa.Ctrl.START))
             n = 0
             while not ctx.get(self.chip.done):
-                if n >= max_cycles:
-                    return None
+                if n >= lim.max_cycles or (not n & 255 and lim.expired()):
+                    return False, n
                 await self._tick(ctx)
                 n += 1
-            return n
-        n = self._do(fn)
-        if n is None:
-            raise DeviceTimeout(f"{self.name}: not done after {max_cycles} cycles")
+            return True, n
+        done, n = self._do(fn)
+        if not done:
+            raise lim.timeout(self.name, n)
         self.last_run_cycles = n
 
     @property

@@ -5,7 +5,8 @@
 // before it are sampled at its rising edge, outputs read after it are the values of the next
 // cycle. Host bus protocol (docs/architecture.md, "Host interface"): a write is one cycle with
 // w_en; a read is one cycle with r_en, and r_valid/r_data appear `read_latency` cycles later.
-// No Python code runs per cycle: run() and the bulk transfers loop here.
+// No Python code runs per cycle: the bulk transfers and the wait for `done` loop here (the wait
+// in chunks of a bounded number of cycles, so that the host can check its wall clock).
 
 #include <cstdint>
 #include <cstddef>
@@ -127,18 +128,22 @@ size_t lpu_read_many(void *h, const uint32_t *addrs, uint32_t *out, size_t n) {
     return 0;
 }
 
-// Write `start_data` to `ctrl_addr` (CTRL.START), then clock until the `done` output is set.
-// Returns the cycles ticked after the START write, or -1 if not done after `max_cycles`.
-int64_t lpu_run(void *h, uint32_t ctrl_addr, uint32_t start_data, uint64_t max_cycles) {
+// Write `start_data` to `ctrl_addr` (CTRL.START): the start of a run.
+void lpu_start(void *h, uint32_t ctrl_addr, uint32_t start_data) {
+    write1(static_cast<Lpu *>(h), ctrl_addr, start_data);
+}
+
+// Clock until the `done` output is set, at most `max_cycles` cycles; returns the cycles ticked.
+// The host calls this in bounded chunks and checks its wall clock between them.
+uint64_t lpu_wait(void *h, uint64_t max_cycles) {
     Lpu *d = static_cast<Lpu *>(h);
-    write1(d, ctrl_addr, start_data);
+    idle_inputs(d);
     uint64_t n = 0;
-    while (!d->top->done) {
-        if (n >= max_cycles) return -1;
+    while (!d->top->done && n < max_cycles) {
         tick(d);
         n++;
     }
-    return static_cast<int64_t>(n);
+    return n;
 }
 
 }  // extern "C"

@@ -29,7 +29,7 @@ from openlpu.hostmap import reg_addr
 from openlpu.params import LpuParams
 
 from .. import progress
-from ..backend import Backend, DeviceTimeout
+from ..backend import Backend, BackendClosed, run_limits
 
 __all__ = ["VerilatorBackend", "VerilatorBuildError", "verilator_root", "verilator_environ",
            "VERILATOR_WARNING_FLAGS", "build_dir_root", "build_library", "build_lock",
@@ -282,7 +282,8 @@ def _load(lib_path: Path) -> ctypes.CDLL:
         "lpu_read": (ctypes.c_int, [vp, ctypes.c_uint32, _U32P]),
         "lpu_write_many": (None, [vp, _U32P, _U32P, ctypes.c_size_t]),
         "lpu_read_many": (ctypes.c_size_t, [vp, _U32P, _U32P, ctypes.c_size_t]),
-        "lpu_run": (ctypes.c_int64, [vp, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint64]),
+        "lpu_start": (None, [vp, ctypes.c_uint32, ctypes.c_uint32]),
+        "lpu_wait": (ctypes.c_uint64, [vp, ctypes.c_uint64]),
     }
     for name, (res, args) in sig.items():
         fn = getattr(lib, name)
@@ -303,6 +304,15 @@ def _check_word(data: int) -> int:
     if not 0 <= data < (1 << 32):
         raise ValueError(f"host data {data} is not an unsigned 32-bit word")
     return data
+
+
+# VerilatorBackend.run clocks the model in C++ chunks and checks the wall clock between them:
+# the first chunk is WAIT_CHUNK_MIN cycles, a chunk that took less than WAIT_CHUNK_SECONDS is
+# doubled, up to WAIT_CHUNK_MAX; so a chunk takes at most about 2 * WAIT_CHUNK_SECONDS of wall
+# time (a short run is one chunk).
+WAIT_CHUNK_MIN = 1 << 12
+WAIT_CHUNK_MAX = 1 << 22
+WAIT_CHUNK_SECONDS = 0.05
 
 
 class VerilatorBackend(Backend):
@@ -351,7 +361,7 @@ class VerilatorBackend(Backend):
     # -- bus ------------------------------------------------------------------------------
     def _handle(self):
         if self._h is None:
-            raise RuntimeError("verilator backend is closed")
+            raise BackendClosed("verilator backend is closed")
         return self._h
 
     def reset(self) -> None:
@@ -401,13 +411,24 @@ class VerilatorBackend(Backend):
                                f"{isa.HOST_READ_LATENCY} cycles after r_en")
         return list(out)
 
-    def run(self, max_cycles: int) -> None:
-        """Write ``CTRL.START`` and clock (in C++) until ``done``; :class:`DeviceTimeout` after
-        ``max_cycles`` cycles."""
-        n = self._lib.lpu_run(self._handle(), reg_addr(isa.HostReg.CTRL), int(isa.Ctrl.START),
-                              int(max_cycles))
-        if n < 0:
-            raise DeviceTimeout(f"{self.name}: not done after {max_cycles} cycles")
+    def run(self, max_cycles: int, timeout_s: float | None = None) -> None:
+        """Write ``CTRL.START`` and clock (in C++) until ``done``.
+
+        The C++ loop runs in chunks (:data:`WAIT_CHUNK_MIN` cycles at first, doubled while a
+        chunk takes under :data:`WAIT_CHUNK_SECONDS`, at most :data:`WAIT_CHUNK_MAX`) and the
+        wall clock is checked between chunks. :class:`CycleLimitExceeded` after ``max_cycles``
+        cycles, :class:`WallClockTimeout` after ``timeout_s`` seconds."""
+        lim = run_limits(max_cycles, timeout_s)
+        h = self._handle()
+        self._lib.lpu_start(h, reg_addr(isa.HostReg.CTRL), int(isa.Ctrl.START))
+        n, chunk = 0, WAIT_CHUNK_MIN
+        while not self._lib.lpu_done(h):
+            if n >= lim.max_cycles or lim.expired():
+                raise lim.timeout(self.name, n)
+            t0 = time.monotonic()
+            n += self._lib.lpu_wait(h, min(chunk, lim.max_cycles - n))
+            if time.monotonic() - t0 < WAIT_CHUNK_SECONDS:
+                chunk = min(2 * chunk, WAIT_CHUNK_MAX)
         self.last_run_cycles = n
 
     @property

@@ -2,7 +2,9 @@
 """The serial backend against the HostBridge RTL in Amaranth's simulator, byte by byte.
 
 The bridge's byte streams are fed directly by an in-process transport (no bit-level UART: the
-UART PHY has its own loopback test in tests/synth/test_uart.py).
+UART PHY has its own loopback test in tests/synth/test_uart.py) that can corrupt, drop and
+duplicate bytes in either direction; a monitor records every write the bridge puts on the host
+bus, so the tests can check that a retried write is applied exactly once.
 """
 
 import zlib
@@ -18,8 +20,8 @@ from amaranth.sim import Simulator
 
 from openlpu import bridge_proto as proto
 from openlpu import isa
-from openlpu.bridge_proto import Cmd, FrameError, NakError, NakReason
-from openlpu.host.backend import DeviceTimeout
+from openlpu.bridge_proto import Cmd, FrameError, LinkError, NakError, NakReason
+from openlpu.host.backend import CycleLimitExceeded, DeviceTimeout, WallClockTimeout
 from openlpu.host.backends.serial_link import ConfigMismatch, SerialBackend
 from openlpu.hostmap import reg_addr
 from openlpu.params import preset
@@ -28,6 +30,7 @@ from openlpu.rtl.common import host_bus_signature
 
 TIMEOUT = 64            # bridge inter-byte timeout (cycles) used in these tests
 READ_BUDGET = 200_000   # cycles a transport read may wait before it returns short
+FAULT_READ_BUDGET = 3_000   # the same in the fault tests (longest answer there: ~300 cycles)
 
 
 class StubChip(wiring.Component):
@@ -81,10 +84,13 @@ class SimBridgeTransport:
     ``write`` queues bytes that a background testbench offers on the bridge's ``i`` stream,
     one per cycle; ``read(n)`` advances the simulation until ``n`` response bytes have arrived
     or ``READ_BUDGET`` cycles passed (then it returns what it has, as pyserial does on a
-    timeout). ``corrupt`` maps a byte offset of the outgoing / incoming stream to an XOR mask.
+    timeout). ``corrupt_tx`` / ``corrupt_rx`` map a byte offset of the outgoing / incoming
+    stream to an XOR mask; ``drop_tx`` / ``drop_rx`` are offsets of bytes lost, ``dup_tx`` /
+    ``dup_rx`` of bytes delivered twice. ``bus_writes`` lists every ``(addr, data)`` the bridge
+    wrote on the host bus.
     """
 
-    def __init__(self, chip, *, timeout=TIMEOUT, bus_reg=False):
+    def __init__(self, chip, *, timeout=TIMEOUT, bus_reg=False, read_budget=READ_BUDGET):
         self.chip = chip
         self.bridge = HostBridge(timeout=timeout, bus_reg=bus_reg)
         self.timeout = timeout
@@ -96,12 +102,23 @@ class SimBridgeTransport:
         self.tx, self.rx = deque(), deque()
         self.sent = self.received = 0
         self.corrupt_tx, self.corrupt_rx = {}, {}
-        self.drop_tx = set()
+        self.drop_tx, self.drop_rx, self.dup_tx, self.dup_rx = set(), set(), set(), set()
+        self.dead = False                       # drop every byte in both directions
+        self.read_budget = read_budget
+        self.bus_writes = []
         self.cycles = 0
         self.busy = False
         self.sim = Simulator(top)
         self.sim.add_clock(1e-8)
         self.sim.add_testbench(self._pump, background=True)
+        self.sim.add_testbench(self._monitor, background=True)
+
+    async def _monitor(self, ctx):
+        bus = self.chip.host                    # what the chip sees (after bus_reg)
+        while True:
+            if ctx.get(bus.w_en):
+                self.bus_writes.append((ctx.get(bus.addr), ctx.get(bus.w_data)))
+            await ctx.tick()
 
     async def _pump(self, ctx):
         b = self.bridge
@@ -120,14 +137,20 @@ class SimBridgeTransport:
             if accepted:
                 self.tx.popleft()
             if out is not None:
-                out ^= self.corrupt_rx.pop(self.received, 0)
+                k = self.received
+                out ^= self.corrupt_rx.pop(k, 0)
                 self.received += 1
-                self.rx.append(out)
+                if k not in self.drop_rx and not self.dead:
+                    self.rx.append(out)
+                    if k in self.dup_rx:
+                        self.rx.append(out)
 
     def write(self, data):
         for byte in bytes(data):
-            if self.sent not in self.drop_tx:
+            if self.sent not in self.drop_tx and not self.dead:
                 self.tx.append(byte ^ self.corrupt_tx.pop(self.sent, 0))
+                if self.sent in self.dup_tx:
+                    self.tx.append(byte)
             self.sent += 1
         return len(data)
 
@@ -137,7 +160,7 @@ class SimBridgeTransport:
             self.sim.advance()
 
     def read(self, n):
-        stop = self.cycles + READ_BUDGET
+        stop = self.cycles + self.read_budget
         while len(self.rx) < n and self.cycles < stop:
             self.sim.advance()
         return bytes(self.rx.popleft() for _ in range(min(n, len(self.rx))))
@@ -149,10 +172,16 @@ class SimBridgeTransport:
             self.run_cycles(self.timeout)
         self.rx.clear()
 
+    def reset_input_buffer(self):
+        self.rx.clear()
 
-def _stub(params=None, bus_reg=False):
+
+def _stub(params=None, bus_reg=False, **kw):
     params = params or preset("tiny")
-    return params, SimBridgeTransport(StubChip(params), bus_reg=bus_reg)
+    return params, SimBridgeTransport(StubChip(params), bus_reg=bus_reg, **kw)
+
+
+MEM0 = int(isa.HostRegion.MEM) << isa.HOST_REGION_SHIFT    # the stub's RAM
 
 
 # -- protocol ------------------------------------------------------------------------------
@@ -210,7 +239,7 @@ def test_wait_for_done_and_timeout(bus_reg):
 @pytest.mark.parametrize("bus_reg", [False, True])
 def test_corrupted_request_is_nak_and_not_performed(bus_reg):
     params, tr = _stub(bus_reg=bus_reg)
-    be = SerialBackend(params, tr)
+    be = SerialBackend(params, tr, retries=0)
     addr = int(isa.HostRegion.MEM) << isa.HOST_REGION_SHIFT
     be.write(addr, 0x11111111)
     frame_len = len(proto.encode_request(Cmd.WRITE, addr, 1, [0]))
@@ -221,10 +250,10 @@ def test_corrupted_request_is_nak_and_not_performed(bus_reg):
     assert be.read(addr) == 0x11111111                      # the garbled write was not done
 
 
-@pytest.mark.parametrize("offset", [1, 2, 3])   # CMD, COUNT, ADDR byte garbled
+@pytest.mark.parametrize("offset", [proto.REQ_CMD, proto.REQ_SEQ, proto.REQ_COUNT, proto.REQ_ADDR])
 def test_corrupted_header_is_reported(offset):
     params, tr = _stub()
-    be = SerialBackend(params, tr)
+    be = SerialBackend(params, tr, retries=0)
     addr = int(isa.HostRegion.MEM) << isa.HOST_REGION_SHIFT
     tr.corrupt_tx[tr.sent + offset] = 0x10
     with pytest.raises((NakError, FrameError)):
@@ -235,7 +264,7 @@ def test_corrupted_header_is_reported(offset):
 
 def test_lost_byte_times_out_with_nak():
     params, tr = _stub()
-    be = SerialBackend(params, tr)
+    be = SerialBackend(params, tr, retries=0)
     tr.drop_tx.add(tr.sent + 7)
     with pytest.raises(NakError, match="TIMEOUT"):
         be.write(int(isa.HostRegion.MEM) << isa.HOST_REGION_SHIFT, 0x44444444)
@@ -244,8 +273,8 @@ def test_lost_byte_times_out_with_nak():
 
 def test_corrupted_response_is_reported():
     params, tr = _stub()
-    be = SerialBackend(params, tr)
-    tr.corrupt_rx[tr.received + 2] = 0x01                   # a data byte on the way back
+    be = SerialBackend(params, tr, retries=0)
+    tr.corrupt_rx[tr.received + proto.RESP_DATA] = 0x01     # a data byte on the way back
     with pytest.raises(FrameError, match="checksum"):
         be.read(reg_addr(isa.HostReg.ID))
     assert be.read(reg_addr(isa.HostReg.ID)) == isa.CHIP_ID
@@ -291,17 +320,166 @@ def test_bridge_arguments_are_checked():
 def test_bad_count_and_command_are_nak():
     params, tr = _stub()
     SerialBackend(params, tr)
-    frame = bytearray(proto.encode_request(Cmd.READ, 0, 1))
-    frame[2] = proto.MAX_WORDS                               # COUNT + 1 > MAX_WORDS
+    frame = bytearray(proto.encode_request(Cmd.READ, 0, 1, seq=0x33))
+    frame[proto.REQ_COUNT] = proto.MAX_WORDS                 # COUNT + 1 > MAX_WORDS
     frame[-1] = proto.crc8(frame[:-1])
     tr.write(frame)
-    resp = tr.read(3)
-    assert resp == bytes([proto.Resp.NAK, NakReason.BAD_COUNT,
-                          proto.crc8([proto.Resp.NAK, NakReason.BAD_COUNT])])
-    frame[1], frame[2] = 0x7E, 0
+    resp = tr.read(proto.NAK_LENGTH)
+    assert resp == proto.encode_response(0x33, reason=NakReason.BAD_COUNT)
+    assert resp == bytes([proto.Resp.NAK, 0x33, NakReason.BAD_COUNT,
+                          proto.crc8([proto.Resp.NAK, 0x33, NakReason.BAD_COUNT])])
+    frame[proto.REQ_CMD], frame[proto.REQ_COUNT] = 0x7E, 0
     frame[-1] = proto.crc8(frame[:-1])
     tr.write(frame)
-    assert tr.read(3)[:2] == bytes([proto.Resp.NAK, NakReason.BAD_CMD])
+    assert tr.read(proto.NAK_LENGTH) == proto.encode_response(0x33, reason=NakReason.BAD_CMD)
+
+
+# -- retries: faults in transit, each write applied exactly once ------------------------------
+
+def _faulty(**kw):
+    params, tr = _stub(read_budget=FAULT_READ_BUDGET)
+    return tr, SerialBackend(params, tr, first_seq=0x40, **kw)   # reproducible frames
+
+
+def _writes_to(tr, addr):
+    return [d for a, d in tr.bus_writes if a == addr]
+
+
+WRITE_ACK = proto.response_length(Cmd.WRITE, 1)
+WRITE_REQ = len(proto.encode_request(Cmd.WRITE, 0, 1, [0]))
+
+
+@pytest.mark.parametrize("fault", ["lost_ack", "lost_ack_byte", "dup_ack_status",
+                                   "corrupt_ack", "corrupt_request", "lost_request",
+                                   "lost_request_byte", "dup_request_byte"])
+def test_faulty_write_is_retried_and_applied_once(fault):
+    tr, be = _faulty()
+    addr = MEM0 + 9
+    tx, rx = tr.sent, tr.received
+    if fault == "lost_ack":
+        tr.drop_rx.update(range(rx, rx + WRITE_ACK))
+    elif fault == "lost_ack_byte":
+        tr.drop_rx.add(rx + WRITE_ACK - 1)
+    elif fault == "dup_ack_status":
+        tr.dup_rx.add(rx)
+    elif fault == "corrupt_ack":
+        tr.corrupt_rx[rx + proto.RESP_SEQ] = 0x04
+    elif fault == "corrupt_request":
+        tr.corrupt_tx[tx + proto.HEADER_BYTES + 1] = 0x08
+    elif fault == "lost_request":
+        tr.drop_tx.update(range(tx, tx + WRITE_REQ))
+    elif fault == "lost_request_byte":
+        tr.drop_tx.add(tx + proto.REQ_COUNT)
+    else:
+        tr.dup_tx.add(tx + proto.HEADER_BYTES)
+    frames = be.frames
+    be.write(addr, 0xCAFEF00D)
+    assert _writes_to(tr, addr) == [0xCAFEF00D]            # applied exactly once
+    assert be.retried >= 1
+    assert be.frames - frames == 1 + be.retried
+    assert be.read(addr) == 0xCAFEF00D
+    assert be.read(reg_addr(isa.HostReg.ID)) == isa.CHIP_ID
+
+
+def test_duplicated_trailing_byte_does_not_fail_the_next_transaction():
+    tr, be = _faulty(retries=0)             # no retry may hide the stale byte
+    tr.dup_rx.add(tr.received + WRITE_ACK - 1)              # the write's CRC byte, twice
+    be.write(MEM0 + 1, 0x01020304)
+    assert be.read(reg_addr(isa.HostReg.CONFIG_ID)) == be.params.config_id
+    assert be.read(MEM0 + 1) == 0x01020304
+
+
+@pytest.mark.parametrize("fault", ["corrupt", "dup", "lost"])
+def test_faulty_read_response_is_retried(fault):
+    tr, be = _faulty()
+    words = [0x11223344 * (i + 1) & 0xFFFFFFFF for i in range(5)]
+    be.write_many((MEM0 + 20 + i, w) for i, w in enumerate(words))
+    rx = tr.received
+    {"corrupt": lambda: tr.corrupt_rx.__setitem__(rx + proto.RESP_DATA + 7, 0x80),
+     "dup": lambda: tr.dup_rx.add(rx + proto.RESP_DATA + 3),
+     "lost": lambda: tr.drop_rx.add(rx + proto.RESP_DATA + 12)}[fault]()
+    assert be.read_many([MEM0 + 20 + i for i in range(5)]) == words
+    assert be.retried == 1
+
+
+def test_random_faults_every_write_applied_once():
+    """A sequence of writes and reads with a random fault in most transactions: the RAM ends
+    as the writes say, each write frame reached the bus once, every read returned the data."""
+    tr, be = _faulty(retries=8)
+    rng = np.random.default_rng(7)
+    ram = {}
+    for step in range(24):
+        tx, rx = tr.sent, tr.received
+        kind = rng.integers(6)
+        if kind == 0:
+            tr.corrupt_tx[tx + int(rng.integers(1, WRITE_REQ))] = 1 << int(rng.integers(8))
+        elif kind == 1:
+            tr.drop_tx.add(tx + int(rng.integers(WRITE_REQ)))
+        elif kind == 2:
+            tr.corrupt_rx[rx + int(rng.integers(WRITE_ACK))] = 1 << int(rng.integers(8))
+        elif kind == 3:
+            tr.drop_rx.add(rx + int(rng.integers(WRITE_ACK)))
+        elif kind == 4:
+            tr.dup_rx.add(rx + int(rng.integers(WRITE_ACK)))
+        addr = MEM0 + int(rng.integers(8))
+        if step % 3 == 2:
+            assert be.read(addr) == ram.get(addr, 0), step
+        else:
+            value = int(rng.integers(1 << 32, dtype=np.uint64))
+            before = len(tr.bus_writes)
+            be.write(addr, value)
+            assert tr.bus_writes[before:] == [(addr, value)], step
+            ram[addr] = value
+        tr.corrupt_tx.clear()                   # faults not reached (a short frame) expire
+        tr.corrupt_rx.clear()
+    assert be.read_many(sorted(ram)) == [ram[a] for a in sorted(ram)]
+    assert be.retried >= 10
+
+
+def test_dead_link_raises_after_bounded_retries():
+    tr, be = _faulty(retries=3)
+    tr.dead = True
+    frames = be.frames
+    with pytest.raises(LinkError, match="after 4 attempt") as e:
+        be.write(MEM0, 1)
+    assert e.value.attempts == 4 and be.frames - frames == 4
+    assert isinstance(e.value.last, FrameError)
+    assert tr.bus_writes[-1:] != [(MEM0, 1)]
+    tr.dead = False                                         # the link comes back
+    assert be.read(reg_addr(isa.HostReg.ID)) == isa.CHIP_ID
+
+
+def test_lost_wait_answer_is_retried():
+    tr, be = _faulty()
+    be.write(MEM0, 5)
+    tr.drop_rx.add(tr.received + WRITE_ACK + 1)  # after START's ACK: the WAIT answer's SEQ
+    be.run(max_cycles=10_000)
+    assert be.read(reg_addr(isa.HostReg.STATUS)) & isa.Status.DONE
+    starts = [d for a, d in tr.bus_writes if a == reg_addr(isa.HostReg.CTRL)]
+    assert starts == [int(isa.Ctrl.START)]                  # START once
+    assert be.retried == 1
+
+
+def test_run_limits_on_the_serial_backend():
+    params = preset("tiny")
+    tr = SimBridgeTransport(StubChip(params, run_cycles=50_000), read_budget=FAULT_READ_BUDGET)
+    be = SerialBackend(params, tr, wait_chunk=300, first_seq=0x40)
+    with pytest.raises(CycleLimitExceeded, match="not done after 900 cycles"):
+        be.run(max_cycles=900)
+    with pytest.raises(WallClockTimeout, match="wall-clock"):
+        be.run(max_cycles=1 << 30, timeout_s=0.2)
+    with pytest.raises(TypeError, match="max_cycles must be a positive int"):
+        be.run(max_cycles="100")
+
+
+def test_serial_backend_refuses_use_after_close():
+    from openlpu.host.backend import BackendClosed
+    _, tr = _stub()
+    be = SerialBackend(preset("tiny"), tr)
+    be.close()
+    be.close()
+    with pytest.raises(BackendClosed, match="serial backend is closed"):
+        be.read(reg_addr(isa.HostReg.ID))
 
 
 # -- the real chip behind the bridge ---------------------------------------------------------
@@ -349,9 +527,20 @@ def test_corrupted_frame_against_chip_is_reported():
 
     params = preset("tiny")
     tr = SimBridgeTransport(LpuChip(params))
-    be = SerialBackend(params, tr)
+    be = SerialBackend(params, tr, retries=0)
     addr = reg_addr(isa.HostReg.CONFIG_ID)
-    tr.corrupt_tx[tr.sent + 4] = 0x80                     # an address byte, in transit
+    tr.corrupt_tx[tr.sent + proto.REQ_ADDR] = 0x80         # an address byte, in transit
     with pytest.raises(NakError, match="corrupted in transit"):
         be.read(addr)
     assert be.read(addr) == params.config_id
+
+
+def test_lost_ack_at_sequence_wrap_applies_once():
+    params, tr = _stub(read_budget=FAULT_READ_BUDGET)
+    be = SerialBackend(params, tr, first_seq=0xFE, check=False)   # READ ID uses 0xFE
+    be.read(MEM0)                                                  # 0xFF
+    tr.drop_rx.update(range(tr.received, tr.received + WRITE_ACK))
+    be.write(MEM0 + 2, 77)                                         # seq 0x00, ACK lost
+    assert _writes_to(tr, MEM0 + 2) == [77] and be.retried == 1
+    be.write(MEM0 + 2, 77)                          # a new request with the same data is written
+    assert _writes_to(tr, MEM0 + 2) == [77, 77]

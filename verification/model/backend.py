@@ -1,6 +1,6 @@
 """Host-driver backend that runs programs on the reference model."""
 
-from openlpu.host.backend import Backend, DeviceTimeout
+from openlpu.host.backend import Backend, run_limits
 
 from .chip import LpuModel
 
@@ -22,8 +22,12 @@ class ModelBackend(Backend):
     def read(self, addr):
         return self.model.read(addr)
 
-    def run(self, max_cycles):
+    def run(self, max_cycles, timeout_s=None):
+        """Run the program on the model; the cycle limit and the wall clock (checked every
+        1024 model cycles) as in :meth:`openlpu.host.backend.Backend.run`."""
+        lim = run_limits(max_cycles, timeout_s)
         try:
-            self.model.start(max_cycles=max_cycles)
-        except TimeoutError as e:
-            raise DeviceTimeout(f"model: {e}") from None
+            self.model.start(max_cycles=lim.max_cycles, deadline=lim.deadline)
+        except TimeoutError:
+            raise lim.timeout(self.name, self.model.cycles) from None
+        self.last_run_cycles = self.model.cycles

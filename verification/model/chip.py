@@ -26,6 +26,8 @@ behaviour cannot be expressed in the model's frame.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from openlpu import hostmap, isa, vxm_ops
@@ -183,8 +185,11 @@ class LpuModel:
         if self.strict:
             raise ModelError(flag, cycle, message)
 
-    def start(self, max_cycles: int = 1 << 24) -> None:
-        """Run the loaded program to completion (the RTL's START; the model runs eagerly)."""
+    def start(self, max_cycles: int = 1 << 24, deadline: float | None = None) -> None:
+        """Run the loaded program to completion (the RTL's START; the model runs eagerly).
+
+        Raises ``TimeoutError`` after ``max_cycles`` cycles, or once ``time.monotonic()``
+        passes ``deadline`` (checked every 1024 cycles)."""
         self.cycles = 0
         self.errors = 0
         self.error_cycle = 0
@@ -197,7 +202,7 @@ class LpuModel:
         self._transpose_free = {}    # SXM transpose queue -> first cycle a TRANSPOSE is accepted
         self.running = True
         try:
-            self._run(max_cycles)
+            self._run(max_cycles, deadline)
         finally:
             self.running = False
         self.done = True
@@ -224,7 +229,7 @@ class LpuModel:
         bits = np.array([(superlane_mask >> c) & 1 for c in range(p.superlanes)], dtype=bool)
         return np.repeat(bits, p.lanes)
 
-    def _run(self, max_cycles: int) -> None:
+    def _run(self, max_cycles: int, deadline: float | None = None) -> None:
         p = self.params
         queues = p.queues
         progs = self._decode_queues()
@@ -246,7 +251,12 @@ class LpuModel:
         t = 0
         while not all(halted):
             if t >= max_cycles:
+                self.cycles = t
                 raise TimeoutError(f"model: program still running after {max_cycles} cycles")
+            if deadline is not None and not t & 1023 and time.monotonic() >= deadline:
+                self.cycles = t
+                raise TimeoutError(f"model: program still running after {t} cycles at the "
+                                   f"wall-clock deadline")
             self.cycles = t
             drives = {}      # (dir, column, stream) -> (vector, lane mask)
             issued = []
