@@ -110,11 +110,14 @@ def test_errors_reported_by_the_device_raise(dev, params):
 
 # -- run limits: a program that never finishes cannot hang the driver ------------------------
 
-def sync_parked_package(p, predicted_cycles=10**12):
+def sync_parked_package(p, predicted_cycles=None):
     """A package that passes every check: one queue parks on a SYNC nothing releases (no
-    NOTIFY), the others halt; it claims ``predicted_cycles``."""
+    NOTIFY), the others halt; it claims ``predicted_cycles`` (default: the most a package may
+    claim, ``MAX_PREDICTED_CYCLES``, hours of simulation without the driver's own limits)."""
     from openlpu.firmware.asm import assemble
-    from openlpu.firmware.package import Package
+    from openlpu.firmware.package import MAX_PREDICTED_CYCLES, Package
+    if predicted_cycles is None:
+        predicted_cycles = MAX_PREDICTED_CYCLES
     q = p.queues[0].name
     queues = assemble(f".queue {q}\n    SYNC\n    HALT\n", p)
     pkg = Package(name="sync_parked", params=p, queues=queues, inputs=[], outputs=[],
