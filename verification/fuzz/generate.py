@@ -51,7 +51,8 @@ class GeneratorConfig:
     phases = (1, 3)            # phases per program (inclusive range)
     flows = (1, 6)             # flows per phase
     p_faulty = 0.4             # share of programs that get faults on top of their flows
-    p_config = 0.35            # per MEM queue and phase: a CONFIG mask somewhere
+    p_masked = 0.5             # share of programs with CONFIG masks
+    p_config = 0.3             # then, per MEM queue and phase: a CONFIG mask somewhere
     p_hang = 0.04              # a barrier without NOTIFY / with an early NOTIFY
     p_overrun = 0.02           # a queue without HALT
 
@@ -461,6 +462,7 @@ class Generator:
     def generate(self) -> FuzzProgram:
         p, r, cfg = self.p, self.rng, self.cfg
         faulty = r.random() < cfg.p_faulty
+        masked = r.random() < cfg.p_masked
         kinds = [self.flow_copy, self.flow_gather, lambda: self.flow_gather(True), self.flow_vxm,
                  self.flow_vxm, self.flow_mxm, self.flow_sxm, self.flow_sxm]
         phases = []
@@ -470,7 +472,7 @@ class Generator:
                 self.place(ph, r.choice(kinds)())
             for s in self.mems:
                 for role in ("read", "write"):
-                    if r.random() < cfg.p_config:
+                    if masked and r.random() < cfg.p_config:
                         q = f"{s.name}.{role}"
                         mask = r.randrange(1 << p.superlanes) if r.random() < 0.9 \
                             else r.randrange(1 << 16)

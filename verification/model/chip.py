@@ -151,10 +151,13 @@ class LpuModel:
 
     # -- execution --------------------------------------------------------------------------
     def _flag(self, flag: ErrorFlag, message: str, cycle: int | None = None):
-        # ERROR_CYCLE is the cycle counter when the error happens: it stops at the final count,
-        # so an error of an instruction still completing after the last HALT reports CYCLES
-        cycle = self.cycles if cycle is None else min(cycle, self.cycles)
-        if not self.errors:
+        # ERROR_CYCLE is the cycle counter when the first error happens. ``cycle`` is the cycle
+        # the error happens in, which for an error first seen in superlane c is c cycles after
+        # the model's superlane-0 frame, so errors are not flagged in cycle order: keep the
+        # smallest. The counter stops at the final count, so an error of an instruction still
+        # completing after the last HALT reports CYCLES (``start`` caps it once that is known).
+        cycle = self.cycles if cycle is None else cycle
+        if not self.errors or cycle < self.error_cycle:
             self.error_cycle = cycle
         self.errors |= int(flag)
         if self.strict:
@@ -176,6 +179,8 @@ class LpuModel:
         finally:
             self.running = False
         self.done = True
+        if self.errors:                   # the cycle counter stopped at the final count
+            self.error_cycle = min(self.error_cycle, self.cycles)
 
     def _decode_queues(self):
         """Per queue: list of (InstrDef, fields) or an error marker, in program order."""
@@ -335,9 +340,13 @@ class LpuModel:
             self._flag(ErrorFlag.ADDR_RANGE, f"{what}: stream {stream} out of range", t)
             return np.zeros(self.vl, dtype=np.uint8)
         enabled = np.ones(p.superlanes, dtype=bool) if lm is None else lm[::p.lanes]
-        if not self.sr_valid[d][col, stream][enabled].all():
+        unwritten = np.flatnonzero(enabled & ~self.sr_valid[d][col, stream])
+        if len(unwritten):
+            # superlane c samples at t + c: the error happens in the first unwritten one
+            c = int(unwritten[0])
             self._flag(ErrorFlag.STREAM_UNWRITTEN,
-                       f"{what}: stream {stream} {d.name} at SR column {col} was never written", t)
+                       f"{what}: stream {stream} {d.name} at SR column {col} was never written"
+                       f" (superlane {c})", t + c)
         return self.sr[d][col, stream].copy()
 
     def _drive(self, t, drives, pos, stream, d, vec, what, lm=None):
