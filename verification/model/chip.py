@@ -37,6 +37,8 @@ __all__ = ["LpuModel", "ModelError", "ScheduleHazard"]
 _OP = isa.BY_MNEMONIC
 _VXM = set(isa.VXM_INSTRUCTIONS)
 _SXM = set(isa.SXM_INSTRUCTIONS)
+# which SXM result drives a slot two of them hit in one cycle (higher wins; rtl/sxm.py)
+_SXM_PRIORITY = {"SHIFT": 4, "PERMUTE": 3, "DISTRIBUTE": 2, "TRANSPOSE": 1}
 
 
 class ModelError(RuntimeError):
@@ -349,7 +351,14 @@ class LpuModel:
                        f" (superlane {c})", t + c)
         return self.sr[d][col, stream].copy()
 
-    def _drive(self, t, drives, pos, stream, d, vec, what, lm=None):
+    def _drive(self, t, drives, pos, stream, d, vec, what, lm=None, prio=0):
+        """Drive ``vec`` on ``stream`` flowing ``d`` from the slice at ``pos`` this cycle.
+
+        Two drives of one slot in one cycle (only results of one slice can meet: the VXM's
+        ALUs, the SXM's units) raise STREAM_COLLISION and the slot takes the value of the
+        producer with the higher ``prio``, as the RTL's drive multiplexers do (VXM: the later
+        ALU, and an ALU's function pipeline over its simple one; SXM: SHIFT, PERMUTE,
+        DISTRIBUTE, TRANSPOSE in that order)."""
         col = pos + 1 if d == Dir.EAST else pos
         if stream >= self.params.streams:
             self._flag(ErrorFlag.ADDR_RANGE, f"{what}: stream {stream} out of range", t)
@@ -357,13 +366,14 @@ class LpuModel:
         lm = np.ones(self.vl, dtype=bool) if lm is None else lm
         key = (d, col, stream)
         if key in drives:
-            old, old_lm = drives[key]
+            old, old_lm, old_prio = drives[key]
             if (old_lm & lm).any():      # in the cycle of the double drive (now)
                 self._flag(ErrorFlag.STREAM_COLLISION,
                            f"{what}: stream {stream} {d.name} into SR column {col} driven twice")
-            vec = np.where(lm, vec, old)
+            vec = np.where(lm, vec, old) if prio >= old_prio else np.where(old_lm, old, vec)
             lm = lm | old_lm
-        drives[key] = (np.asarray(vec, dtype=np.uint8), lm)
+            prio = max(prio, old_prio)
+        drives[key] = (np.asarray(vec, dtype=np.uint8), lm, prio)
 
     def _advance_streams(self, drives):
         for d in Dir:
@@ -378,7 +388,7 @@ class LpuModel:
                 valid[:-1] = valid[1:].copy()
                 sr[-1] = 0
                 valid[-1] = False
-        for (d, col, stream), (vec, lm) in drives.items():
+        for (d, col, stream), (vec, lm, _) in drives.items():
             self.sr[d][col, stream][lm] = vec[lm]
             self.sr_valid[d][col, stream][lm[::self.params.lanes]] = True
 
@@ -566,9 +576,11 @@ class LpuModel:
         planes = [((u >> (8 * k)) & 0xFF).astype(np.uint8) for k in range(wo)]
         d = Dir(f["out_dir"])
 
+        prio = 2 * alu + (idef.d_func(p) == isa.VXM_FUNC_LATENCY)   # later ALU, function unit win
+
         def drive(dr, planes=planes):
             for k in range(wo):
-                self._drive(t, dr, pos, s0 + k, d, planes[k], name, lm)
+                self._drive(t, dr, pos, s0 + k, d, planes[k], name, lm, prio)
         later(t + idef.d_func(p), drive)
 
     # -- SXM -----------------------------------------------------------------------------------
@@ -596,7 +608,8 @@ class LpuModel:
                     out = blk.transpose(2, 1, 0).reshape(p.lanes, p.vl)          # [j][c][i]
                     for j in range(p.lanes):
                         later(t + dfunc + j, lambda dr, v=out[j]: self._drive(
-                            t, dr, pos, f["out_stream"], d_out, v, name))
+                            t, dr, pos, f["out_stream"], d_out, v, name,
+                            prio=_SXM_PRIORITY[m]))
             for i in range(p.lanes):
                 later(t + i, sample_row) if i else sample_row(None)
             return
@@ -613,4 +626,5 @@ class LpuModel:
                 base = (lanes // p.lanes) * p.lanes
                 y = np.where(amap < p.lanes, x[base + np.minimum(amap, p.lanes - 1)], 0)
         y = y.astype(np.uint8)
-        later(t + dfunc, lambda dr: self._drive(t, dr, pos, f["out_stream"], d_out, y, name))
+        later(t + dfunc, lambda dr: self._drive(t, dr, pos, f["out_stream"], d_out, y, name,
+                                                prio=_SXM_PRIORITY[m]))
