@@ -3,6 +3,8 @@
 #   make sim            run the host demo (python -m openlpu.host.demo)
 #   make test           full test suite (tests/ and verification/) under a global time limit
 #   make bench          benchmarks in benchmarks/
+#   make fuzz           random differential test, model vs Verilator RTL:
+#                       make fuzz N=10000 [PRESET=mini] [SCHEDULER=host:port] [SEED=0] [WORKERS=n]
 #   make synth          FPGA build:  make synth BOARD=ulx3s [PRESET=name] (default: the board's)
 #   make synth-report   table of FPGA build results (of BOARD/PRESET when given)
 #   make clean          remove build products (keeps .venv); `make distclean` also removes .venv
@@ -24,7 +26,12 @@ TEST_TIMEOUT ?= 3600
 TEST_CASE_TIMEOUT ?= 900
 PYTEST_ARGS  ?=
 
-.PHONY: all venv sim test bench synth synth-report clean distclean
+N            ?= 1000
+SEED         ?= 0
+SCHEDULER    ?=
+WORKERS      ?=
+
+.PHONY: all venv sim test bench fuzz synth synth-report clean distclean
 
 all: test
 
@@ -34,7 +41,7 @@ $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: python3.11 not found (set PYTHON=...)" >&2; exit 1; }
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[sim,synth]'
+	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[sim,synth,fuzz]'
 	touch $@
 
 sim: $(STAMP)
@@ -47,6 +54,11 @@ test: $(STAMP)
 bench: $(STAMP)
 	@set -e; for b in benchmarks/*.py; do \
 	  echo "== $$b"; timeout --kill-after=30 1800 $(VPY) $$b; done
+
+fuzz: $(STAMP)
+	$(VPY) -m openlpu.verification.fuzz campaign --n $(N) --seed $(SEED) \
+	  --preset $(or $(PRESET),mini) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
+	  $(if $(WORKERS),--workers $(WORKERS)) --out build/fuzz
 
 synth: $(STAMP)
 	$(VPY) -m openlpu.synth.build $(SYNTH_ARGS)
