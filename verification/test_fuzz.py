@@ -18,7 +18,7 @@ from openlpu.verification.fuzz import (FuzzProgram, GeneratorConfig, ModelRunner
                                        generate)
 from openlpu.verification.fuzz.program import HALT
 
-BATCH = {"mini": 160, "mini4": 100}      # fixed seeds 0 .. n-1 of each preset
+BATCH = {"mini": 240, "mini4": 160}      # fixed seeds 0 .. n-1 of each preset
 
 
 def _mnemonics(prog):
