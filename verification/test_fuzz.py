@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from openlpu import isa
-from openlpu.params import LpuParams, preset
+from openlpu.params import PRESETS, preset
 from openlpu.verification.fuzz import (FuzzProgram, GeneratorConfig, ModelRunner, check, compare,
                                        generate)
 from openlpu.verification.fuzz.program import HALT
@@ -212,3 +212,13 @@ def test_campaign_on_local_process_pool(tmp_path):
                        progress=lines.append, progress_every=0)
     assert rep.n == 8 and not rep.mismatches and rep.workers == 2
     assert lines[-1].startswith("[fuzz] 8/8 done, 0 mismatching")
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_generator_runs_on_every_preset(name):
+    """Programs for every preset (with or without VXM/SXM, one superlane, size options) load
+    and run on the model to an outcome."""
+    p = preset(name)
+    model = ModelRunner(p)
+    outcomes = collections.Counter(model.run(generate(p, seed)).outcome for seed in range(12))
+    assert outcomes["done"] >= 8, outcomes

@@ -330,7 +330,7 @@ class Generator:
         t += n + p.superlanes + r.randrange(3)
         f.add("mxm_w.weights", t, self.enc("IW"))
         t += r.randint(1, 3)
-        na = r.randint(1, 4)
+        na = r.randint(1, min(4, p.mxm_acc_words))
         acc = r.randrange(p.mxm_acc_words - na + 1)
         s2 = r.randrange(p.streams)
         self.reader(f, "mxm_w", t, s2, reps=(na - 1, 1, 1), d=Dir.WEST)
