@@ -174,6 +174,7 @@ class LpuModel:
         for d in Dir:
             self.sr_valid[d][:] = False
         self._last_lwt = self._last_iw = None
+        self._recent_weights = []    # (cycle, "LW"/"LWT", row/column, vector) of the last S cycles
         self._transpose_free = {}    # SXM transpose queue -> first cycle a TRANSPOSE is accepted
         self.running = True
         try:
@@ -428,7 +429,7 @@ class LpuModel:
             if f["row"] >= p.vl:
                 self._flag(ErrorFlag.ADDR_RANGE, f"{name}: row {f['row']} >= {p.vl}", t)
                 return
-            eoc.append(lambda: self.shadow.__setitem__(f["row"], vec.view(np.int8)))
+            self._weight_write(t, "LW", f["row"], vec.view(np.int8), eoc)
         elif m == "LWT":
             vec = self._sample(t, pos, f["stream"], Dir(f["dir"]), name)
             col = f["col"]
@@ -437,7 +438,7 @@ class LpuModel:
                 return
             self._check_hazard(self._last_iw, t, f"{name} {col}")
             self._last_lwt = (t, f"{name} {col}")
-            eoc.append(lambda: self.shadow.__setitem__((slice(None), col), vec.view(np.int8)))
+            self._weight_write(t, "LWT", col, vec.view(np.int8), eoc)
         elif m == "IW":
             self._check_hazard(self._last_lwt, t, name)
             self._last_iw = (t, name)
@@ -483,6 +484,35 @@ class LpuModel:
             self._execute_sxm(t, q, idef, f, later, name)
         else:  # pragma: no cover - the ISA table and this model must grow together
             raise NotImplementedError(f"model has no semantics for {m}")
+
+    def _weight_write(self, t, kind, index, vec, eoc):
+        """``LW`` row / ``LWT`` column ``index`` into the shadow buffer at the end of ``t``.
+
+        In the RTL superlane ``c`` writes its part at ``t + c``: an ``LW`` of row ``r`` writes
+        byte ``(r, k)`` at ``t + k // lanes``, an ``LWT`` of column ``col`` writes byte
+        ``(n, col)`` at ``t + n // lanes``, and where the two meet, byte ``(r, col)``, the later
+        write wins (the ``LWT`` in a tie). An ``LW`` and an ``LWT`` fewer than ``superlanes``
+        cycles apart can therefore end in the other order than their issue cycles; the model
+        keeps the superlane-0 frame for the rest of the vectors and gives that one byte to the
+        RTL's winner (docs/architecture.md, MXM pipeline)."""
+        L, S = self.params.lanes, self.params.superlanes
+        if kind == "LW":
+            eoc.append(lambda: self.shadow.__setitem__(index, vec))
+        else:
+            eoc.append(lambda: self.shadow.__setitem__((slice(None), index), vec))
+        for t0, k0, i0, v0 in self._recent_weights:
+            if t - t0 >= S or k0 == kind:
+                continue
+            if k0 == "LWT":                 # an earlier LWT of column i0, now LW of row index
+                r, col = index, i0
+                if t0 + r // L >= t + col // L:
+                    eoc.append(lambda r=r, col=col, b=v0[r]: self.shadow.__setitem__((r, col), b))
+            else:                           # an earlier LW of row i0, now LWT of column index
+                r, col = i0, index
+                if t0 + col // L > t + r // L:
+                    eoc.append(lambda r=r, col=col, b=v0[col]: self.shadow.__setitem__((r, col), b))
+        self._recent_weights = [e for e in self._recent_weights if t - e[0] < S] + \
+            [(t, kind, index, vec)]
 
     def _check_hazard(self, first, t, what):
         """Raise :class:`ScheduleHazard` if ``what`` at ``t`` follows ``first`` too closely."""
