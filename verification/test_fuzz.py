@@ -9,12 +9,11 @@ import collections
 import dataclasses
 import json
 
-import numpy as np
 import pytest
 
 from openlpu import isa
 from openlpu.params import PRESETS, preset
-from openlpu.verification.fuzz import (FuzzProgram, GeneratorConfig, ModelRunner, check, compare,
+from openlpu.verification.fuzz import (FuzzProgram, GeneratorConfig, ModelRunner, check,
                                        generate)
 from openlpu.verification.fuzz.program import HALT
 
