@@ -5,6 +5,8 @@
 #                       on TEST_JOBS pytest-xdist workers (default 2; TEST_JOBS=0 runs in-process)
 #   make test-fast      unit tests only (no Verilator, no synthesis, no slow simulations): minutes
 #   make bench          benchmarks in benchmarks/
+#   make fuzz           random differential test, model vs Verilator RTL:
+#                       make fuzz N=10000 [PRESET=mini] [SCHEDULER=host:port] [SEED=0] [WORKERS=n]
 #   make synth          FPGA build:  make synth BOARD=ulx3s [PRESET=name] (default: the board's)
 #   make synth-report   table of FPGA build results (of BOARD/PRESET when given)
 #   make clean          remove build products (keeps .venv); `make distclean` also removes .venv
@@ -29,7 +31,12 @@ PYTEST_ARGS  ?=
 PYTEST_JOBS   = $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist load)
 FAST_MARKERS  = not verilator and not synth and not slow
 
-.PHONY: all venv sim test test-fast bench synth synth-report clean distclean
+N            ?= 1000
+SEED         ?= 0
+SCHEDULER    ?=
+WORKERS      ?=
+
+.PHONY: all venv sim test test-fast bench fuzz synth synth-report clean distclean
 
 all: test
 
@@ -39,7 +46,7 @@ $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: python3.11 not found (set PYTHON=...)" >&2; exit 1; }
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[sim,synth]'
+	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[sim,synth,fuzz]'
 	touch $@
 
 sim: $(STAMP)
@@ -56,6 +63,11 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	@set -e; for b in benchmarks/*.py; do \
 	  echo "== $$b"; timeout --kill-after=30 1800 $(VPY) $$b; done
+
+fuzz: $(STAMP)
+	$(VPY) -m openlpu.verification.fuzz campaign --n $(N) --seed $(SEED) \
+	  --preset $(or $(PRESET),mini) $(if $(SCHEDULER),--scheduler $(SCHEDULER)) \
+	  $(if $(WORKERS),--workers $(WORKERS)) --out build/fuzz
 
 synth: $(STAMP)
 	$(VPY) -m openlpu.synth.build $(SYNTH_ARGS)

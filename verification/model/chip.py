@@ -41,6 +41,8 @@ __all__ = ["LpuModel", "ModelError", "ScheduleHazard"]
 _OP = isa.BY_MNEMONIC
 _VXM = set(isa.VXM_INSTRUCTIONS)
 _SXM = set(isa.SXM_INSTRUCTIONS)
+# which SXM result drives a slot two of them hit in one cycle (higher wins; rtl/sxm.py)
+_SXM_PRIORITY = {"SHIFT": 4, "PERMUTE": 3, "DISTRIBUTE": 2, "TRANSPOSE": 1}
 
 
 class ModelError(RuntimeError):
@@ -176,10 +178,13 @@ class LpuModel:
 
     # -- execution --------------------------------------------------------------------------
     def _flag(self, flag: ErrorFlag, message: str, cycle: int | None = None):
-        # ERROR_CYCLE is the cycle counter when the error happens: it stops at the final count,
-        # so an error of an instruction still completing after the last HALT reports CYCLES
-        cycle = self.cycles if cycle is None else min(cycle, self.cycles)
-        if not self.errors:
+        # ERROR_CYCLE is the cycle counter when the first error happens. ``cycle`` is the cycle
+        # the error happens in, which for an error first seen in superlane c is c cycles after
+        # the model's superlane-0 frame, so errors are not flagged in cycle order: keep the
+        # smallest. The counter stops at the final count, so an error of an instruction still
+        # completing after the last HALT reports CYCLES (``start`` caps it once that is known).
+        cycle = self.cycles if cycle is None else cycle
+        if not self.errors or cycle < self.error_cycle:
             self.error_cycle = cycle
         self.errors |= int(flag)
         if self.strict:
@@ -199,6 +204,7 @@ class LpuModel:
         for d in Dir:
             self.sr_valid[d][:] = False
         self._last_lwt = self._last_iw = None
+        self._recent_weights = []    # (cycle, "LW"/"LWT", row/column, vector) of the last S cycles
         self._transpose_free = {}    # SXM transpose queue -> first cycle a TRANSPOSE is accepted
         self.running = True
         try:
@@ -206,6 +212,8 @@ class LpuModel:
         finally:
             self.running = False
         self.done = True
+        if self.errors:                   # the cycle counter stopped at the final count
+            self.error_cycle = min(self.error_cycle, self.cycles)
 
     def _decode_queues(self):
         """Per queue: list of (InstrDef, fields) or an error marker, in program order."""
@@ -370,12 +378,23 @@ class LpuModel:
             self._flag(ErrorFlag.ADDR_RANGE, f"{what}: stream {stream} out of range", t)
             return np.zeros(self.vl, dtype=np.uint8)
         enabled = np.ones(p.superlanes, dtype=bool) if lm is None else lm[::p.lanes]
-        if not self.sr_valid[d][col, stream][enabled].all():
+        unwritten = np.flatnonzero(enabled & ~self.sr_valid[d][col, stream])
+        if len(unwritten):
+            # superlane c samples at t + c: the error happens in the first unwritten one
+            c = int(unwritten[0])
             self._flag(ErrorFlag.STREAM_UNWRITTEN,
-                       f"{what}: stream {stream} {d.name} at SR column {col} was never written", t)
+                       f"{what}: stream {stream} {d.name} at SR column {col} was never written"
+                       f" (superlane {c})", t + c)
         return self.sr[d][col, stream].copy()
 
-    def _drive(self, t, drives, pos, stream, d, vec, what, lm=None):
+    def _drive(self, t, drives, pos, stream, d, vec, what, lm=None, prio=0):
+        """Drive ``vec`` on ``stream`` flowing ``d`` from the slice at ``pos`` this cycle.
+
+        Two drives of one slot in one cycle (only results of one slice can meet: the VXM's
+        ALUs, the SXM's units) raise STREAM_COLLISION and the slot takes the value of the
+        producer with the higher ``prio``, as the RTL's drive multiplexers do (VXM: the later
+        ALU, and an ALU's function pipeline over its simple one; SXM: SHIFT, PERMUTE,
+        DISTRIBUTE, TRANSPOSE in that order)."""
         col = pos + 1 if d == Dir.EAST else pos
         if stream >= self.params.streams:
             self._flag(ErrorFlag.ADDR_RANGE, f"{what}: stream {stream} out of range", t)
@@ -383,13 +402,14 @@ class LpuModel:
         lm = np.ones(self.vl, dtype=bool) if lm is None else lm
         key = (d, col, stream)
         if key in drives:
-            old, old_lm = drives[key]
+            old, old_lm, old_prio = drives[key]
             if (old_lm & lm).any():      # in the cycle of the double drive (now)
                 self._flag(ErrorFlag.STREAM_COLLISION,
                            f"{what}: stream {stream} {d.name} into SR column {col} driven twice")
-            vec = np.where(lm, vec, old)
+            vec = np.where(lm, vec, old) if prio >= old_prio else np.where(old_lm, old, vec)
             lm = lm | old_lm
-        drives[key] = (np.asarray(vec, dtype=np.uint8), lm)
+            prio = max(prio, old_prio)
+        drives[key] = (np.asarray(vec, dtype=np.uint8), lm, prio)
 
     def _advance_streams(self, drives):
         for d in Dir:
@@ -404,7 +424,7 @@ class LpuModel:
                 valid[:-1] = valid[1:].copy()
                 sr[-1] = 0
                 valid[-1] = False
-        for (d, col, stream), (vec, lm) in drives.items():
+        for (d, col, stream), (vec, lm, _) in drives.items():
             self.sr[d][col, stream][lm] = vec[lm]
             self.sr_valid[d][col, stream][lm[::self.params.lanes]] = True
 
@@ -454,7 +474,7 @@ class LpuModel:
             if f["row"] >= p.vl:
                 self._flag(ErrorFlag.ADDR_RANGE, f"{name}: row {f['row']} >= {p.vl}", t)
                 return
-            eoc.append(lambda: self.shadow.__setitem__(f["row"], vec.view(np.int8)))
+            self._weight_write(t, "LW", f["row"], vec.view(np.int8), eoc)
         elif m == "LWT":
             vec = self._sample(t, pos, f["stream"], Dir(f["dir"]), name)
             col = f["col"]
@@ -463,7 +483,7 @@ class LpuModel:
                 return
             self._check_hazard(self._last_iw, t, f"{name} {col}")
             self._last_lwt = (t, f"{name} {col}")
-            eoc.append(lambda: self.shadow.__setitem__((slice(None), col), vec.view(np.int8)))
+            self._weight_write(t, "LWT", col, vec.view(np.int8), eoc)
         elif m == "IW":
             self._check_hazard(self._last_lwt, t, name)
             self._last_iw = (t, name)
@@ -509,6 +529,35 @@ class LpuModel:
             self._execute_sxm(t, q, idef, f, later, name)
         else:  # pragma: no cover - the ISA table and this model must grow together
             raise NotImplementedError(f"model has no semantics for {m}")
+
+    def _weight_write(self, t, kind, index, vec, eoc):
+        """``LW`` row / ``LWT`` column ``index`` into the shadow buffer at the end of ``t``.
+
+        In the RTL superlane ``c`` writes its part at ``t + c``: an ``LW`` of row ``r`` writes
+        byte ``(r, k)`` at ``t + k // lanes``, an ``LWT`` of column ``col`` writes byte
+        ``(n, col)`` at ``t + n // lanes``, and where the two meet, byte ``(r, col)``, the later
+        write wins (the ``LWT`` in a tie). An ``LW`` and an ``LWT`` fewer than ``superlanes``
+        cycles apart can therefore end in the other order than their issue cycles; the model
+        keeps the superlane-0 frame for the rest of the vectors and gives that one byte to the
+        RTL's winner (docs/architecture.md, MXM pipeline)."""
+        L, S = self.params.lanes, self.params.superlanes
+        if kind == "LW":
+            eoc.append(lambda: self.shadow.__setitem__(index, vec))
+        else:
+            eoc.append(lambda: self.shadow.__setitem__((slice(None), index), vec))
+        for t0, k0, i0, v0 in self._recent_weights:
+            if t - t0 >= S or k0 == kind:
+                continue
+            if k0 == "LWT":                 # an earlier LWT of column i0, now LW of row index
+                r, col = index, i0
+                if t0 + r // L >= t + col // L:
+                    eoc.append(lambda r=r, col=col, b=v0[r]: self.shadow.__setitem__((r, col), b))
+            else:                           # an earlier LW of row i0, now LWT of column index
+                r, col = i0, index
+                if t0 + col // L > t + r // L:
+                    eoc.append(lambda r=r, col=col, b=v0[col]: self.shadow.__setitem__((r, col), b))
+        self._recent_weights = [e for e in self._recent_weights if t - e[0] < S] + \
+            [(t, kind, index, vec)]
 
     def _check_hazard(self, first, t, what):
         """Raise :class:`ScheduleHazard` if ``what`` at ``t`` follows ``first`` too closely."""
@@ -602,9 +651,11 @@ class LpuModel:
         planes = [((u >> (8 * k)) & 0xFF).astype(np.uint8) for k in range(wo)]
         d = Dir(f["out_dir"])
 
+        prio = 2 * alu + (idef.d_func(p) == isa.VXM_FUNC_LATENCY)   # later ALU, function unit win
+
         def drive(dr, planes=planes):
             for k in range(wo):
-                self._drive(t, dr, pos, s0 + k, d, planes[k], name, lm)
+                self._drive(t, dr, pos, s0 + k, d, planes[k], name, lm, prio)
         later(t + idef.d_func(p), drive)
 
     # -- SXM -----------------------------------------------------------------------------------
@@ -632,7 +683,8 @@ class LpuModel:
                     out = blk.transpose(2, 1, 0).reshape(p.lanes, p.vl)          # [j][c][i]
                     for j in range(p.lanes):
                         later(t + dfunc + j, lambda dr, v=out[j]: self._drive(
-                            t, dr, pos, f["out_stream"], d_out, v, name))
+                            t, dr, pos, f["out_stream"], d_out, v, name,
+                            prio=_SXM_PRIORITY[m]))
             for i in range(p.lanes):
                 later(t + i, sample_row) if i else sample_row(None)
             return
@@ -649,4 +701,5 @@ class LpuModel:
                 base = (lanes // p.lanes) * p.lanes
                 y = np.where(amap < p.lanes, x[base + np.minimum(amap, p.lanes - 1)], 0)
         y = y.astype(np.uint8)
-        later(t + dfunc, lambda dr: self._drive(t, dr, pos, f["out_stream"], d_out, y, name))
+        later(t + dfunc, lambda dr: self._drive(t, dr, pos, f["out_stream"], d_out, y, name,
+                                                prio=_SXM_PRIORITY[m]))
