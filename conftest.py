@@ -20,7 +20,8 @@ Markers:
 
 import pytest
 
-# Modules whose tests build or open a Verilator model.
+# Modules whose tests build or open a Verilator model (besides these, every test whose
+# parameters name the verilator backend, e.g. ``test_run_limit[verilator]``).
 VERILATOR_MODULES = (
     "verification/cocotb/",
     "verification/test_isa_vs_model.py",
@@ -28,6 +29,10 @@ VERILATOR_MODULES = (
     "verification/test_transpose_rtl.py",
     "verification/test_kernels.py",
     "verification/test_device_drain.py",
+    "verification/test_fuzz.py",
+    "verification/test_error_cycle.py",
+    "verification/test_collision_priority.py",
+    "verification/test_lw_lwt_order.py",
     "tests/host/test_backends.py",
     "tests/host/test_backends_agree.py",
 )
@@ -63,7 +68,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         path = item.nodeid.split("::")[0]
         name = item.nodeid.split("::")[-1]
-        if path.startswith(VERILATOR_MODULES):
+        if path.startswith(VERILATOR_MODULES) or "[verilator" in name or "-verilator" in name:
             item.add_marker(pytest.mark.verilator)
         if any(path == mod and name.startswith(prefix) for mod, prefix in SLOW_TESTS):
             item.add_marker(pytest.mark.slow)
