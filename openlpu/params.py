@@ -348,6 +348,11 @@ PRESETS: dict[str, LpuParams] = {
     # chip tests, where the stagger, SXM deskew/reskew and LWT span more than two superlanes.
     "mini4": LpuParams(name="mini4", lanes=4, superlanes=4, streams=8, mem_slices=2,
                        mem_words=64, mxm_acc_words=32, imem_words=256, vxm_alus=4, sxm=True),
+    # mini with one "large" VXM ALU: only alu0 has the exp / reciprocal / rsqrt pipelines
+    # (vxm_fx_alus); the ALU classes in the whole-ISA and kernel tests.
+    "mini_lite": LpuParams(name="mini_lite", lanes=4, superlanes=2, streams=8, mem_slices=2,
+                           mem_words=64, mxm_acc_words=16, imem_words=256, vxm_alus=4, sxm=True,
+                           vxm_fx_alus=1),
     # FPGA builds (synth/): sized to fit the board's device; see docs/fpga.md.
     # ULX3S-85F (ECP5 LFE5U-85F): VL = 8. VL = 16 needs 256 MULT18X18D (one per int8
     # product), more than the 156 of the device.
