@@ -742,7 +742,25 @@ def test_alu_classes_leave_units_out():
         n_red = sum(VxmSlice(red, red.slice("vxm")).multipliers.values())
         gc.collect()
     assert n_full == 22 * 4 * full.vl and n_red == (22 + 3) * full.vl
-    lean = lite("tiny", fx=0, mul=0)
+    lean = dataclasses.replace(lite("tiny", fx=0, mul=0), lanes=2, superlanes=1)   # VL 2: fast
     text = verilog.convert(VxmSlice(lean, lean.slice("vxm")), name="vxm", emit_src=False)
     assert "res_s_" in text
     assert not any(x in text for x in ("res_f_", "recip_y", "rsqrt_y", "exp_p"))
+
+
+@pytest.mark.parametrize("role, bad", [("alu0", []), ("alu1", [1, 3])])
+def test_icu_rejects_what_its_alu_lacks(role, bad):
+    """On ``mini_lite`` (function pipelines in alu0 only) the ICU of vxm.alu1 skips VEXP and
+    VRSQRT words in one cycle with BAD_INSTRUCTION, like an unknown opcode; vxm.alu0 issues
+    them. The words around them issue as on the full chip."""
+    from tests.rtl.test_icu import expected_schedule, queue_of, run_icu
+    p = preset("mini_lite")
+    enc = lambda m, **f: isa.BY_MNEMONIC[m].encode(**fields(**f))     # noqa: E731
+    words = [enc("VADD"), enc("VEXP"), enc("VMUL"), enc("VRSQRT"), enc("VSUB", dtype=0),
+             isa.BY_MNEMONIC["HALT"].encode()]
+    q = queue_of(p, role)
+    trace = run_icu(p, q, words, 8)
+    assert trace == expected_schedule(p, q.role, words, 8)
+    assert [t for t, (_, e, _) in enumerate(trace) if e & ErrorFlag.BAD_INSTRUCTION] == bad
+    assert [t for t, (w, _, _) in enumerate(trace) if w is not None] == \
+        [t for t in range(5) if t not in bad]
