@@ -161,3 +161,22 @@ def test_model_raises_bad_instruction_for_a_missing_unit():
         assert bool(m.errors & isa.ErrorFlag.BAD_INSTRUCTION) == bad
         if bad:
             assert m.error_cycle == 0
+
+
+def test_elementwise_places_products_on_multiplier_alus():
+    """The dataflow placer picks, per vector, a free ALU that implements the op: with one
+    multiplier ALU every VMUL is on alu0, and the result is wrap-around int8 A * B."""
+    from openlpu import vxm_ops
+    from openlpu.firmware.compiler import compile_elementwise
+    p = reduced(mul=1)
+    rng = np.random.default_rng(9)
+    A, B = rng.integers(-128, 128, (6, 16)), rng.integers(-128, 128, (6, 16))
+    pkg = compile_elementwise(p, "MUL", 6, 16)
+    where = {q for q, ws in pkg.queues.items() for w in ws
+             if isa.decode(int(w))[0].mnemonic == "VMUL"}
+    assert where == {"vxm.alu0"}
+    cycles, out = _model(p, pkg, {"A": A, "B": B})
+    assert cycles == pkg.predicted_cycles
+    np.testing.assert_array_equal(out["Y"], vxm_ops.wrap(A * B, 0))
+    with pytest.raises(CompileError, match=r"no VXM ALU implements VMUL: .*vxm_mul_alus=0"):
+        compile_elementwise(reduced(mul=0), "MUL", 6, 16)
