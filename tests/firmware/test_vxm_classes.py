@@ -1,8 +1,8 @@
 """VXM ALU classes (``vxm_fx_alus``, ``vxm_mul_alus``): the ISA's per-queue availability, the
 assembler / package / schedule rejections, and the VXM kernels placed on the ALUs that have
 the units they need, bit-exact on the reference model (``mini_lite``: only alu0 has the
-function pipelines). The RTL side is ``tests/rtl/test_vxm.py`` (ALU classes) and
-``tests/rtl/test_vxm_classes_chip.py``."""
+function pipelines). The RTL side is in ``tests/rtl/test_vxm.py`` (ALU classes: the slice
+against ``vxm_ops``, the ICU's rejection)."""
 
 import dataclasses
 
