@@ -56,7 +56,7 @@ from openlpu.params import LpuParams
 
 from .package import Package, TensorDesc
 from .schedule import CompileError, Schedule
-from .vxmconst import CONST_WORDS, check_vxm_kernel, load_const, vxm_fields
+from .vxmconst import CONST_WORDS, assign_alus, check_vxm_kernel, load_const, vxm_fields
 
 __all__ = ["compile_attention", "attention_tensor_names"]
 
@@ -137,7 +137,11 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
     chain_fx = d_func + 1
 
     sched = Schedule(p)
-    alu = {k: f"vxm.alu{i}" for i, k in enumerate("ABCD")}
+    # logical ALUs A..D on VXM ALUs with the units they need (A also runs the VEXP of the
+    # rows where D issues a VSEL: a causal mask needs two ALUs with the function pipelines)
+    place = assign_alus(p, where, {"A": ("VMULSHR",) + (("VEXP",) if causal else ()),
+                                   "B": (), "C": ("VREQ",), "D": ("VEXP", "VRECIP")})
+    alu = {k: f"vxm.alu{i}" for k, i in place.items()}
 
     def vxm(a, t, mnemonic, **f):
         sched.place(alu[a], t, mnemonic, **vxm_fields(**f))
@@ -152,7 +156,7 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
         image.append((w1.index, v_ones + nb - 1, bytes([1]) * nb + bytes(vl - nb)))
     t = lat(e0, vx)
     for k, (a, value) in enumerate((("A", consts.mult), ("B", consts.delta), ("D", MASKED_S))):
-        t = load_const(sched, p, image, "ABCD".index(a), value, t, src=e0,
+        t = load_const(sched, p, image, place[a], value, t, src=e0,
                        addr=CONST_WORDS * k, stream=_S_MASK)
     for k in range(CONST_WORDS):               # the fourth constant, E8_ROUND: loaded per tile
         image.append((e0.index, 3 * CONST_WORDS + k,
@@ -233,7 +237,7 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
             # a queue and none of its results is driven in a cycle and direction already
             # driven: rows without a masked lane come every 3 cycles, rows with one (an extra
             # VSEL) every 4 (the steady states repeat, so REPEAT compresses them)
-            t_b = load_const(sched, p, [], "ABCD".index("B"), E8_ROUND, t_m + 1, src=e0,
+            t_b = load_const(sched, p, [], place["B"], E8_ROUND, t_m + 1, src=e0,
                              addr=3 * CONST_WORDS, stream=_S_MASK)
             s7_busy = set(range(t_m + 1, t_b))         # VXM samples of stream 7 (constant bytes)
             drives = {Dir.EAST: {t_m + d_simple}, Dir.WEST: set()}
@@ -300,7 +304,7 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
             last_abc = t_abc_prev
             e8_written, lo_written = t_w, t_wl
             # B's constant back to delta for the next tile's max pass
-            load_const(sched, p, [], "ABCD".index("B"), consts.delta, u - _ROW_EXP + add_at + 1,
+            load_const(sched, p, [], place["B"], consts.delta, u - _ROW_EXP + add_at + 1,
                        src=e0, addr=CONST_WORDS, stream=_S_MASK)
 
             # -- pass 3: O_acc = e8 V, sum e8 and sum lo, per key block ------------------------

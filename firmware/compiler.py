@@ -177,8 +177,17 @@ def _requant_epilogue(p, sched, mxm, mult, shift, relu, M, N):
     const_stream = p.streams - 1
     image = []
     # words 0..3 hold the multiplier's bytes (MSB first); constant complete after the last VLC
-    first_vreq = load_const(sched, p, image, 0, mult, lat_c, src=src, addr=0,
-                            stream=const_stream)
+    # VREQ needs the multiplier: the first ALU that has it; VRELU on another ALU
+    req_roles = isa.vxm_alus_with(p, "VREQ")
+    if not req_roles or (relu and p.vxm_alus < 2):
+        raise CompileError(f"matmul epilogue on preset {p.name!r}: VREQ needs a VXM ALU with "
+                           f"the 32x32 multiplier (vxm_mul_alus={isa.vxm_unit_alus(p, 'mul')})"
+                           f"{' and VRELU another ALU' if relu else ''}")
+    req_q = f"vxm.{req_roles[0]}"
+    relu_q = "vxm." + next(r for r in isa.VXM_ALU_ROLES[:p.vxm_alus] if r != req_roles[0]) \
+        if relu else None
+    first_vreq = load_const(sched, p, image, isa.VXM_ALU_ROLES.index(req_roles[0]), mult, lat_c,
+                            src=src, addr=0, stream=const_stream)
     arrive = d_acc + abs(vx.position - mxm.position)    # ACC at t -> VXM samples at t + arrive
     acc_free = max(0, first_vreq - arrive)
 
@@ -189,11 +198,11 @@ def _requant_epilogue(p, sched, mxm, mult, shift, relu, M, N):
         f = dict(a_stream=4 * _GROUP_C, a_dir=Dir.EAST, a_chain=0, b_stream=0, b_dir=0,
                  b_mode=isa.VXM_B_CONST, out_dir=Dir.WEST if relu else Dir.EAST, dtype=2,
                  imm=shift)
-        sched.place("vxm.alu0", t, "VREQ", **f)
+        sched.place(req_q, t, "VREQ", **f)
         t_out = t + d_vxm
         if relu:
             t = t_out + 1                   # chained: the VREQ result in the output column
-            sched.place("vxm.alu1", t, "VRELU", a_stream=4 * _GROUP_C, a_dir=Dir.WEST, a_chain=1,
+            sched.place(relu_q, t, "VRELU", a_stream=4 * _GROUP_C, a_dir=Dir.WEST, a_chain=1,
                         b_stream=0, b_dir=0, b_mode=0, out_dir=Dir.EAST, dtype=0, imm=0)
             t_out = t + isa.BY_MNEMONIC["VRELU"].d_func(p)
         sched.place(f"{dst.name}.write", t_out + abs(dst.position - vx.position), "WRITE",

@@ -255,7 +255,11 @@ def _fits(sched, res, flow, off):
     for i, (queue, t, m, f) in enumerate(flow.ops):
         tt = t + off
         if queue == "vxm.?":
-            for role in flow.alu_pool:
+            having = isa.vxm_alus_with(sched.params, m)      # ALUs with m's function unit
+            if not having:
+                why = isa.unavailable_reason(isa.BY_MNEMONIC[m], "alu0", sched.params)
+                raise CompileError(f"no VXM ALU implements {m}: {why}")
+            for role in (r for r in flow.alu_pool if r in having):
                 qn = f"vxm.{role}"
                 if not sched.busy(qn, tt) and (qn, tt) not in used:
                     alu_choice[i] = qn

@@ -44,7 +44,7 @@ from openlpu.params import LpuParams
 
 from .package import Package, TensorDesc
 from .schedule import CompileError, Schedule
-from .vxmconst import CONST_WORDS, check_vxm_kernel, load_const, vxm_fields
+from .vxmconst import CONST_WORDS, assign_alus, check_vxm_kernel, load_const, vxm_fields
 
 __all__ = ["compile_softmax", "compile_rmsnorm"]
 
@@ -53,7 +53,7 @@ _S_MERGE = 6                    # softmax: partial maxima read back into the VXM
 _SCRATCH_E0 = 2 * CONST_WORDS   # softmax: mem_e0 bank 0 word after the two constants
 _ROW_LOOP = 3                   # cycles per column of a self-chained reduction
 _ROW_SOFTMAX_OUT = 2            # cycles per column of the softmax output pass
-_A, _B, _C, _D = 0, 1, 2, 3     # VXM ALUs
+_A, _B, _C, _D = 0, 1, 2, 3     # logical VXM ALUs (placed by vxmconst.assign_alus)
 
 
 def _check(params, kind, rows, cols, cols_name):
@@ -65,8 +65,9 @@ def _check(params, kind, rows, cols, cols_name):
 class _Kernel:
     """Shared placement helpers: MEM reads into the MXM, ABC -> ACC -> VXM, VXM ops."""
 
-    def __init__(self, p: LpuParams):
+    def __init__(self, p: LpuParams, where: str, needs: dict):
         self.p = p
+        self.alu = assign_alus(p, where, needs)     # logical ALU -> VXM ALU index
         self.sched = Schedule(p)
         self.image = []
         self.vx, self.mxm = p.slice("vxm"), p.slice("mxm_w")
@@ -95,7 +96,7 @@ class _Kernel:
                          stream=stream, dir=d)
 
     def op(self, alu, t, mnemonic, **f):
-        self.sched.place(f"vxm.alu{alu}", t, mnemonic, **vxm_fields(**f))
+        self.sched.place(f"vxm.alu{self.alu[alu]}", t, mnemonic, **vxm_fields(**f))
 
     def column(self, t_abc, sl, addr):
         """ABC the vector at ``addr`` of ``sl`` at ``t_abc`` and ACC it east on group 0;
@@ -134,7 +135,7 @@ class _Kernel:
 
     def const(self, alu, value, t, addr):
         try:
-            return load_const(self.sched, self.p, self.image, alu, value, t, src=self.e0,
+            return load_const(self.sched, self.p, self.image, self.alu[alu], value, t, src=self.e0,
                               addr=addr, stream=_S_C)
         except ValueError as e:
             raise CompileError(str(e)) from None
@@ -220,7 +221,9 @@ def compile_softmax(params: LpuParams, rows: int, cols: int, *, scale: float,
         raise CompileError(f"{where}: {e}") from None
     vl = p.vl
     RT = math.ceil(rows / vl)
-    k = _Kernel(p)
+    # the ALUs' units: D exp, reciprocal and the 127 r product; C the scaling, A the output
+    k = _Kernel(p, where, {_A: ("VREQ",), _B: (), _C: ("VMULSHR",),
+                           _D: ("VEXP", "VRECIP", "VMUL")})
     k.check_mem(where, {"X (row tiles x cols) in mem_w0 bank 0": RT * cols,
                         "Y (row tiles x cols) in mem_w0 bank 1": RT * cols,
                         "identity weights in mem_w1 bank 0": vl})
@@ -328,7 +331,9 @@ def compile_rmsnorm(params: LpuParams, rows: int, dim: int, *, gamma, eps: float
         raise CompileError(f"{where}: {e}") from None
     vl = p.vl
     RT, NB = math.ceil(rows / vl), math.ceil(dim / vl)
-    k = _Kernel(p)
+    # the ALUs' units: C squares and scales, D the rsqrt, A and B the output products
+    k = _Kernel(p, where, {_A: ("VMULSHR",), _B: ("VREQ",), _C: ("VMUL", "VMULSHR"),
+                           _D: ("VRSQRT",)})
     k.check_mem(where, {"X (row tiles x dim) in mem_w0 bank 0": RT * dim,
                         "one-hot vectors (VL + dim) in mem_w1 bank 0": vl + dim,
                         "Y (row tiles x dim) in mem_e0 bank 1": RT * dim})

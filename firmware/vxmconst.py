@@ -14,7 +14,7 @@ from openlpu.isa import Dir
 
 from .schedule import CompileError
 
-__all__ = ["load_const", "CONST_WORDS", "vxm_fields", "check_vxm_kernel"]
+__all__ = ["load_const", "CONST_WORDS", "vxm_fields", "check_vxm_kernel", "assign_alus"]
 
 CONST_WORDS = 4          # MEM words (and VLC cycles) per int32 constant
 
@@ -41,6 +41,36 @@ def check_vxm_kernel(params, where: str, kind: str, dims: dict) -> None:
                            f"{p.vxm_alus}")
     if p.streams < 8:
         raise CompileError(f"{where}: needs 8 streams per direction, preset has {p.streams}")
+
+
+def assign_alus(params, where: str, needs: dict) -> dict:
+    """Place a kernel's logical VXM ALUs on ALUs of ``params`` that implement what they issue.
+
+    ``needs`` maps each logical ALU (any key, e.g. 0..3 for A..D) to the mnemonics it issues
+    that need a function unit (``isa.VXM_UNIT_OF``); the result maps it to an ALU index. The
+    identity (logical ``i`` on ``alu{i}``, keys in order) is kept whenever it fits, so a chip
+    with full ALUs gets the same program; otherwise the most demanding logical ALUs are placed
+    first, each on the plainest ALU that has its units (``isa.vxm_alus_with``). Raises
+    :class:`CompileError` naming the units and the options when no placement exists.
+    """
+    p = params
+    keys = list(needs)
+    ok = {k: [int(r[3:]) for r in isa.VXM_ALU_ROLES[:p.vxm_alus]
+              if all(r in isa.vxm_alus_with(p, mn) for mn in needs[k])] for k in keys}
+    if all(i in ok[k] for i, k in enumerate(keys)):
+        return {k: i for i, k in enumerate(keys)}
+    out, used = {}, set()
+    for k in sorted(keys, key=lambda k: len(ok[k])):       # fewest candidates first
+        free = [i for i in ok[k] if i not in used]
+        if not free:
+            units = sorted({isa.VXM_UNIT_OF[mn] for kk in keys for mn in needs[kk]})
+            counts = ", ".join(f"{isa.VXM_UNITS[u][0]}={isa.vxm_unit_alus(p, u)}" for u in units)
+            demand = ", ".join("+".join(sorted(set(needs[kk]))) for kk in keys if needs[kk])
+            raise CompileError(f"{where}: needs separate VXM ALUs for {demand}; preset "
+                               f"{p.name!r} has {counts}")
+        out[k] = free[-1]               # the plainest: units are counted from alu0
+        used.add(free[-1])
+    return out
 
 
 def load_const(sched, params, image: list, alu: int, value: int, t: int, *, src, addr: int,

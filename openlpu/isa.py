@@ -354,8 +354,9 @@ def _missing_by(params) -> dict:
 
 
 def unavailable(params) -> frozenset:
-    """Mnemonics that the chip described by ``params`` does not implement (size options)."""
-    return frozenset(_missing_by(params))
+    """Mnemonics that the chip described by ``params`` does not implement (size options, and
+    VXM instructions whose function unit no ALU carries: :data:`VXM_UNITS`)."""
+    return frozenset(_missing_by(params)) | _vxm_missing(params)
 
 
 def available(instr: InstrDef, role: str, params) -> bool:
@@ -372,7 +373,77 @@ def unavailable_reason(instr: InstrDef, role: str, params) -> str | None:
     if option:
         return (f"{instr.mnemonic} is not implemented by preset {params.name!r} "
                 f"({option}=False)")
-    return None
+    return _vxm_unit_reason(instr, role, params)
+
+
+# -- VXM ALU classes: the function units an instruction needs, and which ALUs carry them -------
+#: Semantic class of every VXM instruction, i.e. how the datapath reads its operands and forms
+#: its result: ``binary`` (d = a op b), ``unary`` (d = op a; b ignored), ``compare``, ``select``,
+#: ``cast``, ``requantize`` (int32 -> int8 with operand b), ``fx`` (a fixed-point function of
+#: a), ``const`` (VLC: loads the constant register, no result).
+VXM_CLASS = {
+    **dict.fromkeys(("VADD", "VSUB", "VMUL", "VMULSHR", "VMIN", "VMAX", "VAND", "VOR", "VXOR",
+                     "VSHL", "VSRA", "VSRL"), "binary"),
+    **dict.fromkeys(("VRELU", "VABS", "VNEG"), "unary"),
+    "VCMP": "compare", "VSEL": "select", "VCAST": "cast", "VREQ": "requantize",
+    **dict.fromkeys(("VEXP", "VRECIP", "VRSQRT"), "fx"),
+    "VLC": "const",
+}
+#: VXM instructions defined on int32 operands only (another ``dtype`` is a BAD_INSTRUCTION).
+VXM_INT32_ONLY = ("VREQ", "VEXP", "VRECIP", "VRSQRT")
+#: Function units that not every VXM ALU carries: unit -> (the ``LpuParams`` option counting
+#: the ALUs, from ``alu0`` up, that have it (``None``: all); the instructions that need it).
+#: An ALU without the unit does not implement those instructions: they are not in its queue's
+#: ISA (:func:`unavailable_reason`), and a word of one that reaches the ALU anyway is a
+#: ``BAD_INSTRUCTION``. The other instructions run on every ALU with the same latency.
+VXM_UNITS = {
+    "mul": ("vxm_mul_alus", ("VMUL", "VMULSHR", "VREQ")),     # the signed 32 x 32 multiplier
+    "fx": ("vxm_fx_alus", ("VEXP", "VRECIP", "VRSQRT")),      # exp / reciprocal / rsqrt pipelines
+}
+VXM_UNIT_NAMES = {"mul": "32x32 multiplier", "fx": "exp/reciprocal/rsqrt pipelines"}
+#: mnemonic -> the unit it needs (VXM instructions that need one)
+VXM_UNIT_OF = {mn: unit for unit, (_, mns) in VXM_UNITS.items() for mn in mns}
+
+
+def vxm_unit_alus(params, unit: str) -> int:
+    """How many VXM ALUs of ``params`` (``alu0`` .. ``alu{n-1}``) carry ``unit``."""
+    n = getattr(params, VXM_UNITS[unit][0])
+    return params.vxm_alus if n is None else n
+
+
+def vxm_alu_units(params, alu: int) -> frozenset:
+    """The units (:data:`VXM_UNITS`) of VXM ALU ``alu`` of ``params``."""
+    return frozenset(u for u in VXM_UNITS if alu < vxm_unit_alus(params, u))
+
+
+def vxm_alus_with(params, mnemonic: str) -> tuple:
+    """The VXM ALU queue roles (``"alu0"`` ...) of ``params`` that implement ``mnemonic``."""
+    unit = VXM_UNIT_OF.get(mnemonic)
+    roles = VXM_ALU_ROLES[:params.vxm_alus]
+    if unit is None:
+        return roles
+    return roles[:vxm_unit_alus(params, unit)]
+
+
+def _vxm_missing(params) -> frozenset:
+    """VXM instructions of a chip with a VXM whose unit no ALU carries."""
+    if not params.vxm_alus:
+        return frozenset()
+    return frozenset(mn for mn, u in VXM_UNIT_OF.items() if vxm_unit_alus(params, u) == 0)
+
+
+def _vxm_unit_reason(instr: InstrDef, role: str, params) -> str | None:
+    unit = VXM_UNIT_OF.get(instr.mnemonic)
+    if unit is None or role not in VXM_ALU_ROLES:
+        return None
+    n = vxm_unit_alus(params, unit)
+    if VXM_ALU_ROLES.index(role) < n:
+        return None
+    option = VXM_UNITS[unit][0]
+    having = (f"only {', '.join(f'vxm.{r}' for r in VXM_ALU_ROLES[:n])} "
+              f"{'has' if n == 1 else 'have'} it" if n else "no ALU has it")
+    return (f"{instr.mnemonic} needs the VXM {VXM_UNIT_NAMES[unit]} ({unit}), which queue "
+            f"vxm.{role} lacks on preset {params.name!r} ({option}={n}: {having})")
 
 
 def decode(word: int) -> tuple[InstrDef, dict]:

@@ -54,6 +54,20 @@ def _meanings() -> list:
     return out
 
 
+def _vxm_unit(idef) -> str:
+    """The line saying which VXM function unit ``idef`` needs (``isa.VXM_UNITS``) and on which
+    ALUs of the presets that leave it out of some ALUs it runs; empty if it needs none."""
+    unit = isa.VXM_UNIT_OF.get(idef.mnemonic)
+    if unit is None:
+        return ""
+    option = isa.VXM_UNITS[unit][0]
+    fewer = [f"`{n}`: {', '.join(isa.vxm_alus_with(p, idef.mnemonic)) or 'none'}"
+             for n, p in PRESETS.items() if p.vxm_alus and isa.vxm_unit_alus(p, unit) < p.vxm_alus]
+    return (f"**Function unit:** the {isa.VXM_UNIT_NAMES[unit]} (`{unit}`), only in the ALUs "
+            f"`alu0` .. below `{option}`"
+            f"{' (' + '; '.join(fewer) + ')' if fewer else ''}; see *VXM ALU classes*\n")
+
+
 def generate() -> str:
     out = _meanings()
     roles = {}
@@ -70,6 +84,8 @@ def generate() -> str:
         out.append(f"{idef.summary}\n")
         if _size_options(idef):
             out.append(_size_options(idef))
+        if _vxm_unit(idef):
+            out.append(_vxm_unit(idef))
         out.append("| bits | field | range | meaning |")
         out.append("|---|---|---|---|")
         out.append(f"| {isa.OPCODE_BITS - 1}:0 | opcode | = {idef.opcode} | |")

@@ -126,6 +126,16 @@ class LpuParams:
         (``docs/architecture.md``, *MEM ECC*). Default ``False``.
     vxm_alus : int
         ALUs per VXM lane, each with its own instruction queue (0: no VXM, streams pass through).
+    vxm_fx_alus : int or None
+        How many VXM ALUs, counted from ALU 0 (``alu0 .. alu{n-1}``), carry the fixed-point
+        function pipelines (``VEXP``, ``VRECIP``, ``VRSQRT``: 21 of an ALU's 22 multipliers).
+        ``None`` (default): every ALU. The other ALUs leave the pipelines out; the function
+        instructions are not in their queues' ISA (``openlpu.isa.vxm_alus_with``): the
+        assembler, the program loader and the compiler reject them there, and one met at run
+        time raises ``BAD_INSTRUCTION``. ``0 .. vxm_alus``.
+    vxm_mul_alus : int or None
+        Likewise for the ALU's signed 32 x 32 multiplier (``VMUL``, ``VMULSHR``, ``VREQ``),
+        counted from ALU 0. ``None`` (default): every ALU.
     sxm : bool
         Whether the floorplan has an SXM in each hemisphere (between the MXM and the MEM slices).
     """
@@ -148,6 +158,8 @@ class LpuParams:
     icu_repeat: bool = True
     mem_gather: bool = True
     mem_ecc: bool = False
+    vxm_fx_alus: int | None = None
+    vxm_mul_alus: int | None = None
 
     def __post_init__(self):
         def need(cond, msg):
@@ -167,6 +179,11 @@ class LpuParams:
         need(self.mxm_acc_words <= 1024, "mxm_acc_words must be <= 1024 (ABC/ACC address field)")
         need(isinstance(self.mxm_pipeline, int) and self.mxm_pipeline >= 0, "mxm_pipeline must be >= 0")
         need(isinstance(self.vxm_alus, int) and 0 <= self.vxm_alus <= 4, "vxm_alus must be 0..4")
+        for f in ("vxm_fx_alus", "vxm_mul_alus"):
+            v = getattr(self, f)
+            need(v is None or (isinstance(v, int) and not isinstance(v, bool)
+                               and 0 <= v <= self.vxm_alus),
+                 f"{f} must be None (every ALU) or 0..vxm_alus ({self.vxm_alus}), not {v!r}")
         for f in ("mxm_act_reg", "icu_issue_reg", "host_start_reg", "mxm_booth", "icu_repeat",
                   "mem_gather", "mem_ecc"):
             need(isinstance(getattr(self, f), bool), f"{f} must be True or False, not {getattr(self, f)!r}")
@@ -330,7 +347,7 @@ class LpuParams:
 #: Fields added after the first presets, with their defaults (left out of ``to_dict`` when unset).
 _OPTIONAL_FIELDS = {"mxm_act_reg": False, "icu_issue_reg": False, "host_start_reg": False,
                     "mxm_booth": False, "icu_repeat": True, "mem_gather": True,
-                    "mem_ecc": False}
+                    "mem_ecc": False, "vxm_fx_alus": None, "vxm_mul_alus": None}
 
 
 PRESETS: dict[str, LpuParams] = {
@@ -351,6 +368,11 @@ PRESETS: dict[str, LpuParams] = {
     # chip tests, where the stagger, SXM deskew/reskew and LWT span more than two superlanes.
     "mini4": LpuParams(name="mini4", lanes=4, superlanes=4, streams=8, mem_slices=2,
                        mem_words=64, mxm_acc_words=32, imem_words=256, vxm_alus=4, sxm=True),
+    # mini with one "large" VXM ALU: only alu0 has the exp / reciprocal / rsqrt pipelines
+    # (vxm_fx_alus); the ALU classes in the whole-ISA and kernel tests.
+    "mini_lite": LpuParams(name="mini_lite", lanes=4, superlanes=2, streams=8, mem_slices=2,
+                           mem_words=64, mxm_acc_words=16, imem_words=256, vxm_alus=4, sxm=True,
+                           vxm_fx_alus=1),
     # FPGA builds (synth/): sized to fit the board's device; see docs/fpga.md.
     # ULX3S-85F (ECP5 LFE5U-85F): VL = 8. VL = 16 needs 256 MULT18X18D (one per int8
     # product), more than the 156 of the device.

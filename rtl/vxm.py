@@ -16,15 +16,18 @@ from .common import ERROR_BITS, issue_signature, stream_column, stream_drive, st
 
 __all__ = ["VxmSlice", "FX_WIDTHS"]
 
-# Instruction classes (mnemonics of openlpu.isa.VXM_INSTRUCTIONS).
-_BINARY = ("VADD", "VSUB", "VMUL", "VMULSHR", "VMIN", "VMAX", "VAND", "VOR", "VXOR", "VSHL",
-           "VSRA", "VSRL")
-_UNARY = ("VRELU", "VABS", "VNEG")
-_FX = ("VEXP", "VRECIP", "VRSQRT")
-_SIMPLE = _BINARY + _UNARY + ("VCMP", "VSEL", "VCAST", "VREQ")
-_USES_B = _BINARY + ("VCMP", "VSEL", "VREQ")
-_INT32_ONLY = ("VREQ",) + _FX
-_NO_RESULT = ("VLC",)
+# Instruction classes (openlpu.isa.VXM_CLASS, in table order).
+def _class(*classes):
+    return tuple(mn for mn, c in isa.VXM_CLASS.items() if c in classes)
+
+
+_BINARY = _class("binary")
+_UNARY = _class("unary")
+_FX = _class("fx")
+_SIMPLE = _BINARY + _UNARY + _class("compare", "select", "cast", "requantize")
+_USES_B = _BINARY + _class("compare", "select", "requantize")
+_INT32_ONLY = isa.VXM_INT32_ONLY
+_NO_RESULT = _class("const")
 
 # Widths of the unsigned Newton-Raphson intermediates (Q30). Measured exhaustively over every
 # normalised mantissa with the vxm_ops algorithms (recip: m in [2**30, 2**31), rsqrt: m in
@@ -141,8 +144,16 @@ class VxmSlice(wiring.Component):
     second / third and scaling; rsqrt likewise). ``VLC`` loads the constant register (``a``,
     sign-extended to 32 bits) at the end of the issue cycle.
 
+    ALU classes (``params.vxm_fx_alus``, ``params.vxm_mul_alus``; ``openlpu.isa.VXM_UNITS``):
+    ALU ``i`` has the function pipelines only if ``i < vxm_fx_alus`` and the 32 x 32 multiplier
+    (``VMUL``, ``VMULSHR``, ``VREQ``) only if ``i < vxm_mul_alus`` (``None``: every ALU); the
+    other ALUs leave that logic out, and an instruction that needs it raises
+    ``BAD_INSTRUCTION`` at issue and does nothing (the chip's ICUs already reject such a word,
+    ``openlpu.isa.unavailable_reason``, so only a slice driven directly sees it). The timing of
+    every other instruction is the same on every ALU.
+
     Errors (``openlpu.isa.ErrorFlag``, pulsed on :attr:`error`), as in the reference model:
-    ``BAD_INSTRUCTION`` at issue for ``dtype`` 3, ``VREQ``/``VEXP``/``VRECIP``/``VRSQRT`` with
+    ``BAD_INSTRUCTION`` at issue for ``dtype`` 3, an instruction whose unit the ALU lacks, ``VREQ``/``VEXP``/``VRECIP``/``VRSQRT`` with
     ``dtype`` other than int32, ``VCAST`` to ``dtype`` 3 (the instruction then does nothing)
     and ``VCMP`` with an unknown comparison code (operands are sampled, nothing is driven);
     ``ADDR_RANGE`` at issue when an operand's or the result's streams run past ``streams``
@@ -197,6 +208,9 @@ class VxmSlice(wiring.Component):
         self._params = params
         self._slice_info = slice_info
         self._roles = isa.VXM_ALU_ROLES[:params.vxm_alus or len(isa.VXM_ALU_ROLES)]
+        if set(isa.VXM_UNIT_OF) != set(_FX + ("VMUL", "VMULSHR", "VREQ")):
+            raise ValueError("ISA table: the VXM datapath's units are the function pipelines "
+                             "(VEXP, VRECIP, VRSQRT) and the multiplier (VMUL, VMULSHR, VREQ)")
         members = {
             "sr_east_in":  In(stream_column(params)),
             "sr_west_in":  In(stream_column(params)),
@@ -218,21 +232,39 @@ class VxmSlice(wiring.Component):
     def slice_info(self):
         return self._slice_info
 
+    def alu_units(self, alu: int) -> frozenset:
+        """The function units (``openlpu.isa.VXM_UNITS``) that ALU ``alu`` of this slice has."""
+        n_alu = len(self._roles)
+        out = set()
+        for unit, (option, _) in isa.VXM_UNITS.items():
+            n = getattr(self._params, option)
+            if alu < (n_alu if n is None else n):
+                out.add(unit)
+        return frozenset(out)
+
     @property
     def multipliers(self) -> dict:
         """Multipliers of the datapath: ``{(a_bits, b_bits): count}`` (unsigned widths; the
-        ALU multiplier is signed 32 x 32). Constant multiplications are listed as ``const``."""
-        n = len(self._roles) * self._params.vl
+        ALU multiplier is signed 32 x 32). Constant multiplications are listed as ``const``.
+        Only the ALUs with the unit (:meth:`alu_units`) count."""
         w = FX_WIDTHS
-        per_lane = {
-            "alu signed 32x32": 1,
-            "exp 32xconst17": 1, "exp 16x17": 3,
-            "recip 31xconst": 1, f"recip {w['recip_m']}x{w['recip_y']}": 3,
-            f"recip {w['recip_y']}x{w['recip_e']}": 3,
-            "rsqrt 30xconst": 1, f"rsqrt {w['rsqrt_y']}x{w['rsqrt_y']}": 3,
-            f"rsqrt {w['rsqrt_m']}x{w['rsqrt_yy']}": 3, f"rsqrt {w['rsqrt_y']}x{w['rsqrt_t']}": 3,
+        per_unit = {
+            "mul": {"alu signed 32x32": 1},
+            "fx": {
+                "exp 32xconst17": 1, "exp 16x17": 3,
+                "recip 31xconst": 1, f"recip {w['recip_m']}x{w['recip_y']}": 3,
+                f"recip {w['recip_y']}x{w['recip_e']}": 3,
+                "rsqrt 30xconst": 1, f"rsqrt {w['rsqrt_y']}x{w['rsqrt_y']}": 3,
+                f"rsqrt {w['rsqrt_m']}x{w['rsqrt_yy']}": 3,
+                f"rsqrt {w['rsqrt_y']}x{w['rsqrt_t']}": 3,
+            },
         }
-        return {k: v * n for k, v in per_lane.items()}
+        out = {k: 0 for unit in per_unit.values() for k in unit}
+        for i in range(len(self._roles)):
+            for unit in self.alu_units(i):
+                for k, v in per_unit[unit].items():
+                    out[k] += v * self._params.vl
+        return out
 
     # -----------------------------------------------------------------------------------------
     def elaborate(self, platform):
@@ -279,6 +311,9 @@ class VxmSlice(wiring.Component):
             bad_type = ((v.dtype == 3) | (is_op(v, *_INT32_ONLY) & (v.dtype != 2))
                         | (is_op(v, "VCAST") & (v.imm[:2] == 3)))
             bad_code = is_op(v, "VCMP") & (v.imm > max_code)
+            lacking = [mn for mn, u in isa.VXM_UNIT_OF.items() if u not in self.alu_units(i)]
+            if lacking:             # the ALU leaves the unit out: its instructions are bad here
+                bad_type = bad_type | is_op(v, *lacking)
             ok = port.valid & is_vxm & ~bad_type
             has_result = ~is_op(v, *_NO_RESULT) & ~bad_code
             res_ok = v.a_stream + out_width(v) <= NS
@@ -299,7 +334,8 @@ class VxmSlice(wiring.Component):
                 ok & bad_code,
             ))
             line = [ctl0]
-            for k in range(1, S + D_FX):
+            depth = D_FX if "fx" in self.alu_units(i) else D_SIMPLE
+            for k in range(1, S + depth):
                 r = Signal(ctl_layout, name=f"alu{i}_ctl_d{k}")
                 m.d.sync += r.eq(line[-1])
                 line.append(r)
@@ -342,14 +378,17 @@ class VxmSlice(wiring.Component):
             for i in range(n_alu):
                 sub = Module()
                 m.submodules[f"alu{i}_sl{c}"] = sub
-                ctls = [lines[i][c + k] for k in range(D_FX + 1)]
+                units = self.alu_units(i)
+                ctls = [lines[i][c + k] for k in range((D_FX if "fx" in units else D_SIMPLE) + 1)]
                 results[(c, i)] = self._lane_alus(sub, c, i, ctls, slots[(c, i, "a")],
-                                                  slots[(c, i, "b")], vxm_layout)
+                                                  slots[(c, i, "b")], vxm_layout, units)
 
         # -- drive: per superlane, producers (ALU x simple/function) -> streams ------------------
         producers = {c: [] for c in range(S)}
         for i in range(n_alu):
             for kind, delay, names in (("s", D_SIMPLE, _SIMPLE), ("f", D_FX, _FX)):
+                if kind == "f" and "fx" not in self.alu_units(i):
+                    continue            # no function pipeline, no producer
                 for c in range(S):
                     ctl = lines[i][c + delay]
                     v = data.View(vxm_layout, ctl.word)
@@ -403,12 +442,14 @@ class VxmSlice(wiring.Component):
         return m
 
     # -----------------------------------------------------------------------------------------
-    def _lane_alus(self, m, c, i, ctls, slot_a, slot_b, vxm_layout):
+    def _lane_alus(self, m, c, i, ctls, slot_a, slot_b, vxm_layout, units):
         """The ``lanes`` lane ALUs of ALU ``i`` in superlane ``c`` (all logic in ``m.d.sync``).
 
-        ``ctls[k]`` is the control of the instruction issued ``k`` cycles ago. Returns the
-        per-lane 32-bit result registers of the simple and of the function pipeline.
+        ``ctls[k]`` is the control of the instruction issued ``k`` cycles ago; ``units`` the
+        function units this ALU has (``"mul"``, ``"fx"``). Returns the per-lane 32-bit result
+        registers of the simple and of the function pipeline (``None`` without ``"fx"``).
         """
+        has_mul, has_fx = "mul" in units, "fx" in units
         L = self._params.lanes
         w = FX_WIDTHS
         views = [data.View(vxm_layout, ctl.word) for ctl in ctls]
@@ -425,9 +466,10 @@ class VxmSlice(wiring.Component):
             a = reg(signed(32), "a", lane)
             b = reg(signed(32), "b", lane)
             k = reg(signed(32), "k", lane)
-            pos = [reg(1, f"pos{s}", lane) for s in range(3)]
-            lz = [reg(5, f"lz{s}", lane) for s in range(3)]
-            mm = [reg(w["recip_m"], f"m{s}", lane) for s in range(3)]
+            if has_fx:
+                pos = [reg(1, f"pos{s}", lane) for s in range(3)]
+                lz = [reg(5, f"lz{s}", lane) for s in range(3)]
+                mm = [reg(w["recip_m"], f"m{s}", lane) for s in range(3)]
 
             # -- issue cycle: capture operands, VLC, normalise function operands --------------
             c0, v0 = ctls[0], views[0]
@@ -437,8 +479,9 @@ class VxmSlice(wiring.Component):
             # (comb signals keep the expression trees small; they only move while c0.ok)
             a_val = Signal(signed(32), name=f"a_val_sl{c}_alu{i}_l{lane}")
             k_val = Signal(signed(32), name=f"k_val_sl{c}_alu{i}_l{lane}")
-            a1 = Signal(31, name=f"a1_sl{c}_alu{i}_l{lane}")
-            n_lz = Signal(5, name=f"lz_sl{c}_alu{i}_l{lane}")
+            if has_fx:
+                a1 = Signal(31, name=f"a1_sl{c}_alu{i}_l{lane}")
+                n_lz = Signal(5, name=f"lz_sl{c}_alu{i}_l{lane}")
             # VSEL's stream condition is one byte (dtype 0) whatever the dtype
             b_dt0 = Mux(v0.opcode == _opcode("VSEL"), 0, dt0)
             b_stream = Mux(c0.b_ok, _sext(b_raw, b_dt0), 0)
@@ -450,9 +493,9 @@ class VxmSlice(wiring.Component):
                 m.d.comb += [
                     a_val.eq(Mux(c0.a_ok, _sext(a_raw, dt0), 0)),
                     k_val.eq(_sext(const.as_unsigned(), dt0)),
-                    a1.eq(Mux(positive, a_val, 1)[:31]),
-                    n_lz.eq(_clz31(a1)),
                 ]
+                if has_fx:
+                    m.d.comb += [a1.eq(Mux(positive, a_val, 1)[:31]), n_lz.eq(_clz31(a1))]
                 m.d.sync += [a.eq(a_val), b.eq(b_val), k.eq(k_val)]
                 with m.If(is_op(v0, "VLC")):
                     with m.If(v0.imm[0]):           # shift-in: const = const << w | a
@@ -465,14 +508,15 @@ class VxmSlice(wiring.Component):
                                 m.d.sync += const.eq(a_raw[:32])
                     with m.Else():
                         m.d.sync += const.eq(a_val)
-                with m.If(is_op(v0, "VRECIP", "VRSQRT")):
-                    e_even = Cat(Const(0, 1), (n_lz - 2)[1:5])      # lz - 2 rounded down to even
-                    m_recip = (a1 << (n_lz - 1)[:5])[:w["recip_m"]]
-                    m_rsqrt = Mux(n_lz == 1, a1 >> 2, (a1 << e_even)[:w["rsqrt_m"]])
-                    m.d.sync += [
-                        pos[0].eq(positive), lz[0].eq(n_lz),
-                        mm[0].eq(Mux(is_op(v0, "VRECIP"), m_recip, m_rsqrt)),
-                    ]
+                if has_fx:
+                    with m.If(is_op(v0, "VRECIP", "VRSQRT")):
+                        e_even = Cat(Const(0, 1), (n_lz - 2)[1:5])      # lz - 2 rounded down to even
+                        m_recip = (a1 << (n_lz - 1)[:5])[:w["recip_m"]]
+                        m_rsqrt = Mux(n_lz == 1, a1 >> 2, (a1 << e_even)[:w["rsqrt_m"]])
+                        m.d.sync += [
+                            pos[0].eq(positive), lz[0].eq(n_lz),
+                            mm[0].eq(Mux(is_op(v0, "VRECIP"), m_recip, m_rsqrt)),
+                        ]
 
             # -- cycle t + 1: simple operations -----------------------------------------------
             c1, v1 = ctls[1], views[1]
@@ -490,12 +534,13 @@ class VxmSlice(wiring.Component):
                         put(a + b)
                     with m.Case(_opcode("VSUB")):
                         put(a - b)
-                    with m.Case(_opcode("VMUL")):
-                        put(a * b)
-                    with m.Case(_opcode("VMULSHR"), _opcode("VREQ")):
-                        req = v1.opcode == _opcode("VREQ")
-                        s = Mux(req, 31 + imm[:5], Mux(imm > 62, 62, imm))[:6]
-                        put(_saturate(_round_shift(a * b, s, 64), Mux(req, 0, dt1)))
+                    if has_mul:         # without the multiplier these never drive
+                        with m.Case(_opcode("VMUL")):
+                            put(a * b)
+                        with m.Case(_opcode("VMULSHR"), _opcode("VREQ")):
+                            req = v1.opcode == _opcode("VREQ")
+                            s = Mux(req, 31 + imm[:5], Mux(imm > 62, 62, imm))[:6]
+                            put(_saturate(_round_shift(a * b, s, 64), Mux(req, 0, dt1)))
                     with m.Case(_opcode("VMIN")):
                         put(Mux(a < b, a, b))
                     with m.Case(_opcode("VMAX")):
@@ -531,6 +576,8 @@ class VxmSlice(wiring.Component):
                         put(_saturate(a, imm[:2]))
             res_s.append(out_s)
 
+            if not has_fx:
+                continue
             # -- functions: three stages after the issue cycle ----------------------------------
             out_f = Signal(32, name=f"res_f_sl{c}_alu{i}_l{lane}", reset_less=True)
             exp_r = [reg(16, "exp_r0", lane)]
@@ -598,4 +645,4 @@ class VxmSlice(wiring.Component):
                                 m.d.sync += out_f.eq(Mux(pos[2] & (out < vxm_ops.INT32_MAX), out,
                                                          vxm_ops.INT32_MAX))
             res_f.append(out_f)
-        return res_s, res_f
+        return res_s, (res_f if has_fx else None)

@@ -8,6 +8,7 @@ values come from ``openlpu.vxm_ops`` and the timing rule (``d_func`` from the IS
 from the RTL.
 """
 
+import dataclasses
 import gc
 import time
 import warnings
@@ -33,6 +34,13 @@ UNARY = ("RELU", "ABS", "NEG")
 FX = {"VEXP": vxm_ops.fx_exp, "VRECIP": vxm_ops.fx_recip, "VRSQRT": vxm_ops.fx_rsqrt}
 USES_B = tuple("V" + x for x in BINARY) + ("VCMP", "VSEL", "VREQ")
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def lacks_unit(p, alu, mnemonic):
+    """Whether ALU ``alu`` of a chip with a VXM (``p.vxm_alus``) lacks the function unit
+    ``mnemonic`` needs (``isa.VXM_UNITS``; a preset without a VXM tests a full slice)."""
+    unit = isa.VXM_UNIT_OF.get(mnemonic)
+    return bool(p.vxm_alus) and unit is not None and unit not in isa.vxm_alu_units(p, alu)
 
 
 def edges(dtype):
@@ -126,6 +134,9 @@ class Program:
                     continue
                 m, f = ins
                 dtype = f["dtype"]
+                if lacks_unit(p, alu, m):           # the ALU has no unit for m: nothing happens
+                    flag(t, ErrorFlag.BAD_INSTRUCTION)
+                    continue
                 if dtype not in vxm_ops.DTYPE_BYTES or \
                         (m in ("VREQ", "VEXP", "VRECIP", "VRSQRT") and dtype != 2) or \
                         (m == "VCAST" and (f["imm"] & 3) not in vxm_ops.DTYPE_BYTES):
@@ -683,3 +694,71 @@ def test_verilog_convert():
     text = verilog.convert(dut, name="vxm", emit_src=False)
     assert "module vxm" in text
     assert "drive_east" in text and "sr_east_out" in text
+
+
+# -- ALU classes (params.vxm_fx_alus, params.vxm_mul_alus) ---------------------------------------
+
+def lite(name="tiny", fx=1, mul=2):
+    """``name`` with a 4-ALU VXM: ALUs 0 .. fx-1 with the function pipelines, 0 .. mul-1 with
+    the 32x32 multiplier."""
+    return dataclasses.replace(preset(name), name=f"{name}_fx{fx}_mul{mul}", vxm_alus=4,
+                               vxm_fx_alus=fx, vxm_mul_alus=mul)
+
+
+@pytest.mark.parametrize("fx, mul", [(1, 2), (2, 0)])
+def test_alu_classes(fx, mul):
+    """Every instruction that needs a unit, on every ALU of a reduced VXM: the ALUs that have
+    the unit compute it (vs vxm_ops), the others raise BAD_INSTRUCTION and drive nothing; the
+    instructions without a unit run on every ALU, also between the rejected ones."""
+    p = dataclasses.replace(lite(fx=fx, mul=mul), lanes=2, superlanes=1)    # VL 2: fast
+    dut = VxmSlice(p, p.slice("vxm"))
+    assert [dut.alu_units(i) for i in range(4)] == [isa.vxm_alu_units(p, i) for i in range(4)]
+    rng = np.random.default_rng(11)
+    prog = Program(p)
+    t, n_bad = 0, 0
+    for m in tuple(isa.VXM_UNIT_OF) + ("VADD", "VSEL", "VCMP"):
+        for alu in range(4):
+            d = (EAST, WEST)[alu % 2]
+            a = np.array(fx_values(rng)[:p.vl]) if m in FX else rand(rng, 2, p.vl)
+            prog.put(t, d, 0, a, 2)
+            prog.put(t, d, 4, rand(rng, 2, p.vl), 2)
+            prog.issue(t, alu, m, **fields(a_dir=d, b_stream=4, b_dir=d, out_dir=d, dtype=2,
+                                           imm=2 if m == "VCMP" else 3))
+            n_bad += lacks_unit(p, alu, m)
+            t += 1
+    checked, errors = run_and_check(p, prog)
+    assert n_bad == (4 - fx) * 3 + (4 - mul) * 3
+    assert checked > 0 and sum(bool(e & ErrorFlag.BAD_INSTRUCTION) for e in errors) == n_bad
+
+
+def test_alu_classes_leave_units_out():
+    """The reduced ALUs carry no function-pipeline or multiplier logic: the multiplier count
+    (``VxmSlice.multipliers``) shrinks with the options (the Verilog sizes are in the *Cost*
+    table of docs/architecture.md, ``benchmarks/vxm_cost.py``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedElaboratable)
+        for p, n in ((preset("mini"), 4 * 22), (lite("mini", fx=1, mul=4), 22 + 3),
+                     (lite("mini", fx=2, mul=1), 2 * 21 + 1), (lite("mini", fx=0, mul=0), 0)):
+            dut = VxmSlice(p, p.slice("vxm"))
+            assert sum(dut.multipliers.values()) == n * p.vl
+            assert [dut.alu_units(i) for i in range(4)] == [isa.vxm_alu_units(p, i)
+                                                            for i in range(4)]
+        gc.collect()
+
+
+@pytest.mark.parametrize("role, bad", [("alu0", []), ("alu1", [1, 3])])
+def test_icu_rejects_what_its_alu_lacks(role, bad):
+    """On ``mini_lite`` (function pipelines in alu0 only) the ICU of vxm.alu1 skips VEXP and
+    VRSQRT words in one cycle with BAD_INSTRUCTION, like an unknown opcode; vxm.alu0 issues
+    them. The words around them issue as on the full chip."""
+    from tests.rtl.test_icu import expected_schedule, queue_of, run_icu
+    p = preset("mini_lite")
+    enc = lambda m, **f: isa.BY_MNEMONIC[m].encode(**fields(**f))     # noqa: E731
+    words = [enc("VADD"), enc("VEXP"), enc("VMUL"), enc("VRSQRT"), enc("VSUB", dtype=0),
+             isa.BY_MNEMONIC["HALT"].encode()]
+    q = queue_of(p, role)
+    trace = run_icu(p, q, words, 8)
+    assert trace == expected_schedule(p, q.role, words, 8)
+    assert [t for t, (_, e, _) in enumerate(trace) if e & ErrorFlag.BAD_INSTRUCTION] == bad
+    assert [t for t, (w, _, _) in enumerate(trace) if w is not None] == \
+        [t for t in range(5) if t not in bad]
