@@ -73,10 +73,18 @@ def pytest_collection_modifyitems(config, items):
         if any(path == mod and name.startswith(prefix) for mod, prefix in SLOW_TESTS):
             item.add_marker(pytest.mark.slow)
 
-    # Longest first: the synthesis and Verilator tests, then the slow simulator tests, then
-    # the rest, each group in collection order; with several xdist workers the long tests
-    # then overlap instead of one of them finishing the run alone.
+    # Longest first: the synthesis and Verilator tests interleaved with the slow simulator
+    # tests, then the rest, each group in collection order. With several xdist workers the long
+    # tests then overlap instead of one of them finishing the run alone, and while one worker
+    # builds a Verilator model (the others that need it wait on its build lock) another has a
+    # simulator test to run.
     def rank(item):
         ranks = [_ORDER[m.name] for m in item.iter_markers() if m.name in _ORDER]
         return min(ranks, default=len(_ORDER))
-    items[:] = sorted(items, key=rank)              # stable: collection order within a group
+    built = [it for it in items if rank(it) < _ORDER["slow"]]
+    slow = [it for it in items if rank(it) == _ORDER["slow"]]
+    rest = [it for it in items if rank(it) > _ORDER["slow"]]
+    mixed = []
+    for i in range(max(len(built), len(slow))):
+        mixed += built[i:i + 1] + slow[i:i + 1]
+    items[:] = mixed + rest
