@@ -22,9 +22,8 @@ import sys
 import tempfile
 from collections import defaultdict
 
-from openlpu.params import preset as get_preset
 
-from .modstat import CATEGORIES, _yosys_stat
+from .modstat import CATEGORIES, _yosys_stat, add_chip_arguments, chip_from_arguments
 
 __all__ = ["mem_slice_stats", "main"]
 
@@ -48,16 +47,9 @@ def mem_slice_stats(family: str, params, *, yosys: str | None = None) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m openlpu.synth.memstat", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--family", choices=sorted(CATEGORIES), required=True)
-    ap.add_argument("--preset", required=True)
-    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                    help="override a parameter of the preset (Python literal), repeatable")
+    add_chip_arguments(ap)
     args = ap.parse_args(argv)
-    p = get_preset(args.preset)
-    import ast
-    for item in args.set:
-        k, _, v = item.partition("=")
-        p = dataclasses.replace(p, **{k: ast.literal_eval(v)})
+    p = chip_from_arguments(args)
     rows = {}
     for ecc in (False, True):
         rows[ecc] = mem_slice_stats(args.family, dataclasses.replace(p, mem_ecc=ecc))

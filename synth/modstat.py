@@ -118,19 +118,30 @@ def format_stats(stats: dict, family: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m openlpu.synth.modstat", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_chip_arguments(ap: argparse.ArgumentParser) -> None:
+    """``--family``, ``--preset`` and repeatable ``--set FIELD=VALUE`` (the chip to measure)."""
     ap.add_argument("--family", choices=sorted(CATEGORIES), required=True)
     ap.add_argument("--preset", required=True)
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a parameter of the preset (Python literal), repeatable")
-    args = ap.parse_args(argv)
-    p = get_preset(args.preset)
+
+
+def chip_from_arguments(args):
+    """The preset of ``args.preset`` with the ``--set`` overrides applied."""
     import ast
+    p = get_preset(args.preset)
     for item in args.set:
         k, _, v = item.partition("=")
         p = dataclasses.replace(p, **{k: ast.literal_eval(v)})
+    return p
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m openlpu.synth.modstat", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_chip_arguments(ap)
+    args = ap.parse_args(argv)
+    p = chip_from_arguments(args)
     stats = module_stats(args.family, p)
     out = ROOT / "build" / "synth" / f"modstat-{args.family}-{args.preset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
