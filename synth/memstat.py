@@ -22,7 +22,6 @@ import sys
 import tempfile
 from collections import defaultdict
 
-
 from .modstat import CATEGORIES, _yosys_stat, add_chip_arguments, chip_from_arguments
 
 __all__ = ["mem_slice_stats", "main"]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -132,29 +131,10 @@ def run_sweep(points, *, workers: int | None = None, scheduler: str | None = Non
             progress(f"[sweep] {n}/{len(points)} {row['point']}: "
                      f"{_summary(row)} ({time.monotonic() - t0:.0f} s elapsed)")
 
-    if client is not None or scheduler:
-        from distributed import Client, as_completed
-        own = client is None
-        client = client or Client(scheduler)
-        try:
-            futs = client.map(evaluate, points, [verilog] * len(points), pure=False)
-            index = {f.key: i for i, f in enumerate(futs)}
-            for fut in as_completed(futs):
-                done(index[fut.key], fut.result())
-        finally:
-            if own:
-                client.close()
-    elif (workers or os.cpu_count() or 1) == 1:
-        for i, pt in enumerate(points):
-            done(i, evaluate(pt, verilog))
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed as cf_completed
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers or os.cpu_count(), mp_context=ctx) as pool:
-            futs = {pool.submit(evaluate, pt, verilog): i for i, pt in enumerate(points)}
-            for fut in cf_completed(futs):
-                done(futs[fut], fut.result())
+    from .executors import map_tasks
+    for i, row in map_tasks(evaluate, [(pt, verilog) for pt in points], workers=workers,
+                            scheduler=scheduler, client=client):
+        done(i, row)
     return rows
 
 

@@ -143,36 +143,22 @@ def run_campaign(name: str = "mini", n: int = 1000, seed: int = 0, workers: int 
             progress(f"[fuzz] {report.n}/{n} done, {len(report.mismatches)} mismatching, "
                      f"{report.rate:.2f} programs/s, {report.seconds:.0f} s elapsed")
 
-    if client is not None or scheduler:
-        from distributed import Client, as_completed
-        own = client is None
-        client = client or Client(scheduler)
-        try:
-            report.workers = max(1, sum(client.nthreads().values()))
-            client.run(prepare, name)                   # every worker has the model built
-            futs = client.map(run_batch, [name] * len(batches), batches,
-                              [out_dir] * len(batches), [shrink_failures] * len(batches),
-                              pure=False)
-            for fut in as_completed(futs):
-                done(fut.result())
-        finally:
-            if own:
-                client.close()
+    from functools import partial
+
+    from ..executors import map_tasks, worker_count
+    if client is None and scheduler:
+        from distributed import Client
+        client = own_client = Client(scheduler)
     else:
-        from concurrent.futures import ProcessPoolExecutor, as_completed as cf_completed
-        prepare(name)                                  # build once, before the workers start
-        workers = workers or os.cpu_count() or 1
-        report.workers = workers
-        if workers == 1:
-            for b in batches:
-                done(run_batch(name, b, *args))
-        else:
-            import multiprocessing
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                futs = [pool.submit(run_batch, name, b, *args) for b in batches]
-                for fut in cf_completed(futs):
-                    done(fut.result())
+        own_client = None
+    try:
+        report.workers = worker_count(workers, client)
+        for _, res in map_tasks(run_batch, [(name, b, *args) for b in batches],
+                                workers=workers, client=client, setup=partial(prepare, name)):
+            done(res)
+    finally:
+        if own_client is not None:
+            own_client.close()
     report.seconds = time.monotonic() - t0
     return report
 
