@@ -19,12 +19,6 @@ from .common import (ERROR_BITS, decode_stage, instruction_line, issue_signature
 
 __all__ = ["MxmSlice"]
 
-#: Hold the operand, product, sum and partial-sum registers of a superlane in the cycles no ABC
-#: is in their stage (the results are the same: an ABC's sums only meet registers its own
-#: stages wrote). ``False`` builds the free-running datapath, for the simulation-speed A/B of
-#: ``benchmarks/mxm_idle.py``.
-IDLE_HOLD = True
-
 # Which queue of the slice executes which instruction (checked against the ISA table below).
 _QUEUE_OF = {"LW": "weights", "LWT": "weights", "LWW": "weights", "IW": "weights",
              "ABC": "compute", "ACC": "result"}
@@ -296,14 +290,9 @@ class MxmSlice(wiring.Component):
             act = select(c, abc.stream, abc.dir, f"act_{c}")
             unwritten.append(is_abc & (abc.stream < p.streams) & ~act.valid)
             act_data = act.data
-
-            def busy(k):
-                """An ABC is in stage ``k`` of the compute line (always, without the hold)."""
-                return decode(c_line[k], "ABC")[0] if IDLE_HOLD else C(1, 1)
             if A:
                 act_data = Signal.like(act.data, name=f"act_r_{c}", reset_less=True)
-                with m.If(busy(c)):
-                    m.d.sync += act_data.eq(act.data)
+                m.d.sync += act_data.eq(act.data)
             local = []
             for n in range(VL):
                 if p.mxm_booth:
@@ -313,24 +302,20 @@ class MxmSlice(wiring.Component):
                              for k in range(L)]
                 if P >= 1:
                     regs = [Signal(signed(16), name=f"prod_{c}_{n}_{k}", reset_less=True) for k in range(L)]
-                    with m.If(busy(c + A)):
-                        m.d.sync += [r.eq(x) for r, x in zip(regs, prods)]
+                    m.d.sync += [r.eq(x) for r, x in zip(regs, prods)]
                     prods = regs
                 total = _tree_sum(prods)
                 for i in range(1, P):
                     reg = Signal(signed(ceil_log2(L * 128 * 128 + 1) + 1), name=f"lsum_{c}_{n}_d{i}",
                                  reset_less=True)
-                    with m.If(busy(c + A + i)):
-                        m.d.sync += reg.eq(total)
+                    m.d.sync += reg.eq(total)
                     total = reg
                 local.append(total)
 
             # systolic reduction north: add to the sums registered by superlane c-1
             psum = [Signal(psum_shape, name=f"psum_{c}_{n}", reset_less=True) for n in range(VL)]
-            with m.If(busy(c + A + P)):
-                for n in range(VL):
-                    m.d.sync += psum[n].eq(local[n] if psum_prev is None
-                                           else psum_prev[n] + local[n])
+            for n in range(VL):
+                m.d.sync += psum[n].eq(local[n] if psum_prev is None else psum_prev[n] + local[n])
             psum_prev = psum
         y = psum_prev                          # valid in cycle t + S + P + A for an ABC issued at t
 
