@@ -186,3 +186,21 @@ def test_iw_right_after_lww_is_no_hazard(params):
     put_plane(m, p, W)
     m.start()                                        # no ScheduleHazard
     np.testing.assert_array_equal(m.weights, W)
+
+
+def test_wide_load_limits():
+    """``isa.wide_load_max_rows`` is min(streams, VL), ``wide_load_feed_rows`` also at most one
+    row per MEM slice; a VL 64 chip with 16 streams and 8 MEM slices per hemisphere installs a
+    64 x 64 plane in 4 cycles, and the static check takes exactly count <= max rows."""
+    from openlpu.params import LpuParams, preset
+    big = LpuParams(name="vl64", lanes=16, superlanes=4, streams=16, mem_slices=8,
+                    mem_words=64, mxm_acc_words=64)
+    got = {n: (isa.wide_load_max_rows(p), isa.wide_load_feed_rows(p))
+           for n, p in (("tiny", preset("tiny")), ("default", preset("default")),
+                        ("ice40", preset("ice40")), ("vl64", big))}
+    assert got == {"tiny": (8, 4), "default": (8, 4), "ice40": (2, 2), "vl64": (16, 16)}
+    assert -(-big.vl // isa.wide_load_feed_rows(big)) == 4
+    lww = isa.BY_MNEMONIC["LWW"]
+    isa.check_instruction(big, "weights", lww, dict(row=48, stream=0, dir=1, count=16))
+    with pytest.raises(isa.IsaError, match=r"count=17 out of range .*1\.\.16"):
+        isa.check_instruction(big, "weights", lww, dict(row=0, stream=0, dir=1, count=17))
