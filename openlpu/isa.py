@@ -209,6 +209,15 @@ INSTRUCTIONS: tuple[InstrDef, ...] = (
              "least `superlanes` cycles after the LWT (and an LWT at least `superlanes` cycles "
              "after an IW or an LW touching the same bytes) for the load to be defined.",
              d_skew=0, _d_func=0),
+    InstrDef("LWW", 21, ("weights",), (Field("row", 9), _STREAM, _DIR,
+                                       Field("count", 6, "uint", min_value=1)),
+             "Wide weight load: load the vectors on streams `stream` .. `stream`+`count`-1 "
+             "(flowing `dir`) into rows `row` .. `row`+`count`-1 of the shadow weight buffer in "
+             "one cycle, row `row`+i from stream `stream`+i, each row as an LW of it would "
+             "(same timing, same order against LWT and IW). `count` is 1 .. "
+             "`isa.wide_load_max_rows` (the chip's streams, at most VL); `row`+`count` <= VL "
+             "and `stream`+`count` <= streams, otherwise ADDR_RANGE and nothing is written.",
+             d_skew=0, _d_func=0),
     InstrDef("IW", 17, ("weights",), (),
              "Install the shadow weight buffer into the array (ABCs issued later use it).",
              d_skew=None, _d_func=0),
@@ -314,7 +323,7 @@ INSTRUCTIONS = INSTRUCTIONS + SXM_INSTRUCTIONS
 
 # field that REPEAT's stride advances, per instruction (None: no address field)
 REPEAT_FIELD = {"READ": "addr", "WRITE": "addr", "GATHER": "addr", "SCATTER": "addr",
-                "LW": "row", "LWT": "col", "ABC": "acc", "ACC": "acc"}
+                "LW": "row", "LWT": "col", "LWW": "row", "ABC": "acc", "ACC": "acc"}
 CONTROL_MNEMONICS = ("NOP", "HALT", "REPEAT", "SYNC", "NOTIFY", "CONFIG")
 # slice kinds whose queues obey CONFIG (superlane enable mask); the others treat it as a no-op
 CONFIG_SLICE_KINDS = ("mem",)
@@ -544,6 +553,7 @@ IMEM_QUEUE_SHIFT = 16
 # =============================================================================================
 
 __all__ += ["FIELD_MEANINGS", "field_meaning", "field_limit", "VxmOperands", "VXM_OPERANDS",
+            "wide_load_max_rows", "wide_load_feed_rows",
             "ISSUE_SPACING", "check_instruction", "check_queue"]
 
 #: Meaning of a field -> what it is and its legal range (``docs/isa.md``, *Field meanings*).
@@ -560,6 +570,8 @@ FIELD_MEANINGS = {
     "weight_row": "MXM shadow weight row: 0 .. VL - 1",
     "weight_col": "MXM shadow weight column: 0 .. VL - 1",
     "acc_row": "MXM accumulator row: 0 .. mxm_acc_words - 1",
+    "wide_load_rows": "LWW's rows per cycle: 1 .. min(streams, VL) (`isa.wide_load_max_rows`), "
+                      "with row + count <= VL and stream + count <= streams",
     "vxm_a_stream": "first byte stream of operand a (dtype width) and of the result (its own "
                     "width): a_stream + width <= streams; any first stream, no alignment",
     "vxm_b_stream": "b_mode 0/1: first byte stream of operand b (dtype width, 1 for VSEL), "
@@ -585,7 +597,7 @@ _FIELD_MEANING_BY_NAME = {
     "b_stream": "vxm_b_stream", "b_dir": "dir", "b_mode": "vxm_b_mode", "dtype": "vxm_dtype",
     "imm": "vxm_imm", "amount": "lane_shift",
 }
-_FIELD_MEANING_BY_INSTR: dict = {}
+_FIELD_MEANING_BY_INSTR: dict = {("LWW", "count"): "wide_load_rows"}
 
 
 def field_meaning(idef: InstrDef, name: str) -> str | None:
@@ -603,7 +615,23 @@ _LIMITS = {   # meaning -> (the chip's bound, what the error says; {n}: the boun
     "weight_col": (lambda p: p.vl, "a weight column is 0..{m} (VL = {n})"),
     "acc_row": (lambda p: p.mxm_acc_words, "an accumulator row is 0..{m} "
                                            "(mxm_acc_words = {n})"),
+    "wide_load_rows": (lambda p: wide_load_max_rows(p) + 1,
+                       "LWW loads 1..{m} rows per cycle (min(streams, VL) = {m})"),
 }
+
+
+def wide_load_max_rows(params) -> int:
+    """Most weight rows one ``LWW`` installs in a cycle on the chip ``params``: one per byte
+    stream of a direction, and no more than the VL rows of the weight buffer."""
+    return min(params.streams, params.vl)
+
+
+def wide_load_feed_rows(params) -> int:
+    """Weight rows per cycle that MEM can feed an ``LWW`` of the west MXM, one ``READ`` per MEM
+    slice and cycle (every MEM slice of both hemispheres reads westward onto its own stream):
+    ``min(wide_load_max_rows, 2 * mem_slices)``. A ``VL x VL`` plane then installs in
+    ``ceil(VL / wide_load_feed_rows)`` cycles (``docs/architecture.md``, *Wide weight load*)."""
+    return min(wide_load_max_rows(params), 2 * params.mem_slices)
 
 
 def field_limit(params, meaning: str) -> tuple[int, str] | None:
@@ -670,8 +698,9 @@ def check_instruction(params, role: str, idef: InstrDef, fields: dict, prev=None
     Raises :class:`IsaError` naming the instruction, the field, its value and the allowed range
     when the chip would raise ``BAD_INSTRUCTION`` or ``ADDR_RANGE`` for it: an instruction the
     queue or the chip does not take, a field outside its bits, a MEM address, stream, stream
-    group, weight row or column or accumulator row past the chip's, a VXM operand or result
-    whose byte streams run past the last stream, a VXM lane type that is not one (or not int32
+    group, weight row or column or accumulator row past the chip's, an ``LWW`` count above
+    :func:`wide_load_max_rows` or whose rows or streams run past the last, a VXM operand or
+    result whose byte streams run past the last stream, a VXM lane type that is not one (or not int32
     where only int32 is taken), a VCMP code or VCAST target that does not exist. ``prev`` is
     ``(idef, fields)`` of the last non-control instruction before a ``REPEAT`` in its queue
     (``None``: there is none, which is an error for a REPEAT); every copy's address field
@@ -698,11 +727,26 @@ def check_instruction(params, role: str, idef: InstrDef, fields: dict, prev=None
         entry = _LIMITS.get(field_meaning(idef, f.name))
         if entry is not None and v >= entry[0](p):
             raise _range_error(p, idef, f.name, v, field_limit(p, field_meaning(idef, f.name))[1])
+    if mn == "LWW":
+        _check_lww(p, idef, fields)
     ops = VXM_OPERANDS.get(mn) if mn in _VXM_MNEMONICS else None
     if ops is not None:
         _check_vxm(p, idef, fields, ops)
     if mn == "REPEAT" and repeat_context:
         _check_repeat(p, fields, prev)
+
+
+def _check_lww(p, idef, f):
+    """LWW's rows ``row .. row + count - 1`` and streams ``stream .. stream + count - 1``."""
+    n = f["count"]
+    if f["row"] + n > p.vl:
+        raise _range_error(p, idef, "row", f["row"],
+                           f"{n} rows {f['row']}..{f['row'] + n - 1} run past the last weight "
+                           f"row {p.vl - 1} (VL = {p.vl}): row must be 0..{p.vl - n}")
+    if f["stream"] + n > p.streams:
+        raise _range_error(p, idef, "stream", f["stream"],
+                           f"{n} streams {f['stream']}..{f['stream'] + n - 1} run past the last "
+                           f"stream {p.streams - 1}: stream must be 0..{p.streams - n}")
 
 
 def _check_vxm(p, idef, f, ops):
@@ -750,6 +794,10 @@ def _check_repeat(p, f, prev):
     fld = next(x for x in pidef.fields if x.name == name)
     lim = field_limit(p, field_meaning(pidef, name))
     limit = min(lim[0], fld.max + 1) if lim else fld.max + 1
+    if pidef.mnemonic == "LWW":             # every copy's rows row .. row + count - 1
+        limit = min(limit, p.vl - pf["count"] + 1)
+        lim = (limit, f"LWW's {pf['count']} rows must end by row {p.vl - 1}: row is "
+                      f"0..{limit - 1} (VL = {p.vl})")
     base, stride = pf[name], f["stride"]
     for k in range(1, f["count"] + 1):
         v = (base + k * stride) & fld.mask

@@ -5,7 +5,7 @@ instructions it executes (``LW``, ``LWT``, ``IW`` on the ``weights`` queue, ``AB
 ``ACC`` on ``result``).
 """
 
-from amaranth.hdl import C, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -20,8 +20,8 @@ from .common import (ERROR_BITS, decode_stage, instruction_line, issue_signature
 __all__ = ["MxmSlice"]
 
 # Which queue of the slice executes which instruction (checked against the ISA table below).
-_QUEUE_OF = {"LW": "weights", "LWT": "weights", "IW": "weights", "ABC": "compute",
-             "ACC": "result"}
+_QUEUE_OF = {"LW": "weights", "LWT": "weights", "LWW": "weights", "IW": "weights",
+             "ABC": "compute", "ACC": "result"}
 
 
 def _booth_product(a, w):
@@ -84,6 +84,11 @@ class MxmSlice(wiring.Component):
       holds when an ``IW`` issues at least ``S`` cycles after an ``LWT``, an ``LWT`` at least
       ``S`` cycles after an ``IW``, and an ``LW`` and an ``LWT`` writing the same byte are at
       least ``S`` cycles apart (the reference model raises ``ScheduleHazard`` for the first two).
+    * ``LWW row, stream, dir, count`` (wide load, ``K = isa.wide_load_max_rows``): superlane
+      ``c`` samples streams ``stream .. stream + count - 1`` at ``t + c`` (``K`` stream selects
+      per superlane, the first shared with ``LW``) and writes stream ``stream + i`` into shadow
+      row ``row + i`` at the end of that cycle, exactly as ``count`` ``LW`` instructions of one
+      cycle would (so the ``LW``/``LWT`` ordering rule below applies row by row).
     * ``IW``: superlane ``c`` copies shadow into active at the end of ``t + c``; an ``ABC`` in
       the same superlane and cycle still multiplies with the old weights.
     * ``ABC acc, stream, dir, accumulate``: superlane ``c`` samples its activations and forms its
@@ -108,11 +113,12 @@ class MxmSlice(wiring.Component):
 
     Errors (``openlpu.isa.ErrorFlag``, pulsed on ``error``), as in the reference model:
     ``ADDR_RANGE`` in the issue cycle ``t`` when ``LW row >= VL``, ``LWT col >= VL``,
+    ``LWW row + count > VL`` or ``stream + count > streams`` (it then samples and writes nothing),
     ``ABC``/``ACC`` ``acc >= mxm_acc_words``, ``LW``/``LWT``/``ABC`` ``stream >= streams`` or
     ``ACC`` ``group >= streams / 4``. A bad row, column or accumulator row writes nothing, a bad
     ``ACC`` drives nothing, an ``LW``/``LWT``/``ABC`` with a bad stream executes on a zero vector.
-    ``STREAM_UNWRITTEN`` at ``t + c`` when an ``LW``, ``LWT`` or ``ABC`` in superlane ``c``
-    samples an existing slot with ``valid = 0``.
+    ``STREAM_UNWRITTEN`` at ``t + c`` when an ``LW``, ``LWT``, ``ABC`` or in-range ``LWW`` in
+    superlane ``c`` samples an existing slot with ``valid = 0``.
 
     Parameters
     ----------
@@ -203,11 +209,18 @@ class MxmSlice(wiring.Component):
                             m.d.comb += slot.eq(column[c][s])
             return slot
 
-        # LW and LWT share the stream operand fields (same bit positions): one slot select
-        for fld in ("stream", "dir"):
-            if isa.layout("LW")[fld] != isa.layout("LWT")[fld]:
-                raise RuntimeError(f"ISA table: LW and LWT must place field {fld!r} at the same "
-                                   f"bit position (the MXM shares their stream select)")
+        # LW, LWT and LWW share the stream operand fields (same bit positions): one slot
+        # select, LWW's first stream; LW and LWW share the row field
+        for other, flds in (("LWT", ("stream", "dir")), ("LWW", ("row", "stream", "dir"))):
+            for fld in flds:
+                if isa.layout("LW")[fld] != isa.layout(other)[fld]:
+                    raise RuntimeError(f"ISA table: LW and {other} must place field {fld!r} at "
+                                       f"the same bit position (the MXM shares their decode)")
+        K = isa.wide_load_max_rows(p)           # LWW: rows (streams) per cycle
+
+        def lww_ok(lww):
+            """LWW's rows and streams are on the chip (else ADDR_RANGE, nothing written)."""
+            return (lww.row + lww.count <= VL) & (lww.stream + lww.count <= p.streams)
 
         psum_shape = signed(ceil_log2(VL * 128 * 128 + 1) + 1)   # exact: no wrap before int32
         unwritten = []
@@ -221,18 +234,39 @@ class MxmSlice(wiring.Component):
         for c in range(S):
             is_lw, lw = decode(w_line[c], "LW")
             is_lwt, _ = decode(w_line[c], "LWT")
-            w_slot = select(c, lw.stream, lw.dir, f"w_slot_{c}")      # LW's or LWT's operand
+            is_lww, lww = decode(w_line[c], "LWW")
+            w_slot = select(c, lw.stream, lw.dir, f"w_slot_{c}")      # LW's, LWT's, LWW's first
             unwritten.append((is_lw | is_lwt) & (lw.stream < p.streams) & ~w_slot.valid)
+            # LWW: streams stream + j (j < count) of the same direction, rows row + j
+            wide = [w_slot] + [select(c, lww.stream + j, lww.dir, f"lww_slot_{c}_{j}")
+                               for j in range(1, K)]
+            lww_live = Signal(name=f"lww_live_{c}")
+            m.d.comb += lww_live.eq(is_lww & lww_ok(lww))
+            unwritten.append(lww_live & Cat(*[(lww.count > j) & ~wide[j].valid
+                                              for j in range(K)]).any())
             w_data = w_slot.data
+            wide_data = [x.data.as_value() for x in wide]
             if A:
                 w_data = Signal.like(w_slot.data, name=f"w_data_r_{c}", reset_less=True)
                 m.d.sync += w_data.eq(w_slot.data)
+                regs = [Signal(8 * L, name=f"lww_data_r_{c}_{j}", reset_less=True)
+                        for j in range(1, K)]
+                m.d.sync += [r.eq(x) for r, x in zip(regs, wide_data[1:])]
+                wide_data = [w_data.as_value()] + regs
                 is_lw, lw = decode(w_line[c + A], "LW")
+                is_lww, lww = decode(w_line[c + A], "LWW")
+                lww_live = Signal(name=f"lww_live_{c}_a")
+                m.d.comb += lww_live.eq(is_lww & lww_ok(lww))
             is_iw, _ = decode(w_line[c + A], "IW")
             w_slots.append(w_data)
             for n in range(VL):
                 with m.If(is_lw & (lw.row == n)):
                     m.d.sync += shadow[c][n].eq(w_data)
+                # row n of an LWW covering it takes stream stream + (n - row)
+                with m.If(lww_live & (lww.row <= n) & (n < lww.row + lww.count)):
+                    srcs = wide_data[:min(n, K - 1) + 1]
+                    idx = (n - lww.row)[:max(1, (len(srcs) - 1).bit_length())]
+                    m.d.sync += shadow[c][n].eq(srcs[0] if len(srcs) == 1 else Array(srcs)[idx])
                 with m.If(is_iw):
                     m.d.sync += active[c][n].eq(shadow[c][n])
         # LWT, after every LW assignment (it wins on a byte both write in one cycle): superlane
@@ -329,10 +363,12 @@ class MxmSlice(wiring.Component):
         # -- errors -------------------------------------------------------------------------------
         is_lw0, lw0 = decode(w_line[0], "LW")
         is_lwt0, lwt0 = decode(w_line[0], "LWT")
+        is_lww0, lww0 = decode(w_line[0], "LWW")
         is_abc0, abc0 = decode(c_line[0], "ABC")
         is_acc0, acc0 = decode(r_line[0], "ACC")
         addr_range = ((is_lw0 & ((lw0.row >= VL) | (lw0.stream >= p.streams)))
                       | (is_lwt0 & ((lwt0.col >= VL) | (lwt0.stream >= p.streams)))
+                      | (is_lww0 & ~lww_ok(lww0))
                       | (is_abc0 & ((abc0.acc >= depth) | (abc0.stream >= p.streams)))
                       | (is_acc0 & ((acc0.acc >= depth) | (acc0.group >= p.stream_groups))))
         m.d.comb += self.error.eq(

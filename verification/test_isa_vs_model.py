@@ -1,8 +1,8 @@
 """Whole-chip RTL (Verilator) against the reference model, instruction by instruction.
 
 Every VXM and SXM instruction (and the VXM constant register, chaining and collision checker), and
-the MXM's transposed weight load ``LWT`` mixed with ``LW``, runs in a small directed program on the
-presets with every slice kind, ``mini`` (2 superlanes, VL 8) and ``mini4`` (4 superlanes, VL 16);
+the MXM's transposed weight load ``LWT`` mixed with ``LW``, and the wide weight load ``LWW`` (with
+its error flags), runs in a small directed program on the presets with every slice kind, ``mini`` (2 superlanes, VL 8) and ``mini4`` (4 superlanes, VL 16);
 the whole module runs once per preset, with one Verilator model each. The same host
 writes go to the Verilator-compiled chip and to the reference model; afterwards CYCLES, ERRORS and
 every byte of every MEM slice must be identical, and the written results are also checked
@@ -579,6 +579,164 @@ def test_mxm_lw_lwt(P, rtl):
         for b, sname in enumerate(planes):
             got |= _vec(P, model, sname, P.mem_words + r) << (8 * b)
         np.testing.assert_array_equal(vxm_ops.wrap(got, 2), value, err_msg=f"accumulator row {r}")
+
+
+def _timeline_text(events):
+    """Assembly text of ``{queue: {cycle: instruction}}``: NOPs between, HALT at the end."""
+    text = ""
+    for q, by_t in events.items():
+        text += f".queue {q}\n"
+        t = 0
+        for tc in sorted(by_t):
+            text += f"{_nop(tc - t)}    {by_t[tc]}\n"
+            t = tc + 1
+        text += "    HALT\n"
+    return text
+
+
+def _put(events, q, t, instr):
+    assert t >= 0 and t not in events.setdefault(q, {}), f"{q} busy at cycle {t}"
+    events[q][t] = instr
+
+
+def test_mxm_lww(P, rtl):
+    """A whole plane by wide loads, one row per MEM slice and cycle (``isa.wide_load_feed_rows``
+    rows per LWW, REPEAT advancing the row), IW the next cycle, ABCs; then a narrower LWW over
+    some rows, an LWT of the last column one cycle after it (the bytes both write go to the
+    later RTL edge: LWT on mini, LWW on mini4), a count-1 LWW of the last row from the last
+    stream, IW, ABCs (one accumulating onto a first-plane result). ACC rows written by four MEM
+    slices. RTL and model agree, and the results equal numpy W @ x."""
+    rng = np.random.default_rng(43)
+    vl, S, L = P.vl, P.superlanes, P.lanes
+    F = isa.wide_load_feed_rows(P)
+    feeds = [s.name for s in P.mem_slice_list][:F]            # slice j -> stream j
+    d_abc = isa.BY_MNEMONIC["ABC"].d_func(P)
+    d_acc = isa.BY_MNEMONIC["ACC"].d_func(P)
+    mxm = _pos(P, "mxm_w")
+    lat = {s.name: 1 + s.position - mxm for s in P.mem_slice_list}   # READ at t -> MXM at t + lat
+    W1 = rng.integers(-128, 128, (vl, vl))
+    W1[0] = -128
+    W1[1] = 127
+    W1[2, ::2] = 0
+    W1[3] = 1
+    xs = rng.integers(-128, 128, (4, vl))
+    xs[1] = -128
+    xs[2, :4] = [-128, 127, 0, 1]
+    ev, contents = {}, {}
+
+    def wide_load(t, row, stream, count, slices, words, rows):
+        """LWW at t of ``rows`` from ``slices[i]`` word ``words[i]`` on stream ``stream + i``."""
+        for i, (sname, w) in enumerate(zip(slices, words)):
+            _put(ev, f"{sname}.read", t - lat[sname], f"READ {w}, s{stream + i}, W")
+            contents[(sname, w)] = rows[i]
+        _put(ev, "mxm_w.weights", t, f"LWW {row}, s{stream}, W, {count}")
+
+    t0 = max(lat.values())
+    n_lww = vl // F
+    for k in range(n_lww):                                   # the plane: F rows per cycle
+        wide_load(t0 + k, F * k, 0, F, feeds, [k] * F, W1[F * k:F * (k + 1)])
+    t_iw1 = t0 + n_lww
+    _put(ev, "mxm_w.weights", t_iw1, "IW")
+    assert t_iw1 - t0 <= -(-vl // F)
+    # the second plane: W1 with rows 1..3 by a narrower LWW (streams 5..7), column vl-1 by LWT
+    # one cycle later, row vl-1 by a count-1 LWW from the last stream
+    t2 = t_iw1 + S
+    R = rng.integers(-128, 128, (3, vl))
+    R[0] = -128
+    wide_load(t2, 1, P.streams - 3, 3, feeds[::-1][:3], [20, 21, 22], R)
+    v = rng.integers(-128, 128, vl)
+    v[:2] = [127, -128]
+    _put(ev, f"{feeds[1]}.read", t2 + 1 - lat[feeds[1]], "READ 30, s0, W")
+    contents[(feeds[1], 30)] = v
+    _put(ev, "mxm_w.weights", t2 + 1, f"LWT {vl - 1}, s0, W")
+    last = rng.integers(-128, 128, vl)
+    wide_load(t2 + 2, vl - 1, P.streams - 1, 1, [feeds[-1]], [31], last[None])
+    W2 = W1.copy()
+    W2[1:4] = R
+    W2[:, vl - 1] = v
+    W2[vl - 1] = last
+    # the bytes an LW-like row write and the LWT both hit: the later RTL edge wins (LWT: tie)
+    for t_lw, n, vec in [(t2, 1, R[0]), (t2, 2, R[1]), (t2, 3, R[2]), (t2 + 2, vl - 1, last)]:
+        lwt_wins = t2 + 1 + n // L >= t_lw + (vl - 1) // L
+        W2[n, vl - 1] = v[n] if lwt_wins else vec[vl - 1]
+    t_iw2 = t2 + 2 + S
+    _put(ev, "mxm_w.weights", t_iw2, "IW")
+    t_abc = [t_iw1 + 1, t_iw1 + 2, t_iw2 + 1, t_iw2 + 2]
+    abcs = [(0, 0), (1, 0), (2, 0), (0, 1)]
+    for i, (ta, (row, acc)) in enumerate(zip(t_abc, abcs)):
+        _put(ev, "mem_w0.read", ta - lat["mem_w0"], f"READ {40 + i}, s4, W")
+        contents[("mem_w0", 40 + i)] = xs[i]
+        _put(ev, "mxm_w.compute", ta, f"ABC {row}, s4, W, {acc}")
+    t_acc = t_abc[-1] + d_abc
+    text = _timeline_text(ev)
+    text += f".queue mxm_w.result\n{_nop(t_acc)}    ACC 0, g0, E\n    REPEAT 2, 1, 1\n    HALT\n"
+    planes = ("mem_w1", "mem_w0", "mem_e0", "mem_e1")
+    for b, sname in enumerate(planes):
+        t_w = t_acc + d_acc + _pos(P, sname) - mxm
+        text += (f".queue {sname}.write\n{_nop(t_w)}    WRITE {P.mem_words}, s{b}, E\n"
+                 f"    REPEAT 2, 1, 1\n    HALT\n")
+    model, _ = run_both(P, rtl, text, contents)
+    np.testing.assert_array_equal(model.weights, W2)
+    want = [W1 @ xs[0] + W2 @ xs[3], W1 @ xs[1], W2 @ xs[2]]
+    for r, value in enumerate(want):
+        got = np.zeros(vl, dtype=np.int64)
+        for b, sname in enumerate(planes):
+            got |= _vec(P, model, sname, P.mem_words + r) << (8 * b)
+        np.testing.assert_array_equal(vxm_ops.wrap(got, 2), value, err_msg=f"accumulator row {r}")
+
+
+@pytest.mark.parametrize("case", ["rows_past_vl", "streams_past_last", "unwritten_stream"])
+def test_mxm_lww_errors(P, rtl, case):
+    """LWW range errors (ADDR_RANGE in the issue cycle, nothing written: the plane loaded before
+    stays) and a stream of it never written (STREAM_UNWRITTEN at t + c): RTL and model agree on
+    ERRORS, ERROR_CYCLE and the results; the ABC after it sees numpy's W @ x."""
+    rng = np.random.default_rng(44)
+    vl, S, L = P.vl, P.superlanes, P.lanes
+    F = isa.wide_load_feed_rows(P)
+    feeds = [s.name for s in P.mem_slice_list][:F]
+    d_abc = isa.BY_MNEMONIC["ABC"].d_func(P)
+    mxm = _pos(P, "mxm_w")
+    lat = {s.name: 1 + s.position - mxm for s in P.mem_slice_list}
+    W = rng.integers(-128, 128, (vl, vl))
+    x = rng.integers(-128, 128, vl)
+    ev, contents = {}, {}
+    t0 = max(lat.values())
+    for k in range(vl // F):
+        for j, sname in enumerate(feeds):
+            _put(ev, f"{sname}.read", t0 + k - lat[sname], f"READ {k}, s{j}, W")
+            contents[(sname, k)] = W[F * k + j]
+        _put(ev, "mxm_w.weights", t0 + k, f"LWW {F * k}, s0, W, {F}")
+    t = t0 + vl // F
+    if case == "rows_past_vl":
+        _put(ev, "mxm_w.weights", t, f"LWW {vl - 1}, s0, W, 2")
+        flags, cycle = isa.ErrorFlag.ADDR_RANGE, t
+    elif case == "streams_past_last":
+        _put(ev, "mxm_w.weights", t, f"LWW 0, s{P.streams - 1}, W, 2")
+        flags, cycle = isa.ErrorFlag.ADDR_RANGE, t
+    else:                          # streams 2, 3 fed, stream 4 not: rows 1..3, row 3 all zero
+        for j, sname in enumerate(feeds[:2]):
+            _put(ev, f"{sname}.read", t - lat[sname], f"READ 10, s{2 + j}, W")
+            contents[(sname, 10)] = np.full(vl, 127 - j)
+        _put(ev, "mxm_w.weights", t, "LWW 1, s2, W, 3")
+        W[1], W[2], W[3] = 127, 126, 0
+        flags, cycle = isa.ErrorFlag.STREAM_UNWRITTEN, t
+    _put(ev, "mxm_w.weights", t + 1, "IW")
+    _put(ev, "mem_w0.read", t + 2 - lat["mem_w0"], "READ 20, s5, W")
+    contents[("mem_w0", 20)] = x
+    _put(ev, "mxm_w.compute", t + 2, "ABC 0, s5, W, 0")
+    t_acc = t + 2 + d_abc
+    text = _timeline_text(ev) + f".queue mxm_w.result\n{_nop(t_acc)}    ACC 0, g0, E\n    HALT\n"
+    planes = ("mem_w1", "mem_w0", "mem_e0", "mem_e1")
+    for b, sname in enumerate(planes):
+        t_w = t_acc + isa.BY_MNEMONIC["ACC"].d_func(P) + _pos(P, sname) - mxm
+        text += f".queue {sname}.write\n{_nop(t_w)}    WRITE {P.mem_words}, s{b}, E\n    HALT\n"
+    model, regs = run_both(P, rtl, text, contents, errors=None)
+    assert regs[1] == flags and regs[2] == cycle, (isa.ErrorFlag(regs[1]), regs[2])
+    got = np.zeros(vl, dtype=np.int64)
+    for b, sname in enumerate(planes):
+        got |= _vec(P, model, sname, P.mem_words) << (8 * b)
+    np.testing.assert_array_equal(vxm_ops.wrap(got, 2), W @ x)
+    assert S >= 1 and L >= 1
 
 
 def test_coverage_table_names_two_presets_per_instruction():

@@ -74,6 +74,12 @@ class Program:
         self.put(t, direction, stream, vec)
         self.issue(t, "LWT", col=col, stream=stream, dir=int(direction))
 
+    def lww(self, t, row, vecs, stream=0, direction=WEST):
+        """LWW: ``vecs[i]`` on stream ``stream + i`` becomes weight row ``row + i``."""
+        for i, vec in enumerate(vecs):
+            self.put(t, direction, stream + i, vec)
+        self.issue(t, "LWW", row=row, stream=stream, dir=int(direction), count=len(vecs))
+
     def abc(self, t, acc, x, accumulate=0, stream=1, direction=WEST):
         self.put(t, direction, stream, x)
         self.issue(t, "ABC", acc=acc, stream=stream, dir=int(direction), accumulate=accumulate)
@@ -136,6 +142,13 @@ class Program:
                 check_stream(t, f)
                 if f["row" if mnemonic == "LW" else "col"] >= vl:
                     flag(t, isa.ErrorFlag.ADDR_RANGE)
+            if ins["weights"] and ins["weights"][0] == "LWW":
+                f = ins["weights"][1]
+                if f["row"] + f["count"] > vl or f["stream"] + f["count"] > p.streams:
+                    flag(t, isa.ErrorFlag.ADDR_RANGE)            # samples, writes nothing
+                else:
+                    for j in range(f["count"]):
+                        check_stream(t, dict(f, stream=f["stream"] + j))
             # superlane c executes what was issued at t - c; register updates happen at the
             # edge ending cycle t: ABC (and IW) see the weights before that edge
             lw_writes, lwt_writes, iw_copies = [], [], []
@@ -153,6 +166,11 @@ class Program:
                     mnemonic, f = wt
                     if mnemonic == "LW" and f["row"] < vl:
                         lw_writes.append((f["row"], ks, self._chunk(t - c, c, f)))
+                    elif (mnemonic == "LWW" and f["row"] + f["count"] <= vl
+                          and f["stream"] + f["count"] <= p.streams):
+                        for j in range(f["count"]):      # row + j from stream + j, as LWs
+                            lw_writes.append((f["row"] + j, ks, self._chunk(
+                                t - c, c, dict(f, stream=f["stream"] + j))))
                     elif mnemonic == "LWT" and f["col"] < vl:
                         lwt_writes.append((ks, f["col"], self._chunk(t - c, c, f)))
                     elif mnemonic == "IW":
@@ -696,6 +714,157 @@ def test_lwt_errors(params):
     assert exp_errors[t + S - 1] & isa.ErrorFlag.STREAM_UNWRITTEN
     _, acc_reads = run_and_check(p, prog)
     _check_acc(acc_reads, checks)
+
+
+# -- LWW: wide weight loads ----------------------------------------------------------------------
+
+@pytest.mark.timeout(120)
+def test_lww_full_plane(params):
+    """The whole VL x VL plane by LWWs of the chip's widest count (``isa.wide_load_max_rows``)
+    on consecutive cycles, from both directions and shifted first streams, the last rows by a
+    narrower LWW and a count-1 LWW from the last stream; IW right after; ABCs with edge and
+    random activations: y = W @ x (numpy)."""
+    p = params
+    S, vl, K = p.superlanes, p.vl, isa.wide_load_max_rows(p)
+    d = isa.BY_MNEMONIC["ABC"].d_func(p)
+    rng = np.random.default_rng(21)
+    W = int8_operands(rng, (vl, vl))                 # W[n][k]: row n = output lane n
+    W[0] = -128                                      # edge rows: extreme products
+    W[1] = 127
+    W[2, ::2] = 0
+    W[vl - 1] = 1
+    prog = Program(p)
+    t, row = 0, 0
+    while vl - row > K:                              # full-width LWWs
+        prog.lww(t, row, W[row:row + K], stream=0, direction=(WEST, EAST)[t % 2])
+        t, row = t + 1, row + K
+    n = vl - row - 1                                 # a narrower one, then one row
+    if n:
+        prog.lww(t, row, W[row:row + n], stream=p.streams - n - 1, direction=WEST)
+        t += 1
+    prog.lww(t, vl - 1, W[vl - 1:], stream=p.streams - 1, direction=EAST)
+    assert t + 1 <= -(-vl // K) + 1                  # ceil(VL / K) cycles, plus the split row
+    prog.issue(t + 1, "IW")
+    xs = [int8_operands(rng, vl) for _ in range(2)] + [int8_operands(rng, vl, k) for k in EDGE_KINDS]
+    for i, x in enumerate(xs):
+        prog.abc(t + 2 + i, i, x, stream=1 + i % 3, direction=(WEST, EAST)[i % 2])
+    checks = _read_rows(prog, t + 2 + len(xs) + d, [W @ x for x in xs])
+    _, exp_errors, _ = prog.expected(prog.last_cycle + 1)
+    assert not any(exp_errors)
+    _, acc_reads = run_and_check(p, prog)
+    _check_acc(acc_reads, checks)
+    assert S >= 1
+
+
+@pytest.mark.timeout(120)
+def test_lww_with_lw_lwt_iw(params):
+    """LWW rows over LW rows (the later load wins), an LWW S cycles after an LWT on the same
+    bytes, an LWW and an LWT fewer than S cycles apart (the byte both write goes to the later
+    RTL edge, LWT on a tie, as for LW), an LWW in the cycle after an IW (not installed), and
+    ABCs on both installed planes. Expected from closed formulas in numpy."""
+    p = params
+    S, L, vl, K = p.superlanes, p.lanes, p.vl, isa.wide_load_max_rows(p)
+    d = isa.BY_MNEMONIC["ABC"].d_func(p)
+    rng = np.random.default_rng(22)
+    prog = Program(p)
+    W0 = int8_operands(rng, (vl, vl))
+    for n in range(vl):
+        prog.lw(n, n, W0[n], stream=0)
+    prog.issue(vl, "IW")
+    shadow = W0.copy()
+    t = vl + 1
+    k = min(K, 3)
+    R = int8_operands(rng, (k, vl))
+    prog.lww(t, 1, R, stream=1, direction=EAST)                    # over rows 1..k
+    shadow[1:1 + k] = R
+    t += S
+    col, v = vl - 1, int8_operands(rng, vl)
+    prog.lwt(t, col, v, stream=2)
+    shadow[:, col] = v
+    t += S
+    R2 = int8_operands(rng, (k, vl))
+    prog.lww(t, vl - k, R2, stream=p.streams - k)                  # rows over that column
+    shadow[vl - k:] = R2
+    t += 1
+    # an LWT of column 0 one cycle after an LWW of the rows 0..k-1 (both in flight)
+    R3 = int8_operands(rng, (k, vl))
+    v3 = int8_operands(rng, vl, "min")
+    prog.lww(t, 0, R3, stream=0, direction=EAST)
+    prog.lwt(t + 1, 0, v3, stream=3, direction=WEST)
+    shadow[:k] = R3
+    shadow[:, 0] = v3
+    for n in range(k):                  # LWW writes (n, 0) at t + 0; LWT at t + 1 + n // L
+        lwt_wins = t + 1 + n // L >= t + 0 // L
+        shadow[n, 0] = v3[n] if lwt_wins else R3[n, 0]
+    t_iw = t + 1 + S
+    prog.issue(t_iw, "IW")
+    installed = shadow.copy()
+    R4 = int8_operands(rng, (k, vl), "max")
+    prog.lww(t_iw + 1, 0, R4, stream=3, direction=EAST)            # after the IW: shadow only
+    shadow[:k] = R4
+    xs = [int8_operands(rng, vl) for _ in range(2)]
+    prog.abc(t_iw, 0, xs[0], stream=7 % p.streams)                 # with the IW: old weights
+    prog.abc(t_iw + 1, 1, xs[0])
+    t_iw2 = t_iw + 2
+    prog.issue(t_iw2, "IW")
+    prog.abc(t_iw2 + 1, 2, xs[1])
+    want = [W0 @ xs[0], installed @ xs[0], shadow @ xs[1]]
+    checks = _read_rows(prog, t_iw2 + 1 + d + 1, want)
+    _, exp_errors, _ = prog.expected(prog.last_cycle + 1)
+    assert not any(exp_errors)
+    _, acc_reads = run_and_check(p, prog)
+    _check_acc(acc_reads, checks)
+
+
+@pytest.mark.timeout(120)
+def test_lww_errors(params):
+    """LWW rows past VL or streams past the last: ADDR_RANGE at issue, nothing sampled or
+    written (no row aliasing); a missing chunk of one of its streams: STREAM_UNWRITTEN at
+    t + c and zeros in that row's chunk; count 0 cannot be encoded (the ICU's BAD_INSTRUCTION)."""
+    p = params
+    S, L, vl, K = p.superlanes, p.lanes, p.vl, isa.wide_load_max_rows(p)
+    d = isa.BY_MNEMONIC["ABC"].d_func(p)
+    rng = np.random.default_rng(23)
+    prog = Program(p)
+    W = int8_operands(rng, (vl, vl))
+    for n in range(vl):
+        prog.lw(n, n, W[n])
+    t = vl
+    big = int8_operands(rng, (2, vl), "max")
+    prog.lww(t, vl - 1, big, stream=0)                                  # row vl - 1 + 1 = vl
+    prog.issue(t + 1, "LWW", row=511, stream=0, dir=int(WEST), count=1)  # largest row field
+    prog.lww(t + 2, 0, big, stream=p.streams - 1)                       # streams past the last
+    prog.issue(t + 3, "LWW", row=0, stream=0, dir=int(EAST), count=min(63, vl + 1))
+    t += 4
+    n = min(K, 3)
+    R = int8_operands(rng, (n, vl))
+    prog.lww(t, 2, R, stream=1, direction=EAST)
+    del prog.slots[(t + S - 1, S - 1, int(EAST), 1 + n - 1)]           # top chunk of the last
+    W[2:2 + n] = R
+    W[2 + n - 1, (S - 1) * L:] = 0
+    prog.issue(t + 1, "IW")
+    x = int8_operands(rng, vl)
+    prog.abc(t + 2, 0, x)
+    checks = _read_rows(prog, t + 2 + d, [W @ x])
+    _, exp_errors, _ = prog.expected(prog.last_cycle + 1)
+    for c in (vl, vl + 1, vl + 2, vl + 3):
+        assert exp_errors[c] & isa.ErrorFlag.ADDR_RANGE
+    assert exp_errors[t + S - 1] & isa.ErrorFlag.STREAM_UNWRITTEN
+    with pytest.raises(isa.IsaError, match="count=0 out of range"):
+        isa.BY_MNEMONIC["LWW"].encode(row=0, stream=0, dir=0, count=0)
+    _, acc_reads = run_and_check(p, prog)
+    _check_acc(acc_reads, checks)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("name", ["tiny", "quad"])
+def test_lww_operand_register(name):
+    """With ``mxm_act_reg`` (LWW's stream bytes registered, every MXM update a cycle later) and a
+    product register: the LWW tests above unchanged."""
+    p = dataclasses.replace(preset(name), mxm_act_reg=True, mxm_pipeline=1)
+    test_lww_full_plane(p)
+    test_lww_with_lw_lwt_iw(p)
+    test_lww_errors(p)
 
 
 @pytest.mark.timeout(120)

@@ -10,8 +10,8 @@ values travel through the slices:
 * VXM operations of every mnemonic: int8 ones on MEM operands, wide ones (int16/int32) on
   ``VCAST`` results through the chaining path, with stream, chained, constant (after ``VLC``)
   and immediate second operands;
-* MXM ``LW`` / ``LWT`` rows, ``IW``, ``ABC`` (accumulating or not) and ``ACC`` results written
-  back by four MEM slices;
+* MXM ``LW`` / ``LWT`` rows and ``LWW`` wide loads (one MEM slice per stream), ``IW``, ``ABC``
+  (accumulating or not) and ``ACC`` results written back by four MEM slices;
 * SXM ``SHIFT``, ``PERMUTE``, ``DISTRIBUTE`` (maps from MEM) and ``TRANSPOSE``;
 * ``REPEAT`` on producers and consumers (when the preset has ``icu_repeat``), ``CONFIG``
   superlane masks in MEM queues, ``NOP`` gaps.
@@ -318,15 +318,34 @@ class Generator:
         p, r = self.p, self.rng
         f = _Flow("mxm")
         n = r.randint(1, min(p.vl, 6))
-        lwt = r.random() < 0.35
-        row = r.randrange(p.vl - n + 1)
-        s = r.randrange(p.streams)
+        kind = r.random()
         t = 0
-        self.reader(f, "mxm_w", t, s, reps=(n - 1, 1, 1), d=Dir.WEST)
-        m = "LWT" if lwt else "LW"
-        fld = "col" if lwt else "row"
-        self.rep(f, "mxm_w.weights", t, self.enc(m, **{fld: row}, stream=s, dir=int(Dir.WEST)),
-                 n - 1, 1, 1)
+        if kind < 0.3:
+            # wide load: `width` rows per cycle, each stream from its own MEM slice, n copies
+            # advancing the row by the width
+            width = r.randint(1, isa.wide_load_feed_rows(p))
+            n = r.randint(1, max(1, min(3, p.vl // width)))
+            row = r.randrange(p.vl - width * n + 1)
+            s = r.randrange(p.streams - width + 1)
+            used = []
+            for j in range(width):
+                got = self.reader(f, "mxm_w", t, s + j, exclude=used, reps=(n - 1, 1, 1),
+                                  d=Dir.WEST)
+                if got:
+                    used.append(got[0])
+            m = f"LWW x{width}"
+            self.rep(f, "mxm_w.weights", t, self.enc("LWW", row=row, stream=s,
+                                                     dir=int(Dir.WEST), count=width),
+                     n - 1, 1, width)
+        else:
+            lwt = kind < 0.55
+            row = r.randrange(p.vl - n + 1)
+            s = r.randrange(p.streams)
+            self.reader(f, "mxm_w", t, s, reps=(n - 1, 1, 1), d=Dir.WEST)
+            m = "LWT" if lwt else "LW"
+            fld = "col" if lwt else "row"
+            self.rep(f, "mxm_w.weights", t, self.enc(m, **{fld: row}, stream=s,
+                                                     dir=int(Dir.WEST)), n - 1, 1, 1)
         t += n + p.superlanes + r.randrange(3)
         f.add("mxm_w.weights", t, self.enc("IW"))
         t += r.randint(1, 3)
@@ -427,7 +446,7 @@ class Generator:
         over = {"addr": p.mem_addr_words, "stream": p.streams, "map_stream": p.streams,
                 "a_stream": p.streams - 1, "row": p.vl, "col": p.vl, "acc": p.mxm_acc_words,
                 "group": p.stream_groups, "dtype": 3, "imm": 6, "in_stream": p.streams,
-                "out_stream": p.streams}
+                "out_stream": p.streams, "count": isa.wide_load_max_rows(p) + 1}
         names = [fl for fl in idef.fields if fl.name in over and over[fl.name] <= fl.max]
         if names:
             fl = r.choice(names)

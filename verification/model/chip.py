@@ -15,7 +15,8 @@ Checkers: two producers driving one stream slot in one cycle, reads of unwritten
 bank conflicts, out-of-range addresses, bad instructions and IMEM overruns are recorded as
 ``ERRORS`` flags (like the RTL) and, with ``strict=True``, raised as :class:`ModelError`.
 
-``LW``, ``LWT`` and ``IW`` take effect for the whole vector at the end of their issue cycle. For
+``LW``, ``LWW`` (``count`` rows at once, each as an ``LW``), ``LWT`` and ``IW`` take effect for the
+whole vector at the end of their issue cycle. For
 ``LWT`` (a transposed weight load) this frame is exact only if an ``IW`` issues at least
 ``superlanes`` cycles after an ``LWT`` and an ``LWT`` at least ``superlanes`` cycles after an
 ``IW`` (in the RTL, superlane ``c`` writes its lanes of the column at ``t + c`` into the superlane
@@ -475,6 +476,15 @@ class LpuModel:
                 self._flag(ErrorFlag.ADDR_RANGE, f"{name}: row {f['row']} >= {p.vl}", t)
                 return
             self._weight_write(t, "LW", f["row"], vec.view(np.int8), eoc)
+        elif m == "LWW":
+            row, s0, n = f["row"], f["stream"], f["count"]
+            if row + n > p.vl or s0 + n > p.streams:
+                self._flag(ErrorFlag.ADDR_RANGE, f"{name}: rows {row}..{row + n - 1} / streams "
+                           f"{s0}..{s0 + n - 1} out of range (VL {p.vl}, {p.streams} streams)", t)
+                return
+            for i in range(n):       # row + i from stream + i: an LW of each, in one cycle
+                vec = self._sample(t, pos, s0 + i, Dir(f["dir"]), name)
+                self._weight_write(t, "LW", row + i, vec.view(np.int8), eoc)
         elif m == "LWT":
             vec = self._sample(t, pos, f["stream"], Dir(f["dir"]), name)
             col = f["col"]
