@@ -12,11 +12,15 @@ from __future__ import annotations
 from openlpu import isa
 from openlpu.params import LpuParams
 
-__all__ = ["Schedule", "CompileError"]
+__all__ = ["Schedule", "CompileError", "ImemOverflow"]
 
 
 class CompileError(ValueError):
     """A workload cannot be compiled for the given preset (shape does not fit, ...)."""
+
+
+class ImemOverflow(CompileError):
+    """A queue's instruction image is longer than the chip's instruction memory."""
 
 
 class Schedule:
@@ -105,7 +109,7 @@ class Schedule:
             gap(halt_at - now)
             words.append(isa.BY_MNEMONIC["HALT"].encode())
             if len(words) > self.params.imem_words:
-                raise CompileError(f"queue {qname} needs {len(words)} instruction words; preset "
+                raise ImemOverflow(f"queue {qname} needs {len(words)} instruction words; preset "
                                    f"{self.params.name!r} has {self.params.imem_words} per queue")
             try:        # REPEAT copies in range, instruction spacing (isa.ISSUE_SPACING)
                 isa.check_queue(self.params, qname, words)
