@@ -49,8 +49,12 @@ Memory map (``mem_w0``/``mem_w1``/``mem_e0`` are the MEM slices next to the VXM)
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+
+import numpy as np
 
 from openlpu import isa
+from openlpu import vxm_ops as ops
 from openlpu.isa import Dir
 from openlpu.params import LpuParams
 
@@ -58,13 +62,70 @@ from .package import Package, TensorDesc
 from .schedule import CompileError, Schedule
 from .vxmconst import CONST_WORDS, assign_alus, check_vxm_kernel, load_const, vxm_fields
 
-__all__ = ["compile_attention", "attention_tensor_names"]
+__all__ = ["compile_attention", "attention_tensor_names", "AttentionConsts", "attention_consts",
+           "MASKED_S", "E8_ROUND", "L_SHIFT", "R_SHIFT", "EXP_HALF_BOUND"]
 
 # streams flowing west into the MXM (group 1) and into the VXM from the east
 _S_K, _S_Q, _S_V, _S_E = 4, 5, 6, 7
 _S_MASK = 7
 _ROW_MAX = 3        # cycles per key row in the max pass (the VMAX chain loop)
 _ROW_EXP = 3        # fewest cycles per key row in the exp pass (4 in rows with masked lanes)
+
+# -- the algorithm's integer constants (verification/reference.py: attention_int uses them) --
+MASKED_S = -(1 << 24)   # score (Q.K units) of a masked position: below any int8 dot product
+E8_ROUND = 128          # e8 = byte 1 of E + 128 = round(E / 256): below 0.5 * 256, an int8
+L_SHIFT = 8             # attention denominator L = (sum e8 << 8) + sum lo = sum E (Q16)
+R_SHIFT = L_SHIFT - 1   # rq = fx_recip(L) << 7 = 2**39 / L: VREQ(O_acc, rq, 0) = O_acc 256 / L
+
+
+@dataclass(frozen=True)
+class AttentionConsts:
+    """Integer constants of the attention algorithm for one score scale.
+
+    ``mult / 2**shift`` converts a dot product ``Q.K`` into Q16.16 scaled scores;
+    ``delta`` (Q.K units) is added to the row maximum so that every exponential is below 0.5
+    and rounds to an int8 (``e8 = round(E / 256)`` <= 127, ``E`` the Q16 exponential).
+    """
+    mult: int
+    shift: int
+    delta: int
+
+
+def _exp_half_bound() -> int:
+    """Smallest Q16.16 ``d`` with ``(fx_exp(z) + E8_ROUND) >> 8 <= 127`` for every ``z <= -d``."""
+    z = -np.arange(0, 200000, dtype=np.int64)
+    e8 = (ops.fx_exp(z, 0) + E8_ROUND) >> 8
+    # running maximum over z <= -d, scanning from very negative up
+    worst_below = np.maximum.accumulate(e8[::-1])[::-1]
+    ok = np.nonzero(worst_below <= 127)[0]
+    return int(ok[0])
+
+
+EXP_HALF_BOUND = _exp_half_bound()
+
+
+def attention_consts(scale: float) -> AttentionConsts:
+    """Constants for ``scores = (Q.K) * scale`` (``scale`` > 0, real units per Q.K unit)."""
+    if not scale > 0:
+        raise ValueError(f"attention score scale must be positive, not {scale!r}")
+    q16 = scale * 65536.0
+    shift = 0
+    while q16 * (1 << (shift + 1)) < (1 << 31) and shift < 62:
+        shift += 1
+    mult = int(round(q16 * (1 << shift)))
+    if not 0 < mult < (1 << 31):
+        raise ValueError(f"attention score scale {scale!r} does not fit an int32 multiplier")
+    # smallest delta with MULSHR(-delta) <= -EXP_HALF_BOUND (MULSHR is monotonic)
+    delta = max(1, int(np.ceil(EXP_HALF_BOUND * (1 << shift) / mult)))
+    while ops.binary_op("MULSHR", -delta, mult, 2, shift) > -EXP_HALF_BOUND:
+        delta += 1
+    # a masked key must give exp = 0 (the chip skips keys no query of a tile sees): its score
+    # is at least 2**24 - 2**20 below m + delta when the query sees some key (|Q.K| <= 2**20
+    # for head_dim <= 64)
+    if ops.fx_exp(ops.binary_op("MULSHR", MASKED_S + (1 << 20), mult, 2, shift), 0) != 0:
+        raise ValueError(f"attention score scale {scale!r} is too small: masked keys would "
+                         f"not vanish (scale * 2**24 must exceed about 12)")
+    return AttentionConsts(mult, shift, delta)
 
 
 def attention_tensor_names(heads: int) -> dict:
@@ -83,9 +144,6 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
     scale is not positive or too small for the causal mask to vanish, or a dimension, the memory
     map or an instruction image does not fit.
     """
-    from openlpu.verification.reference import (E8_ROUND, L_SHIFT, MASKED_S, R_SHIFT,
-                                                attention_consts)
-
     p = params
     vl, S = p.vl, p.superlanes
     where = f"attention {heads}x({seq_q}x{seq_k}, d={head_dim}) on preset {p.name!r}"

@@ -37,16 +37,22 @@ bytes flow west on stream 7.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+
+import numpy as np
 
 from openlpu import isa
+from openlpu import vxm_ops as ops
 from openlpu.isa import Dir
 from openlpu.params import LpuParams
 
 from .package import Package, TensorDesc
 from .schedule import CompileError, Schedule
-from .vxmconst import CONST_WORDS, assign_alus, check_vxm_kernel, load_const, vxm_fields
+from .vxmconst import (CONST_WORDS, assign_alus, check_vxm_kernel, load_const, q31_normalise,
+                       vxm_fields)
 
-__all__ = ["compile_softmax", "compile_rmsnorm"]
+__all__ = ["compile_softmax", "compile_rmsnorm", "SOFTMAX_ONE", "SoftmaxConsts", "softmax_consts",
+           "V_TOP", "RmsNormConsts", "rmsnorm_consts"]
 
 _S_X, _S_U, _S_C = 4, 5, 7      # x vectors (LWT/ABC), weight rows / ABC vectors, constants
 _S_MERGE = 6                    # softmax: partial maxima read back into the VXM
@@ -54,6 +60,102 @@ _SCRATCH_E0 = 2 * CONST_WORDS   # softmax: mem_e0 bank 0 word after the two cons
 _ROW_LOOP = 3                   # cycles per column of a self-chained reduction
 _ROW_SOFTMAX_OUT = 2            # cycles per column of the softmax output pass
 _A, _B, _C, _D = 0, 1, 2, 3     # logical VXM ALUs (placed by vxmconst.assign_alus)
+
+
+# -- the algorithms' integer constants (verification/reference.py: softmax_int, rmsnorm_int
+# use them) --
+SOFTMAX_ONE = 127       # int8 softmax output: probability p is stored as round(127 p)
+
+
+@dataclass(frozen=True)
+class SoftmaxConsts:
+    """``MULSHR(d, mult, shift)`` converts ``d = x - max`` (int8 units) to Q16.16 ``d * scale``."""
+    mult: int
+    shift: int
+
+
+def softmax_consts(scale: float) -> SoftmaxConsts:
+    """Constants of ``softmax(X * scale)`` for int8 ``X`` (``scale`` > 0, real units per unit)."""
+    try:
+        scale = float(scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"softmax scale must be a positive finite number, not {scale!r}") from None
+    return SoftmaxConsts(*q31_normalise(scale * 65536.0, "softmax scale"))
+
+
+@dataclass(frozen=True)
+class RmsNormConsts:
+    """Integer constants of RMSNorm for one shape and set of scales.
+
+    * ``gamma_q`` (int8, |.| <= 127) = round(gamma / g_scale), ``g_scale = max|gamma| / 127``;
+    * ``v = MULSHR(ss, ms_mult, ms_shift) + eps_q`` is ``mean((x in_scale)^2) + eps`` in
+      fixed point with ``16 + 2 v_shift`` fraction bits (``v_shift`` chosen so that the largest
+      possible ``v`` is just below 2**29: small mean squares keep their precision), so
+      ``rs = fx_rsqrt(v)`` is ``2**-v_shift / sqrt(mean + eps)`` in Q16.16;
+    * ``t = MULSHR(x gamma_q, rs, rs_shift)`` then ``y = requantize(t, out_mult, out_shift)``
+      gives int8 ``y`` in units of ``out_scale``.
+    """
+    gamma_q: tuple
+    g_scale: float
+    v_shift: int
+    ms_mult: int
+    ms_shift: int
+    eps_q: int
+    rs_shift: int
+    out_mult: int
+    out_shift: int
+
+
+V_TOP = 29              # RMSNorm: the largest mean square + eps is scaled below 2**V_TOP
+
+
+def rmsnorm_consts(dim: int, gamma, eps: float, in_scale: float,
+                   out_scale: float) -> RmsNormConsts:
+    """Constants of ``y = x / sqrt(mean(x^2) + eps) * gamma`` (x = int8 * in_scale, y = int8 *
+    out_scale, gamma a real vector of length ``dim``). Raises ValueError naming a bad value."""
+    g = np.asarray(gamma, dtype=np.float64).reshape(-1)
+    if g.shape != (dim,):
+        raise ValueError(f"gamma has {g.size} values, expected dim = {dim}")
+    if not np.isfinite(g).all():
+        raise ValueError("gamma must be finite")
+    for what, v in (("in_scale", in_scale), ("out_scale", out_scale)):
+        if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
+            raise ValueError(f"rmsnorm {what} must be a positive finite number, not {v!r}")
+    if not (isinstance(eps, (int, float)) and np.isfinite(eps) and eps >= 0):
+        raise ValueError(f"rmsnorm eps must be a finite number >= 0, not {eps!r}")
+    gmax = float(np.abs(g).max())
+    g_scale = gmax / 127 if gmax > 0 else 1.0
+    gamma_q = tuple(int(v) for v in np.clip(np.round(g / g_scale), -127, 127))
+    in_scale, eps = float(in_scale), float(eps)
+    v_real_max = 128 * 128 * in_scale ** 2 + eps
+    v_shift = int(np.floor((V_TOP - 16 - np.log2(v_real_max)) / 2))
+    while (v_real_max * 2.0 ** (16 + 2 * v_shift)) >= 2 ** V_TOP:
+        v_shift -= 1
+    if not -16 <= v_shift <= 23:
+        raise ValueError(f"rmsnorm in_scale {in_scale} and eps {eps} put mean(x^2) + eps out "
+                         f"of the fixed-point range")
+    frac = 2.0 ** (16 + 2 * v_shift)
+    ms_mult, ms_shift = q31_normalise(in_scale ** 2 / dim * frac, "rmsnorm in_scale^2 / dim")
+    eps_q = int(round(eps * frac))
+    v_max = int(ops.binary_op("MULSHR", 128 * 128 * dim, ms_mult, 2, ms_shift)) + eps_q
+    assert v_max < (1 << 31)
+    # y = t 2**rs_shift F / 2**16 with F = in_scale g_scale 2**v_shift / out_scale; |y| = 128
+    # maps to about 2**30, so t keeps ~23 bits
+    F = in_scale * g_scale * 2.0 ** v_shift / float(out_scale)
+    rs_shift = max(0, int(np.ceil(np.log2(2.0 ** -7 / F))))
+    if rs_shift > 62:
+        raise ValueError(f"rmsnorm in_scale * g_scale / out_scale = "
+                         f"{in_scale * g_scale / out_scale!r} is too small")
+    base = F * 2.0 ** (rs_shift + 15)         # out_mult / 2**(31 + out_shift) = F 2**(rs_shift-16)
+    if base >= 2 ** 31:
+        raise ValueError(f"rmsnorm in_scale * g_scale / out_scale = "
+                         f"{in_scale * g_scale / out_scale!r} is too large")
+    out_shift = 0
+    while base * 2.0 ** (out_shift + 1) < 2 ** 31 and out_shift < 31:
+        out_shift += 1
+    out_mult = min(int(round(base * 2.0 ** out_shift)), (1 << 31) - 1)
+    return RmsNormConsts(gamma_q, g_scale, v_shift, ms_mult, ms_shift, eps_q, rs_shift,
+                         out_mult, out_shift)
 
 
 def _check(params, kind, rows, cols, cols_name):
@@ -206,13 +308,11 @@ def compile_softmax(params: LpuParams, rows: int, cols: int, *, scale: float,
     """Compile ``Y = softmax(X * scale)`` over each row of int8 ``X`` (rows x cols).
 
     The output ``Y`` is int8: probability ``p`` is stored as ``round(127 p)`` (0..127; divide
-    by ``reference.SOFTMAX_ONE``). ``scale`` (> 0) is the real value of one unit of ``X``.
+    by ``SOFTMAX_ONE``). ``scale`` (> 0) is the real value of one unit of ``X``.
     ``X`` lives in ``mem_w0`` bank 0 and ``Y`` in ``mem_w0`` bank 1, both column-wise.
     Raises :class:`CompileError` for a preset without a 4-ALU VXM, a bad scale, or a shape whose
     tensors or instruction images do not fit.
     """
-    from openlpu.verification.reference import SOFTMAX_ONE, softmax_consts
-
     p = params
     where = _check(p, "softmax", rows, cols, "cols")
     try:
@@ -317,12 +417,10 @@ def compile_rmsnorm(params: LpuParams, rows: int, dim: int, *, gamma, eps: float
     ``X`` is int8 (rows x dim) with real value ``X * in_scale``; the output ``Y`` is int8 with
     real value ``Y * out_scale`` (saturated). ``gamma`` is a real vector of ``dim`` values,
     quantized at compile time to int8 with one scale ``max|gamma| / 127``
-    (``reference.rmsnorm_consts``). ``X`` lives in ``mem_w0`` bank 0 and ``Y`` in ``mem_e0``
+    (:func:`rmsnorm_consts`). ``X`` lives in ``mem_w0`` bank 0 and ``Y`` in ``mem_e0``
     bank 1, both column-wise. Raises :class:`CompileError` for a preset without a 4-ALU VXM,
     bad scales, ``eps`` or ``gamma``, or a shape that does not fit.
     """
-    from openlpu.verification.reference import rmsnorm_consts
-
     p = params
     where = _check(p, "rmsnorm", rows, dim, "dim")
     try:

@@ -9,14 +9,35 @@ lane) and READ, one per cycle, onto a byte stream that flows into the VXM.
 
 from __future__ import annotations
 
+import numpy as np
+
 from openlpu import isa
 from openlpu.isa import Dir
 
 from .schedule import CompileError
 
-__all__ = ["load_const", "CONST_WORDS", "vxm_fields", "check_vxm_kernel", "assign_alus"]
+__all__ = ["load_const", "CONST_WORDS", "vxm_fields", "check_vxm_kernel", "assign_alus",
+           "q31_normalise"]
 
 CONST_WORDS = 4          # MEM words (and VLC cycles) per int32 constant
+
+
+def q31_normalise(q: float, what: str, max_shift: int = 62) -> tuple:
+    """``(mult, shift)`` with ``mult / 2**shift`` = ``q`` (> 0) and ``mult`` in [2**30, 2**31)
+    where ``shift`` allows it (``shift`` <= ``max_shift``). Raises ValueError when ``q`` is not a
+    positive finite number or does not fit an int32 multiplier."""
+    if not (isinstance(q, float) and np.isfinite(q) and q > 0):
+        raise ValueError(f"{what} must be a positive finite number, not {q!r}")
+    shift = 0
+    while q * (1 << (shift + 1)) < (1 << 31) and shift < max_shift:
+        shift += 1
+    mult = int(round(q * (1 << shift)))
+    if mult >= (1 << 31) and shift == 0:
+        raise ValueError(f"{what} {q!r} is too large for an int32 multiplier")
+    mult = min(mult, (1 << 31) - 1)
+    if mult < 1:
+        raise ValueError(f"{what} {q!r} is too small for an int32 multiplier")
+    return mult, shift
 
 
 def vxm_fields(**f) -> dict:

@@ -7,73 +7,23 @@ bit-exactly, and against float64 versions within documented tolerances.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from openlpu import vxm_ops as ops
+# the kernels' compile-time constants are defined next to the kernels; the integer algorithms
+# below use the same constants, so chip and reference compute with identical numbers
+from openlpu.firmware.attention import (E8_ROUND, L_SHIFT, MASKED_S, R_SHIFT,
+                                        AttentionConsts, attention_consts)
+from openlpu.firmware.norm import (SOFTMAX_ONE, RmsNormConsts, SoftmaxConsts,
+                                   rmsnorm_consts, softmax_consts)
+from openlpu.firmware.vxmconst import q31_normalise
 
 __all__ = ["matmul", "AttentionConsts", "attention_consts", "causal_valid", "attention_int",
            "attention_float", "MASKED_S", "E8_ROUND", "L_SHIFT", "R_SHIFT", "low_byte_signed"]
 
-MASKED_S = -(1 << 24)   # score (Q.K units) of a masked position: below any int8 dot product
-E8_ROUND = 128          # e8 = byte 1 of E + 128 = round(E / 256): below 0.5 * 256, an int8
-L_SHIFT = 8             # attention denominator L = (sum e8 << 8) + sum lo = sum E (Q16)
-R_SHIFT = L_SHIFT - 1   # rq = fx_recip(L) << 7 = 2**39 / L: VREQ(O_acc, rq, 0) = O_acc 256 / L
-
 
 def matmul(A, B):
     return np.asarray(A, dtype=np.int64) @ np.asarray(B, dtype=np.int64)
-
-
-@dataclass(frozen=True)
-class AttentionConsts:
-    """Integer constants of the attention algorithm for one score scale.
-
-    ``mult / 2**shift`` converts a dot product ``Q.K`` into Q16.16 scaled scores;
-    ``delta`` (Q.K units) is added to the row maximum so that every exponential is below 0.5
-    and rounds to an int8 (``e8 = round(E / 256)`` <= 127, ``E`` the Q16 exponential).
-    """
-    mult: int
-    shift: int
-    delta: int
-
-
-def _exp_half_bound() -> int:
-    """Smallest Q16.16 ``d`` with ``(fx_exp(z) + E8_ROUND) >> 8 <= 127`` for every ``z <= -d``."""
-    z = -np.arange(0, 200000, dtype=np.int64)
-    e8 = (ops.fx_exp(z, 0) + E8_ROUND) >> 8
-    # running maximum over z <= -d, scanning from very negative up
-    worst_below = np.maximum.accumulate(e8[::-1])[::-1]
-    ok = np.nonzero(worst_below <= 127)[0]
-    return int(ok[0])
-
-
-EXP_HALF_BOUND = _exp_half_bound()
-
-
-def attention_consts(scale: float) -> AttentionConsts:
-    """Constants for ``scores = (Q.K) * scale`` (``scale`` > 0, real units per Q.K unit)."""
-    if not scale > 0:
-        raise ValueError(f"attention score scale must be positive, not {scale!r}")
-    q16 = scale * 65536.0
-    shift = 0
-    while q16 * (1 << (shift + 1)) < (1 << 31) and shift < 62:
-        shift += 1
-    mult = int(round(q16 * (1 << shift)))
-    if not 0 < mult < (1 << 31):
-        raise ValueError(f"attention score scale {scale!r} does not fit an int32 multiplier")
-    # smallest delta with MULSHR(-delta) <= -EXP_HALF_BOUND (MULSHR is monotonic)
-    delta = max(1, int(np.ceil(EXP_HALF_BOUND * (1 << shift) / mult)))
-    while ops.binary_op("MULSHR", -delta, mult, 2, shift) > -EXP_HALF_BOUND:
-        delta += 1
-    # a masked key must give exp = 0 (the chip skips keys no query of a tile sees): its score
-    # is at least 2**24 - 2**20 below m + delta when the query sees some key (|Q.K| <= 2**20
-    # for head_dim <= 64)
-    if ops.fx_exp(ops.binary_op("MULSHR", MASKED_S + (1 << 20), mult, 2, shift), 0) != 0:
-        raise ValueError(f"attention score scale {scale!r} is too small: masked keys would "
-                         f"not vanish (scale * 2**24 must exceed about 12)")
-    return AttentionConsts(mult, shift, delta)
 
 
 def causal_valid(lq: int, lk: int, causal: bool) -> np.ndarray:
@@ -143,41 +93,7 @@ def attention_float(Q, K, V, scale: float, causal: bool = False):
 __all__ += ["q31_normalise", "SoftmaxConsts", "softmax_consts", "softmax_int", "softmax_float",
             "RmsNormConsts", "rmsnorm_consts", "rmsnorm_int", "rmsnorm_float", "SOFTMAX_ONE"]
 
-SOFTMAX_ONE = 127       # int8 softmax output: probability p is stored as round(127 p)
 
-
-def q31_normalise(q: float, what: str, max_shift: int = 62) -> tuple:
-    """``(mult, shift)`` with ``mult / 2**shift`` = ``q`` (> 0) and ``mult`` in [2**30, 2**31)
-    where ``shift`` allows it (``shift`` <= ``max_shift``). Raises ValueError when ``q`` is not a
-    positive finite number or does not fit an int32 multiplier."""
-    if not (isinstance(q, float) and np.isfinite(q) and q > 0):
-        raise ValueError(f"{what} must be a positive finite number, not {q!r}")
-    shift = 0
-    while q * (1 << (shift + 1)) < (1 << 31) and shift < max_shift:
-        shift += 1
-    mult = int(round(q * (1 << shift)))
-    if mult >= (1 << 31) and shift == 0:
-        raise ValueError(f"{what} {q!r} is too large for an int32 multiplier")
-    mult = min(mult, (1 << 31) - 1)
-    if mult < 1:
-        raise ValueError(f"{what} {q!r} is too small for an int32 multiplier")
-    return mult, shift
-
-
-@dataclass(frozen=True)
-class SoftmaxConsts:
-    """``MULSHR(d, mult, shift)`` converts ``d = x - max`` (int8 units) to Q16.16 ``d * scale``."""
-    mult: int
-    shift: int
-
-
-def softmax_consts(scale: float) -> SoftmaxConsts:
-    """Constants of ``softmax(X * scale)`` for int8 ``X`` (``scale`` > 0, real units per unit)."""
-    try:
-        scale = float(scale)
-    except (TypeError, ValueError):
-        raise ValueError(f"softmax scale must be a positive finite number, not {scale!r}") from None
-    return SoftmaxConsts(*q31_normalise(scale * 65536.0, "softmax scale"))
 
 
 def softmax_int(X, consts: SoftmaxConsts) -> dict:
@@ -207,81 +123,6 @@ def softmax_float(X, scale: float):
     s = np.asarray(X, dtype=np.float64) * scale
     e = np.exp(s - s.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
-
-
-@dataclass(frozen=True)
-class RmsNormConsts:
-    """Integer constants of RMSNorm for one shape and set of scales.
-
-    * ``gamma_q`` (int8, |.| <= 127) = round(gamma / g_scale), ``g_scale = max|gamma| / 127``;
-    * ``v = MULSHR(ss, ms_mult, ms_shift) + eps_q`` is ``mean((x in_scale)^2) + eps`` in
-      fixed point with ``16 + 2 v_shift`` fraction bits (``v_shift`` chosen so that the largest
-      possible ``v`` is just below 2**29: small mean squares keep their precision), so
-      ``rs = fx_rsqrt(v)`` is ``2**-v_shift / sqrt(mean + eps)`` in Q16.16;
-    * ``t = MULSHR(x gamma_q, rs, rs_shift)`` then ``y = requantize(t, out_mult, out_shift)``
-      gives int8 ``y`` in units of ``out_scale``.
-    """
-    gamma_q: tuple
-    g_scale: float
-    v_shift: int
-    ms_mult: int
-    ms_shift: int
-    eps_q: int
-    rs_shift: int
-    out_mult: int
-    out_shift: int
-
-
-V_TOP = 29              # RMSNorm: the largest mean square + eps is scaled below 2**V_TOP
-
-
-def rmsnorm_consts(dim: int, gamma, eps: float, in_scale: float,
-                   out_scale: float) -> RmsNormConsts:
-    """Constants of ``y = x / sqrt(mean(x^2) + eps) * gamma`` (x = int8 * in_scale, y = int8 *
-    out_scale, gamma a real vector of length ``dim``). Raises ValueError naming a bad value."""
-    g = np.asarray(gamma, dtype=np.float64).reshape(-1)
-    if g.shape != (dim,):
-        raise ValueError(f"gamma has {g.size} values, expected dim = {dim}")
-    if not np.isfinite(g).all():
-        raise ValueError("gamma must be finite")
-    for what, v in (("in_scale", in_scale), ("out_scale", out_scale)):
-        if not (isinstance(v, (int, float)) and np.isfinite(v) and v > 0):
-            raise ValueError(f"rmsnorm {what} must be a positive finite number, not {v!r}")
-    if not (isinstance(eps, (int, float)) and np.isfinite(eps) and eps >= 0):
-        raise ValueError(f"rmsnorm eps must be a finite number >= 0, not {eps!r}")
-    gmax = float(np.abs(g).max())
-    g_scale = gmax / 127 if gmax > 0 else 1.0
-    gamma_q = tuple(int(v) for v in np.clip(np.round(g / g_scale), -127, 127))
-    in_scale, eps = float(in_scale), float(eps)
-    v_real_max = 128 * 128 * in_scale ** 2 + eps
-    v_shift = int(np.floor((V_TOP - 16 - np.log2(v_real_max)) / 2))
-    while (v_real_max * 2.0 ** (16 + 2 * v_shift)) >= 2 ** V_TOP:
-        v_shift -= 1
-    if not -16 <= v_shift <= 23:
-        raise ValueError(f"rmsnorm in_scale {in_scale} and eps {eps} put mean(x^2) + eps out "
-                         f"of the fixed-point range")
-    frac = 2.0 ** (16 + 2 * v_shift)
-    ms_mult, ms_shift = q31_normalise(in_scale ** 2 / dim * frac, "rmsnorm in_scale^2 / dim")
-    eps_q = int(round(eps * frac))
-    v_max = int(ops.binary_op("MULSHR", 128 * 128 * dim, ms_mult, 2, ms_shift)) + eps_q
-    assert v_max < (1 << 31)
-    # y = t 2**rs_shift F / 2**16 with F = in_scale g_scale 2**v_shift / out_scale; |y| = 128
-    # maps to about 2**30, so t keeps ~23 bits
-    F = in_scale * g_scale * 2.0 ** v_shift / float(out_scale)
-    rs_shift = max(0, int(np.ceil(np.log2(2.0 ** -7 / F))))
-    if rs_shift > 62:
-        raise ValueError(f"rmsnorm in_scale * g_scale / out_scale = "
-                         f"{in_scale * g_scale / out_scale!r} is too small")
-    base = F * 2.0 ** (rs_shift + 15)         # out_mult / 2**(31 + out_shift) = F 2**(rs_shift-16)
-    if base >= 2 ** 31:
-        raise ValueError(f"rmsnorm in_scale * g_scale / out_scale = "
-                         f"{in_scale * g_scale / out_scale!r} is too large")
-    out_shift = 0
-    while base * 2.0 ** (out_shift + 1) < 2 ** 31 and out_shift < 31:
-        out_shift += 1
-    out_mult = min(int(round(base * 2.0 ** out_shift)), (1 << 31) - 1)
-    return RmsNormConsts(gamma_q, g_scale, v_shift, ms_mult, ms_shift, eps_q, rs_shift,
-                         out_mult, out_shift)
 
 
 def rmsnorm_int(X, consts: RmsNormConsts) -> dict:

@@ -20,7 +20,7 @@ from openlpu import hostmap, isa, vxm_ops
 from openlpu.firmware.asm import assemble
 from openlpu.isa import HostReg
 from openlpu.params import preset
-from openlpu.verification.model import ModelBackend
+from openlpu.host.backends.model import ModelBackend
 
 PRESETS = ["mini", "mini4"]                  # every slice kind; 2 and 4 superlanes
 OPS2 = ["ADD", "SUB", "MUL", "MULSHR", "MIN", "MAX", "AND", "OR", "XOR", "SHL", "SRA", "SRL",

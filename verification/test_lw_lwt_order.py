@@ -39,7 +39,7 @@ def run_weights(first, second):
     mem = {(P.slice("mem_w1").index, 1): bytes(np.uint8(a & 0xFF)),
            (P.slice("mem_w0").index, 2): bytes(np.uint8(b & 0xFF))}
     runner = ModelRunner(P)
-    from openlpu.verification.model import ModelBackend
+    from openlpu.host.backends.model import ModelBackend
     dev = ModelBackend(P)
     prog = FuzzProgram(P.name, assemble(text, P), mem)
     dev.model.imem[:] = prog.image(P)

@@ -1,6 +1,6 @@
 """Backends of the host driver, selected by name.
 
-``model``      the reference model (``openlpu.verification.model.ModelBackend``)
+``model``      the reference model (:class:`.model.ModelBackend`)
 ``amaranth``   the RTL in Amaranth's simulator (:class:`.amaranth_sim.AmaranthBackend`)
 ``verilator``  the RTL compiled by Verilator (:class:`.verilator_sim.VerilatorBackend`)
 ``serial``     an FPGA board behind the UART bridge (:class:`.serial_link.SerialBackend`;
@@ -23,7 +23,7 @@ class UnknownBackend(ValueError):
 
 
 def _model(params, **kw):
-    from openlpu.verification.model import ModelBackend
+    from .model import ModelBackend
     return ModelBackend(params, **kw)
 
 

@@ -14,7 +14,7 @@ from openlpu.host.device import (DEFAULT_MAX_CYCLES, DEFAULT_TIMEOUT_S, Device,
 from openlpu.host.image import InputError
 from openlpu.hostmap import reg_addr
 from openlpu.params import preset
-from openlpu.verification.model import ModelBackend
+from openlpu.host.backends.model import ModelBackend
 
 
 class RecordingBackend(ModelBackend):

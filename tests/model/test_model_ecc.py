@@ -19,7 +19,7 @@ from openlpu.hostmap import imem_addr, mem_addr, mem_fault_writes, reg_addr
 from openlpu.isa import ErrorFlag, HostReg
 from openlpu.params import PRESETS, LpuParams, ParamsError, preset
 from openlpu.verification.model import LpuModel
-from openlpu.verification.model.backend import ModelBackend
+from openlpu.host.backends.model import ModelBackend
 
 OP = isa.BY_MNEMONIC
 GATHER = dataclasses.replace(preset("tiny"), name="tiny_ecc", mem_ecc=True)

@@ -5,7 +5,7 @@ import pytest
 
 from openlpu.firmware.compiler import compile_matmul
 from openlpu.host.device import Device
-from openlpu.verification.model import ModelBackend
+from openlpu.host.backends.model import ModelBackend
 
 from ..conftest import int8_operands
 

@@ -28,7 +28,7 @@ from openlpu.hostmap import mem_addr, reg_addr
 from openlpu.isa import ErrorFlag, HostReg
 from openlpu.params import preset
 from openlpu.rtl.ecc import SecdedDecoder, SecdedEncoder
-from openlpu.verification.model.backend import ModelBackend
+from openlpu.host.backends.model import ModelBackend
 
 from ..model.test_model_ecc import (copy_scenario, expected_status, fault_plan, gather_scenario,
                                     host_scenario, reg)

@@ -92,7 +92,7 @@ class ModelRunner:
         self.perturb = perturb
 
     def run(self, prog: FuzzProgram) -> Outcome:
-        from openlpu.verification.model import ModelBackend
+        from openlpu.host.backends.model import ModelBackend
         from openlpu.verification.model.chip import ScheduleHazard
         p = self.params
         dev = ModelBackend(p)

@@ -1,6 +1,6 @@
-"""Reference model: a cycle-accurate numpy model of the chip, and its host-driver backend."""
+"""Reference model: a cycle-accurate numpy model of the chip. Its host-driver backend is
+:class:`openlpu.host.backends.model.ModelBackend`."""
 
 from .chip import LpuModel, ModelError, ScheduleHazard
-from .backend import ModelBackend
 
-__all__ = ["LpuModel", "ModelError", "ScheduleHazard", "ModelBackend"]
+__all__ = ["LpuModel", "ModelError", "ScheduleHazard"]

@@ -1,8 +1,9 @@
-"""Host-driver backend that runs programs on the reference model."""
+"""Host-driver backend that runs programs on the cycle-exact reference model
+(``verification/model``: :class:`~openlpu.verification.model.LpuModel`)."""
 
 from openlpu.host.backend import Backend, run_limits
 
-from .chip import LpuModel
+from openlpu.verification.model.chip import LpuModel
 
 __all__ = ["ModelBackend"]
 
