@@ -3,7 +3,8 @@
 :func:`compile_matmul` builds ``C = A @ B`` for int8 ``A`` (M x K) and ``B`` (K x N) with int32
 ``C``, tiled over K and N in vector-length (VL) tiles and over M in accumulator-sized chunks.
 
-Data placement (global MEM slice numbers, see ``LpuParams.mem_slice_list``):
+Data placement (global MEM slice numbers, see ``LpuParams.mem_slice_list``) when every operand
+and result plane fits one bank:
 
 * ``A`` rows in ``mem_w0`` bank 0, word ``j*M + m`` = row ``m``, K-tile ``j``;
 * ``B^T`` rows in ``mem_w1`` bank 0, word ``j*N + n`` = column ``n`` of B, K-tile ``j``
@@ -15,6 +16,12 @@ them in (double-buffered, so the next tile's weights load while this tile comput
 READs activation rows westward on stream 0 into ``ABC`` (one per cycle); after the last K-tile,
 ``ACC`` sends each int32 row eastward on stream group 0, and four MEM slices ``WRITE`` the four
 byte planes. Every consumer is issued at ``producer issue + d_func + |distance|`` (docs/architecture.md).
+
+When a tensor needs more than one bank, the same stored words (``j*M + m``, ``j*N + n``) are
+striped over several MEM slices and banks by :class:`~openlpu.firmware.memalloc.MemAllocator`
+(:func:`_plan_striped`); each READ then comes from the slice holding its word, on that slice's
+stream, ``d_func + |distance|`` before its consumer (docs/architecture.md, *Tensor layouts and
+MEM allocation*).
 """
 
 from __future__ import annotations
