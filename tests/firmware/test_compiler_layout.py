@@ -148,6 +148,4 @@ def run_striped(backend, chip, shape, kw, kind, seed=1):
 @pytest.mark.parametrize("kind", ["random", "min", "max", "zero", "one"])
 @pytest.mark.parametrize("chip, shape, kw", STRIPED, ids=lambda v: str(v))
 def test_striped_matmul_on_the_model(chip, shape, kw, kind):
-    if kind != "random" and chip == "default":
-        pytest.skip("edge values on default: covered by the random rows' -128 / 127 edges")
     run_striped(ModelBackend(preset(chip)), chip, shape, kw, kind)
