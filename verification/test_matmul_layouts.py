@@ -20,10 +20,18 @@ CASES = [   # (preset, (M, K, N), compile_matmul options)
 ]
 
 
-@pytest.fixture(scope="module", params=["default", "mini4"])
-def chip(request):
-    with Device.open("verilator", preset(request.param)) as dev:
-        yield request.param, dev
+@pytest.fixture(scope="module")
+def devices():
+    """One Verilator device per preset, opened on first use."""
+    opened = {}
+
+    def get(name):
+        if name not in opened:
+            opened[name] = Device.open("verilator", preset(name))
+        return opened[name]
+    yield get
+    for d in opened.values():
+        d.close()
 
 
 def _operands(kind, M, K, N, seed):
@@ -37,12 +45,12 @@ def _operands(kind, M, K, N, seed):
 
 
 @pytest.mark.parametrize("kind", ["random", "min", "max", "zero", "one"])
-@pytest.mark.parametrize("case", range(len(CASES)))
-def test_striped_matmul_on_verilator(chip, case, kind):
-    name, dev = chip
-    pname, (M, K, N), kw = CASES[case]
-    if pname != name:
-        pytest.skip(f"case for preset {pname!r}")
+@pytest.mark.parametrize("case", range(len(CASES)),
+                         ids=[f"{c[0]}-{'x'.join(map(str, c[1]))}-{'-'.join(c[2]) or 'int32'}"
+                              for c in CASES])
+def test_striped_matmul_on_verilator(devices, case, kind):
+    name, (M, K, N), kw = CASES[case]
+    dev = devices(name)
     pkg = compile_matmul(preset(name), M, K, N, **kw)
     assert pkg.meta.get("stripes") and pkg.format_version == 2
     A, B = _operands(kind, M, K, N, seed=M * 100 + K + case)
