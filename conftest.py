@@ -28,6 +28,7 @@ VERILATOR_MODULES = (
     "verification/test_norm_rtl.py",
     "verification/test_transpose_rtl.py",
     "verification/test_kernels.py",
+    "verification/test_matmul_layouts.py",
     "verification/test_device_drain.py",
     "verification/test_fuzz.py",
     "verification/test_error_cycle.py",

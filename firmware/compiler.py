@@ -3,7 +3,8 @@
 :func:`compile_matmul` builds ``C = A @ B`` for int8 ``A`` (M x K) and ``B`` (K x N) with int32
 ``C``, tiled over K and N in vector-length (VL) tiles and over M in accumulator-sized chunks.
 
-Data placement (global MEM slice numbers, see ``LpuParams.mem_slice_list``):
+Data placement (global MEM slice numbers, see ``LpuParams.mem_slice_list``) when every operand
+and result plane fits one bank:
 
 * ``A`` rows in ``mem_w0`` bank 0, word ``j*M + m`` = row ``m``, K-tile ``j``;
 * ``B^T`` rows in ``mem_w1`` bank 0, word ``j*N + n`` = column ``n`` of B, K-tile ``j``
@@ -15,6 +16,12 @@ them in (double-buffered, so the next tile's weights load while this tile comput
 READs activation rows westward on stream 0 into ``ABC`` (one per cycle); after the last K-tile,
 ``ACC`` sends each int32 row eastward on stream group 0, and four MEM slices ``WRITE`` the four
 byte planes. Every consumer is issued at ``producer issue + d_func + |distance|`` (docs/architecture.md).
+
+When a tensor needs more than one bank, the same stored words (``j*M + m``, ``j*N + n``) are
+striped over several MEM slices and banks by :class:`~openlpu.firmware.memalloc.MemAllocator`
+(:func:`_plan_striped`); each READ then comes from the slice holding its word, on that slice's
+stream, ``d_func + |distance|`` before its consumer (docs/architecture.md, *Tensor layouts and
+MEM allocation*).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from openlpu.isa import Dir
 from openlpu.params import LpuParams
 
 from .package import Package, TensorDesc
-from .schedule import CompileError, Schedule
+from .schedule import CompileError, ImemOverflow, Schedule
 from .vxmconst import load_const
 
 __all__ = ["compile_matmul", "CompileError"]
@@ -41,6 +48,151 @@ def _check_dim(name, v):
         raise CompileError(f"matmul dimension {name} must be a positive integer, not {v!r}")
 
 
+class _Operand:
+    """Where the stored words of one matmul operand live and the stream each slice feeds."""
+
+    def __init__(self, params, stripes, streams):
+        self.stripes = stripes                       # [(slice, bank, base, stride)]
+        self.streams = streams                       # per stripe
+        self.q = [f"{params.mem_slice_list[s].name}.read" for s, *_ in stripes]
+        self.pos = [params.mem_slice_list[s].position for s, *_ in stripes]
+
+    def at(self, params, w):
+        """``(read queue, position, address, stream)`` of stored word ``w``."""
+        n = len(self.stripes)
+        i = w % n
+        sl, bank, base, stride = self.stripes[i]
+        return self.q[i], self.pos[i], bank * params.mem_words + base + (w // n) * stride, \
+            self.streams[i]
+
+
+def _plan_legacy(p, WA, WB, WC, requant):
+    """The single-bank placement (A in ``mem_w0`` bank 0, ``B^T`` in ``mem_w1`` bank 0, each
+    byte plane of C in bank 1 of MEM slice ``b``), or None if an operand needs more than one bank.
+    Kept so that every matmul that fits it compiles to the same package as before layouts."""
+    if max(WA, WB, WC) > p.mem_words:
+        return None
+    s_a, s_b = p.slice("mem_w0"), p.slice("mem_w1")
+    A = _Operand(p, [(s_a.index, 0, 0, 1)], [_STREAM_A])
+    B = _Operand(p, [(s_b.index, 0, 0, 1)], [_STREAM_B])
+    if requant:
+        c_planes = [[(p.slice("mem_e0").index, 1, 0, 1)]]
+    else:
+        c_planes = [[(s.index, 1, 0, 1)] for s in p.mem_slice_list[:4]]
+    return A, B, c_planes, True
+
+
+def _plan_striped(p, where, WA, WB, WC, requant, relu, b_per_slice=True):
+    """Stripe A, ``B^T`` and C over the MEM with a :class:`MemAllocator`.
+
+    * C first: byte plane ``b`` of the int32 result gets its own group of slices (every fourth
+      slice, east hemisphere first), so the four plane WRITEs of one result row are in four
+      different write queues; within the group bank 1 of each slice comes before bank 0.
+      The int8 result of the fused epilogue comes out of the VXM eastward, so it lives in the
+      east slices (bank 1 first; words 0..3 of ``mem_e0`` bank 0 hold the multiplier).
+    * A and ``B^T`` in the banks the result leaves free, never a bank the result writes in the
+      same slice (a READ and a WRITE on one bank in one cycle are a bank conflict), and in
+      disjoint sets of slices (each slice has one read queue, and A's READs for ``ABC`` and B's
+      for ``LW`` run in the same cycles). West slices first. A fills whole slices (fewest
+      slices); ``B^T`` takes one bank in every remaining slice before second banks, and is
+      striped over at least every remaining west slice, so consecutive weight rows come from
+      different slices on different streams.
+    * Streams (westward): A's slices share one stream, and with ``b_per_slice`` every slice of
+      ``B^T`` feeds its own (else they share one too). A tensor's words reach the MXM in
+      distinct cycles, one ``ABC`` or ``LW`` per cycle, so words of one tensor never meet on a
+      stream; A and ``B^T`` use different streams. With the epilogue, the constant's stream
+      ``streams - 1`` and, for slices east of the VXM, the streams the VXM drives westward
+      (group 0) are left out. A shared stream keeps the ``ABC`` / ``LW`` runs REPEAT-able; one
+      stream per slice is what a load of several weight rows per cycle needs.
+
+    Each tensor takes the fewest stripes that fit. Raises :class:`AllocError` naming the tensor.
+    """
+    from .memalloc import AllocError, MemAllocator
+    n = p.mem_slices
+    west = [s.index for s in p.mem_slice_list[:n]]
+    east = [s.index for s in p.mem_slice_list[n:]]
+    alloc = MemAllocator(p, where)
+    if requant:
+        alloc.reserve("the multiplier constant", (p.slice("mem_e0").index, 0), 0, 4)
+
+    def fewest(name, words, order, note=""):
+        """The fewest leading units of ``order`` that hold ``words`` words as stripes."""
+        for k in range(1, min(len(order), words) + 1):
+            if alloc.fits(words, order[:k]):
+                return alloc.stripe(name, words, order[:k])
+        raise AllocError(alloc.describe_shortage(name, words, order,
+                                                 max(1, -(-words // p.mem_words)), note))
+
+    if requant:
+        order = [(s, 1) for s in east] + [(s, 0) for s in east]
+        c_planes = [fewest("C", WC, order)]
+    else:
+        slices = east + west
+        c_planes = []
+        for b in range(4):
+            group = slices[b::4]
+            c_planes.append(fewest(f"C byte plane {b}", WC,
+                                   [(s, 1) for s in group] + [(s, 0) for s in group]))
+    written = {}
+    for plane in c_planes:
+        for s, bank, *_ in plane:
+            written.setdefault(s, set()).add(bank)
+    # operand slices: west from the MXM side (outer first), then east; with the epilogue,
+    # mem_e0's read queue streams the multiplier's words
+    cand = list(reversed(west)) + [s for s in east
+                                   if not (requant and s == p.slice("mem_e0").index)]
+    usable = {s: [bk for bk in (0, 1) if bk not in written.get(s, ())] for s in cand}
+    cand = [s for s in cand if usable[s]]
+    # A: whole slices, fewest stripes
+    a_order = [(s, bk) for s in cand for bk in usable[s]]
+    note = "operands are not read from a bank the result writes"
+    stripes_a = fewest("A", WA, a_order, note)
+    a_slices = list(dict.fromkeys(s for s, *_ in stripes_a))
+    rest = [s for s in cand if s not in a_slices]
+    # B^T: one bank in each remaining slice first, at least as many stripes as slices
+    b_order = [(s, usable[s][0]) for s in rest] + [(s, bk) for s in rest for bk in usable[s][1:]]
+    need = next((k for k in range(1, len(b_order) + 1) if alloc.fits(WB, b_order[:k])), None)
+    if need is None:
+        stripes_b = fewest("B^T", WB, b_order, note + ", nor B^T from A's slices")  # raises
+    else:
+        k = min(max(need, len([s for s in rest if s in west])), WB)
+        stripes_b = alloc.stripe("B^T", WB, b_order[:k] if alloc.fits(WB, b_order[:k])
+                                 else b_order[:need])
+    vxm_pos = p.slice("vxm").position
+    reserved = {p.streams - 1} if requant else set()
+
+    def streams_for(stripes, taken, per_slice):
+        """A westward stream per slice of ``stripes`` (or one for all of them), none in
+        ``taken``; adds the chosen ones to ``taken``."""
+        slices = list(dict.fromkeys(s for s, *_ in stripes))
+
+        def allowed(x, s):
+            east_of_vxm = p.mem_slice_list[s].position > vxm_pos
+            return x not in taken and x not in reserved and not (requant and east_of_vxm
+                                                                 and x < 4)
+        by_slice = {}
+        groups = [[s] for s in slices] if per_slice else [slices]
+        for group in groups:
+            pool = [x for x in range(p.streams) if all(allowed(x, s) for s in group)]
+            if not pool:                            # reuse this tensor's own streams
+                own = [x for x in dict.fromkeys(by_slice.values())
+                       if all(allowed(x, s) or x in by_slice.values() for s in group)]
+                if not own:
+                    raise CompileError(f"{where}: no westward stream is left for the operand "
+                                       f"slice(s) {', '.join(p.mem_slice_list[s].name for s in group)}")
+                for s in group:
+                    by_slice[s] = own[len(by_slice) % len(own)]
+                continue
+            for s in group:
+                by_slice[s] = pool[0]
+            taken.add(pool[0])
+        return [by_slice[s] for s, *_ in stripes]
+    taken = set()
+    A = _Operand(p, stripes_a, streams_for(stripes_a, taken, False))
+    B = _Operand(p, stripes_b, streams_for(stripes_b, taken, b_per_slice))
+    return A, B, c_planes, False
+
+
 def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | None = None,
                    requantize: tuple | None = None, relu: bool = False) -> Package:
     """Compile an int8 matmul ``(M x K) @ (K x N) -> int32 (M x N)`` for ``params``.
@@ -50,8 +202,14 @@ def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | Non
     multiplier in the ALU's constant register) and, with ``relu``, applies ``VRELU`` in a chained
     second ALU; the result ``C`` is int8 and never exists as int32 in MEM.
 
+    Placement: when every operand and result plane fits one bank, the single-bank placement of
+    the module docstring; otherwise A, ``B^T`` and C are striped over the MEM slices and banks
+    (:func:`_plan_striped`, ``docs/architecture.md`` *Tensor layouts*). The schedule is the same
+    either way: one ``ABC`` and one ``LW`` per cycle, each from the stream its word's slice feeds.
+
     Raises :class:`CompileError` if a dimension is invalid or the operands, the result or the
-    instruction images do not fit the preset.
+    instruction images do not fit the preset; a tensor that does not fit is named with the words
+    it needs and the words free.
     """
     for n_, v in (("M", M), ("K", K), ("N", N)):
         _check_dim(n_, v)
@@ -60,11 +218,6 @@ def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | Non
     KT, NT = math.ceil(K / vl), math.ceil(N / vl)
     mc = p.mxm_acc_words                 # rows per accumulator chunk
     where = f"matmul {M}x{K}x{N} on preset {p.name!r}"
-    for what, need in (("A (M x K-tiles)", M * KT), ("B^T (N x K-tiles)", N * KT),
-                       ("C (M x N-tiles)", M * NT)):
-        if need > p.mem_words:
-            raise CompileError(f"{where}: {what} needs {need} words of one MEM bank, a bank holds "
-                               f"{p.mem_words}")
 
     if relu and requantize is None:
         raise CompileError("relu needs requantize=(multiplier, shift)")
@@ -77,28 +230,50 @@ def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | Non
         if p.vxm_alus < need_alus:
             raise CompileError(f"{where}: the fused epilogue needs {need_alus} VXM ALU(s); preset "
                                f"{p.name!r} has {p.vxm_alus}")
-        if M * NT > p.mem_words:
-            raise CompileError(f"{where}: C needs {M * NT} words of one MEM bank")
+    WA, WB, WC = M * KT, N * KT, M * NT
+    rq = requantize is not None
+    legacy = _plan_legacy(p, WA, WB, WC, rq)
+    if legacy:
+        return _schedule_matmul(p, M, K, N, name, requantize, relu, *legacy)
+    plan = _plan_striped(p, where, WA, WB, WC, rq, relu)
+    try:
+        return _schedule_matmul(p, M, K, N, name, requantize, relu, *plan)
+    except ImemOverflow:
+        if len(set(plan[1].streams)) == 1:
+            raise
+    # one stream per weight slice breaks the LW runs REPEAT packs; share one stream instead
+    plan = _plan_striped(p, where, WA, WB, WC, rq, relu, b_per_slice=False)
+    return _schedule_matmul(p, M, K, N, name, requantize, relu, *plan)
 
+
+def _schedule_matmul(p, M, K, N, name, requantize, relu, A, B, c_planes, legacy):
+    """Schedule a matmul placed by :func:`_plan_legacy` or :func:`_plan_striped`; returns the
+    validated package."""
+    vl = p.vl
+    KT, NT = math.ceil(K / vl), math.ceil(N / vl)
+    mc = p.mxm_acc_words                 # rows per accumulator chunk
+    if requantize is not None:
+        mult, rq_shift = requantize
     mxm = p.slice("mxm_w")
-    s_a, s_b = p.slice("mem_w0"), p.slice("mem_w1")
-    out_slices = p.mem_slice_list[:4]
     d_read = isa.BY_MNEMONIC["READ"].d_func(p)
     d_acc = isa.BY_MNEMONIC["ACC"].d_func(p)
     d_abc = isa.BY_MNEMONIC["ABC"].d_func(p)
-    lat_a = d_read + abs(s_a.position - mxm.position)      # READ A at t -> ABC at t + lat_a
-    lat_b = d_read + abs(s_b.position - mxm.position)      # READ B at t -> LW at t + lat_b
-    lat_w = [d_acc + abs(s.position - mxm.position) for s in out_slices]
-    q_a, q_b = f"{s_a.name}.read", f"{s_b.name}.read"
-    q_w = [f"{s.name}.write" for s in out_slices]
+    lat_a = max(d_read + abs(x - mxm.position) for x in A.pos)   # READ A at t -> ABC at t + lat
+    lat_b = max(d_read + abs(x - mxm.position) for x in B.pos)   # READ B at t -> LW at t + lat
+    c_where = []                         # per plane: per stripe (write queue, latency)
+    for plane in c_planes:
+        c_where.append([(f"{p.mem_slice_list[s].name}.write",
+                         d_acc + abs(p.mem_slice_list[s].position - mxm.position), bank, base,
+                         stride) for s, bank, base, stride in plane])
 
     sched = Schedule(p)
     lw_free, abc_free, acc_free = lat_b, lat_a, 0
     mem_image = []
-    out_desc = TensorDesc("C", (M, N), "int32", [(s.index, 1) for s in out_slices], base=0)
+    c_desc_planes = ([(pl[0][0], pl[0][1]) for pl in c_planes] if legacy else c_planes)
+    out_desc = TensorDesc("C", (M, N), "int32", c_desc_planes, base=0)
     if requantize is not None:
         epilogue, acc_free, mem_image, out_desc = _requant_epilogue(
-            p, sched, mxm, int(mult), int(rq_shift), relu, M, N)
+            p, sched, mxm, int(mult), int(rq_shift), relu, M, N, c_planes[0], legacy)
     prev_iw, prev_last_abc = -1, -1
     last_acc_read = {}                   # accumulator row -> cycle of its last ACC
     for m0 in range(0, M, mc):
@@ -110,9 +285,10 @@ def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | Non
                 w0 = max(lw_free, prev_iw + 1)
                 for r in range(nn):
                     t = w0 + r
-                    sched.place("mxm_w.weights", t, "LW", row=r, stream=_STREAM_B, dir=Dir.WEST)
-                    sched.place(q_b, t - lat_b, "READ", addr=kt * N + nt * vl + r,
-                                stream=_STREAM_B, dir=Dir.WEST)
+                    q, pos, addr, stream = B.at(p, kt * N + nt * vl + r)
+                    sched.place("mxm_w.weights", t, "LW", row=r, stream=stream, dir=Dir.WEST)
+                    sched.place(q, t - d_read - abs(pos - mxm.position), "READ", addr=addr,
+                                stream=stream, dir=Dir.WEST)
                 iw = max(w0 + nn, prev_last_abc)     # may share the previous tile's last ABC cycle
                 sched.place("mxm_w.weights", iw, "IW")
                 # activations: one ABC per row; an overwriting ABC must land after the row's ACC
@@ -123,10 +299,11 @@ def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | Non
                             a0 = max(a0, last_acc_read[r] - d_abc - r + 1)
                 for r in range(mm):
                     t = a0 + r
-                    sched.place("mxm_w.compute", t, "ABC", acc=r, stream=_STREAM_A, dir=Dir.WEST,
+                    q, pos, addr, stream = A.at(p, kt * M + m0 + r)
+                    sched.place("mxm_w.compute", t, "ABC", acc=r, stream=stream, dir=Dir.WEST,
                                 accumulate=int(kt > 0))
-                    sched.place(q_a, t - lat_a, "READ", addr=kt * M + m0 + r,
-                                stream=_STREAM_A, dir=Dir.WEST)
+                    sched.place(q, t - d_read - abs(pos - mxm.position), "READ", addr=addr,
+                                stream=stream, dir=Dir.WEST)
                 abc_free, prev_last_abc, prev_iw, lw_free = a0 + mm, a0 + mm - 1, iw, iw + 1
                 if kt == KT - 1:
                     for r in range(mm):
@@ -134,33 +311,43 @@ def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | Non
                         sched.place("mxm_w.result", tc, "ACC", acc=r, group=_GROUP_C, dir=Dir.EAST)
                         acc_free = tc + 1
                         last_acc_read[r] = tc
+                        w = nt * M + m0 + r
                         if requantize is not None:
-                            epilogue(tc, p.mem_words + nt * M + m0 + r)
+                            epilogue(tc, w)
                             continue
                         for b in range(4):
-                            sched.place(q_w[b], tc + lat_w[b], "WRITE",
-                                        addr=p.mem_words + nt * M + m0 + r,
+                            stripes = c_where[b]
+                            qw, lat, bank, base, stride = stripes[w % len(stripes)]
+                            sched.place(qw, tc + lat, "WRITE",
+                                        addr=bank * p.mem_words + base
+                                        + (w // len(stripes)) * stride,
                                         stream=4 * _GROUP_C + b, dir=Dir.EAST)
     queues, cycles = sched.emit()
+    meta = {"macs": M * K * N, "mxm_busy_cycles": sched.count("ABC"), "shape": [M, K, N]}
+    if legacy:
+        inputs = [TensorDesc("A", (M, K), "int8", [A.stripes[0][:2]], base=0),
+                  TensorDesc("B", (K, N), "int8", [B.stripes[0][:2]], base=0, transposed=True)]
+    else:
+        inputs = [TensorDesc("A", (M, K), "int8", [A.stripes]),
+                  TensorDesc("B", (K, N), "int8", [B.stripes], transposed=True)]
+        meta["stripes"] = {"A": len(A.stripes), "B": len(B.stripes),
+                           "C": [len(pl) for pl in c_planes]}
+        meta["streams"] = {"A": sorted(set(A.streams)), "B": sorted(set(B.streams))}
     pkg = Package(
         name=name or f"matmul_{M}x{K}x{N}",
         params=p,
         queues=queues,
-        inputs=[
-            TensorDesc("A", (M, K), "int8", [(s_a.index, 0)], base=0),
-            TensorDesc("B", (K, N), "int8", [(s_b.index, 0)], base=0, transposed=True),
-        ],
+        inputs=inputs,
         outputs=[out_desc],
         predicted_cycles=cycles,
         mem_image=mem_image,
-        meta={"macs": M * K * N, "mxm_busy_cycles": sched.count("ABC"),
-              "shape": [M, K, N]},
+        meta=meta,
     )
     pkg.validate()
     return pkg
 
 
-def _requant_epilogue(p, sched, mxm, mult, shift, relu, M, N):
+def _requant_epilogue(p, sched, mxm, mult, shift, relu, M, N, c_stripes, legacy):
     """Set up the VXM epilogue of a matmul: returns ``(place(t_acc, addr), first free ACC cycle,
     MEM image, output descriptor)``.
 
@@ -169,7 +356,8 @@ def _requant_epilogue(p, sched, mxm, mult, shift, relu, M, N):
     """
     vx = p.slice("vxm")
     src = p.slice("mem_e0")                 # constant words, flowing west into the VXM
-    dst = src                               # int8 result rows, bank 1
+    dst = [(f"{p.mem_slice_list[s].name}.write", abs(p.mem_slice_list[s].position - vx.position),
+            bank * p.mem_words + base, stride) for s, bank, base, stride in c_stripes]
     d_read = isa.BY_MNEMONIC["READ"].d_func(p)
     d_acc = isa.BY_MNEMONIC["ACC"].d_func(p)
     d_vxm = isa.BY_MNEMONIC["VREQ"].d_func(p)
@@ -191,7 +379,10 @@ def _requant_epilogue(p, sched, mxm, mult, shift, relu, M, N):
     arrive = d_acc + abs(vx.position - mxm.position)    # ACC at t -> VXM samples at t + arrive
     acc_free = max(0, first_vreq - arrive)
 
-    def place(t_acc, addr):
+    def place(t_acc, w):
+        """The epilogue of the result row ACC'd at ``t_acc``, stored word ``w`` of C."""
+        qw, dist, addr0, stride = dst[w % len(dst)]
+        addr = addr0 + (w // len(dst)) * stride
         t = t_acc + arrive
         # with relu, VREQ sends its result west and VRELU reads it back from the west output
         # column (chaining), so the two ALUs never drive the same stream in one cycle
@@ -205,10 +396,10 @@ def _requant_epilogue(p, sched, mxm, mult, shift, relu, M, N):
             sched.place(relu_q, t, "VRELU", a_stream=4 * _GROUP_C, a_dir=Dir.WEST, a_chain=1,
                         b_stream=0, b_dir=0, b_mode=0, out_dir=Dir.EAST, dtype=0, imm=0)
             t_out = t + isa.BY_MNEMONIC["VRELU"].d_func(p)
-        sched.place(f"{dst.name}.write", t_out + abs(dst.position - vx.position), "WRITE",
-                    addr=addr, stream=4 * _GROUP_C, dir=Dir.EAST)
+        sched.place(qw, t_out + dist, "WRITE", addr=addr, stream=4 * _GROUP_C, dir=Dir.EAST)
 
-    desc = TensorDesc("C", (M, N), "int8", [(dst.index, 1)], base=0)
+    desc = TensorDesc("C", (M, N), "int8",
+                      [c_stripes[0][:2]] if legacy else [list(c_stripes)], base=0)
     return place, acc_free, image, desc
 
 

@@ -30,14 +30,23 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from openlpu import isa
 from openlpu.params import LpuParams, ParamsError
 
-__all__ = ["Package", "TensorDesc", "PackageError", "FORMAT_VERSION", "MAGIC",
-           "MAX_PREDICTED_CYCLES", "MAX_PAYLOAD_BYTES", "MAX_JSON_DEPTH"]
+__all__ = ["Package", "TensorDesc", "PackageError", "FORMAT_VERSION", "FORMAT_VERSIONS",
+           "MAGIC", "MAX_PREDICTED_CYCLES", "MAX_PAYLOAD_BYTES", "MAX_JSON_DEPTH", "MAX_STRIPES",
+           "check_overlaps"]
 
 MAGIC = b"OLPUPKG\0"
-FORMAT_VERSION = 1
+#: Format version written for a package with a striped tensor; one without is written as
+#: version 1 (byte-identical to what drivers before tensor layouts write and read).
+FORMAT_VERSION = 2
+#: Versions this loader reads: 1 (every plane is ``(slice, bank)``) and 2 (planes may be striped).
+FORMAT_VERSIONS = (1, 2)
+#: Most stripes in one byte plane of a tensor.
+MAX_STRIPES = 256
 _HEADER = struct.Struct("<8sII")
 DTYPES = {"int8": 1, "int32": 4}
 
@@ -58,19 +67,29 @@ class PackageError(ValueError):
 
 @dataclass
 class TensorDesc:
-    """Placement of a 2-D tensor in MEM.
+    """Placement of a 2-D tensor in MEM: a layout of byte planes, each striped over MEM banks.
 
     The stored matrix ``S`` is the tensor (or its transpose when ``transposed``), of shape
-    ``(R, C)``. Column tile ``j`` (columns ``j*VL ..``) of row ``r`` is the vector word
-    ``base + j*R + r`` of every plane; plane ``b`` holds byte ``b`` (little endian) of each
-    element. ``planes`` lists ``(global MEM slice, bank)`` per byte plane; ``base`` is the word
-    within that bank.
+    ``(R, C)``. Column tile ``j`` (columns ``j*VL ..``) of row ``r`` is the stored vector word
+    ``w = j*R + r``; byte plane ``b`` holds byte ``b`` (little endian) of each element.
+
+    ``planes`` gives one entry per byte plane, in either of two forms:
+
+    * ``(slice, bank)``: the plane is dense in one bank, word ``w`` at ``base + w`` (the original
+      form; ``base`` is used only by planes of this form);
+    * a list of stripes ``[(slice, bank, base, stride), ...]``: with ``S`` stripes, word ``w``
+      lives in stripe ``w % S``, at word ``base + (w // S) * stride`` of that stripe's bank
+      (``stride`` 1: dense). Consecutive words then come from different banks, usually of
+      different slices, so each slice can feed its own stream.
+
+    ``slice`` is a global MEM slice number (``LpuParams.mem_slice_list``), ``bank`` a bank of it,
+    and words count within the bank. :attr:`layout` gives every plane in the stripe form.
     """
     name: str
     shape: tuple
     dtype: str
     planes: list
-    base: int
+    base: int = 0
     transposed: bool = False
 
     @property
@@ -82,32 +101,68 @@ class TensorDesc:
         return max(1, -(-self.stored_shape[1] // vl))
 
     def words(self, vl: int) -> int:
-        """Vector words used in each plane."""
+        """Vector words in each byte plane (``R * tiles``)."""
         return self.stored_shape[0] * self.tiles(vl)
+
+    @property
+    def striped(self) -> bool:
+        """Whether some plane is given in the stripe form (a package of format version 2)."""
+        return any(not _is_pair(p) for p in self.planes)
+
+    @property
+    def layout(self) -> list:
+        """Stripes ``[(slice, bank, base, stride), ...]`` of every byte plane."""
+        return [[(p[0], p[1], self.base, 1)] if _is_pair(p) else [tuple(s) for s in p]
+                for p in self.planes]
+
+    def locate(self, plane: int, word: int) -> tuple:
+        """``(slice, bank, word in bank)`` of stored vector word ``word`` of byte plane ``plane``."""
+        stripes = self.layout[plane]
+        sl, bank, base, stride = stripes[word % len(stripes)]
+        return sl, bank, base + (word // len(stripes)) * stride
+
+    def plane_words(self, plane: int, vl: int) -> list:
+        """``(slice, bank, word in bank)`` of every stored word ``0 .. words-1`` of a plane."""
+        stripes = self.layout[plane]
+        n = len(stripes)
+        return [(stripes[w % n][0], stripes[w % n][1],
+                 stripes[w % n][2] + (w // n) * stripes[w % n][3]) for w in range(self.words(vl))]
 
     def to_dict(self) -> dict:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
-                "planes": [list(p) for p in self.planes], "base": self.base,
-                "transposed": self.transposed}
+                "planes": [list(p) if _is_pair(p) else [list(s) for s in p]
+                           for p in self.planes],
+                "base": self.base, "transposed": self.transposed}
 
     @classmethod
     def from_dict(cls, d: dict) -> "TensorDesc":
+        planes = [tuple(int(x) for x in p) if len(p) == 2 and not isinstance(p[0], (list, tuple))
+                  else [tuple(int(x) for x in s) for s in p] for p in d["planes"]]
         return cls(name=str(d["name"]), shape=tuple(int(x) for x in d["shape"]),
-                   dtype=str(d["dtype"]), planes=[tuple(int(x) for x in p) for p in d["planes"]],
-                   base=int(d["base"]), transposed=bool(d.get("transposed", False)))
+                   dtype=str(d["dtype"]), planes=planes, base=int(d.get("base", 0)),
+                   transposed=bool(d.get("transposed", False)))
 
     def validate(self, params: LpuParams) -> None:
+        """Check the descriptor against ``params``; raises :class:`PackageError` naming the
+        tensor. Overlaps with other tensors are checked by :meth:`Package.validate`."""
         where = f"tensor {self.name!r}"
         if not isinstance(self.name, str) or not self.name:
             raise PackageError(f"tensor name {self.name!r} is not a non-empty string")
         seqs = (tuple, list)
         if (not isinstance(self.shape, seqs) or not all(_is_int(x) for x in self.shape)
                 or not isinstance(self.planes, seqs)
-                or not all(isinstance(p, seqs) and len(p) == 2 and all(_is_int(x) for x in p)
-                           for p in self.planes)
                 or not _is_int(self.base) or not isinstance(self.transposed, bool)):
             raise PackageError(f"{where}: shape, planes and base must be integers and "
                                f"transposed a bool")
+        for i, p in enumerate(self.planes):
+            if _is_pair(p):
+                continue
+            if (not isinstance(p, seqs) or not p or len(p) > MAX_STRIPES
+                    or not all(isinstance(s, seqs) and len(s) == 4
+                               and all(_is_int(x) for x in s) for s in p)):
+                raise PackageError(f"{where}: byte plane {i} is neither (MEM slice, bank) nor a "
+                                   f"list of 1..{MAX_STRIPES} stripes (MEM slice, bank, base, "
+                                   f"stride)")
         if self.dtype not in DTYPES:
             raise PackageError(f"{where}: dtype {self.dtype!r} not one of {', '.join(DTYPES)}")
         if len(self.shape) != 2 or min(self.shape) < 1 or max(self.shape) > _MAX_DIM:
@@ -115,16 +170,70 @@ class TensorDesc:
         if len(self.planes) != DTYPES[self.dtype]:
             raise PackageError(f"{where}: {self.dtype} needs {DTYPES[self.dtype]} byte plane(s), "
                                f"got {len(self.planes)}")
-        for sl, bank in self.planes:
-            if not 0 <= sl < 2 * params.mem_slices:
-                raise PackageError(f"{where}: MEM slice {sl} does not exist on preset "
-                                   f"{params.name!r}")
-            if not 0 <= bank < params.mem_banks:
-                raise PackageError(f"{where}: bank {bank} does not exist")
-        end = self.base + self.words(params.vl)
-        if self.base < 0 or end > params.mem_words:
-            raise PackageError(f"{where}: words [{self.base}, {end}) do not fit a bank of "
-                               f"{params.mem_words} words")
+        if self.base < 0:
+            raise PackageError(f"{where}: base {self.base} is negative")
+        words = self.words(params.vl)
+        for b, stripes in enumerate(self.layout):
+            n = len(stripes)
+            if n > words:
+                raise PackageError(f"{where}: byte plane {b} has {n} stripes for {words} "
+                                   f"word(s); every stripe must hold a word")
+            for i, (sl, bank, base, stride) in enumerate(stripes):
+                if not 0 <= sl < 2 * params.mem_slices:
+                    raise PackageError(f"{where}: MEM slice {sl} does not exist on preset "
+                                       f"{params.name!r}")
+                if not 0 <= bank < params.mem_banks:
+                    raise PackageError(f"{where}: bank {bank} does not exist")
+                if base < 0 or stride < 1:
+                    raise PackageError(f"{where}: byte plane {b} stripe {i} has base {base} and "
+                                       f"stride {stride} (base >= 0, stride >= 1)")
+                count = -(-(words - i) // n)
+                end = base + (count - 1) * stride + 1
+                if end > params.mem_words:
+                    what = (f"words [{base}, {end})" if stride == 1 else
+                            f"{count} words from {base} in steps of {stride} (to {end - 1})")
+                    raise PackageError(f"{where}: {what} of byte plane {b}"
+                                       f"{f' stripe {i}' if n > 1 else ''} (MEM slice {sl}, "
+                                       f"bank {bank}) do not fit a bank of {params.mem_words} "
+                                       f"words")
+
+    def _stripe_words(self, params: LpuParams):
+        """``(plane, stripe, slice, bank, word indices)`` of every stripe (validated tensors)."""
+        words = self.words(params.vl)
+        for b, stripes in enumerate(self.layout):
+            n = len(stripes)
+            for i, (sl, bank, base, stride) in enumerate(stripes):
+                count = -(-(words - i) // n)
+                yield b, i, sl, bank, base + np.arange(count, dtype=np.int64) * stride
+
+
+def _is_pair(p) -> bool:
+    return isinstance(p, (tuple, list)) and len(p) == 2 and all(_is_int(x) for x in p)
+
+
+def check_overlaps(params: LpuParams, tensors, mem_image=()) -> None:
+    """Raise :class:`PackageError` if two tensors (or two words of one tensor, or a tensor and a
+    constant word of the MEM image) use the same MEM word. The tensors must be valid. The work
+    is bounded by the MEM size: the first word used twice stops it."""
+    owners = {}                                 # (slice, bank) -> tensor index per word, or -1
+    for ti, t in enumerate(tensors):
+        for b, _, sl, bank, idx in t._stripe_words(params):
+            own = owners.setdefault((sl, bank), np.full(params.mem_words, -1, dtype=np.int64))
+            hit = np.nonzero(own[idx] >= 0)[0]
+            if len(hit):
+                word = int(idx[hit[0]])
+                other = tensors[own[word]].name
+                who = (f"tensor {t.name!r} uses" if own[word] == ti
+                       else f"tensors {other!r} and {t.name!r} both use")
+                raise PackageError(f"{who} word {word} of MEM slice {sl} bank {bank} twice "
+                                   f"(byte plane {b})")
+            own[idx] = ti
+    for sl, addr, _ in mem_image:
+        bank, word = params.mem_bank_of(addr), addr % params.mem_words
+        own = owners.get((sl, bank))
+        if own is not None and own[word] >= 0:
+            raise PackageError(f"tensor {tensors[own[word]].name!r} and the constant MEM image "
+                               f"both use word {word} of MEM slice {sl} bank {bank}")
 
 
 @dataclass
@@ -188,6 +297,7 @@ class Package:
             if not isinstance(data, (bytes, bytearray)) or len(data) != p.vl:
                 raise PackageError(f"MEM image entry ({sl}, {addr}) has {len(data)} bytes, "
                                    f"not {p.vl}")
+        check_overlaps(p, tensors, self.mem_image)
         if (not _is_int(self.predicted_cycles)
                 or not 1 <= self.predicted_cycles <= MAX_PREDICTED_CYCLES):
             raise PackageError(f"predicted cycle count {self.predicted_cycles!r} is not valid "
@@ -207,10 +317,15 @@ class Package:
             "meta": self.meta,
         }
 
+    @property
+    def format_version(self) -> int:
+        """2 if a tensor has a striped plane, else 1 (what :meth:`to_bytes` writes)."""
+        return 2 if any(t.striped for t in list(self.inputs) + list(self.outputs)) else 1
+
     def to_bytes(self) -> bytes:
         self.validate()
         payload = json.dumps(self.to_dict(), sort_keys=True).encode()
-        return (_HEADER.pack(MAGIC, FORMAT_VERSION, len(payload)) + payload
+        return (_HEADER.pack(MAGIC, self.format_version, len(payload)) + payload
                 + struct.pack("<I", zlib.crc32(payload)))
 
     def save(self, path) -> None:
@@ -229,9 +344,10 @@ class Package:
         magic, version, length = _HEADER.unpack_from(blob)
         if magic != MAGIC:
             raise PackageError(f"not an OpenLPU program package (magic {magic!r})")
-        if version != FORMAT_VERSION:
+        if version not in FORMAT_VERSIONS:
             raise PackageError(f"package format version {version} is not supported "
-                               f"(this driver reads version {FORMAT_VERSION})")
+                               f"(this driver reads versions "
+                               f"{', '.join(map(str, FORMAT_VERSIONS))})")
         end = _HEADER.size + length
         if len(blob) < end + 4:
             raise PackageError(f"package truncated: {len(blob)} bytes, expected {end + 4}")
@@ -245,7 +361,7 @@ class Package:
         if zlib.crc32(payload) != crc:
             raise PackageError("package checksum mismatch: the file is corrupt")
         d = _parse_json(payload)
-        pkg = _package_from_dict(cls, d)
+        pkg = _package_from_dict(cls, d, version)
         pkg.validate()
         return pkg
 
@@ -379,7 +495,7 @@ def _params(d, path) -> LpuParams:
         _fail(path, str(e))
 
 
-def _tensor(t, path, params) -> TensorDesc:
+def _tensor(t, path, params, version=FORMAT_VERSION) -> TensorDesc:
     _obj(t, path, ("name", "shape", "dtype", "planes", "base"), ("transposed",))
     name = _str(t["name"], _path(path, "name"))
     shape = _list(t["shape"], _path(path, "shape"), 2)
@@ -392,22 +508,44 @@ def _tensor(t, path, params) -> TensorDesc:
         _fail(_path(path, "dtype"), f"{dtype[:20]!r} is not one of {', '.join(DTYPES)}")
     pp = _path(path, "planes")
     planes = _list(t["planes"], pp, 4)
+    out = []
     for i, pl in enumerate(planes):
-        _list(pl, _path(pp, i), 2)
+        ip = _path(pp, i)
+        _list(pl, ip, MAX_STRIPES)
+        if pl and isinstance(pl[0], list):          # stripes (format version 2)
+            if version < 2:
+                _fail(ip, f"a striped byte plane needs package format version 2, the package "
+                          f"says {version}")
+            stripes = []
+            for k, s in enumerate(pl):
+                sp = _path(ip, k)
+                _list(s, sp, 4)
+                if len(s) != 4:
+                    _fail(sp, f"a stripe is 4 integers (MEM slice, bank, base, stride), "
+                              f"not {len(s)}")
+                stripes.append((
+                    _int(s[0], _path(sp, 0), 0, 2 * params.mem_slices - 1,
+                         "MEM slice must be an integer"),
+                    _int(s[1], _path(sp, 1), 0, params.mem_banks - 1, "bank must be an integer"),
+                    _int(s[2], _path(sp, 2), 0, params.mem_words - 1, "base must be an integer"),
+                    _int(s[3], _path(sp, 3), 1, params.mem_words, "stride must be an integer")))
+            out.append(stripes)
+            continue
         if len(pl) != 2:
-            _fail(_path(pp, i), f"a byte plane is 2 integers (MEM slice, bank), not {len(pl)}")
-        _int(pl[0], _path(_path(pp, i), 0), 0, 2 * params.mem_slices - 1,
-             "MEM slice must be an integer")
-        _int(pl[1], _path(_path(pp, i), 1), 0, params.mem_banks - 1, "bank must be an integer")
+            _fail(ip, f"a byte plane is 2 integers (MEM slice, bank) or a list of stripes "
+                      f"(MEM slice, bank, base, stride), not {len(pl)} entries")
+        _int(pl[0], _path(ip, 0), 0, 2 * params.mem_slices - 1, "MEM slice must be an integer")
+        _int(pl[1], _path(ip, 1), 0, params.mem_banks - 1, "bank must be an integer")
+        out.append(tuple(pl))
     base = _int(t["base"], _path(path, "base"), 0, params.mem_words - 1)
     transposed = t.get("transposed", False)
     if not isinstance(transposed, bool):
         _fail(_path(path, "transposed"), f"must be true or false, not {transposed!r:.40}")
-    return TensorDesc(name=name, shape=tuple(shape), dtype=dtype,
-                      planes=[tuple(pl) for pl in planes], base=base, transposed=transposed)
+    return TensorDesc(name=name, shape=tuple(shape), dtype=dtype, planes=out, base=base,
+                      transposed=transposed)
 
 
-def _package_from_dict(cls, d) -> "Package":
+def _package_from_dict(cls, d, version=FORMAT_VERSION) -> "Package":
     _obj(d, "package", ("name", "params", "config_id", "queues", "inputs", "outputs",
                         "predicted_cycles", "mem_image"), ("meta",))
     name = _str(d["name"], "name")
@@ -425,7 +563,8 @@ def _package_from_dict(cls, d) -> "Package":
     tensors = {}
     for key in ("inputs", "outputs"):
         lst = _list(d[key], key, _MAX_TENSORS)
-        tensors[key] = [_tensor(t, _path(key, i), params) for i, t in enumerate(lst)]
+        tensors[key] = [_tensor(t, _path(key, i), params, version)
+                        for i, t in enumerate(lst)]
     cycles = _int(d["predicted_cycles"], "predicted_cycles", 1, MAX_PREDICTED_CYCLES,
                   "must be an integer (cycles)")
     image = []

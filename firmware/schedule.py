@@ -12,11 +12,15 @@ from __future__ import annotations
 from openlpu import isa
 from openlpu.params import LpuParams
 
-__all__ = ["Schedule", "CompileError"]
+__all__ = ["Schedule", "CompileError", "ImemOverflow"]
 
 
 class CompileError(ValueError):
     """A workload cannot be compiled for the given preset (shape does not fit, ...)."""
+
+
+class ImemOverflow(CompileError):
+    """A queue's instruction image is longer than the chip's instruction memory."""
 
 
 class Schedule:
@@ -25,8 +29,27 @@ class Schedule:
     def __init__(self, params: LpuParams):
         self.params = params
         self._slots: dict[str, dict[int, tuple]] = {q.name: {} for q in params.queues}
+        self._checked: set = set()       # (queue, mnemonic, fields) that passed the checks
 
     def place(self, queue: str, cycle: int, mnemonic: str, **fields) -> None:
+        """Place ``mnemonic`` with ``fields`` at ``cycle`` of ``queue``; raises
+        :class:`CompileError` if the queue cannot issue it, its fields are invalid, or the cycle
+        is taken. An instruction already checked in this queue is not checked again (the checks
+        depend only on the queue, the mnemonic and the fields)."""
+        if cycle < 0:
+            raise CompileError(f"{queue}: {mnemonic} scheduled at negative cycle {cycle}")
+        slots = self._slots.get(queue)
+        key = (queue, mnemonic, tuple(fields.items()))
+        if slots is None or key not in self._checked:
+            self._check(queue, cycle, mnemonic, fields)
+            self._checked.add(key)
+            slots = self._slots[queue]
+        if cycle in slots:
+            raise CompileError(f"{queue}: cycle {cycle} already holds {slots[cycle][0].mnemonic}, "
+                               f"cannot place {mnemonic}")
+        slots[cycle] = (isa.BY_MNEMONIC[mnemonic], fields)
+
+    def _check(self, queue, cycle, mnemonic, fields):
         q = self.params.queue(queue)
         idef = isa.BY_MNEMONIC[mnemonic]
         if not isa.allowed(idef, q.role):
@@ -34,19 +57,12 @@ class Schedule:
         why = isa.unavailable_reason(idef, q.role, self.params)
         if why:
             raise CompileError(f"{queue}: {why}")
-        if cycle < 0:
-            raise CompileError(f"{queue}: {mnemonic} scheduled at negative cycle {cycle}")
-        slots = self._slots[queue]
-        if cycle in slots:
-            raise CompileError(f"{queue}: cycle {cycle} already holds {slots[cycle][0].mnemonic}, "
-                               f"cannot place {mnemonic}")
         try:    # a placed REPEAT's context (what it repeats) is checked by emit (check_queue)
             isa.check_instruction(self.params, q.role, idef, fields,
                                   repeat_context=False)
             idef.encode(**fields)
         except (isa.IsaError, ValueError) as e:
             raise CompileError(f"{queue} @ {cycle}: {e}") from None
-        slots[cycle] = (idef, fields)
 
     def busy(self, queue: str, cycle: int) -> bool:
         return cycle in self._slots[queue]
@@ -60,9 +76,14 @@ class Schedule:
         """Last cycle in which any placed instruction still acts, in the top superlane."""
         p = self.params
         end = 0
+        reach = {}                       # instruction -> cycles it acts after its issue
         for slots in self._slots.values():
             for t, (idef, _) in slots.items():
-                end = max(end, t + max(idef.d_func(p) or 0, 0) + p.superlanes - 1, t + 1)
+                r = reach.get(idef.mnemonic)
+                if r is None:
+                    r = reach[idef.mnemonic] = max(max(idef.d_func(p) or 0, 0) + p.superlanes - 1, 1)
+                if t + r > end:
+                    end = t + r
         return end
 
     def emit(self, *, compress: bool = True) -> tuple[dict[str, list[int]], int]:
@@ -105,7 +126,7 @@ class Schedule:
             gap(halt_at - now)
             words.append(isa.BY_MNEMONIC["HALT"].encode())
             if len(words) > self.params.imem_words:
-                raise CompileError(f"queue {qname} needs {len(words)} instruction words; preset "
+                raise ImemOverflow(f"queue {qname} needs {len(words)} instruction words; preset "
                                    f"{self.params.name!r} has {self.params.imem_words} per queue")
             try:        # REPEAT copies in range, instruction spacing (isa.ISSUE_SPACING)
                 isa.check_queue(self.params, qname, words)

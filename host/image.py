@@ -1,7 +1,9 @@
 """Host-side images: the bus writes that load a package and its inputs, and output decoding.
 
 These functions turn a :class:`~openlpu.firmware.package.Package` and numpy tensors into
-``(address, word)`` pairs for the host bus, and read words back into tensors. They are used by
+``(address, word)`` pairs for the host bus, and read words back into tensors. A tensor's
+placement, dense or striped over several MEM slices and banks, comes from
+:meth:`TensorDesc.plane_words <openlpu.firmware.package.TensorDesc.plane_words>` alone. They are used by
 :class:`~openlpu.host.device.Device` and by the cocotb testbenches, so every backend and
 testbench moves exactly the same words.
 """
@@ -97,12 +99,13 @@ def input_writes(pkg: Package, inputs: dict) -> list[tuple[int, int]]:
         nbytes = DTYPES[desc.dtype]
         u = s.astype(np.int64) & ((1 << (8 * nbytes)) - 1)
         r_count = s.shape[0]
-        for b, (sl, bank) in enumerate(desc.planes):
+        for b in range(nbytes):
             plane = (u >> (8 * b)) & 0xFF
+            where = desc.plane_words(b, p.vl)           # stored word w = j*R + r
             for j in range(desc.tiles(p.vl)):
                 for r in range(r_count):
-                    out += _vector_writes(p, sl, bank, desc.base + j * r_count + r,
-                                          plane[r, j * p.vl:(j + 1) * p.vl])
+                    sl, bank, word = where[j * r_count + r]
+                    out += _vector_writes(p, sl, bank, word, plane[r, j * p.vl:(j + 1) * p.vl])
     return out
 
 
@@ -110,10 +113,11 @@ def _output_words(pkg: Package):
     p = pkg.params
     for desc in pkg.outputs:
         r_count = desc.stored_shape[0]
-        for b, (sl, bank) in enumerate(desc.planes):
+        for b in range(len(desc.planes)):
+            where = desc.plane_words(b, p.vl)           # stored word w = j*R + r
             for j in range(desc.tiles(p.vl)):
                 for r in range(r_count):
-                    yield desc, b, j, r, _word_addrs(p, sl, bank, desc.base + j * r_count + r)
+                    yield desc, b, j, r, _word_addrs(p, *where[j * r_count + r])
 
 
 def output_reads(pkg: Package) -> list[int]:

@@ -17,8 +17,13 @@ def test_bad_dimensions(params, dims):
 
 
 def test_shape_that_does_not_fit_memory(params):
-    with pytest.raises(CompileError, match="needs .* words of one MEM bank"):
-        compile_matmul(params, params.mem_words + 1, 1, 1)
+    # C's byte planes need both banks of the 4 MEM slices: nothing is left for A
+    M = params.mem_words + 1
+    with pytest.raises(CompileError, match=rf"^matmul {M}x1x1 on preset '{params.name}': A needs "
+                                           rf"{M} words \({M * params.vl} bytes\) in at least 2 "
+                                           r"stripes .*no MEM bank is left for it \(\d+ free of "
+                                           rf"{4 * params.mem_addr_words} in all"):
+        compile_matmul(params, M, 1, 1)
 
 
 def test_program_that_does_not_fit_instruction_memory():

@@ -71,8 +71,44 @@ VARIANTS = [   # (mutation of the package dict, message regex)
     (_set(["queues", Q, 0], isa.BY_MNEMONIC["READ"].encode(addr=P.mem_addr_words, stream=0, dir=0)),
      r"queue mem_w0.read word 0: READ: addr=128 out of range for preset 'tiny'"),
     (_set(["inputs", 0, "planes", 0], [1]),
-     r'^inputs\[0\]\["planes"\]\[0\]: a byte plane is 2 integers \(MEM slice, bank\), not 1'),
-    (_set(["inputs", 0, "planes", 0], [1, 0, 0]), r'inputs\[0\]\["planes"\]\[0\]: 3 entries, more than 2'),
+     r'^inputs\[0\]\["planes"\]\[0\]: a byte plane is 2 integers \(MEM slice, bank\) or a list '
+     r'of stripes \(MEM slice, bank, base, stride\), not 1 entries'),
+    (_set(["inputs", 0, "planes", 0], [1, 0, 0]),
+     r'inputs\[0\]\["planes"\]\[0\]: a byte plane is 2 integers .* not 3 entries'),
+    # striped planes (format version 2)
+    (_set(["inputs", 0, "planes", 0], [[0, 0, 0]]),
+     r'^inputs\[0\]\["planes"\]\[0\]\[0\]: a stripe is 4 integers \(MEM slice, bank, base, '
+     r'stride\), not 3'),
+    (_set(["inputs", 0, "planes", 0], [[0, 0, 0, 1, 5]]),
+     r'^inputs\[0\]\["planes"\]\[0\]\[0\]: 5 entries, more than 4'),
+    (_set(["inputs", 0, "planes", 0], [[0, 0, 0, 1], 7]),
+     r'^inputs\[0\]\["planes"\]\[0\]\[1\]: must be an array, not an integer'),
+    (_set(["inputs", 0, "planes", 0], [[4, 0, 0, 1]]),
+     r'^inputs\[0\]\["planes"\]\[0\]\[0\]\[0\]: 4 out of range \[0, 3\]'),
+    (_set(["inputs", 0, "planes", 0], [[0, 2, 0, 1]]),
+     r'^inputs\[0\]\["planes"\]\[0\]\[0\]\[1\]: 2 out of range \[0, 1\]'),
+    (_set(["inputs", 0, "planes", 0], [[0, 0, P.mem_words, 1]]),
+     r'^inputs\[0\]\["planes"\]\[0\]\[0\]\[2\]: 64 out of range \[0, 63\]'),
+    (_set(["inputs", 0, "planes", 0], [[0, 0, 0, 0]]),
+     r'^inputs\[0\]\["planes"\]\[0\]\[0\]\[3\]: 0 out of range \[1, 64\]'),
+    (_set(["inputs", 0, "planes", 0], [[0, 0, 0, True]]),
+     r'^inputs\[0\]\["planes"\]\[0\]\[0\]\[3\]: stride must be an integer, not a bool'),
+    (_set(["inputs", 0, "planes", 0], [[0, 0, 0, 1]] * (package.MAX_STRIPES + 1)),
+     r'^inputs\[0\]\["planes"\]\[0\]: 257 entries, more than 256'),
+    (_set(["inputs", 0, "planes", 0], [[0, 0, P.mem_words - 2, 1]]),   # A has 3 words
+     r"^tensor 'A': words \[62, 65\) of byte plane 0 \(MEM slice 0, bank 0\) do not fit a bank "
+     r"of 64 words"),
+    (_set(["inputs", 0, "planes", 0], [[0, 0, 62, 2], [1, 0, 0, 1]]),  # stripe 0: words 62, 64
+     r"^tensor 'A': 2 words from 62 in steps of 2 \(to 64\) of byte plane 0 stripe 0 \(MEM "
+     r"slice 0, bank 0\) do not fit a bank of 64 words"),
+    (_set(["inputs", 0, "planes", 0], [[0, 0, 0, 1]] * 4),             # 4 stripes, 3 words
+     r"^tensor 'A': byte plane 0 has 4 stripes for 3 word\(s\)"),
+    (_set(["inputs", 0, "planes", 0], [[0, 0, 0, 2], [0, 0, 2, 1]]),   # words 0, 2 | 2
+     r"^tensor 'A' uses word 2 of MEM slice 0 bank 0 twice"),
+    (_set(["inputs", 1, "planes", 0], [[0, 0, 2, 1]]),                 # B over A's last word
+     r"^tensors 'A' and 'B' both use word 2 of MEM slice 0 bank 0 twice"),
+    (_set(["inputs", 0, "planes", 0], [0, 0, 0, 1]),
+     r'inputs\[0\]\["planes"\]\[0\]: a byte plane is 2 integers .* not 4 entries'),
     (_set(["inputs", 0, "planes", 0], [0.5, 0]), r'inputs\[0\]\["planes"\]\[0\]\[0\]: MEM slice must be an integer'),
     (_set(["inputs", 0, "planes", 0], [9, 0]), r'inputs\[0\]\["planes"\]\[0\]\[0\]: 9 out of range \[0, 3\]'),
     (_set(["inputs", 0, "planes"], [[0, 0]] * 5), r'inputs\[0\]\["planes"\]: 5 entries'),

@@ -5,7 +5,7 @@ import pytest
 
 from openlpu import isa
 from openlpu.firmware.compiler import compile_matmul
-from openlpu.firmware.package import PackageError
+from openlpu.firmware.package import Package, PackageError
 from openlpu.host.backend import (MAX_CYCLE_LIMIT, BackendClosed, CycleLimitExceeded,
                                   DeviceTimeout, WallClockTimeout)
 from openlpu.host.device import (DEFAULT_MAX_CYCLES, DEFAULT_TIMEOUT_S, Device,
@@ -327,3 +327,24 @@ def test_simulator_backends_refuse_use_after_close(backend):
                  lambda: b.reset()):
         with pytest.raises(BackendClosed, match=f"{backend} backend is closed"):
             call()
+
+
+def test_striped_package_runs_and_a_bad_layout_writes_nothing():
+    """A matmul whose operands are striped over MEM slices runs through the driver; the same
+    package with two tensors on one MEM word is refused before any bus write."""
+    p = preset("default")
+    pkg = compile_matmul(p, 40, 256, 40)                 # A: 320 words > one bank of 256
+    assert pkg.format_version == 2 and len(pkg.inputs[0].layout[0]) == 2
+    rng = np.random.default_rng(11)
+    A, B = rng.integers(-128, 128, (40, 256)), rng.integers(-128, 128, (256, 40))
+    dev = Device(RecordingBackend(p))
+    dev.load(Package.from_bytes(pkg.to_bytes()))
+    dev.write_inputs({"A": A, "B": B})
+    assert dev.run() == pkg.predicted_cycles
+    np.testing.assert_array_equal(dev.read_outputs()["C"], A @ B)
+    bad = Package.from_bytes(pkg.to_bytes())
+    bad.inputs[1].planes[0] = [list(s) for s in bad.inputs[0].layout[0]]   # B^T over A
+    dev = Device(RecordingBackend(p))
+    with pytest.raises(PackageError, match=r"tensors 'A' and 'B' both use word 0 of MEM slice"):
+        dev.load(bad)
+    assert dev.backend.writes == 0

@@ -26,6 +26,7 @@ def _cases(vl: int):
         ("all_m128", vl, 2 * vl, vl, -128),
         ("all_127", vl, 2 * vl, vl, 127),
         ("edges", vl + 2, 2 * vl, vl + 1, "edges"),
+        ("striped", vl, 12 * vl, vl, "edges"),     # A and B^T striped over 2 slices each
     ]
 
 
