@@ -8,6 +8,8 @@ testbench moves exactly the same words.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from openlpu import hostmap
@@ -21,16 +23,29 @@ class InputError(ValueError):
     """Input tensors missing, extra, of the wrong shape, or out of range for their dtype."""
 
 
+@functools.lru_cache(maxsize=64)
+def _lane_offsets(params) -> tuple[int, ...]:
+    """The superlane / lane-group part of the host addresses of one MEM vector word, in lane
+    order (``hostmap.mem_addr``'s fields are disjoint bit ranges, so an address is the OR of
+    the word's base and these)."""
+    base = hostmap.mem_addr(params, 0, 0, 0, 0, 0)
+    return tuple(hostmap.mem_addr(params, 0, 0, 0, s, g) ^ base
+                 for s in range(params.superlanes) for g in range(params.host_lane_groups))
+
+
 def _word_addrs(params, sl, bank, word):
     """Host addresses of all lanes of one MEM vector word, in lane order (``host_word_lanes``
     lanes each)."""
-    return [hostmap.mem_addr(params, sl, bank, word, s, g)
-            for s in range(params.superlanes) for g in range(params.host_lane_groups)]
+    base = hostmap.mem_addr(params, sl, bank, word, 0, 0)
+    return [base | off for off in _lane_offsets(params)]
 
 
 def _vector_writes(params, sl, bank, word, data: np.ndarray):
     lanes = np.asarray(data, dtype=np.uint8).reshape(-1, params.host_word_lanes)
-    return [(a, hostmap.pack_lanes(v)) for a, v in zip(_word_addrs(params, sl, bank, word), lanes)]
+    # hostmap.pack_lanes of every row: lane byte i in bits 8i..8i+7
+    words = (lanes.astype(np.uint32) << (8 * np.arange(lanes.shape[1], dtype=np.uint32))).sum(
+        axis=1, dtype=np.uint32)
+    return list(zip(_word_addrs(params, sl, bank, word), words.tolist()))
 
 
 def load_writes(pkg: Package) -> list[tuple[int, int]]:
