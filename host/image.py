@@ -48,6 +48,25 @@ def _vector_writes(params, sl, bank, word, data: np.ndarray):
     return list(zip(_word_addrs(params, sl, bank, word), words.tolist()))
 
 
+def _vector_block_writes(params, sl, bank, words, data: np.ndarray):
+    """:func:`_vector_writes` of many vector words of one slice and bank at once: ``words``
+    (n,) and their bytes ``data`` (n, VL), in that order."""
+    words = np.asarray(words, dtype=np.int64).reshape(-1)
+    if not words.size:
+        return []
+    for w in (int(words.min()), int(words.max())):       # the range checks of mem_addr
+        hostmap.mem_addr(params, sl, bank, w, 0, 0)
+    base = hostmap.mem_addr(params, sl, bank, 0, 0, 0)
+    step = (hostmap.mem_addr(params, 0, 0, 1, 0, 0) ^ hostmap.mem_addr(params, 0, 0, 0, 0, 0)
+            if params.mem_words > 1 else 0)
+    addrs = (base | (words[:, None] * step)) | np.array(_lane_offsets(params), dtype=np.int64)
+    hwl = params.host_word_lanes
+    lanes = np.asarray(data, dtype=np.uint8).reshape(words.size, -1, hwl)
+    packed = (lanes.astype(np.uint32) << (8 * np.arange(hwl, dtype=np.uint32))).sum(
+        axis=2, dtype=np.uint32)
+    return list(zip(addrs.reshape(-1).tolist(), packed.reshape(-1).tolist()))
+
+
 def load_writes(pkg: Package) -> list[tuple[int, int]]:
     """Instruction images of every queue and the constant MEM image."""
     p = pkg.params
@@ -115,9 +134,8 @@ def input_writes(pkg: Package, inputs: dict) -> list[tuple[int, int]]:
         for b, (sl, bank) in enumerate(desc.planes):
             plane = (u >> (8 * b)) & 0xFF
             for j in range(desc.tiles(p.vl)):
-                for r in range(r_count):
-                    out += _vector_writes(p, sl, bank, desc.base + j * r_count + r,
-                                          plane[r, j * p.vl:(j + 1) * p.vl])
+                out += _vector_block_writes(p, sl, bank, desc.base + j * r_count
+                                            + np.arange(r_count), plane[:, j * p.vl:(j + 1) * p.vl])
     return out
 
 

@@ -192,3 +192,32 @@ def test_default_write_words_is_write_many():
     assert b.read_many(addrs.tolist()) == words.tolist()
     with pytest.raises(ValueError, match="3 addresses but 2 data words"):
         b.write_words([1, 2, 3], [4, 5])
+
+
+@pytest.mark.parametrize("name", ["tiny", "ice40", "default"])
+def test_input_writes_are_the_per_word_writes(name):
+    """The vectorised input image: the same (address, word) pairs, in the same order, as one
+    ``hostmap.mem_addr`` / ``hostmap.pack_lanes`` per host word of every stored row."""
+    from openlpu.host import image
+    from openlpu.hostmap import pack_lanes
+    p = preset(name)
+    K = 2 * p.vl + 1
+    pkg = compile_matmul(p, 3, K, 2)
+    rng = np.random.default_rng(5)
+    A = rng.integers(-128, 128, (3, K))
+    B = rng.integers(-128, 128, (K, 2))
+    got = image.input_writes(pkg, {"A": A, "B": B})
+    want = []
+    for desc in pkg.inputs:
+        s = image._stored(desc, {"A": A, "B": B}[desc.name], p.vl)
+        u = s & ((1 << (8 * image.DTYPES[desc.dtype])) - 1)
+        for b, (sl, bank) in enumerate(desc.planes):
+            plane = (u >> (8 * b)) & 0xFF
+            for j in range(desc.tiles(p.vl)):
+                for r in range(s.shape[0]):
+                    row = plane[r, j * p.vl:(j + 1) * p.vl].reshape(-1, p.host_word_lanes)
+                    word = desc.base + j * s.shape[0] + r
+                    want += [(mem_addr(p, sl, bank, word, c, g),
+                              pack_lanes(row[c * p.host_lane_groups + g]))
+                             for c in range(p.superlanes) for g in range(p.host_lane_groups)]
+    assert got == want
