@@ -169,7 +169,10 @@ def test_lacking_word_in_a_compiled_matmul(chip, mnemonic):
 def test_lacking_words_are_bad_instructions(chip):
     """REPEAT, GATHER and SCATTER words between READs and WRITEs that move data: each run raises
     BAD_INSTRUCTION at the word's cycle (RTL == model), the copies around it arrive intact
-    (numpy), and nothing else is written (every MEM byte equal on RTL and model)."""
+    (numpy), and nothing else is written (every MEM byte equal on RTL and model); with the
+    pipelined ICU (``tiny_lite_issue``) and the registered START (``tiny8_lite_started``)
+    ERROR_CYCLE is unchanged."""
+    p = chip.p
     rng = np.random.default_rng(81)
     n = p.mem_slices
     src, dst = f"mem_w{n - 1}", f"mem_e{n - 1}"
