@@ -40,6 +40,9 @@ from . import test_icu as icu_tests
 from . import test_mxm as mxm_tests
 
 OP = isa.BY_MNEMONIC
+# Per-test limit of the tests that may build a Verilator model (minutes on a loaded machine);
+# every simulator run inside them has its own wall-clock limit.
+BUILD_TIMEOUT = 1800
 
 
 def piped(name, *, issue=True, act=True, pipeline=1, start=False, rename=None):
@@ -175,7 +178,7 @@ def test_mxm_act_reg_lwt_iw_order_and_errors(name):
 
 # -- chip: RTL against the reference model with the registers ----------------------------------
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(BUILD_TIMEOUT)
 @pytest.mark.parametrize("chip", PIPED_CHIPS)
 def test_chip_against_model(chip):
     """The chip tests of ``test_chip.py`` on the pipelined chips (Verilator): MEM copies, NOP /
@@ -199,7 +202,7 @@ ERROR_CYCLE_CHIPS = [pytest.param(ChipRun(p, "verilator"), id=f"{i:d}{s:d}-{p.na
                                        ((True, True), MINI4_PIPED)]]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(BUILD_TIMEOUT)
 @pytest.mark.parametrize("chip", ERROR_CYCLE_CHIPS)
 def test_error_cycle_of_slice_errors_moves_by_the_issue_delay(chip):
     """ERROR_CYCLE and CYCLES of slice and ICU errors do not change with the pipelined ICUs or
@@ -312,7 +315,7 @@ def _run(p, pkg, inputs, backends):
     return out
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(BUILD_TIMEOUT)
 @pytest.mark.parametrize("chip", PIPED_CHIPS)
 def test_matmul_on_pipelined_chip(chip):
     """A compiled matmul (K and N past the vector length) on the model and the Verilator RTL."""
@@ -331,7 +334,7 @@ def test_matmul_on_pipelined_chip(chip):
         np.testing.assert_array_equal(outs["C"], want, err_msg=backend)
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(BUILD_TIMEOUT)
 @pytest.mark.parametrize("chip", PIPED_CHIPS)
 def test_elementwise_on_pipelined_chip(chip):
     """VXM and MEM through the issue register (with and without the registered START)."""

@@ -35,6 +35,9 @@ from .chiprun import ChipRun, chip_params
 from .test_chip import arrival, asm, cross_check, host_traffic, idx, rand_vecs, route_dir
 
 OP = isa.BY_MNEMONIC
+# Per-test limit of the tests that may build a Verilator model (minutes on a loaded machine);
+# every simulator run inside them has its own wall-clock limit.
+BUILD_TIMEOUT = 1800
 
 TINY_LITE = dataclasses.replace(preset("tiny"), icu_repeat=False, mem_gather=False,
                                 name="tiny_lite")
@@ -89,7 +92,7 @@ def _matmul_case(p, M, K, N, seed):
     return A, B, A.astype(np.int64) @ B.astype(np.int64)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(BUILD_TIMEOUT)
 @pytest.mark.parametrize("chip,shape", [
     pytest.param(ChipRun(TINY_LITE_ISSUE, "verilator"), (3, 10, 9), id="tiny_lite_issue-verilator"),
     pytest.param(ChipRun(TINY8_LITE_STARTED, "verilator"), (3, 18, 17),
@@ -129,7 +132,7 @@ def _nop_to_bad(words, bad, skip=0):
     raise AssertionError("no NOP in the queue")
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(BUILD_TIMEOUT)
 @pytest.mark.parametrize("chip", chip_params(TINY_LITE_ISSUE)
                          + chip_params(preset("ice40"), sim="amaranth"))
 @pytest.mark.parametrize("mnemonic", ["REPEAT", "GATHER"])
@@ -164,7 +167,7 @@ def test_lacking_word_in_a_compiled_matmul(chip, mnemonic):
 
 # -- hand-placed programs: RTL vs model through the host bus ---------------------------------
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(BUILD_TIMEOUT)
 @pytest.mark.parametrize("chip", ALL_LITE)
 def test_lacking_words_are_bad_instructions(chip):
     """REPEAT, GATHER and SCATTER words between READs and WRITEs that move data: each run raises
@@ -209,7 +212,7 @@ def test_lacking_words_are_bad_instructions(chip):
                                           np.zeros(p.vl, np.uint8), err_msg=f"run {k}")
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(BUILD_TIMEOUT)
 @pytest.mark.parametrize("chip", ALL_LITE)
 def test_host_mem_roundtrip(chip):
     """Host writes and reads of every 32-bit lane group of MEM words, IMEM words, registers."""
@@ -225,7 +228,7 @@ def test_registers_cycle_by_cycle(p):
     chip_tests.test_registers(p)
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(BUILD_TIMEOUT)
 @pytest.mark.parametrize("chip", LITE_CHIPS)
 def test_chip_tests_without_the_options(chip):
     """The chip tests that use neither REPEAT nor GATHER / SCATTER, RTL against the model:
