@@ -9,9 +9,10 @@ the reference model, never from the RTL.
 
 The ICU and MXM slice tests and the cycle-by-cycle START / DONE tests run in Amaranth's
 simulator on ``tiny`` (every combination of ``icu_issue_reg`` and ``host_start_reg``). The
-whole-chip programs run on two Verilator builds (:mod:`tests.rtl.chiprun`), chosen so that
-together with ``tiny_lite_issue`` and ``tiny8_lite_started`` of ``test_size_options.py`` every
-register is covered alone and with the others:
+whole-chip programs run on two Verilator builds (:mod:`tests.rtl.chiprun`); with
+``tiny_lite_issue`` and ``tiny8_lite_started`` of ``test_size_options.py`` they cover
+``icu_issue_reg`` without ``host_start_reg``, ``host_start_reg`` without ``icu_issue_reg``, and
+both, each with ``mxm_act_reg`` and a pipelined MXM:
 
 * ``mini_issue``: ``mini`` (every slice kind, 2 superlanes) with ``icu_issue_reg``,
   ``mxm_act_reg`` and ``mxm_pipeline=1``;
