@@ -41,7 +41,11 @@ VERILATOR_MODULES = (
 # Tests (module path, test-name prefix) that run 20 s or more in Amaranth's simulator,
 # measured on the 2-core machine.
 SLOW_TESTS = (
+    ("tests/host/test_serial_bridge.py", "test_matmul_through_bridge[quad"),
+    ("tests/rtl/test_chip.py", "test_generate_verilog[default"),
+    ("tests/rtl/test_chip.py", "test_registers[quad"),
     ("tests/rtl/test_pipeline_params.py", "test_mxm_act_reg_lwt_iw_order_and_errors"),
+    ("tests/rtl/test_pipeline_params.py", "test_mxm_act_reg_matmul[quad"),
     ("tests/rtl/test_vxm.py", "test_verilog_convert"),
     ("tests/rtl/test_vxm.py", "test_binary_ops[quad"),
     ("tests/rtl/test_vxm.py", "test_unary_compare_cast[quad"),
