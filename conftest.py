@@ -21,7 +21,8 @@ Markers:
 import pytest
 
 # Modules whose tests build or open a Verilator model (besides these, every test whose
-# parameters name the verilator backend, e.g. ``test_run_limit[verilator]``).
+# parameters name the verilator backend, e.g. ``test_run_limit[verilator]``, and the whole-chip
+# tests of ``tests/rtl``, whose ids end in ``-verilator``: see ``tests/rtl/chiprun.py``).
 VERILATOR_MODULES = (
     "verification/cocotb/",
     "verification/test_isa_vs_model.py",
@@ -41,12 +42,11 @@ VERILATOR_MODULES = (
 # Tests (module path, test-name prefix) that run 20 s or more in Amaranth's simulator,
 # measured on the 2-core machine.
 SLOW_TESTS = (
-    ("tests/rtl/test_pipeline_params.py", "test_chip_against_model"),
-    ("tests/rtl/test_pipeline_params.py", "test_elementwise_on_pipelined_mini"),
-    ("tests/rtl/test_pipeline_params.py", "test_error_cycle_of_slice_errors"),
+    ("tests/host/test_serial_bridge.py", "test_matmul_through_bridge[quad"),
+    ("tests/rtl/test_chip.py", "test_generate_verilog[default"),
+    ("tests/rtl/test_chip.py", "test_registers[quad"),
     ("tests/rtl/test_pipeline_params.py", "test_mxm_act_reg_lwt_iw_order_and_errors"),
-    ("tests/rtl/test_pipeline_params.py", "test_matmul_on_pipelined_chip"),
-    ("tests/rtl/test_size_options.py", "test_chip_tests_without_the_options"),
+    ("tests/rtl/test_pipeline_params.py", "test_mxm_act_reg_matmul[quad"),
     ("tests/rtl/test_vxm.py", "test_verilog_convert"),
     ("tests/rtl/test_vxm.py", "test_binary_ops[quad"),
     ("tests/rtl/test_vxm.py", "test_unary_compare_cast[quad"),

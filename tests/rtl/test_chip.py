@@ -1,8 +1,16 @@
-"""Chip-level tests of the RTL (rtl/chip.py) in Amaranth's simulator, through the host bus only.
+"""Chip-level tests of the RTL (rtl/chip.py), through the host bus only.
 
 Programs are placed cycle by cycle in the superlane-0 frame; stream arrival cycles come from the
 timing rule of docs/architecture.md (``T = t + d_func + |q - p|``, consumer issued at
-``T - d_skew``) with latencies from ``openlpu.isa``; data is checked against numpy.
+``T - d_skew``) with latencies from ``openlpu.isa``; data is checked against numpy and the
+reference model.
+
+The whole-chip programs run on the cached Verilator builds of ``tiny`` and ``quad``
+(:mod:`tests.rtl.chiprun`; the same builds ``tests/host`` and ``verification/`` use);
+:func:`test_chip_smoke_in_the_amaranth_simulator` runs some of them on ``tiny`` in Amaranth's
+simulator, and :func:`test_registers` (the host bus cycle by cycle) runs there on ``tiny`` and
+``quad``. :class:`ChipBench` drives the chip in Amaranth's simulator for the tests that watch
+its ``running`` / ``done`` outputs cycle by cycle or look inside it.
 """
 
 import numpy as np
@@ -13,6 +21,18 @@ from openlpu.isa import Dir, ErrorFlag, HostReg
 from openlpu.params import preset
 from openlpu.rtl.chip import LpuChip, generate_verilog
 from openlpu.rtl.testing import HostBusDriver, run_sim
+
+from . import chiprun
+from .chiprun import ChipRun, chip_params, open_chip
+
+# Chip-level tests: on the Verilator builds of tiny and quad.
+CHIPS = chip_params(preset("tiny"), preset("quad"))
+
+
+@pytest.fixture(params=CHIPS)
+def chip(request):
+    """A chip configuration and the simulator to run it on (:class:`chiprun.ChipRun`)."""
+    return request.param
 
 OP = isa.BY_MNEMONIC
 EDGE = np.array([0x80, 0x7F, 0x00, 0x01], dtype=np.uint8)    # -128, 127, 0, 1
@@ -112,37 +132,38 @@ def test_registers(params):
     run_sim(b.dut, tb, max_cycles=200)
 
 
-def test_host_roundtrip(params):
+def test_host_roundtrip(chip):
+    """MEM words (every lane group), IMEM words and registers written and read back through the
+    host bus; other words untouched, IMEM words beyond ``imem_words`` ignored (read as 0)."""
     rng = np.random.default_rng(21)
-    p = params
-    b = ChipBench(p)
+    p, sim = chip
     vecs = rng.integers(0, 256, size=(3, p.vl), dtype=np.uint8)
     vecs[0] = np.resize(EDGE, p.vl)
     places = [(0, 0), (2 * p.mem_slices - 1, p.mem_addr_words - 1), (1, p.mem_words)]
     imem = [(0, 0), (len(p.queues) - 1, p.imem_words - 1), (3, 5)]
     imem_vals = [int(v) for v in rng.integers(0, 1 << 32, size=len(imem), dtype=np.uint64)]
 
-    async def tb(ctx):
+    with open_chip(p, sim) as b:
         for (sl, a), v in zip(places, vecs):
-            await b.write_vector(ctx, sl, a, v)
+            chiprun.write_vector(b, p, sl, a, v)
         for (q, w), v in zip(imem, imem_vals):
-            await b.bus.write(ctx, hostmap.imem_addr(p, q, w), v)
+            b.write(hostmap.imem_addr(p, q, w), v)
         for (sl, a), v in zip(places, vecs):
-            np.testing.assert_array_equal(await b.read_vector(ctx, sl, a), v)
+            np.testing.assert_array_equal(chiprun.read_vector(b, p, sl, a), v)
         for (q, w), v in zip(imem, imem_vals):
-            assert await b.bus.read(ctx, hostmap.imem_addr(p, q, w)) == v
+            assert b.read(hostmap.imem_addr(p, q, w)) == v
         # the same word of another slice / queue is untouched
-        np.testing.assert_array_equal(await b.read_vector(ctx, 1, 0), np.zeros(p.vl))
-        assert await b.bus.read(ctx, hostmap.imem_addr(p, 1, 0)) == 0
+        np.testing.assert_array_equal(chiprun.read_vector(b, p, 1, 0), np.zeros(p.vl))
+        assert b.read(hostmap.imem_addr(p, 1, 0)) == 0
         # IMEM words beyond imem_words are ignored and read as 0
         beyond = hostmap.imem_addr(p, 0, 0) + p.imem_words
         if p.imem_words < (1 << isa.IMEM_QUEUE_SHIFT):
-            await b.bus.write(ctx, beyond, 0x12345678)
-            assert await b.bus.read(ctx, beyond) == 0
-            assert await b.bus.read(ctx, hostmap.imem_addr(p, 0, 0)) == imem_vals[0]
-        assert await b.bus.reg(ctx, HostReg.ERRORS) == 0
-
-    run_sim(b.dut, tb, max_cycles=4000)
+            b.write(beyond, 0x12345678)
+            assert b.read(beyond) == 0
+            assert b.read(hostmap.imem_addr(p, 0, 0)) == imem_vals[0]
+        assert b.read(hostmap.reg_addr(HostReg.ID)) == isa.CHIP_ID
+        assert b.read(hostmap.reg_addr(HostReg.CONFIG_ID)) == p.config_id
+        assert b.read(hostmap.reg_addr(HostReg.ERRORS)) == 0
 
 
 def copy_plan(p, n_vec):
@@ -183,36 +204,31 @@ def copy_plan(p, n_vec):
     return programs, moves, halt, instrs
 
 
-def test_mem_copy_through_fabric(params):
+def test_mem_copy_through_fabric(chip):
     rng = np.random.default_rng(22)
-    p = params
+    p, sim = chip
     n_vec = 3
     programs, moves, _, instrs = copy_plan(p, n_vec)
     # the run lasts until the last queue's HALT: one cycle after its last instruction
     last_halt = max(max(ins) + 1 for ins in instrs.values())
     vecs = rng.integers(0, 256, size=(len(moves), p.vl), dtype=np.uint8)
     vecs[0] = np.resize(EDGE, p.vl)
-    b = ChipBench(p)
-    results = {}
-
-    async def tb(ctx):
-        await b.load_programs(ctx, programs)
+    with open_chip(p, sim) as b:
+        chiprun.load_programs(b, p, programs)
         for (ss, sa, _, _), v in zip(moves, vecs):
-            await b.write_vector(ctx, ss, sa, v)
-        results["run"] = await b.run(ctx)
-        for i, (_, _, ds, da) in enumerate(moves):
-            results[i] = await b.read_vector(ctx, ds, da)
-    run_sim(b.dut, tb, max_cycles=6000)
-    cycles, errors, _ = results["run"]
+            chiprun.write_vector(b, p, ss, sa, v)
+        cycles, errors, _ = chiprun.run(b, p)
+        got = [chiprun.read_vector(b, p, ds, da) for _, _, ds, da in moves]
     assert errors == 0
     assert cycles == last_halt + 1
     for i in range(len(moves)):
-        np.testing.assert_array_equal(results[i], vecs[i], err_msg=f"move {moves[i]}")
+        np.testing.assert_array_equal(got[i], vecs[i], err_msg=f"move {moves[i]}")
 
 
-@pytest.mark.parametrize("shift", [-1, +1])
+@pytest.mark.parametrize("shift", [-1, +1], ids=["early-tiny-verilator", "late-tiny-verilator"])
 def test_copy_off_by_one_is_caught(shift):
-    """A WRITE one cycle early or late misses the vector: STREAM_UNWRITTEN or wrong data."""
+    """A WRITE one cycle early or late misses the vector: STREAM_UNWRITTEN or wrong data
+    (Verilator build of tiny)."""
     p = preset("tiny")
     programs, moves, _, instrs = copy_plan(p, 1)
     # move route 0's WRITE (mem_w{n-1} -> mem_e{n-1}) by `shift` cycles
@@ -221,26 +237,19 @@ def test_copy_off_by_one_is_caught(shift):
     instrs[q] = {t_w + shift: w}
     programs[q] = assemble(instrs[q], t_w + shift + 1)
     vec = np.resize(EDGE, p.vl)
-    b = ChipBench(p)
-    results = {}
-
-    async def tb(ctx):
-        await b.load_programs(ctx, programs)
+    with open_chip(p, "verilator") as b:
+        chiprun.load_programs(b, p, programs)
         ss, sa, ds, da = moves[0]
-        await b.write_vector(ctx, ss, sa, vec)
-        results["run"] = await b.run(ctx)
-        results["dst"] = await b.read_vector(ctx, ds, da)
-
-    run_sim(b.dut, tb, max_cycles=3000)
-    _, errors, err_cycle = results["run"]
+        chiprun.write_vector(b, p, ss, sa, vec)
+        _, errors, err_cycle = chiprun.run(b, p)
+        dst = chiprun.read_vector(b, p, ds, da)
     assert errors & ErrorFlag.STREAM_UNWRITTEN
     assert err_cycle == t_w + shift
-    assert not np.array_equal(results["dst"], vec)
+    assert not np.array_equal(dst, vec)
 
 
-def test_nop_halt_and_cycles(params):
-    p = params
-    b = ChipBench(p)
+def test_nop_halt_and_cycles(chip):
+    p, sim = chip
     cases = [
         {},                                                           # every queue HALTs at 0
         {p.queues[0].name: assemble({}, 7)},                          # NOP 7, HALT at 7
@@ -249,26 +258,24 @@ def test_nop_halt_and_cycles(params):
     ]
     expect = [1, 8, 13]
     got = []
-
-    async def tb(ctx):
+    status = hostmap.reg_addr(HostReg.STATUS)
+    with open_chip(p, sim) as b:
         for programs in cases:
-            await b.load_programs(ctx, programs)
-            got.append(await b.run(ctx))
+            chiprun.load_programs(b, p, programs)
+            got.append(chiprun.run(b, p))
         # STATUS: RUNNING during a run, DONE after it, DONE cleared by START
-        await b.load_programs(ctx, {p.queues[2].name: assemble({}, 40)})
-        await b.bus.start(ctx)
-        assert await b.bus.reg(ctx, HostReg.STATUS) == isa.Status.RUNNING
-        await b.bus.wait_done(ctx)
-        assert await b.bus.reg(ctx, HostReg.STATUS) == isa.Status.DONE
-        assert await b.bus.reg(ctx, HostReg.CYCLES) == 41
-
-    run_sim(b.dut, tb, max_cycles=4000)
+        chiprun.load_programs(b, p, {p.queues[2].name: assemble({}, 40)})
+        chiprun.start(b)
+        assert b.read(status) == isa.Status.RUNNING
+        chiprun.wait_done(b)
+        assert b.read(status) == isa.Status.DONE
+        assert b.read(hostmap.reg_addr(HostReg.CYCLES)) == 41
     assert [c for c, _, _ in got] == expect
     assert all(e == 0 for _, e, _ in got)
 
 
-def test_error_flags(params):
-    p = params
+def test_error_flags(chip):
+    p, sim = chip
     n = p.mem_addr_words
     enc = {m: OP[m].encode for m in OP}
     w0, w1 = "mem_w0", f"mem_w{p.mem_slices - 1}"
@@ -301,30 +308,28 @@ def test_error_flags(params):
         ("overrun", {f"{w1}.write": [enc["NOP"](count=1)] * p.imem_words},
          ErrorFlag.IMEM_OVERRUN, p.imem_words),
     ]
-    b = ChipBench(p)
     got = {}
-
-    async def tb(ctx):
+    reg = lambda r: b.read(hostmap.reg_addr(r))     # noqa: E731
+    with open_chip(p, sim) as b:
         for name, programs, _, _ in cases:
-            await b.load_programs(ctx, programs)
-            got[name] = await b.run(ctx, max_polls=p.imem_words)
+            chiprun.load_programs(b, p, programs)
+            got[name] = chiprun.run(b, p)
         # host access to MEM / IMEM while running: ignored, HOST_WHILE_RUNNING
-        await b.load_programs(ctx, {f"{w0}.read": assemble({}, 30)})
-        await b.write_vector(ctx, 0, 5, np.full(p.vl, 9, dtype=np.uint8))
-        await b.bus.start(ctx)
-        await b.bus.write(ctx, hostmap.mem_addr(p, 0, 0, 5, 0, 0), 0xDEADBEEF)
-        assert await b.bus.read(ctx, hostmap.imem_addr(p, 0, 0)) == 0
-        await b.bus.write(ctx, hostmap.imem_addr(p, 0, 0), 0xDEADBEEF)
-        await b.bus.wait_done(ctx)
-        got["host"] = (await b.bus.reg(ctx, HostReg.CYCLES), await b.bus.reg(ctx, HostReg.ERRORS),
-                       await b.bus.reg(ctx, HostReg.ERROR_CYCLE))
-        got["host_mem"] = await b.read_vector(ctx, 0, 5)
-        got["host_imem"] = await b.bus.read(ctx, hostmap.imem_addr(p, 0, 0))
+        chiprun.load_programs(b, p, {f"{w0}.read": assemble({}, 30)})
+        chiprun.write_vector(b, p, 0, 5, np.full(p.vl, 9, dtype=np.uint8))
+        # START and the first access in consecutive cycles (the access in the run's cycle 0)
+        b.write_many([(hostmap.reg_addr(HostReg.CTRL), int(isa.Ctrl.START)),
+                      (hostmap.mem_addr(p, 0, 0, 5, 0, 0), 0xDEADBEEF)])
+        assert b.read(hostmap.imem_addr(p, 0, 0)) == 0
+        b.write(hostmap.imem_addr(p, 0, 0), 0xDEADBEEF)
+        chiprun.wait_done(b)
+        got["host"] = (reg(HostReg.CYCLES), reg(HostReg.ERRORS), reg(HostReg.ERROR_CYCLE))
+        got["host_mem"] = chiprun.read_vector(b, p, 0, 5)
+        got["host_imem"] = b.read(hostmap.imem_addr(p, 0, 0))
         # CLEAR_ERRORS
-        await b.bus.write(ctx, hostmap.reg_addr(HostReg.CTRL), int(isa.Ctrl.CLEAR_ERRORS))
-        got["cleared"] = await b.bus.reg(ctx, HostReg.ERRORS)
+        b.write(hostmap.reg_addr(HostReg.CTRL), int(isa.Ctrl.CLEAR_ERRORS))
+        got["cleared"] = reg(HostReg.ERRORS)
 
-    run_sim(b.dut, tb, max_cycles=8000)
     for name, _, flag, cyc in cases:
         _, errors, err_cycle = got[name]
         assert errors == int(flag), (name, errors)
@@ -439,11 +444,29 @@ def rtl_runs(p, runs, max_cycles=20000):
     return out
 
 
-def cross_check(p, runs, expect_errors=None):
-    """Run on both; assert CYCLES, ERRORS, ERROR_CYCLE and every MEM byte agree. Returns the
-    model's results (per run: (regs, mem))."""
+def backend_runs(chip: ChipRun, runs):
+    """Same on a cleared chip of ``chip.sim`` (:func:`chiprun.open_chip`), everything through
+    the host bus: the host writes of each run, START, DONE, the drain cycles, the registers and
+    every MEM byte."""
+    p, sim = chip
+    out = []
+    with open_chip(p, sim) as b:
+        for ops in runs:
+            b.write_many(ops)
+            regs = chiprun.run(b, p)
+            out.append((regs, chiprun.read_all_mem(b, p)))
+    return out
+
+
+def cross_check(chip: ChipRun, runs, expect_errors=None):
+    """Run on the model and on the RTL of ``chip`` (Verilator: :func:`backend_runs`; Amaranth's
+    simulator: :func:`rtl_runs`); assert CYCLES, ERRORS, ERROR_CYCLE and every MEM byte agree.
+    Returns the model's results (per run: (regs, mem))."""
+    if not isinstance(chip, ChipRun):
+        raise TypeError(f"cross_check needs a ChipRun (params and simulator), not {chip!r}")
+    p = chip.p
     got_m = model_runs(p, runs)
-    got_r = rtl_runs(p, runs)
+    got_r = rtl_runs(p, runs) if chip.sim == "amaranth" else backend_runs(chip, runs)
     for i, ((rm, mm), (rr, mr)) in enumerate(zip(got_m, got_r)):
         assert rr == rm, f"run {i}: RTL (CYCLES, ERRORS, ERROR_CYCLE) {rr} != model {rm}"
         for s in range(mm.shape[0]):
@@ -478,10 +501,10 @@ def rand_vecs(rng, p, n):
 
 
 @pytest.mark.parametrize("interval,rstride,wstride", [(1, 1, 2), (3, -3, -1)])
-def test_repeat_read_write(params, interval, rstride, wstride):
+def test_repeat_read_write(chip, interval, rstride, wstride):
     """READ + REPEAT in one slice, WRITE + REPEAT in another: k-th copy moves word a0+k*rstride
     to w0+k*wstride (interval 1 back to back, interval 3 with negative strides)."""
-    p = params
+    p, sim = chip
     rng = np.random.default_rng(31 + interval)
     n = 4
     src, dst = f"mem_w{p.mem_slices - 1}", f"mem_e{p.mem_slices - 1}"
@@ -500,7 +523,7 @@ def test_repeat_read_write(params, interval, rstride, wstride):
     # copy's WRITE meets its READ's vector
     vecs = rand_vecs(rng, p, n)
     preload = [(idx(p, src), a0 + k * rstride, vecs[k]) for k in range(n)]
-    res = cross_check(p, [host_traffic(p, programs, preload)], [0])
+    res = cross_check(chip, [host_traffic(p, programs, preload)], [0])
     (cycles, _, _), mem = res[0]
     assert cycles == ta + 1 + (n - 1) * interval + 1
     for k in range(n):
@@ -508,10 +531,10 @@ def test_repeat_read_write(params, interval, rstride, wstride):
                                       err_msg=f"copy {k}")
 
 
-def test_repeat_field_wraps_and_bad_repeat(params):
+def test_repeat_field_wraps_and_bad_repeat(chip):
     """The stride wraps modulo the field width (addr 1 - 2 -> 0xFFFF: ADDR_RANGE), REPEAT with
     nothing before it (or only control instructions) -> BAD_INSTRUCTION, skipped."""
-    p = params
+    p, sim = chip
     w1 = f"mem_w{p.mem_slices - 1}"
     runs = [
         host_traffic(p, {f"{w1}.read": asm({1: OP["READ"].encode(addr=1, stream=0, dir=0),
@@ -521,15 +544,15 @@ def test_repeat_field_wraps_and_bad_repeat(params):
                                           OP["HALT"].encode()],
                          "mxm_w.compute": [rep(1, 1, 0)[0], OP["HALT"].encode()]}),
     ]
-    res = cross_check(p, runs, [ErrorFlag.ADDR_RANGE, ErrorFlag.BAD_INSTRUCTION])
+    res = cross_check(chip, runs, [ErrorFlag.ADDR_RANGE, ErrorFlag.BAD_INSTRUCTION])
     assert res[0][0][2] == 2                # the copy (addr 0xFFFF) issues at 2
     assert res[1][0] == (7, int(ErrorFlag.BAD_INSTRUCTION), 0)   # HALT at 6
 
 
-def test_repeat_mxm_lw_abc_acc(params):
+def test_repeat_mxm_lw_abc_acc(chip):
     """A matmul built with REPEAT: READ/LW rows, IW, READ/ABC activations, ACC/WRITE int32 planes
     into four MEM slices; checked against numpy and the model."""
-    p = params
+    p, sim = chip
     rng = np.random.default_rng(41)
     vl = p.vl
     n_x = 3
@@ -564,7 +587,7 @@ def test_repeat_mxm_lw_abc_acc(params):
         programs[f"{name}.write"] = asm({ta: OP["WRITE"].encode(addr=p.mem_words + 5, stream=4 + b,
                                                                  dir=int(Dir.EAST)),
                                          ta + 1: rep(n_x - 1, 1, -1)})
-    res = cross_check(p, [host_traffic(p, programs, preload)], [0])
+    res = cross_check(chip, [host_traffic(p, programs, preload)], [0])
     mem = res[0][1]
     y = (x @ w.T).astype(np.int32)              # y[i][n] = sum_k W[n][k] x[i][k]
     for i in range(n_x):
@@ -573,10 +596,10 @@ def test_repeat_mxm_lw_abc_acc(params):
         np.testing.assert_array_equal(got, y[i], err_msg=f"result {i}")
 
 
-def test_sync_notify(params):
+def test_sync_notify(chip):
     """SYNC parks a queue until a NOTIFY of any queue (same cycle or later); the next instruction
     issues the cycle after the NOTIFY. WRITEs placed by that rule receive the READs' data."""
-    p = params
+    p, sim = chip
     rng = np.random.default_rng(51)
     n = p.mem_slices
     w_src, e_src = f"mem_w{n - 1}", "mem_e0"
@@ -606,7 +629,7 @@ def test_sync_notify(params):
                                                               dir=int(route_dir(p, e_src, e_dst)))})
     vecs = rand_vecs(rng, p, 3)
     preload = [(idx(p, w_src), 1, vecs[0]), (idx(p, e_src), 2, vecs[1]), (idx(p, e_src), 3, vecs[2])]
-    res = cross_check(p, [host_traffic(p, programs, preload)], [0])
+    res = cross_check(chip, [host_traffic(p, programs, preload)], [0])
     mem = res[0][1]
     assert res[0][0][0] == max(ta, tb2) + 2
     np.testing.assert_array_equal(mem[idx(p, w_dst), p.mem_words], vecs[0])
@@ -614,11 +637,11 @@ def test_sync_notify(params):
     np.testing.assert_array_equal(mem[idx(p, e_dst), p.mem_words + 2], vecs[2])
 
 
-def test_config_partial_mask(params):
+def test_config_partial_mask(chip):
     """CONFIG masks: a WRITE with a partial mask updates only the enabled superlanes; disabled
     tiles neither drive nor check; a bank conflict needs a superlane enabled for both; CONFIG in
     an MXM queue is ignored; the next START enables every superlane again."""
-    p = params
+    p, sim = chip
     rng = np.random.default_rng(61)
     S, L = p.superlanes, p.lanes
     mask = 0b0101 if S == 4 else 0b01
@@ -656,7 +679,7 @@ def test_config_partial_mask(params):
     again = {f"{src}.read": asm({t: OP["READ"].encode(addr=0, stream=4, dir=d)}),
              f"{dst}.write": asm({ta: OP["WRITE"].encode(addr=p.mem_words + 3, stream=4, dir=d)})}
     runs = [host_traffic(p, copy, preload), host_traffic(p, conflict), host_traffic(p, again)]
-    res = cross_check(p, runs)
+    res = cross_check(chip, runs)
     (_, e0, _), mem = res[0]
     assert e0 == int(ErrorFlag.STREAM_UNWRITTEN)          # mem_w0's WRITE in its enabled tiles
     np.testing.assert_array_equal(mem[idx(p, dst), p.mem_words],
@@ -670,10 +693,10 @@ def test_config_partial_mask(params):
 
 
 @pytest.mark.parametrize("which", ["gather", "scatter"])
-def test_gather_scatter(params, which):
+def test_gather_scatter(chip, which):
     """GATHER / SCATTER with random maps (wrapping past the end of the bank); the map comes from a
     READ in another slice; checked against numpy fancy indexing and the model."""
-    p = params
+    p, sim = chip
     rng = np.random.default_rng(71 if which == "gather" else 72)
     mw, vl = p.mem_words, p.vl
     n = p.mem_slices
@@ -703,7 +726,7 @@ def test_gather_scatter(params, which):
             f"{dst}.write": asm({arrival(p, g, dst, tm): OP["WRITE"].encode(addr=0, stream=1, dir=dg),
                                  arrival(p, g, dst, tm) + 1: rep(1, 1, 1)}),
         }
-        res = cross_check(p, [host_traffic(p, programs, preload)], [0])
+        res = cross_check(chip, [host_traffic(p, programs, preload)], [0])
         mem = res[0][1]
         for i in range(2):
             bank, w0 = p.mem_bank_of(base[i]), base[i] % mw
@@ -726,7 +749,7 @@ def test_gather_scatter(params, which):
                                                                map_dir=dm, stream=4, dir=dm),
                                       tm + 1: OP["SCATTER"].encode(addr=base[1], map_stream=3,
                                                                    map_dir=dm, stream=4, dir=dm)})
-        res = cross_check(p, [host_traffic(p, programs, preload)], [0])
+        res = cross_check(chip, [host_traffic(p, programs, preload)], [0])
         mem = res[0][1]
         exp = old.copy()
         for i in range(2):
@@ -735,10 +758,10 @@ def test_gather_scatter(params, which):
         np.testing.assert_array_equal(mem[idx(p, g)], exp)
 
 
-def test_xcheck_host_traffic(params):
+def test_xcheck_host_traffic(chip):
     """Model vs RTL on the earlier programs: MEM copies, bank conflict, address and stream
     ranges, unwritten stream, bad instructions, IMEM overrun (one chip, consecutive runs)."""
-    p = params
+    p, sim = chip
     rng = np.random.default_rng(3)
     programs, moves, _, _ = copy_plan(p, 3)
     n = p.mem_addr_words
@@ -758,9 +781,19 @@ def test_xcheck_host_traffic(params):
     vecs = rand_vecs(rng, p, len(moves))
     runs = [host_traffic(p, progs) for progs in cases]
     runs[0] = host_traffic(p, programs, [(ss, sa, v) for (ss, sa, _, _), v in zip(moves, vecs)])
-    res = cross_check(p, runs, [0, ErrorFlag.BANK_CONFLICT | ErrorFlag.STREAM_UNWRITTEN,
+    res = cross_check(chip, runs, [0, ErrorFlag.BANK_CONFLICT | ErrorFlag.STREAM_UNWRITTEN,
                                 ErrorFlag.ADDR_RANGE, ErrorFlag.ADDR_RANGE,
                                 ErrorFlag.STREAM_UNWRITTEN, ErrorFlag.BAD_INSTRUCTION,
                                 ErrorFlag.IMEM_OVERRUN])
     for (_, _, ds, da), v in zip(moves, vecs):
         np.testing.assert_array_equal(res[0][1][ds, da], v)
+
+
+def test_chip_smoke_in_the_amaranth_simulator():
+    """The chip in Amaranth's simulator (the path of ``AmaranthBackend`` and of the
+    Amaranth-simulator tests of ``test_pipeline_params.py`` / ``test_size_options.py``): MEM
+    copies through the fabric over the host-driver backend, and a REPEAT matmul through the MXM
+    cross-checked against the model (MEM read back through the back door), on tiny."""
+    run = ChipRun(preset("tiny"), "amaranth")
+    test_mem_copy_through_fabric(run)
+    test_repeat_mxm_lw_abc_acc(run)

@@ -6,6 +6,18 @@ model and with numpy on every output element, and measured cycles must equal the
 prediction. The existing unit tests of the MXM and the chip are rerun here on pipelined
 variants of small presets; their expectations come from numpy, the documented timing rules and
 the reference model, never from the RTL.
+
+The ICU and MXM slice tests and the cycle-by-cycle START / DONE tests run in Amaranth's
+simulator on ``tiny`` (every combination of ``icu_issue_reg`` and ``host_start_reg``). The
+whole-chip programs run on two Verilator builds (:mod:`tests.rtl.chiprun`); with
+``tiny_lite_issue`` and ``tiny8_lite_started`` of ``test_size_options.py`` they cover
+``icu_issue_reg`` without ``host_start_reg``, ``host_start_reg`` without ``icu_issue_reg``, and
+both, each with ``mxm_act_reg`` and a pipelined MXM:
+
+* ``mini_issue``: ``mini`` (every slice kind, 2 superlanes) with ``icu_issue_reg``,
+  ``mxm_act_reg`` and ``mxm_pipeline=1``;
+* ``mini4_piped``: ``mini4`` (every slice kind, 4 superlanes) with all three registers and
+  ``mxm_pipeline=2``.
 """
 
 import dataclasses
@@ -23,15 +35,27 @@ from openlpu.rtl.sweep import CONFIG_SLICE_KINDS, config_word
 
 from ..conftest import int8_operands
 from . import test_chip as chip_tests
+from . import test_size_options as size_tests
+from .chiprun import ChipRun, chip_params
 from . import test_icu as icu_tests
 from . import test_mxm as mxm_tests
 
 OP = isa.BY_MNEMONIC
+# Per-test limit of the tests that may build a Verilator model (minutes on a loaded machine);
+# every simulator run inside them has its own wall-clock limit.
+BUILD_TIMEOUT = 1800
 
 
-def piped(name, *, issue=True, act=True, pipeline=1, start=False):
+def piped(name, *, issue=True, act=True, pipeline=1, start=False, rename=None):
     return dataclasses.replace(preset(name), icu_issue_reg=issue, mxm_act_reg=act,
-                               mxm_pipeline=pipeline, host_start_reg=start)
+                               mxm_pipeline=pipeline, host_start_reg=start,
+                               name=rename or preset(name).name)
+
+
+# The pipelined chips of the whole-chip tests (one Verilator build each).
+MINI_ISSUE = piped("mini", issue=True, act=True, pipeline=1, start=False, rename="mini_issue")
+MINI4_PIPED = piped("mini4", issue=True, act=True, pipeline=2, start=True, rename="mini4_piped")
+PIPED_CHIPS = chip_params(MINI_ISSUE, MINI4_PIPED)
 
 
 # -- parameters and the ISA figures derived from them -----------------------------------------
@@ -158,52 +182,54 @@ def test_mxm_act_reg_lwt_iw_order_and_errors(name):
     mxm_tests.test_lwt_errors(p)
 
 
-# -- chip: RTL against the reference model with both registers ---------------------------------
+# -- chip: RTL against the reference model with the registers ----------------------------------
 
-# Each variant runs every chip test in Amaranth's simulator (about 4 minutes on quad), so quad
-# runs only with both registers; the pipelined ICU alone and the registered START alone run on
-# tiny.
-CHIP_VARIANTS = [("tiny", True, False), ("tiny", False, True), ("quad", True, True)]
-
-
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("name,issue,start", CHIP_VARIANTS)
-def test_chip_against_model(name, issue, start):
-    p = piped(name, issue=issue, pipeline=2, start=start)
-    chip_tests.test_mem_copy_through_fabric(p)
-    chip_tests.test_nop_halt_and_cycles(p)
-    chip_tests.test_repeat_read_write(p, 3, -3, -1)
-    chip_tests.test_repeat_mxm_lw_abc_acc(p)
-    chip_tests.test_sync_notify(p)
-    chip_tests.test_config_partial_mask(p)
-    chip_tests.test_gather_scatter(p, "gather")
-    chip_tests.test_xcheck_host_traffic(p)
+@pytest.mark.timeout(BUILD_TIMEOUT)
+@pytest.mark.parametrize("chip", PIPED_CHIPS)
+def test_chip_against_model(chip):
+    """The chip tests of ``test_chip.py`` on the pipelined chips (Verilator): MEM copies, NOP /
+    HALT cycles, REPEAT, the MXM through REPEAT, SYNC / NOTIFY, CONFIG masks, GATHER and the
+    error cases, RTL == model == numpy."""
+    chip_tests.test_mem_copy_through_fabric(chip)
+    chip_tests.test_nop_halt_and_cycles(chip)
+    chip_tests.test_repeat_read_write(chip, 3, -3, -1)
+    chip_tests.test_repeat_mxm_lw_abc_acc(chip)
+    chip_tests.test_sync_notify(chip)
+    chip_tests.test_config_partial_mask(chip)
+    chip_tests.test_gather_scatter(chip, "gather")
+    chip_tests.test_xcheck_host_traffic(chip)
 
 
-@pytest.mark.timeout(120)
-def test_error_cycle_of_slice_errors_moves_by_the_issue_delay():
-    """ERROR_CYCLE and CYCLES of slice and ICU errors do not change with the pipelined ICUs."""
+# (icu_issue_reg, host_start_reg) -> the Verilator build with that combination
+ERROR_CYCLE_CHIPS = [pytest.param(ChipRun(p, "verilator"), id=f"{i:d}{s:d}-{p.name}-verilator")
+                     for (i, s), p in [((False, False), preset("tiny")),
+                                       ((True, False), MINI_ISSUE),
+                                       ((False, True), size_tests.TINY8_LITE_STARTED),
+                                       ((True, True), MINI4_PIPED)]]
+
+
+@pytest.mark.timeout(BUILD_TIMEOUT)
+@pytest.mark.parametrize("chip", ERROR_CYCLE_CHIPS)
+def test_error_cycle_of_slice_errors_moves_by_the_issue_delay(chip):
+    """ERROR_CYCLE and CYCLES of slice and ICU errors do not change with the pipelined ICUs or
+    the registered START: the same values (from the run-cycle rules) on each combination of
+    ``icu_issue_reg`` and ``host_start_reg``, RTL == model."""
+    p = chip.p
     e = {m: OP[m].encode for m in OP}
-    results = {}
-    variants = [(False, False), (True, False), (False, True), (True, True)]
-    for issue, start in variants:
-        p = piped("tiny", issue=issue, act=False, pipeline=0, start=start)
-        w1 = f"mem_w{p.mem_slices - 1}"
-        runs = [
-            chip_tests.host_traffic(p, {f"{w1}.read": chip_tests.asm(
-                {3: e["READ"](addr=p.mem_addr_words, stream=0, dir=0)}, 6)}),
-            chip_tests.host_traffic(p, {"mem_w0.read": [e["NOP"](count=2),
-                                                        e["WRITE"](addr=0, stream=0, dir=0),
-                                                        e["HALT"]()]}),
-        ]
-        got = chip_tests.cross_check(p, runs)       # RTL == model: CYCLES, ERRORS, ERROR_CYCLE
-        results[issue, start] = [regs for regs, _ in got]
+    w1 = f"mem_w{p.mem_slices - 1}"
+    runs = [
+        chip_tests.host_traffic(p, {f"{w1}.read": chip_tests.asm(
+            {3: e["READ"](addr=p.mem_addr_words, stream=0, dir=0)}, 6)}),
+        chip_tests.host_traffic(p, {"mem_w0.read": [e["NOP"](count=2),
+                                                    e["WRITE"](addr=0, stream=0, dir=0),
+                                                    e["HALT"]()]}),
+    ]
+    got = chip_tests.cross_check(chip, runs)        # RTL == model: CYCLES, ERRORS, ERROR_CYCLE
     for k, (flag, cyc) in enumerate([(ErrorFlag.ADDR_RANGE, 3), (ErrorFlag.BAD_INSTRUCTION, 2)]):
-        for v in variants:
-            c, e, ec = results[v][k]
-            assert e == int(flag), v
-            assert c == [7, 4][k], v                 # max(HALT cycle) + 1
-            assert ec == cyc, v
+        c, err, ec = got[k][0]
+        assert err == int(flag), k
+        assert c == [7, 4][k], k                   # max(HALT cycle) + 1
+        assert ec == cyc, k
 
 
 # -- START: DONE rises start_delay cycles later; a restart drops the old run's flags -----------
@@ -295,11 +321,11 @@ def _run(p, pkg, inputs, backends):
     return out
 
 
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("name,issue,start", [("tiny", True, False), ("quad", True, False),
-                                              ("tiny", False, True), ("quad", True, True)])
-def test_matmul_on_pipelined_chip(name, issue, start):
-    p = piped(name, issue=issue, pipeline=2, start=start)
+@pytest.mark.timeout(BUILD_TIMEOUT)
+@pytest.mark.parametrize("chip", PIPED_CHIPS)
+def test_matmul_on_pipelined_chip(chip):
+    """A compiled matmul (K and N past the vector length) on the model and the Verilator RTL."""
+    p = chip.p
     rng = np.random.default_rng(5)
     M, K, N = 3, p.vl + 2, 5
     pkg = compile_matmul(p, M, K, N)
@@ -309,16 +335,16 @@ def test_matmul_on_pipelined_chip(name, issue, start):
     B[:, 0] = 127
     B[:3, 1] = [-128, 0, 1]
     want = A.astype(np.int32) @ B.astype(np.int32)
-    for backend, (cycles, outs) in _run(p, pkg, {"A": A, "B": B}, ("model", "amaranth")).items():
+    for backend, (cycles, outs) in _run(p, pkg, {"A": A, "B": B}, ("model", chip.sim)).items():
         assert cycles == pkg.predicted_cycles, backend
         np.testing.assert_array_equal(outs["C"], want, err_msg=backend)
 
 
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("start", [False, True])
-def test_elementwise_on_pipelined_mini(start):
-    """VXM and MEM through the issue register (the slice kinds of ``mini``)."""
-    p = piped("mini", pipeline=1, start=start)
+@pytest.mark.timeout(BUILD_TIMEOUT)
+@pytest.mark.parametrize("chip", PIPED_CHIPS)
+def test_elementwise_on_pipelined_chip(chip):
+    """VXM and MEM through the issue register (with and without the registered START)."""
+    p = chip.p
     rng = np.random.default_rng(8)
     R, C = 2, p.vl
     pkg = compile_elementwise(p, "ADD", R, C)
@@ -326,6 +352,6 @@ def test_elementwise_on_pipelined_mini(start):
     A[0, :4] = [-128, 127, 0, 1]
     B[0, :4] = [-1, 1, -128, 127]
     want = ((A + B + 128) % 256) - 128            # int8 wrap-around
-    for backend, (cycles, outs) in _run(p, pkg, {"A": A, "B": B}, ("model", "amaranth")).items():
+    for backend, (cycles, outs) in _run(p, pkg, {"A": A, "B": B}, ("model", chip.sim)).items():
         assert cycles == pkg.predicted_cycles, backend
         np.testing.assert_array_equal(outs["Y"], want, err_msg=backend)

@@ -3,12 +3,18 @@
 ``mem_gather`` (one byte memory per MEM lane, which GATHER / SCATTER need).
 
 On chips with the options off (``tiny_lite``, an 8-lane variant, and the ``ice40`` preset) the
-RTL in Amaranth's simulator is compared with the reference model (CYCLES, ERRORS, ERROR_CYCLE and
-every MEM byte) and with numpy; words of the instructions such a chip lacks are written straight
+RTL is compared with the reference model (CYCLES, ERRORS, ERROR_CYCLE and every MEM byte) and
+with numpy; words of the instructions such a chip lacks are written straight
 into the instruction memories (bypassing the package check) and must raise BAD_INSTRUCTION at the
 same cycle on both, the rest of the program unaffected. The assembler, package and compiler
 checks are in ``tests/firmware``; the ICU and MEM slice unit tests in ``test_icu.py`` and
 ``test_mem.py``.
+
+The whole-chip programs run on two Verilator builds (:mod:`tests.rtl.chiprun`), which also
+carry timing-closure registers of ``test_pipeline_params.py``: ``tiny_lite_issue``
+(``tiny_lite`` with ``icu_issue_reg``) and ``tiny8_lite_started`` (8 lanes, two host words per
+tile, with ``host_start_reg``, ``mxm_act_reg`` and ``mxm_pipeline=2`` but no issue register).
+``tiny_lite`` itself and ``ice40`` (one superlane of two lanes) run in Amaranth's simulator.
 """
 
 import dataclasses
@@ -25,9 +31,13 @@ from openlpu.rtl.testing import run_sim
 
 from ..conftest import int8_operands
 from . import test_chip as chip_tests
+from .chiprun import ChipRun, chip_params
 from .test_chip import arrival, asm, cross_check, host_traffic, idx, rand_vecs, route_dir
 
 OP = isa.BY_MNEMONIC
+# Per-test limit of the tests that may build a Verilator model (minutes on a loaded machine);
+# every simulator run inside them has its own wall-clock limit.
+BUILD_TIMEOUT = 1800
 
 TINY_LITE = dataclasses.replace(preset("tiny"), icu_repeat=False, mem_gather=False,
                                 name="tiny_lite")
@@ -35,6 +45,13 @@ TINY8_LITE = dataclasses.replace(preset("tiny"), lanes=8, icu_repeat=False, mem_
                                  name="tiny8_lite")
 LITE = [TINY_LITE, TINY8_LITE, preset("ice40")]
 ids = lambda p: p.name      # noqa: E731
+# Verilator builds: the options off together with timing-closure registers
+TINY_LITE_ISSUE = dataclasses.replace(TINY_LITE, icu_issue_reg=True, name="tiny_lite_issue")
+TINY8_LITE_STARTED = dataclasses.replace(TINY8_LITE, host_start_reg=True, mxm_act_reg=True,
+                                         mxm_pipeline=2, name="tiny8_lite_started")
+LITE_CHIPS = chip_params(TINY_LITE_ISSUE, TINY8_LITE_STARTED)
+# every lite chip, each on its simulator
+ALL_LITE = (chip_params(TINY_LITE, preset("ice40"), sim="amaranth") + LITE_CHIPS)
 
 
 # -- parameters -----------------------------------------------------------------------------
@@ -75,10 +92,14 @@ def _matmul_case(p, M, K, N, seed):
     return A, B, A.astype(np.int64) @ B.astype(np.int64)
 
 
-@pytest.mark.timeout(180)
-@pytest.mark.parametrize("p,shape", [(TINY_LITE, (3, 10, 9)), (preset("ice40"), (5, 9, 7))],
-                         ids=["tiny_lite", "ice40"])
-def test_compiled_matmul_on_rtl(p, shape):
+@pytest.mark.timeout(BUILD_TIMEOUT)
+@pytest.mark.parametrize("chip,shape", [
+    pytest.param(ChipRun(TINY_LITE_ISSUE, "verilator"), (3, 10, 9), id="tiny_lite_issue-verilator"),
+    pytest.param(ChipRun(TINY8_LITE_STARTED, "verilator"), (3, 18, 17),
+                 id="tiny8_lite_started-verilator"),
+    pytest.param(ChipRun(preset("ice40"), "amaranth"), (5, 9, 7), id="ice40-amaranth")])
+def test_compiled_matmul_on_rtl(chip, shape):
+    p = chip.p
     M, K, N = shape
     assert K > p.vl and N > p.vl
     if p.name == "ice40":
@@ -86,7 +107,7 @@ def test_compiled_matmul_on_rtl(p, shape):
     pkg = compile_matmul(p, M, K, N)
     assert not any(isa.decode(w)[0].mnemonic == "REPEAT" for ws in pkg.queues.values() for w in ws)
     A, B, want = _matmul_case(p, M, K, N, seed=M * K * N)
-    for backend in ("model", "amaranth"):
+    for backend in ("model", chip.sim):
         with Device.open(backend, p) as dev:
             cycles, out = dev.run_package(pkg, {"A": A, "B": B})
         assert cycles == pkg.predicted_cycles, backend
@@ -111,13 +132,15 @@ def _nop_to_bad(words, bad, skip=0):
     raise AssertionError("no NOP in the queue")
 
 
-@pytest.mark.timeout(180)
-@pytest.mark.parametrize("p", [TINY_LITE, preset("ice40")], ids=ids)
+@pytest.mark.timeout(BUILD_TIMEOUT)
+@pytest.mark.parametrize("chip", chip_params(TINY_LITE_ISSUE)
+                         + chip_params(preset("ice40"), sim="amaranth"))
 @pytest.mark.parametrize("mnemonic", ["REPEAT", "GATHER"])
-def test_lacking_word_in_a_compiled_matmul(p, mnemonic):
+def test_lacking_word_in_a_compiled_matmul(chip, mnemonic):
     """A word the chip lacks, written over a NOP of a compiled matmul through the raw IMEM
     writes of the backend: BAD_INSTRUCTION at that word's cycle on the RTL and the model, and
     the program (whose timing is unchanged) still computes A @ B in the predicted cycles."""
+    p = chip.p
     M, K, N = 3, p.vl + 2, p.vl + 1
     pkg = compile_matmul(p, M, K, N)
     queue = "mem_w0.read" if mnemonic == "GATHER" else "mxm_w.compute"
@@ -127,7 +150,7 @@ def test_lacking_word_in_a_compiled_matmul(p, mnemonic):
     assert len(words) <= p.imem_words
     A, B, want = _matmul_case(p, M, K, N, seed=7)
     got = {}
-    for backend in ("model", "amaranth"):
+    for backend in ("model", chip.sim):
         with Device.open(backend, p) as dev:
             dev.load(pkg)
             qi = p.queue(queue).index
@@ -138,18 +161,21 @@ def test_lacking_word_in_a_compiled_matmul(p, mnemonic):
             regs = tuple(dev.backend.read(hostmap.reg_addr(r)) for r in chip_tests.REGS)
             got[backend] = regs
             np.testing.assert_array_equal(dev.read_outputs()["C"], want, err_msg=backend)
-    assert got["amaranth"] == got["model"] == (pkg.predicted_cycles,
+    assert got[chip.sim] == got["model"] == (pkg.predicted_cycles,
                                                int(ErrorFlag.BAD_INSTRUCTION), t_bad)
 
 
 # -- hand-placed programs: RTL vs model through the host bus ---------------------------------
 
-@pytest.mark.timeout(180)
-@pytest.mark.parametrize("p", LITE, ids=ids)
-def test_lacking_words_are_bad_instructions(p):
+@pytest.mark.timeout(BUILD_TIMEOUT)
+@pytest.mark.parametrize("chip", ALL_LITE)
+def test_lacking_words_are_bad_instructions(chip):
     """REPEAT, GATHER and SCATTER words between READs and WRITEs that move data: each run raises
     BAD_INSTRUCTION at the word's cycle (RTL == model), the copies around it arrive intact
-    (numpy), and nothing else is written (every MEM byte equal on RTL and model)."""
+    (numpy), and nothing else is written (every MEM byte equal on RTL and model); with the
+    pipelined ICU (``tiny_lite_issue``) and the registered START (``tiny8_lite_started``)
+    ERROR_CYCLE is unchanged."""
+    p = chip.p
     rng = np.random.default_rng(81)
     n = p.mem_slices
     src, dst = f"mem_w{n - 1}", f"mem_e{n - 1}"
@@ -174,7 +200,7 @@ def test_lacking_words_are_bad_instructions(p):
          t_w[0] + 1),
     ]
     runs = [host_traffic(p, progs, preload) for progs, _ in cases]
-    res = cross_check(p, runs, [ErrorFlag.BAD_INSTRUCTION] * len(cases))
+    res = cross_check(chip, runs, [ErrorFlag.BAD_INSTRUCTION] * len(cases))
     assert t_w[-1] > max(reads) and t_w[1] + 1 < t_w[2]
     for k, ((cycles, _, err_cycle), mem) in enumerate(res):
         assert err_cycle == cases[k][1], f"run {k}"
@@ -186,25 +212,33 @@ def test_lacking_words_are_bad_instructions(p):
                                           np.zeros(p.vl, np.uint8), err_msg=f"run {k}")
 
 
-@pytest.mark.timeout(180)
-@pytest.mark.parametrize("p", LITE, ids=ids)
-def test_host_mem_roundtrip(p):
+@pytest.mark.timeout(BUILD_TIMEOUT)
+@pytest.mark.parametrize("chip", ALL_LITE)
+def test_host_mem_roundtrip(chip):
     """Host writes and reads of every 32-bit lane group of MEM words, IMEM words, registers."""
-    chip_tests.test_host_roundtrip(p)
+    chip_tests.test_host_roundtrip(chip)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("p", [TINY_LITE, preset("ice40")], ids=ids)
+def test_registers_cycle_by_cycle(p):
+    """The register reads of the host bus, cycle by cycle (Amaranth's simulator). The 8-lane
+    chip's ID and CONFIG_ID are read in ``test_host_mem_roundtrip[tiny8_lite_started-...]``; the
+    read timing is the register block's, the same for every lane count."""
     chip_tests.test_registers(p)
 
 
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("p", [TINY_LITE, TINY8_LITE], ids=ids)
-def test_chip_tests_without_the_options(p):
+@pytest.mark.timeout(BUILD_TIMEOUT)
+@pytest.mark.parametrize("chip", LITE_CHIPS)
+def test_chip_tests_without_the_options(chip):
     """The chip tests that use neither REPEAT nor GATHER / SCATTER, RTL against the model:
     MEM copies in both directions, errors, IMEM overrun, CONFIG masks (the wide memory's write
-    enables), SYNC / NOTIFY."""
-    chip_tests.test_mem_copy_through_fabric(p)
-    chip_tests.test_xcheck_host_traffic(p)
-    chip_tests.test_config_partial_mask(p)
-    chip_tests.test_sync_notify(p)
-    chip_tests.test_nop_halt_and_cycles(p)
+    enables), SYNC / NOTIFY (Verilator)."""
+    chip_tests.test_mem_copy_through_fabric(chip)
+    chip_tests.test_xcheck_host_traffic(chip)
+    chip_tests.test_config_partial_mask(chip)
+    chip_tests.test_sync_notify(chip)
+    chip_tests.test_nop_halt_and_cycles(chip)
 
 
 # -- with the pipelined ICU (icu_issue_reg) ---------------------------------------------------
@@ -233,13 +267,6 @@ def test_pipelined_icu_without_repeat_engine(role):
     assert sum(1 for _, e, _ in exp if e & ErrorFlag.BAD_INSTRUCTION) >= 1
     t_var = icu_tests.run_icu(var, q, words, n)
     assert t_var[d:] == t_base[:-d]
-
-
-@pytest.mark.timeout(120)
-def test_lacking_words_on_a_pipelined_chip():
-    """The bad-word runs above on tiny_lite with the pipelined ICUs: ERROR_CYCLE unchanged."""
-    test_lacking_words_are_bad_instructions(
-        dataclasses.replace(TINY_LITE, icu_issue_reg=True, name="tiny_lite_piped"))
 
 
 # -- host words of tiles narrower than 4 lanes -------------------------------------------------
