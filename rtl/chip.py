@@ -12,9 +12,9 @@ from .fabric import StreamFabric
 from .icu import InstructionControlUnit
 from .mem import MemSlice, mem_host_addr_bits
 from .regs import HostRegisters
-from .shared import library, place
+from .shared import library, place, zero_init_memories
 
-__all__ = ["LpuChip", "generate_verilog"]
+__all__ = ["LpuChip", "generate_verilog", "convert_chip"]
 
 
 class LpuChip(wiring.Component):
@@ -224,6 +224,13 @@ def generate_verilog(params) -> str:
     the number of slices and lanes. The modules are named ``lpu_<kind>_<n>``; the chip's own
     top module comes first.
     """
+    return convert_chip(params)[0]
+
+
+def convert_chip(params):
+    """``(Verilog, library)``: :func:`generate_verilog`'s text and the
+    :class:`~openlpu.rtl.shared.ModuleLibrary` it was made with (which modules, how many
+    instances of each, the seconds spent converting each)."""
     with library("lpu") as lib:
         top = verilog.convert(LpuChip(params), name="lpu_chip", emit_src=False)
-    return top + lib.verilog()
+    return zero_init_memories(top) + lib.verilog(), lib

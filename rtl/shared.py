@@ -28,7 +28,7 @@ from amaranth.hdl import ClockSignal, Elaboratable, Instance, ResetSignal
 from amaranth.hdl._ast import ValueCastable
 from amaranth.lib import wiring
 
-__all__ = ["ModuleLibrary", "library", "place", "active_library"]
+__all__ = ["ModuleLibrary", "library", "place", "active_library", "zero_init_memories"]
 
 _LIBRARY: contextvars.ContextVar = contextvars.ContextVar("openlpu_module_library", default=None)
 
@@ -77,7 +77,7 @@ class ModuleLibrary:
             spent = time.monotonic() - t0
             self._nested[-1] += spent
             self.seconds[name] = spent - inner
-            text = _TOP_ATTR.sub("", text)      # only the chip's own top is a top module
+            text = zero_init_memories(_TOP_ATTR.sub("", text))  # one top module: the chip's
             entry = (name, text, {n: (d, len(v)) for n, (d, v) in ports.items()})
             self.modules[full_key] = entry
         else:
@@ -125,29 +125,63 @@ def library(prefix: str, *, field_wires: bool = False):
     token = _LIBRARY.set(lib)
     try:
         with contextlib.ExitStack() as stack:
+            stack.enter_context(_patched("emit_memory", _emit_memory_unless_zero))
             if not field_wires:
-                stack.enter_context(_without_field_wires())
+                stack.enter_context(_patched("emit_signal_fields", lambda self: None))
             yield lib
     finally:
         _LIBRARY.reset(token)
 
 
-_FIELD_WIRES_LOCK = threading.RLock()
+_PATCH_LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
-def _without_field_wires():
+def _patched(method, replacement):
+    """``rtlil.ModuleEmitter.<method>`` replaced while the block runs (if Amaranth has it)."""
     emitter = getattr(_rtlil, "ModuleEmitter", None)
-    if emitter is None or not hasattr(emitter, "emit_signal_fields"):
+    if emitter is None or not hasattr(emitter, method):
         yield
         return
-    with _FIELD_WIRES_LOCK:
-        saved = emitter.emit_signal_fields
-        emitter.emit_signal_fields = lambda self: None
+    with _PATCH_LOCK:
+        saved = getattr(emitter, method)
+        if replacement is _emit_memory_unless_zero:
+            def replacement(self, cell_idx, cell, _saved=saved):
+                return _emit_memory_unless_zero(self, cell_idx, cell, _saved)
+        setattr(emitter, method, replacement)
         try:
             yield
         finally:
-            emitter.emit_signal_fields = saved
+            setattr(emitter, method, saved)
+
+
+def _emit_memory_unless_zero(self, cell_idx, cell, emit):
+    """Memories that start as all zeros get no init cell: Yosys would write one statement per
+    word (``mem[5] = 8'h00;``: a million lines for the MEM slice of ``base``); the library
+    writes a loop instead (:func:`zero_init_memories`)."""
+    if any(cell.init):
+        emit(self, cell_idx, cell)
+
+
+_MEM_DECL = re.compile(r"^  reg (\[\d+:0\] )?(\\\S+ |[A-Za-z_][A-Za-z0-9_$]*) ?\[(\d+):0\];\n"
+                       r"(?!  initial begin)", re.M)
+
+
+def zero_init_memories(text: str) -> str:
+    """Give every memory of ``text`` (Yosys Verilog) without an ``initial`` block one that
+    sets all its words to zero, with a loop: the contents Amaranth's memories start with
+    (the memories left without init cell by :func:`library`)."""
+    def init(mo):
+        width, name, last = mo.group(1), mo.group(2), int(mo.group(3))
+        bits = int(width[1:width.index(":")]) + 1 if width else 1
+        if not name.startswith("\\"):
+            name = name.rstrip()
+        block = re.sub(r"[^A-Za-z0-9_]", "_", name.strip().lstrip("\\"))
+        return (f"{mo.group(0)}  initial begin : zero_{block}\n"
+                f"    integer i;\n"
+                f"    for (i = 0; i <= {last}; i = i + 1) {name}[i] = {bits}'d0;\n"
+                f"  end\n")
+    return _MEM_DECL.sub(init, text)
 
 
 def active_library() -> ModuleLibrary | None:

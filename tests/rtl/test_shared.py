@@ -154,3 +154,43 @@ def test_field_wires_left_out_by_default():
 def test_bad_prefix():
     with pytest.raises(ValueError, match="Verilog identifier"):
         shared.ModuleLibrary("9x")
+
+
+class Mem(wiring.Component):
+    """A 100-word memory, zero or not at the start, read at ``addr``."""
+
+    def __init__(self, init=()):
+        self._init = list(init)
+        super().__init__({"addr": In(7), "data": Out(6)})
+
+    def elaborate(self, platform):
+        from amaranth.lib.memory import Memory
+        m = Module()
+        m.submodules.mem = mem = Memory(shape=6, depth=100, init=self._init)
+        rd = mem.read_port(domain="comb")
+        m.d.comb += [rd.addr.eq(self.addr), self.data.eq(rd.data)]
+        return m
+
+
+def test_zero_memories_get_a_loop_not_a_statement_per_word():
+    class Two(wiring.Component):
+        def __init__(self):
+            super().__init__({"addr": In(7), "data": Out(6)})
+
+        def elaborate(self, platform):
+            m = Module()
+            zero, ones = Mem(), Mem([5] * 100)
+            shared.place(m, "zero", zero, key="zero", kind="zero")
+            shared.place(m, "ones", ones, key="ones", kind="ones")
+            m.d.comb += [zero.addr.eq(self.addr), ones.addr.eq(self.addr),
+                         self.data.eq(zero.data | ones.data)]
+            return m
+
+    text, _ = _library_verilog(Two())
+    zero = text[text.index("module t_zero_0("):text.index("endmodule", text.index("module t_zero_0("))]
+    ones = text[text.index("module t_ones_1("):text.index("endmodule", text.index("module t_ones_1("))]
+    assert re.search(r"for \(i = 0; i <= 99; i = i \+ 1\) \S+ ?\[i\] = 6'd0;", zero)
+    assert "[99] =" not in zero
+    assert "6'h05" in ones and "for (i = 0" not in ones        # a non-zero init is kept as is
+    plain = verilog.convert(Mem(), name="m", emit_src=False)  # outside a library: unchanged
+    assert "[99] = 6'h00;" in plain and "for (i = 0" not in plain
