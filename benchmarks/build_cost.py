@@ -84,6 +84,47 @@ def build(text, p, row, cache: bool = False):
         row["verilator_cpu_seconds"] = round(_cpu() - c0, 1)
 
 
+def smoke(p, row, out=sys.stdout):
+    """Programs through the driver on the Verilator backend (the cached build): every queue
+    runs ``NOP`` then ``HALT``, then an int8 matmul; results against numpy, measured cycles
+    against predicted. Raises ``AssertionError`` on a mismatch."""
+    import numpy as np
+
+    from openlpu.firmware.asm import assemble
+    from openlpu.firmware.compiler import compile_matmul
+    from openlpu.firmware.package import Package
+    from openlpu.host.device import Device
+    lengths = {q.name: 3 + (q.index % 7) for q in p.queues}
+    text = "".join(f".queue {name}\n    NOP {n}\n    HALT\n" for name, n in lengths.items())
+    expected = max(lengths.values()) + 1          # CYCLES: the last HALT's cycle + 1
+    nop = Package(name="nop_halt", params=p, queues=assemble(text, p), inputs=[], outputs=[],
+                  predicted_cycles=expected)
+    nop.validate()
+    rng = np.random.default_rng(64)
+    n = p.vl
+    A = rng.integers(-128, 128, (n, n)).astype(np.int8)
+    B = rng.integers(-128, 128, (n, n)).astype(np.int8)
+    mm = compile_matmul(p, n, n, n)
+    t0 = time.monotonic()
+    with Device.open("verilator", p) as dev:
+        row["backend_open_seconds"] = round(time.monotonic() - t0, 1)
+        dev.load(nop)
+        cycles = dev.run()
+        assert cycles == expected, f"NOP/HALT: {cycles} cycles, predicted {expected}"
+        row["nop_halt_cycles"] = cycles
+        cycles, outs = dev.run_package(mm, {"A": A, "B": B})
+        C = A.astype(np.int32) @ B.astype(np.int32)
+        bad = int(np.count_nonzero(outs["C"] != C))
+        assert bad == 0, f"matmul {n}x{n}x{n}: {bad} elements differ from numpy"
+        assert cycles == mm.predicted_cycles, (f"matmul: {cycles} cycles, predicted "
+                                               f"{mm.predicted_cycles}")
+        row["matmul"] = f"{n}x{n}x{n}"
+        row["matmul_cycles"] = cycles
+    print(f"  smoke on the Verilator backend: NOP/HALT on {len(p.queues)} queues {expected} "
+          f"cycles (= predicted); matmul {n}x{n}x{n} equal to numpy, {cycles} cycles "
+          f"(= predicted)", file=out)
+
+
 def report(row, lib, out=sys.stdout):
     print(f"{row['config']} ({row['path']}): {row['verilog_bytes'] / 1e6:.2f} MB of Verilog, "
           f"{row['verilog_lines']:,} lines; {row['load']} at the end", file=out)
@@ -115,8 +156,13 @@ def main(argv=None) -> int:
                     help="generate and build through the backend's caches ($OPENLPU_BUILD_DIR), "
                          "so the backend reuses them; an entry found there is reported cached "
                          "(progress lines) and its time is not a build time")
+    ap.add_argument("--smoke", action="store_true",
+                    help="then run NOP/HALT and a VL x VL x VL matmul through the driver on the "
+                         "Verilator backend (builds through the caches, like --cache)")
     ap.add_argument("--json", help="append the rows to this file (JSON lines)")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.cache = True
     for spec in args.configs:
         p = parse(spec)
         for plain in ((False, True) if args.plain else (False,)):
@@ -124,6 +170,8 @@ def main(argv=None) -> int:
             if args.build:
                 build(text, p, row, args.cache and not plain)
             report(row, lib)
+            if args.smoke and not plain:
+                smoke(p, row)
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(row, sort_keys=True) + "\n")
