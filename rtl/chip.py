@@ -12,8 +12,9 @@ from .fabric import StreamFabric
 from .icu import InstructionControlUnit
 from .mem import MemSlice, mem_host_addr_bits
 from .regs import HostRegisters
+from .shared import library, place, zero_init_memories
 
-__all__ = ["LpuChip", "generate_verilog"]
+__all__ = ["LpuChip", "generate_verilog", "convert_chip"]
 
 
 class LpuChip(wiring.Component):
@@ -123,7 +124,9 @@ class LpuChip(wiring.Component):
             sl = self._slices[s.name]
             if sl is None:
                 continue
-            m.submodules[s.name] = sl
+            # every slice of a kind is the same circuit: its logic depends on the parameters only
+            # (not on its floorplan position), so the Verilog holds one module per kind
+            place(m, s.name, sl, (p.to_json(),), kind=f"{s.kind}_slice")
             pos = s.position
             m.d.comb += [
                 sl.sr_east_in.eq(fabric.east[pos]),
@@ -171,7 +174,10 @@ class LpuChip(wiring.Component):
         notify = Signal()                 # NOTIFY issued by any queue this cycle (to every ICU)
         m.d.comb += notify.eq(_reduce_or(notifies, 1))
         for q, icu in zip(p.queues, self._icus):
-            m.submodules[f"icu_{q.slice.name}_{q.role}"] = icu
+            # an ICU's logic depends on the parameters and its queue's role (which instructions
+            # the queue accepts), not on which slice of the kind it drives
+            place(m, f"icu_{q.slice.name}_{q.role}", icu, (p.to_json(), q.slice.kind, q.role),
+                  kind=f"icu_{q.slice.kind}_{q.role}")
             sl = self._slices[q.slice.name]
             wiring.connect(m, icu.issue, getattr(sl, f"instr_{q.role}"))
             sel = (imem_queue == q.index) & (imem_word < p.imem_words)
@@ -210,5 +216,21 @@ def _reduce_and(values):
 
 
 def generate_verilog(params) -> str:
-    """Verilog of the whole chip for ``params`` (top module ``lpu_chip``, no source paths)."""
-    return verilog.convert(LpuChip(params), name="lpu_chip", emit_src=False)
+    """Verilog of the whole chip for ``params`` (top module ``lpu_chip``, no source paths).
+
+    Each distinct sub-design (a MEM slice, an SXM, an ICU of one role, a VXM superlane, a VXM
+    lane of one ALU class) is converted once and instantiated by name
+    (:mod:`openlpu.rtl.shared`): the text grows with the number of distinct modules, not with
+    the number of slices and lanes. The modules are named ``lpu_<kind>_<n>``; the chip's own
+    top module comes first.
+    """
+    return convert_chip(params)[0]
+
+
+def convert_chip(params):
+    """``(Verilog, library)``: :func:`generate_verilog`'s text and the
+    :class:`~openlpu.rtl.shared.ModuleLibrary` it was made with (which modules, how many
+    instances of each, the seconds spent converting each)."""
+    with library("lpu") as lib:
+        top = verilog.convert(LpuChip(params), name="lpu_chip", emit_src=False)
+    return zero_init_memories(top) + lib.verilog(), lib

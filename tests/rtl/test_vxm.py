@@ -9,6 +9,7 @@ from the RTL.
 """
 
 import dataclasses
+import re
 import gc
 import time
 import warnings
@@ -762,3 +763,21 @@ def test_icu_rejects_what_its_alu_lacks(role, bad):
     assert [t for t, (_, e, _) in enumerate(trace) if e & ErrorFlag.BAD_INSTRUCTION] == bad
     assert [t for t, (w, _, _) in enumerate(trace) if w is not None] == \
         [t for t in range(5) if t not in bad]
+
+
+def test_verilog_one_module_per_lane_class():
+    """In the chip's Verilog path (openlpu.rtl.shared) the VXM is one superlane module and one
+    lane module per ALU class, instantiated superlanes and lanes x ALUs times."""
+    from openlpu.rtl import shared
+    p = lite("mini", fx=1, mul=1)
+    with shared.library("v") as lib:
+        text = verilog.convert(VxmSlice(p, p.slice("vxm")), name="vxm", emit_src=False)
+    text += lib.verilog()
+    lanes = sorted(n for n in lib.placed if n.startswith("v_vxm_lane_"))
+    superlanes = [n for n in lib.placed if n.startswith("v_vxm_superlane_")]
+    assert len(lanes) == 2 and len(superlanes) == 1     # {fx, mul} and no unit
+    assert lib.placed[superlanes[0]] == p.superlanes
+    # placed inside the one superlane module (the other superlanes instantiate it)
+    assert sorted(lib.placed[n] for n in lanes) == [p.lanes, 3 * p.lanes]
+    for n in lanes + superlanes:
+        assert len(re.findall(rf"^module {n}\(", text, re.M)) == 1
