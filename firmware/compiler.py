@@ -85,10 +85,12 @@ def _plan_legacy(p, WA, WB, WC, requant):
 def _plan_striped(p, where, WA, WB, WC, requant, relu, b_per_slice=True, wide=0):
     """Stripe A, ``B^T`` and C over the MEM with a :class:`MemAllocator`.
 
-    With ``wide`` (the largest wide-load count wanted, ``>= 2``), ``B^T`` is striped over exactly
-    ``count`` slices, one bank each, where ``count = _wide_count(...)`` is what the slices and
-    streams left after C and A allow (at most ``wide``); consecutive stored words are in
-    ``count`` different slices, so the rows of one ``LWW`` come from ``count`` slices at once.
+    With ``wide = (limit, need)`` (:func:`_wide_limit`), ``B^T`` is striped over exactly
+    ``count`` slices, one bank each: as many of the west slices left after C and A as there are
+    (their READ leads are the shortest), more (east ones) only if a plane must load in fewer
+    cycles than those feed to hide behind the ``ABC``s (``need`` rows per cycle), at most
+    ``limit`` and the westward streams A leaves; consecutive stored words are in ``count``
+    different slices, so the rows of one ``LWW`` come from ``count`` slices at once.
     Its streams are then ``s0 .. s0 + count - 1`` (none of them A's): the ``i``-th row of an
     ``LWW`` travels on stream ``s0 + i``. Returns None when no count ``>= 2`` fits.
 
@@ -160,8 +162,11 @@ def _plan_striped(p, where, WA, WB, WC, requant, relu, b_per_slice=True, wide=0)
     b_order = [(s, usable[s][0]) for s in rest] + [(s, bk) for s in rest for bk in usable[s][1:]]
     if wide:
         # A's stream comes first (stream 0 unless reserved); the rest are free for B^T
-        top = min(wide, len(rest), p.streams - 1, WB)
-        best = _wide_count(p.vl, top)
+        limit, need = wide
+        top = min(limit, len(rest), p.streams - 1, WB)
+        # west slices (the shortest READ leads) unless a plane must load faster than they feed
+        west_rest = len([s for s in rest if s in west])
+        best = _wide_count(p.vl, min(top, max(west_rest, need)))
         # the fewest cycles per plane first; more stripes if B^T does not fit that many banks
         count = next((c for c in list(range(best, top + 1)) + list(range(best - 1, 1, -1))
                       if alloc.fits(WB, b_order[:c])), 0)
@@ -231,9 +236,11 @@ def _wide_count(vl, limit):
 
 
 def _wide_limit(p, requant, M):
-    """How many rows per cycle a wide weight load of a matmul could take on ``p`` (0: none).
+    """``(limit, need)``: the most rows per cycle a wide weight load of a matmul could take
+    on ``p`` and the fewest with which every plane hides behind its tile's ``ABC``s; 0 for none.
 
-    ``isa.wide_load_feed_rows`` (one row per MEM slice per cycle), less A's slice and stream;
+    ``limit`` is ``isa.wide_load_feed_rows`` (one row per MEM slice per cycle), less A's slice
+    and stream;
     0 with the fused epilogue (its constant and VXM streams are not planned for it) and when
     every accumulator chunk has more rows than ``VL + 1`` (the ``LW``s of a plane then hide
     behind the ``ABC``s and the wide load gives nothing).
@@ -244,7 +251,11 @@ def _wide_limit(p, requant, M):
     if mm_min > p.vl + 1:
         return 0
     limit = min(isa.wide_load_feed_rows(p), 2 * p.mem_slices - 1, p.streams - 1)
-    return limit if limit >= 2 else 0
+    if limit < 2:
+        return 0
+    # a tile's plane (ceil(VL / c) cycles) and IW hide behind its mm ABCs when ceil(VL / c) < mm
+    need = next((c for c in range(2, limit + 1) if -(-p.vl // c) < mm_min), limit)
+    return limit, need
 
 
 def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | None = None,
