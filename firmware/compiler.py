@@ -22,6 +22,12 @@ striped over several MEM slices and banks by :class:`~openlpu.firmware.memalloc.
 (:func:`_plan_striped`); each READ then comes from the slice holding its word, on that slice's
 stream, ``d_func + |distance|`` before its consumer (docs/architecture.md, *Tensor layouts and
 MEM allocation*).
+
+When the accumulator chunks have few rows (at most ``VL + 1``, so one ``LW`` per cycle bounds
+the schedule) and the chip can feed two or more weight rows per cycle, the weight planes are
+installed with ``LWW``: ``B^T`` striped over ``count`` MEM slices (west first) on ``count``
+consecutive streams, one ``LWW`` of ``count`` rows per cycle (docs/architecture.md, *Matmul
+with wide weight loads*); that package is kept only if it predicts fewer cycles.
 """
 
 from __future__ import annotations
@@ -271,6 +277,16 @@ def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | Non
     the module docstring; otherwise A, ``B^T`` and C are striped over the MEM slices and banks
     (:func:`_plan_striped`, ``docs/architecture.md`` *Tensor layouts*). The schedule is the same
     either way: one ``ABC`` and one ``LW`` per cycle, each from the stream its word's slice feeds.
+
+    Wide weight loads: when an accumulator chunk has at most ``VL + 1`` rows (the ``LW``\ s
+    of a plane, one per cycle, then bound the schedule), there is no epilogue and
+    ``isa.wide_load_feed_rows`` with the slices and streams A leaves allow ``count >= 2``, the
+    matmul is also scheduled with ``B^T`` striped over ``count`` slices and each plane
+    installed by ``LWW``\ s of ``count`` rows from streams ``s0 .. s0 + count - 1``
+    (``meta["wide_load_rows"] = count``); that package is returned if it predicts fewer
+    cycles, else the ``LW`` package (unchanged, byte for byte). Timing: a tile of ``mm`` rows
+    takes ``max(mm, ceil(nn / count) + 1)`` cycles in steady state instead of
+    ``max(mm, nn + 1)``.
 
     Raises :class:`CompileError` if a dimension is invalid or the operands, the result or the
     instruction images do not fit the preset; a tensor that does not fit is named with the words
