@@ -278,11 +278,11 @@ def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | Non
     (:func:`_plan_striped`, ``docs/architecture.md`` *Tensor layouts*). The schedule is the same
     either way: one ``ABC`` and one ``LW`` per cycle, each from the stream its word's slice feeds.
 
-    Wide weight loads: when an accumulator chunk has at most ``VL + 1`` rows (the ``LW``\ s
+    Wide weight loads: when an accumulator chunk has at most ``VL + 1`` rows (the ``LW`` instructions
     of a plane, one per cycle, then bound the schedule), there is no epilogue and
     ``isa.wide_load_feed_rows`` with the slices and streams A leaves allow ``count >= 2``, the
     matmul is also scheduled with ``B^T`` striped over ``count`` slices and each plane
-    installed by ``LWW``\ s of ``count`` rows from streams ``s0 .. s0 + count - 1``
+    installed by ``LWW`` instructions of ``count`` rows from streams ``s0 .. s0 + count - 1``
     (``meta["wide_load_rows"] = count``); that package is returned if it predicts fewer
     cycles, else the ``LW`` package (unchanged, byte for byte). Timing: a tile of ``mm`` rows
     takes ``max(mm, ceil(nn / count) + 1)`` cycles in steady state instead of
