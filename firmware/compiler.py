@@ -278,8 +278,8 @@ def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | Non
     (:func:`_plan_striped`, ``docs/architecture.md`` *Tensor layouts*). The schedule is the same
     either way: one ``ABC`` and one ``LW`` per cycle, each from the stream its word's slice feeds.
 
-    Wide weight loads: when an accumulator chunk has at most ``VL + 1`` rows (the ``LW`` instructions
-    of a plane, one per cycle, then bound the schedule), there is no epilogue and
+    Wide weight loads: when an accumulator chunk has at most ``VL + 1`` rows (the ``LW``
+    instructions of a plane, one per cycle, then bound the schedule), there is no epilogue and
     ``isa.wide_load_feed_rows`` with the slices and streams A leaves allow ``count >= 2``, the
     matmul is also scheduled with ``B^T`` striped over ``count`` slices and each plane
     installed by ``LWW`` instructions of ``count`` rows from streams ``s0 .. s0 + count - 1``
