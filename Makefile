@@ -4,7 +4,7 @@
 #   make test           full test suite (tests/ and verification/) under a global time limit,
 #                       on TEST_JOBS pytest-xdist workers (default 2; TEST_JOBS=0 runs in-process)
 #   make test-fast      unit tests only (no Verilator, no synthesis, no slow simulations): minutes
-#   make bench          benchmarks in benchmarks/
+#   make bench          benchmarks in benchmarks/ (each prints its figures beside their targets)
 #   make fuzz           random differential test, model vs Verilator RTL:
 #                       make fuzz N=10000 [PRESET=mini] [SCHEDULER=host:port] [SEED=0] [WORKERS=n]
 #   make synth          FPGA build:  make synth BOARD=ulx3s [PRESET=name] (default: the board's)

@@ -128,7 +128,8 @@ def run_limits(max_cycles, timeout_s=None) -> RunLimits:
 
 
 # methods that touch the device: refused after close() in every backend (see __init_subclass__)
-_DEVICE_METHODS = ("write", "read", "write_many", "read_many", "run", "tick", "reset")
+_DEVICE_METHODS = ("write", "read", "write_many", "write_words", "read_many", "run", "tick",
+                   "reset")
 
 
 def _guarded(fn):
@@ -196,7 +197,19 @@ class Backend(ABC):
         for addr, data in pairs:
             self.write(addr, data)
 
+    def write_words(self, addrs, data) -> None:
+        """Write ``data[i]`` at ``addrs[i]`` in order: two equally long sequences or 1-D numpy
+        arrays of integers (a MEM image, many words at once). The same effect as
+        ``write_many(zip(addrs, data))``, which is what this default does; a backend may move
+        the words in bulk (the Verilator backend stores MEM words straight into its memories).
+        """
+        addrs, data = list(addrs), list(data)
+        if len(addrs) != len(data):
+            raise ValueError(f"write_words: {len(addrs)} addresses but {len(data)} data words")
+        self.write_many(zip((int(a) for a in addrs), (int(d) for d in data)))
+
     def read_many(self, addrs) -> list[int]:
+        """Read the words at ``addrs`` in order (backends may batch them)."""
         return [self.read(a) for a in addrs]
 
     def run(self, max_cycles: int, timeout_s: float | None = None) -> None:
@@ -228,5 +241,5 @@ class Backend(ABC):
 
 
 Backend.close = _closing(Backend.close)
-for _attr in ("write_many", "read_many", "run"):
+for _attr in ("write_many", "write_words", "read_many", "run"):
     setattr(Backend, _attr, _guarded(getattr(Backend, _attr)))

@@ -10,6 +10,8 @@ testbench moves exactly the same words.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from openlpu import hostmap
@@ -23,16 +25,48 @@ class InputError(ValueError):
     """Input tensors missing, extra, of the wrong shape, or out of range for their dtype."""
 
 
+@functools.lru_cache(maxsize=64)
+def _lane_offsets(params) -> tuple[int, ...]:
+    """The superlane / lane-group part of the host addresses of one MEM vector word, in lane
+    order (``hostmap.mem_addr``'s fields are disjoint bit ranges, so an address is the OR of
+    the word's base and these)."""
+    base = hostmap.mem_addr(params, 0, 0, 0, 0, 0)
+    return tuple(hostmap.mem_addr(params, 0, 0, 0, s, g) ^ base
+                 for s in range(params.superlanes) for g in range(params.host_lane_groups))
+
+
 def _word_addrs(params, sl, bank, word):
     """Host addresses of all lanes of one MEM vector word, in lane order (``host_word_lanes``
     lanes each)."""
-    return [hostmap.mem_addr(params, sl, bank, word, s, g)
-            for s in range(params.superlanes) for g in range(params.host_lane_groups)]
+    base = hostmap.mem_addr(params, sl, bank, word, 0, 0)
+    return [base | off for off in _lane_offsets(params)]
 
 
 def _vector_writes(params, sl, bank, word, data: np.ndarray):
     lanes = np.asarray(data, dtype=np.uint8).reshape(-1, params.host_word_lanes)
-    return [(a, hostmap.pack_lanes(v)) for a, v in zip(_word_addrs(params, sl, bank, word), lanes)]
+    # hostmap.pack_lanes of every row: lane byte i in bits 8i..8i+7
+    words = (lanes.astype(np.uint32) << (8 * np.arange(lanes.shape[1], dtype=np.uint32))).sum(
+        axis=1, dtype=np.uint32)
+    return list(zip(_word_addrs(params, sl, bank, word), words.tolist()))
+
+
+def _vector_block_writes(params, sl, bank, words, data: np.ndarray):
+    """:func:`_vector_writes` of many vector words of one slice and bank at once: ``words``
+    (n,) and their bytes ``data`` (n, VL), in that order."""
+    words = np.asarray(words, dtype=np.int64).reshape(-1)
+    if not words.size:
+        return []
+    for w in (int(words.min()), int(words.max())):       # the range checks of mem_addr
+        hostmap.mem_addr(params, sl, bank, w, 0, 0)
+    base = hostmap.mem_addr(params, sl, bank, 0, 0, 0)
+    step = (hostmap.mem_addr(params, 0, 0, 1, 0, 0) ^ hostmap.mem_addr(params, 0, 0, 0, 0, 0)
+            if params.mem_words > 1 else 0)
+    addrs = (base | (words[:, None] * step)) | np.array(_lane_offsets(params), dtype=np.int64)
+    hwl = params.host_word_lanes
+    lanes = np.asarray(data, dtype=np.uint8).reshape(words.size, -1, hwl)
+    packed = (lanes.astype(np.uint32) << (8 * np.arange(hwl, dtype=np.uint32))).sum(
+        axis=2, dtype=np.uint32)
+    return list(zip(addrs.reshape(-1).tolist(), packed.reshape(-1).tolist()))
 
 
 def load_writes(pkg: Package) -> list[tuple[int, int]]:
@@ -99,13 +133,16 @@ def input_writes(pkg: Package, inputs: dict) -> list[tuple[int, int]]:
         nbytes = DTYPES[desc.dtype]
         u = s.astype(np.int64) & ((1 << (8 * nbytes)) - 1)
         r_count = s.shape[0]
+        tiles = desc.tiles(p.vl)
         for b in range(nbytes):
             plane = (u >> (8 * b)) & 0xFF
-            where = desc.plane_words(b, p.vl)           # stored word w = j*R + r
-            for j in range(desc.tiles(p.vl)):
-                for r in range(r_count):
-                    sl, bank, word = where[j * r_count + r]
-                    out += _vector_writes(p, sl, bank, word, plane[r, j * p.vl:(j + 1) * p.vl])
+            # stored word w = j*R + r holds row r of column tile j
+            words = plane.reshape(r_count, tiles, p.vl).transpose(1, 0, 2).reshape(-1, p.vl)
+            stripes = desc.layout[b]
+            n = len(stripes)
+            for k, (sl, bank, base, stride) in enumerate(stripes):
+                ws = np.arange(k, words.shape[0], n)      # the stored words of stripe k
+                out += _vector_block_writes(p, sl, bank, base + (ws // n) * stride, words[ws])
     return out
 
 

@@ -350,29 +350,35 @@ _OPTIONAL_FIELDS = {"mxm_act_reg": False, "icu_issue_reg": False, "host_start_re
                     "mem_ecc": False, "vxm_fx_alus": None, "vxm_mul_alus": None}
 
 
+# Every preset registers START (``host_start_reg``): START then fans out from a register, not
+# from the host bus decode, which the FPGA timing wants and which takes that logic out of
+# Verilator's input-combinational region (re-evaluated on every eval()). Schedules and CYCLES
+# do not change; STATUS.DONE rises one cycle later.
 PRESETS: dict[str, LpuParams] = {
     # Fast unit tests in Amaranth's simulator: VL = 8.
     "tiny": LpuParams(name="tiny", lanes=4, superlanes=2, streams=8, mem_slices=2,
-                      mem_words=64, mxm_acc_words=16, imem_words=256),
+                      mem_words=64, mxm_acc_words=16, imem_words=256, host_start_reg=True),
     # The default chip: 2 superlanes x 16 lanes, VL = 32.
     "default": LpuParams(name="default", lanes=16, superlanes=2, streams=8, mem_slices=2,
-                         mem_words=256, mxm_acc_words=64, imem_words=512),
+                         mem_words=256, mxm_acc_words=64, imem_words=512, host_start_reg=True),
     # Four superlanes: exercises the stagger and the MXM reduction over more superlanes.
     "quad": LpuParams(name="quad", lanes=8, superlanes=4, streams=8, mem_slices=2,
-                      mem_words=128, mxm_acc_words=32, imem_words=256),
+                      mem_words=128, mxm_acc_words=32, imem_words=256, host_start_reg=True),
     # Every slice kind (4 VXM ALUs, an SXM per hemisphere) at VL = 8: the whole ISA on the
     # chip, small enough for Verilator in the regression.
     "mini": LpuParams(name="mini", lanes=4, superlanes=2, streams=8, mem_slices=2,
-                      mem_words=64, mxm_acc_words=16, imem_words=256, vxm_alus=4, sxm=True),
+                      mem_words=64, mxm_acc_words=16, imem_words=256, vxm_alus=4, sxm=True,
+                      host_start_reg=True),
     # Every slice kind at 4 superlanes x 4 lanes, VL = 16: the second preset for the whole-ISA
     # chip tests, where the stagger, SXM deskew/reskew and LWT span more than two superlanes.
     "mini4": LpuParams(name="mini4", lanes=4, superlanes=4, streams=8, mem_slices=2,
-                       mem_words=64, mxm_acc_words=32, imem_words=256, vxm_alus=4, sxm=True),
+                       mem_words=64, mxm_acc_words=32, imem_words=256, vxm_alus=4, sxm=True,
+                       host_start_reg=True),
     # mini with one "large" VXM ALU: only alu0 has the exp / reciprocal / rsqrt pipelines
     # (vxm_fx_alus); the ALU classes in the whole-ISA and kernel tests.
     "mini_lite": LpuParams(name="mini_lite", lanes=4, superlanes=2, streams=8, mem_slices=2,
                            mem_words=64, mxm_acc_words=16, imem_words=256, vxm_alus=4, sxm=True,
-                           vxm_fx_alus=1),
+                           vxm_fx_alus=1, host_start_reg=True),
     # FPGA builds (synth/): sized to fit the board's device; see docs/fpga.md.
     # ULX3S-85F (ECP5 LFE5U-85F): VL = 8. VL = 16 needs 256 MULT18X18D (one per int8
     # product), more than the 156 of the device.
@@ -385,7 +391,7 @@ PRESETS: dict[str, LpuParams] = {
     # The smallest VL = 4 chip needs 10,701 LCs even with these options (docs/fpga.md).
     "ice40": LpuParams(name="ice40", lanes=2, superlanes=1, streams=4, mem_slices=2,
                        mem_words=128, mxm_acc_words=2, imem_words=256, mxm_booth=True,
-                       icu_repeat=False, mem_gather=False),
+                       icu_repeat=False, mem_gather=False, host_start_reg=True),
 }
 
 

@@ -15,7 +15,15 @@ from .ecc import SecdedDecoder, SecdedEncoder
 from .regs import host_target_signature
 from .sweep import InstructionSweep
 
-__all__ = ["MemSlice", "mem_host_addr_bits", "ecc_count_bits"]
+__all__ = ["MemSlice", "mem_host_addr_bits", "ecc_count_bits", "tile_memory_name"]
+
+
+def tile_memory_name(superlane: int, lane: int | None = None) -> str:
+    """Name of a tile's memory inside its MEM slice (the Verilog keeps it): ``tile{c}_lane{i}``
+    for lane ``i`` of superlane ``c`` (``mem_gather``), ``tile{c}`` for the superlane's one
+    vector-wide memory (``lane`` None, no ``mem_gather``). Simulator back doors (the Verilator
+    backend's bulk MEM load) find the memories by it."""
+    return f"tile{superlane}" if lane is None else f"tile{superlane}_lane{lane}"
 
 
 def mem_host_addr_bits(params) -> int:
@@ -359,7 +367,7 @@ class MemSlice(wiring.Component):
         p = self._params
         lane_data, corr, unc = [], [], []
         for i, (mem, wr, rd) in enumerate(row):
-            m.submodules[f"tile{c}_lane{i}"] = mem
+            m.submodules[tile_memory_name(c, i)] = mem
             m.d.comb += rd.addr.eq(Mux(r.valid, r_addrs[i], h_addr))
             host_lane = host_here & (h_group == i // 4 if len(h_group) else 1)
             w_data = Mux(w.valid, Mux(w.stream_ok, w_src.data[i], 0),
@@ -389,7 +397,7 @@ class MemSlice(wiring.Component):
         with ``mem_ecc``, the per-group corrected / uncorrectable bits (else empty)."""
         p = self._params
         mem, wr, rd = ports
-        m.submodules[f"tile{c}"] = mem
+        m.submodules[tile_memory_name(c)] = mem
         m.d.comb += rd.addr.eq(Mux(r.valid, r.addr, h_addr))
         gbits = 8 * p.host_word_lanes
         # the host writes one group of host_word_lanes lanes, WRITE all of them

@@ -7,27 +7,92 @@
 // w_en; a read is one cycle with r_en, and r_valid/r_data appear `read_latency` cycles later.
 // No Python code runs per cycle: the bulk transfers and the wait for `done` loop here (the wait
 // in chunks of a bounded number of cycles, so that the host can check its wall clock).
+//
+// MEM back door (lpu_write_words / lpu_read_words): a MEM host word of a chip that has not run
+// for at least `drain` cycles is stored into (read from) the model's tile memories directly,
+// without clocking the bus, with the same effect on the memories as the bus access; anything
+// else (registers, IMEM, addresses no tile decodes, a running or draining chip) is a bus access.
+// The tile memories are reached through lpu_mem_map.cpp, generated from the chip's Verilog by
+// verilator_sim.py; the address decode is configured from Python (lpu_backdoor_*), where the
+// host address map is defined.
 
 #include <cstdint>
 #include <cstddef>
+#include <vector>
 #include "verilated.h"
 #include "Vlpu_sim_top.h"
 
+// lpu_mem_map.cpp: the tile memories of the chip's MEM slices, numbered 0 .. count - 1.
+int lpu_mem_tile_count();
+const char *lpu_mem_tile_name(int tile);
+void lpu_mem_tile_put(Vlpu_sim_top *top, int tile, unsigned entry, unsigned group, uint32_t v,
+                      unsigned group_bits);
+uint32_t lpu_mem_tile_get(Vlpu_sim_top *top, int tile, unsigned entry, unsigned group,
+                          unsigned group_bits);
+// Lets the model see clk low without an eval(); false if this Verilator's model cannot.
+bool lpu_clk_low_without_eval(Vlpu_sim_top *top);
+
 namespace {
+
+// The MEM host address decode (openlpu.hostmap, LpuParams.host_mem_field_bits) and, per
+// (slice, superlane, lane), the tile memory holding that lane (-1: none known).
+struct Backdoor {
+    bool on = false;
+    unsigned region_shift = 0, region = 0;
+    unsigned b_group = 0, b_sl = 0, b_word = 0, b_slice = 0;   // field widths, LSB first
+    unsigned slices = 0, superlanes = 0, word_lanes = 0, mem_words = 0;
+    bool per_lane = true;            // one byte memory per lane (mem_gather), else one per tile
+    unsigned drain = 0;              // idle cycles needed before the back door is used
+    std::vector<int> tile;           // [(slice * superlanes + sl) * lanes_per_index + lane]
+    unsigned lanes_per_index = 0;
+};
 
 struct Lpu {
     VerilatedContext *ctx;
     Vlpu_sim_top *top;
     uint64_t ticks;
     unsigned read_latency;
+    uint32_t idle;                   // consecutive cycles ended with `running` low (saturating)
+    bool one_eval;                   // one eval() per cycle (see tick)
+    Backdoor bd;
 };
 
+// One clock cycle. The chip has no logic on the falling edge and nothing combinational on clk,
+// so the falling edge needs no eval(): with one_eval, clk goes low and the model's edge
+// detector is told so (lpu_clk_low_without_eval), which saves the eval() of the input-
+// combinational region that the falling edge would otherwise cost. Inputs set between two
+// ticks are evaluated by the next rising edge's eval() either way.
 inline void tick(Lpu *d) {
     d->top->clk = 1;
     d->top->eval();
     d->top->clk = 0;
-    d->top->eval();
+    if (!d->one_eval) d->top->eval();
+    else lpu_clk_low_without_eval(d->top);
     d->ticks++;
+    d->idle = d->top->running ? 0 : (d->idle + 1 ? d->idle + 1 : d->idle);
+}
+
+// Decodes a MEM host word address: true (with the index in the tile table of the word's first
+// lane, the memory entry and the lane group) when the back door may serve it now.
+inline bool bd_decode(const Lpu *d, uint32_t addr, size_t *index, unsigned *entry,
+                      unsigned *group) {
+    const Backdoor &b = d->bd;
+    if (!b.on || d->idle < b.drain || d->top->running) return false;
+    if ((addr >> b.region_shift) != b.region) return false;
+    uint32_t sub = addr & ((uint32_t(1) << b.region_shift) - 1);
+    unsigned g = sub & ((1u << b.b_group) - 1); sub >>= b.b_group;
+    unsigned sl = sub & ((1u << b.b_sl) - 1); sub >>= b.b_sl;
+    unsigned word = sub & ((1u << b.b_word) - 1); sub >>= b.b_word;
+    unsigned bank = sub & 1u; sub >>= 1;
+    unsigned slice = sub & ((1u << b.b_slice) - 1); sub >>= b.b_slice;
+    if (sub != 0 || slice >= b.slices || sl >= b.superlanes) return false;
+    unsigned lane = b.per_lane ? g * b.word_lanes : 0;
+    size_t i = (size_t(slice) * b.superlanes + sl) * b.lanes_per_index + lane;
+    if (b.tile[i] < 0) return false;
+    *index = i;
+    *entry = bank * b.mem_words + word;
+    *group = g;
+    return true;
 }
 
 inline void idle_inputs(Lpu *d) {
@@ -70,6 +135,8 @@ void *lpu_create(unsigned read_latency) {
     d->top = new Vlpu_sim_top{d->ctx};
     d->ticks = 0;
     d->read_latency = read_latency;
+    d->idle = 0;
+    d->one_eval = false;
     d->top->clk = 0;
     d->top->rst = 0;
     d->top->h_addr = 0;
@@ -93,6 +160,7 @@ void lpu_reset(void *h, unsigned cycles) {
     d->top->rst = 1;
     for (unsigned i = 0; i < cycles; i++) tick(d);
     d->top->rst = 0;
+    d->idle = 0xffffffffu;           // nothing in flight after a reset
 }
 
 void lpu_tick(void *h, uint64_t cycles) {
@@ -144,6 +212,99 @@ uint64_t lpu_wait(void *h, uint64_t max_cycles) {
         n++;
     }
     return n;
+}
+
+// mode 1: one eval() per cycle where the model allows it (returns whether it is in use);
+// mode 0: an eval() on both clock edges.
+int lpu_set_tick_mode(void *h, int mode) {
+    Lpu *d = static_cast<Lpu *>(h);
+    d->one_eval = mode == 1 && lpu_clk_low_without_eval(d->top);
+    return d->one_eval;
+}
+
+// -- MEM back door ------------------------------------------------------------------------
+
+int lpu_backdoor_tiles(void) { return lpu_mem_tile_count(); }
+
+const char *lpu_backdoor_tile_name(int tile) { return lpu_mem_tile_name(tile); }
+
+// Configures the MEM address decode (see Backdoor) and clears the tile table; on = 0 turns the
+// back door off (every access then uses the bus).
+void lpu_backdoor_config(void *h, int on, unsigned region_shift, unsigned region,
+                         unsigned b_group, unsigned b_sl, unsigned b_word, unsigned b_slice,
+                         unsigned slices, unsigned superlanes, unsigned word_lanes,
+                         unsigned mem_words, int per_lane, unsigned lanes, unsigned drain) {
+    Backdoor &b = static_cast<Lpu *>(h)->bd;
+    b.on = on != 0;
+    b.region_shift = region_shift; b.region = region;
+    b.b_group = b_group; b.b_sl = b_sl; b.b_word = b_word; b.b_slice = b_slice;
+    b.slices = slices; b.superlanes = superlanes; b.word_lanes = word_lanes;
+    b.mem_words = mem_words; b.per_lane = per_lane != 0; b.drain = drain;
+    b.lanes_per_index = per_lane ? lanes : 1;
+    b.tile.assign(size_t(slices) * superlanes * b.lanes_per_index, -1);
+}
+
+// Tile memory `tile` holds lane `lane` (0 for a vector-wide tile) of superlane `sl` of MEM
+// slice `slice` (its global index).
+void lpu_backdoor_map(void *h, unsigned slice, unsigned sl, unsigned lane, int tile) {
+    Backdoor &b = static_cast<Lpu *>(h)->bd;
+    b.tile[(size_t(slice) * b.superlanes + sl) * b.lanes_per_index + lane] = tile;
+}
+
+// The same stores as a host write of MEM word `v` (lane byte k of the group in byte k).
+static void bd_put(Lpu *d, size_t i, unsigned entry, unsigned g, uint32_t v) {
+    const Backdoor &b = d->bd;
+    if (!b.per_lane) {
+        lpu_mem_tile_put(d->top, b.tile[i], entry, g, v, 8 * b.word_lanes);
+        return;
+    }
+    for (unsigned k = 0; k < b.word_lanes; k++)
+        lpu_mem_tile_put(d->top, b.tile[i + k], entry, 0, (v >> (8 * k)) & 0xffu, 8);
+}
+
+// What a host read of the MEM word returns (lane byte k in byte k, unused bytes 0).
+static uint32_t bd_get(Lpu *d, size_t i, unsigned entry, unsigned g) {
+    const Backdoor &b = d->bd;
+    if (!b.per_lane) return lpu_mem_tile_get(d->top, b.tile[i], entry, g, 8 * b.word_lanes);
+    uint32_t v = 0;
+    for (unsigned k = 0; k < b.word_lanes; k++)
+        v |= lpu_mem_tile_get(d->top, b.tile[i + k], entry, 0, 8) << (8 * k);
+    return v;
+}
+
+// Writes data[i] to addrs[i] in order: MEM words through the back door where it may be used,
+// everything else as bus writes. Returns the number of words written through the back door.
+size_t lpu_write_words(void *h, const uint32_t *addrs, const uint32_t *data, size_t n) {
+    Lpu *d = static_cast<Lpu *>(h);
+    size_t direct = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t t; unsigned entry, g;
+        if (bd_decode(d, addrs[i], &t, &entry, &g)) {
+            bd_put(d, t, entry, g, data[i]);
+            direct++;
+        } else {
+            write1(d, addrs[i], data[i]);
+        }
+    }
+    return direct;
+}
+
+// Reads addrs[i] into out[i] in order, MEM words through the back door where it may be used.
+// Returns the index of the first failing bus read plus one, or 0; *direct is set to the number
+// of words read through the back door.
+size_t lpu_read_words(void *h, const uint32_t *addrs, uint32_t *out, size_t n, size_t *direct) {
+    Lpu *d = static_cast<Lpu *>(h);
+    *direct = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t t; unsigned entry, g;
+        if (bd_decode(d, addrs[i], &t, &entry, &g)) {
+            out[i] = bd_get(d, t, entry, g);
+            ++*direct;
+        } else if (read1(d, addrs[i], &out[i]) != 0) {
+            return i + 1;
+        }
+    }
+    return 0;
 }
 
 }  // extern "C"

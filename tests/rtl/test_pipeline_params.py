@@ -37,13 +37,16 @@ def piped(name, *, issue=True, act=True, pipeline=1, start=False):
 # -- parameters and the ISA figures derived from them -----------------------------------------
 
 def test_defaults_leave_presets_unchanged():
-    """Presets that do not switch the registers keep their JSON and CONFIG_ID."""
+    """Switches left at their defaults stay out of a preset's JSON (so its CONFIG_ID does not
+    change); every preset registers START, and its JSON says so."""
     for p in PRESETS.values():
         d = p.to_dict()
         for f in ("icu_issue_reg", "mxm_act_reg", "host_start_reg"):
-            if not getattr(p, f):
-                assert f not in d, (p.name, f)
+            assert (f in d) == getattr(p, f), (p.name, f)
+        assert d["host_start_reg"] is True, p.name
         assert LpuParams.from_dict(d) == p
+        assert LpuParams.from_dict({k: v for k, v in d.items() if k != "host_start_reg"}) \
+            == dataclasses.replace(p, host_start_reg=False)
     base, var = preset("tiny"), piped("tiny")
     assert var.config_id != base.config_id       # a pipelined bitstream is told apart
     assert LpuParams.from_json(var.to_json()) == var
@@ -51,11 +54,12 @@ def test_defaults_leave_presets_unchanged():
         dataclasses.replace(base, icu_issue_reg=1)
     with pytest.raises(ValueError, match="host_start_reg must be True or False"):
         dataclasses.replace(base, host_start_reg=1)
-    started = dataclasses.replace(base, host_start_reg=True)
-    assert started.config_id not in (base.config_id, var.config_id)
+    plain = dataclasses.replace(base, host_start_reg=False)
+    assert base.config_id not in (plain.config_id, var.config_id)
+    assert plain.config_id != var.config_id
+    started = base
     assert LpuParams.from_json(started.to_json()) == started
-    assert preset("ecp5").host_start_reg
-    assert not any(p.host_start_reg for n, p in PRESETS.items() if n != "ecp5")
+    assert all(p.host_start_reg for p in PRESETS.values())
 
 
 @pytest.mark.parametrize("issue,act,pipeline,start",
@@ -64,7 +68,8 @@ def test_defaults_leave_presets_unchanged():
 def test_latencies_follow_the_parameters(issue, act, pipeline, start):
     p = piped("tiny", issue=bool(issue), act=bool(act), pipeline=pipeline, start=bool(start))
     assert isa.start_delay(p) == 2 * issue + start
-    assert isa.drain_cycles(p) - isa.drain_cycles(preset("tiny")) == 2 * issue + start
+    plain = piped("tiny", issue=False, act=False, pipeline=0, start=False)
+    assert isa.drain_cycles(p) - isa.drain_cycles(plain) == 2 * issue + start
     assert OP["ABC"].d_func(p) == p.superlanes + pipeline + act
     for m in ("READ", "WRITE", "ACC", "LW"):      # the other latencies do not move
         assert OP[m].d_func(p) == OP[m].d_func(preset("tiny"))
