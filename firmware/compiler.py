@@ -167,7 +167,6 @@ def _plan_striped(p, where, WA, WB, WC, requant, relu, b_per_slice=True, wide=0)
     # B^T: one bank in each remaining slice first, at least as many stripes as slices
     b_order = [(s, usable[s][0]) for s in rest] + [(s, bk) for s in rest for bk in usable[s][1:]]
     if wide:
-        # A's stream comes first (stream 0 unless reserved); the rest are free for B^T
         limit, need = wide
         top = min(limit, len(rest), p.streams - 1, WB)
         # west slices (the shortest READ leads) unless a plane must load faster than they feed
@@ -246,10 +245,9 @@ def _wide_limit(p, requant, M):
     on ``p`` and the fewest with which every plane hides behind its tile's ``ABC``s; 0 for none.
 
     ``limit`` is ``isa.wide_load_feed_rows`` (one row per MEM slice per cycle), less A's slice
-    and stream;
-    0 with the fused epilogue (its constant and VXM streams are not planned for it) and when
-    every accumulator chunk has more rows than ``VL + 1`` (the ``LW``s of a plane then hide
-    behind the ``ABC``s and the wide load gives nothing).
+    and stream. 0 with the fused epilogue (its constant and VXM streams are not planned for
+    it) and when every accumulator chunk has more rows than ``VL + 1`` (the ``LW`` instructions
+    of a plane then hide behind the ``ABC``s and the wide load gives nothing).
     """
     if requant:
         return 0
@@ -314,13 +312,12 @@ def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | Non
     WA, WB, WC = M * KT, N * KT, M * NT
     rq = requantize is not None
     pkg = _compile_lw(p, M, K, N, name, requantize, relu, where, WA, WB, WC, rq)
-    limit = _wide_limit(p, rq, M)
-    if limit:
-        from .memalloc import AllocError
-        try:
-            plan = _plan_striped(p, where, WA, WB, WC, rq, relu, wide=limit)
+    wide_rows = _wide_limit(p, rq, M)
+    if wide_rows:
+        try:    # a wide placement that does not fit (MEM, streams, imem) leaves the LW package
+            plan = _plan_striped(p, where, WA, WB, WC, rq, relu, wide=wide_rows)
             wide = plan and _schedule_matmul(p, M, K, N, name, requantize, relu, *plan)
-        except (AllocError, ImemOverflow):
+        except CompileError:
             wide = None
         if wide and wide.predicted_cycles < pkg.predicted_cycles:
             return wide
@@ -404,7 +401,8 @@ def _schedule_matmul(p, M, K, N, name, requantize, relu, A, B, c_planes, legacy)
                         sched.place(q, t - d_read - abs(pos - mxm.position), "READ", addr=addr,
                                     stream=stream, dir=Dir.WEST)
                     n_load = nn
-                iw = max(w0 + n_load, prev_last_abc)     # may share the previous tile's last ABC cycle
+                # the IW may share the previous tile's last ABC cycle
+                iw = max(w0 + n_load, prev_last_abc)
                 sched.place("mxm_w.weights", iw, "IW")
                 # activations: one ABC per row; an overwriting ABC must land after the row's ACC
                 a0 = max(abc_free, iw + 1)
