@@ -117,7 +117,7 @@ def _operands(kind, M, K, N, seed):
 
 
 #: Shapes that install their weights with LWW (mini4: 3 rows per cycle, the 4 MEM slices less
-#: A's; base: 7, its west slices less A's). (16, 48, 64) on mini4 is striped (B^T needs 3 banks), the others fit a bank.
+#: A's; base: 7, its west slices less A's). On mini4, B^T of (16, 48, 64) needs 3 banks.
 WIDE = [
     ("mini4", (16, 48, 64)),
     ("mini4", (8, 32, 40)),
