@@ -22,6 +22,12 @@ striped over several MEM slices and banks by :class:`~openlpu.firmware.memalloc.
 (:func:`_plan_striped`); each READ then comes from the slice holding its word, on that slice's
 stream, ``d_func + |distance|`` before its consumer (docs/architecture.md, *Tensor layouts and
 MEM allocation*).
+
+When the accumulator chunks have few rows (at most ``VL + 1``, so one ``LW`` per cycle bounds
+the schedule) and the chip can feed two or more weight rows per cycle, the weight planes are
+installed with ``LWW``: ``B^T`` striped over ``count`` MEM slices (west first) on ``count``
+consecutive streams, one ``LWW`` of ``count`` rows per cycle (docs/architecture.md, *Matmul
+with wide weight loads*); that package is kept only if it predicts fewer cycles.
 """
 
 from __future__ import annotations
@@ -82,8 +88,17 @@ def _plan_legacy(p, WA, WB, WC, requant):
     return A, B, c_planes, True
 
 
-def _plan_striped(p, where, WA, WB, WC, requant, relu, b_per_slice=True):
+def _plan_striped(p, where, WA, WB, WC, requant, relu, b_per_slice=True, wide=0):
     """Stripe A, ``B^T`` and C over the MEM with a :class:`MemAllocator`.
+
+    With ``wide = (limit, need)`` (:func:`_wide_limit`), ``B^T`` is striped over exactly
+    ``count`` slices, one bank each: as many of the west slices left after C and A as there are
+    (their READ leads are the shortest), more (east ones) only if a plane must load in fewer
+    cycles than those feed to hide behind the ``ABC``s (``need`` rows per cycle), at most
+    ``limit`` and the westward streams A leaves; consecutive stored words are in ``count``
+    different slices, so the rows of one ``LWW`` come from ``count`` slices at once.
+    Its streams are then ``s0 .. s0 + count - 1`` (none of them A's): the ``i``-th row of an
+    ``LWW`` travels on stream ``s0 + i``. Returns None when no count ``>= 2`` fits.
 
     * C first: byte plane ``b`` of the int32 result gets its own group of slices (every fourth
       slice, east hemisphere first), so the four plane WRITEs of one result row are in four
@@ -151,8 +166,23 @@ def _plan_striped(p, where, WA, WB, WC, requant, relu, b_per_slice=True):
     rest = [s for s in cand if s not in a_slices]
     # B^T: one bank in each remaining slice first, at least as many stripes as slices
     b_order = [(s, usable[s][0]) for s in rest] + [(s, bk) for s in rest for bk in usable[s][1:]]
-    need = next((k for k in range(1, len(b_order) + 1) if alloc.fits(WB, b_order[:k])), None)
-    if need is None:
+    if wide:
+        limit, need = wide
+        top = min(limit, len(rest), p.streams - 1, WB)
+        # west slices (the shortest READ leads) unless a plane must load faster than they feed
+        west_rest = len([s for s in rest if s in west])
+        best = _wide_count(p.vl, min(top, max(west_rest, need)))
+        # the fewest cycles per plane first; more stripes if B^T does not fit that many banks
+        count = next((c for c in list(range(best, top + 1)) + list(range(best - 1, 1, -1))
+                      if alloc.fits(WB, b_order[:c])), 0)
+        if count < 2:
+            return None
+        stripes_b = alloc.stripe("B^T", WB, b_order[:count])
+    need = None if wide else next((k for k in range(1, len(b_order) + 1)
+                                   if alloc.fits(WB, b_order[:k])), None)
+    if wide:
+        pass                                # stripes_b allocated above
+    elif need is None:
         stripes_b = fewest("B^T", WB, b_order, note + ", nor B^T from A's slices")  # raises
     else:
         k = min(max(need, len([s for s in rest if s in west])), WB)
@@ -189,8 +219,47 @@ def _plan_striped(p, where, WA, WB, WC, requant, relu, b_per_slice=True):
         return [by_slice[s] for s, *_ in stripes]
     taken = set()
     A = _Operand(p, stripes_a, streams_for(stripes_a, taken, False))
+    if wide:
+        s0 = next((x for x in range(p.streams - len(stripes_b) + 1)
+                   if not taken & set(range(x, x + len(stripes_b)))), None)
+        if s0 is None:
+            return None
+        B = _Operand(p, stripes_b, list(range(s0, s0 + len(stripes_b))))
+        B.wide = len(stripes_b)
+        return A, B, c_planes, False
     B = _Operand(p, stripes_b, streams_for(stripes_b, taken, b_per_slice))
     return A, B, c_planes, False
+
+
+def _wide_count(vl, limit):
+    """The ``LWW`` count for ``limit`` rows at most: the fewest cycles per ``VL``-row plane
+    (``ceil(VL / count)``), and of the counts that reach it the smallest (fewest slices)."""
+    if limit < 2:
+        return 0
+    cycles = -(-vl // limit)
+    return -(-vl // cycles)
+
+
+def _wide_limit(p, requant, M):
+    """``(limit, need)``: the most rows per cycle a wide weight load of a matmul could take
+    on ``p`` and the fewest with which every plane hides behind its tile's ``ABC``s; 0 for none.
+
+    ``limit`` is ``isa.wide_load_feed_rows`` (one row per MEM slice per cycle), less A's slice
+    and stream. 0 with the fused epilogue (its constant and VXM streams are not planned for
+    it) and when every accumulator chunk has more rows than ``VL + 1`` (the ``LW`` instructions
+    of a plane then hide behind the ``ABC``s and the wide load gives nothing).
+    """
+    if requant:
+        return 0
+    mm_min = min(p.mxm_acc_words, M - (math.ceil(M / p.mxm_acc_words) - 1) * p.mxm_acc_words)
+    if mm_min > p.vl + 1:
+        return 0
+    limit = min(isa.wide_load_feed_rows(p), 2 * p.mem_slices - 1, p.streams - 1)
+    if limit < 2:
+        return 0
+    # a tile's plane (ceil(VL / c) cycles) and IW hide behind its mm ABCs when ceil(VL / c) < mm
+    need = next((c for c in range(2, limit + 1) if -(-p.vl // c) < mm_min), limit)
+    return limit, need
 
 
 def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | None = None,
@@ -206,6 +275,16 @@ def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | Non
     the module docstring; otherwise A, ``B^T`` and C are striped over the MEM slices and banks
     (:func:`_plan_striped`, ``docs/architecture.md`` *Tensor layouts*). The schedule is the same
     either way: one ``ABC`` and one ``LW`` per cycle, each from the stream its word's slice feeds.
+
+    Wide weight loads: when an accumulator chunk has at most ``VL + 1`` rows (the ``LW``
+    instructions of a plane, one per cycle, then bound the schedule), there is no epilogue and
+    ``isa.wide_load_feed_rows`` with the slices and streams A leaves allow ``count >= 2``, the
+    matmul is also scheduled with ``B^T`` striped over ``count`` slices and each plane
+    installed by ``LWW`` instructions of ``count`` rows from streams ``s0 .. s0 + count - 1``
+    (``meta["wide_load_rows"] = count``); that package is returned if it predicts fewer
+    cycles, else the ``LW`` package (unchanged, byte for byte). Timing: a tile of ``mm`` rows
+    takes ``max(mm, ceil(nn / count) + 1)`` cycles in steady state instead of
+    ``max(mm, nn + 1)``.
 
     Raises :class:`CompileError` if a dimension is invalid or the operands, the result or the
     instruction images do not fit the preset; a tensor that does not fit is named with the words
@@ -232,6 +311,23 @@ def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | Non
                                f"{p.name!r} has {p.vxm_alus}")
     WA, WB, WC = M * KT, N * KT, M * NT
     rq = requantize is not None
+    pkg = _compile_lw(p, M, K, N, name, requantize, relu, where, WA, WB, WC, rq)
+    wide_rows = _wide_limit(p, rq, M)
+    if wide_rows:
+        try:    # a wide placement that does not fit (MEM, streams, imem) leaves the LW package
+            plan = _plan_striped(p, where, WA, WB, WC, rq, relu, wide=wide_rows)
+            wide = plan and _schedule_matmul(p, M, K, N, name, requantize, relu, *plan)
+        except CompileError:
+            wide = None
+        if wide and wide.predicted_cycles < pkg.predicted_cycles:
+            return wide
+    return pkg
+
+
+def _compile_lw(p, M, K, N, name, requantize, relu, where, WA, WB, WC, rq):
+    """The matmul with one ``LW`` per weight row: the single-bank placement when it fits, else
+    striped (one stream per weight slice, or one shared stream if that overflows an
+    instruction memory)."""
     legacy = _plan_legacy(p, WA, WB, WC, rq)
     if legacy:
         return _schedule_matmul(p, M, K, N, name, requantize, relu, *legacy)
@@ -255,6 +351,7 @@ def _schedule_matmul(p, M, K, N, name, requantize, relu, A, B, c_planes, legacy)
     if requantize is not None:
         mult, rq_shift = requantize
     mxm = p.slice("mxm_w")
+    wide = getattr(B, "wide", 0)
     d_read = isa.BY_MNEMONIC["READ"].d_func(p)
     d_acc = isa.BY_MNEMONIC["ACC"].d_func(p)
     d_abc = isa.BY_MNEMONIC["ABC"].d_func(p)
@@ -283,13 +380,29 @@ def _schedule_matmul(p, M, K, N, name, requantize, relu, A, B, c_planes, legacy)
             for kt in range(KT):
                 # weights: one LW per output lane of this N-tile
                 w0 = max(lw_free, prev_iw + 1)
-                for r in range(nn):
-                    t = w0 + r
-                    q, pos, addr, stream = B.at(p, kt * N + nt * vl + r)
-                    sched.place("mxm_w.weights", t, "LW", row=r, stream=stream, dir=Dir.WEST)
-                    sched.place(q, t - d_read - abs(pos - mxm.position), "READ", addr=addr,
-                                stream=stream, dir=Dir.WEST)
-                iw = max(w0 + nn, prev_last_abc)     # may share the previous tile's last ABC cycle
+                if wide:
+                    # row r0 + i of the k-th LWW: stored word w + i, from its own slice
+                    # (consecutive words are in `wide` different slices) on stream s0 + i
+                    for k, r0 in enumerate(range(0, nn, wide)):
+                        t, c = w0 + k, min(wide, nn - r0)
+                        sched.place("mxm_w.weights", t, "LWW", row=r0, stream=B.streams[0],
+                                    dir=Dir.WEST, count=c)
+                        for i in range(c):
+                            q, pos, addr, _ = B.at(p, kt * N + nt * vl + r0 + i)
+                            sched.place(q, t - d_read - abs(pos - mxm.position), "READ",
+                                        addr=addr, stream=B.streams[i], dir=Dir.WEST)
+                    n_load = -(-nn // wide)
+                else:
+                    for r in range(nn):
+                        t = w0 + r
+                        q, pos, addr, stream = B.at(p, kt * N + nt * vl + r)
+                        sched.place("mxm_w.weights", t, "LW", row=r, stream=stream,
+                                    dir=Dir.WEST)
+                        sched.place(q, t - d_read - abs(pos - mxm.position), "READ", addr=addr,
+                                    stream=stream, dir=Dir.WEST)
+                    n_load = nn
+                # the IW may share the previous tile's last ABC cycle
+                iw = max(w0 + n_load, prev_last_abc)
                 sched.place("mxm_w.weights", iw, "IW")
                 # activations: one ABC per row; an overwriting ABC must land after the row's ACC
                 a0 = max(abc_free, iw + 1)
@@ -333,6 +446,8 @@ def _schedule_matmul(p, M, K, N, name, requantize, relu, A, B, c_planes, legacy)
         meta["stripes"] = {"A": len(A.stripes), "B": len(B.stripes),
                            "C": [len(pl) for pl in c_planes]}
         meta["streams"] = {"A": sorted(set(A.streams)), "B": sorted(set(B.streams))}
+        if wide:
+            meta["wide_load_rows"] = wide
     pkg = Package(
         name=name or f"matmul_{M}x{K}x{N}",
         params=p,

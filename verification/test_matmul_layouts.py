@@ -1,6 +1,7 @@
-"""Striped matmuls (an operand needs more than one MEM bank) on the Verilator RTL of the
-``default`` and ``mini4`` presets: bit-exact against numpy and :mod:`openlpu.vxm_ops`, with
-measured cycles equal to the compiler's prediction. Seeded random data with edge rows, and
+"""Striped matmuls (an operand needs more than one MEM bank) and matmuls that install their
+weights with wide loads (``LWW``) on the Verilator RTL of the ``default`` and ``mini4`` presets:
+bit-exact against numpy and :mod:`openlpu.vxm_ops`, with measured cycles equal to the
+compiler's prediction. Seeded random data with edge rows, and
 the edge values -128, 127, 0, 1 everywhere."""
 
 import numpy as np
@@ -63,3 +64,24 @@ def test_striped_matmul_on_verilator(devices, case, kind):
         if kw.get("relu"):
             want = np.maximum(want, 0)
     np.testing.assert_array_equal(dev.read_outputs()["C"], want)
+
+
+WIDE_CASES = [  # (preset, (M, K, N)): few rows per chunk, weights installed with LWW
+    ("mini4", (16, 48, 64)),                             # 3 rows per LWW; B^T needs 3 banks
+    ("mini4", (4, 32, 40)),                              # 3+3+3+3+3+1 rows a plane, partial N-tile
+]
+
+
+@pytest.mark.parametrize("kind", ["random", "min", "max", "zero", "one"])
+@pytest.mark.parametrize("case", range(len(WIDE_CASES)),
+                         ids=[f"{c[0]}-{'x'.join(map(str, c[1]))}" for c in WIDE_CASES])
+def test_wide_load_matmul_on_verilator(devices, case, kind):
+    name, (M, K, N) = WIDE_CASES[case]
+    dev = devices(name)
+    pkg = compile_matmul(preset(name), M, K, N)
+    assert pkg.meta.get("wide_load_rows", 0) >= 2
+    A, B = _operands(kind, M, K, N, seed=M * 100 + K + 7 * case)
+    dev.load(pkg)
+    dev.write_inputs({"A": A, "B": B})
+    assert dev.run(timeout_s=600) == pkg.predicted_cycles
+    np.testing.assert_array_equal(dev.read_outputs()["C"], A.astype(np.int64) @ B)
