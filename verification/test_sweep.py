@@ -25,7 +25,7 @@ def in_process():
 def test_rows_are_checked_and_predicted(in_process):
     fits = [r for r in in_process if r["fits"]]
     assert [r["fits"] for r in in_process] == [True, False, True, True]
-    assert "needs 128 words of one MEM bank, a bank holds 32" in in_process[1]["reason"]
+    assert "C byte plane 0 needs 128 words" in in_process[1]["reason"]
     for r in fits:
         assert r["mismatches"] == 0 and r["cycles"] == r["predicted_cycles"]
     m, k, n = POINTS[2].shape

@@ -15,7 +15,7 @@ from openlpu.hostmap import imem_addr, mem_addr, reg_addr
 from openlpu.host.backends import open_backend
 from openlpu.host.device import Device
 from openlpu.params import preset
-from openlpu.verification.model import ModelBackend
+from openlpu.host.backends.model import ModelBackend
 
 NOP = isa.BY_MNEMONIC["NOP"]
 HALT = isa.BY_MNEMONIC["HALT"]

@@ -129,7 +129,7 @@ def test_icu_pipeline_delays_everything_by_two(params, role):
     if role == "write":
         base = dataclasses.replace(base, imem_words=len(_icu_programs(base)["write"]))
     var = dataclasses.replace(base, icu_issue_reg=True)
-    d = isa.start_delay(var)
+    d = isa.start_delay(var) - isa.start_delay(base)   # the issue register's two cycles
     q = icu_tests.queue_of(base, role)
     words = _icu_programs(base)[role]
     n = 30

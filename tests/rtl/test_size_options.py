@@ -253,7 +253,7 @@ def test_pipelined_icu_without_repeat_engine(role):
     words = pipe_tests._icu_programs(base)[role]
     assert any(isa.decode(w)[0].mnemonic == "REPEAT" for w in words if w != 0x3F)
     var = dataclasses.replace(base, icu_issue_reg=True)
-    d, n = isa.start_delay(var), 30
+    d, n = isa.start_delay(var) - isa.start_delay(base), 30   # the issue register's two cycles
     q = icu_tests.queue_of(base, role)
     t_base = icu_tests.run_icu(base, q, words, n)
     # expected_schedule lists every accepted word as issued; the ICU keeps NOTIFY (it drives the

@@ -107,7 +107,9 @@ class HostBus:
 
     async def run(self, max_cycles: int) -> int:
         """Start the loaded program and wait for ``done``; returns the cycles from the START
-        write to ``done`` (the C++ harness counts the same). Fails after ``max_cycles``."""
+        write to ``done`` (the C++ harness counts the same): the program's CYCLES plus
+        :func:`openlpu.isa.start_delay` (the registered START and issue). Fails after
+        ``max_cycles``."""
         await self.write(reg_addr(isa.HostReg.CTRL), int(isa.Ctrl.START))
         t0 = get_sim_time("ns")
         if not int(self.dut.done.value):
@@ -133,5 +135,7 @@ class HostBus:
         measured = await self.reg(isa.HostReg.CYCLES)
         assert measured == pkg.predicted_cycles, \
             f"CYCLES {measured} != predicted {pkg.predicted_cycles}"
-        assert cycles == measured
+        assert cycles == measured + isa.start_delay(pkg.params), \
+            f"START to DONE took {cycles} cycles, CYCLES {measured} + start delay " \
+            f"{isa.start_delay(pkg.params)}"
         return assemble_outputs(pkg, await self.read_many(output_reads(pkg)))
