@@ -146,9 +146,9 @@ class Device:
         self.close()
 
     def reset(self) -> None:
-        """Stop the chip (reset it, on backends that can: model, amaranth, verilator) and go to
-        state OPEN. The serial backend cannot reset the board: this raises :class:`DeviceError`
-        there."""
+        """Stop the chip (reset its registers: every backend can, the serial one through the
+        bridge's ``RESET`` request) and go to state OPEN. A backend without ``reset`` raises
+        :class:`DeviceError` if the chip is still running."""
         self._require("reset", *_LIVE)
         self._package = None
         self._state = DeviceState.OPEN

@@ -12,12 +12,15 @@ Request (host to bridge)::
 ``SEQ`` is the request's sequence number (8 bits): a new request gets the next one, a retry
 of a request is sent again byte for byte. ``COUNT`` is the number of 32-bit words minus one.
 ``PAYLOAD`` is the words (little endian) of a ``WRITE`` (``COUNT + 1`` words) or the cycle
-limit of a ``WAIT`` (one word, ``COUNT`` = 0); ``READ`` has none. ``CRC`` is :func:`crc8` of
+limit of a ``WAIT`` (one word, ``COUNT`` = 0); ``READ`` and ``RESET`` (``COUNT`` = 0) have none.
+``RESET`` holds the chip's reset for one cycle (every register of the chip back to its reset
+value, so a run stops; MEM and the instruction memories keep their contents) and answers ACK:
+the host's way to stop a board whose run went over its limits. ``CRC`` is :func:`crc8` of
 every byte before it, ``SOF`` included.
 
 Response (bridge to host)::
 
-    ACK | SEQ | DATA ... | CRC   (WRITE: no data; READ: COUNT + 1 words; WAIT: the STATUS word)
+    ACK | SEQ | DATA ... | CRC   (WRITE, RESET: no data; READ: COUNT + 1 words; WAIT: the STATUS word)
     NAK | SEQ | REASON   | CRC
 
 ``SEQ`` echoes the request's (a response whose ``SEQ`` is not the current request's is stale).
@@ -25,7 +28,8 @@ Response (bridge to host)::
 request's CRC before it touches the bus, so a corrupted write is never performed. It keeps the
 ``SEQ`` and ``CRC`` of the last request it executed: a ``WRITE`` that repeats both is a retry
 whose answer was lost, and is answered ``ACK`` again without being written a second time
-(``READ`` and ``WAIT`` have no side effects and are executed again).
+(``READ`` and ``WAIT`` have no side effects, ``RESET`` has the same effect twice: they are
+executed again).
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ class Cmd(enum.IntEnum):
     WRITE = 0x01             # write COUNT+1 words at ADDR, ADDR+1, ...
     READ = 0x02              # read COUNT+1 words from ADDR, ADDR+1, ...
     WAIT = 0x03              # poll STATUS until DONE (at most PAYLOAD[0] cycles), answer STATUS
+    RESET = 0x04             # reset the chip (COUNT = 0, no payload): stops a run, keeps MEM/IMEM
 
 
 class Resp(enum.IntEnum):
@@ -77,7 +82,7 @@ class NakReason(enum.IntEnum):
     """Why the bridge refused a request (the byte after NAK)."""
     BAD_CRC = 0x01           # checksum mismatch: a byte was corrupted in transit
     BAD_CMD = 0x02           # unknown command byte
-    BAD_COUNT = 0x03         # COUNT + 1 > MAX_WORDS, or COUNT != 0 for WAIT
+    BAD_COUNT = 0x03         # COUNT + 1 > MAX_WORDS, or COUNT != 0 for WAIT or RESET
     TIMEOUT = 0x04           # the frame stopped arriving mid-way (a byte was lost)
     BUS = 0x05               # the chip did not answer a read (no r_valid)
     RUN_TIMEOUT = 0x06       # WAIT: STATUS.DONE not seen within the cycle limit
@@ -140,7 +145,7 @@ def _words_le(words) -> bytes:
 
 def request_payload_words(cmd: Cmd, count: int) -> int:
     """Payload words a request carries."""
-    return {Cmd.WRITE: count, Cmd.READ: 0, Cmd.WAIT: 1}[Cmd(cmd)]
+    return {Cmd.WRITE: count, Cmd.READ: 0, Cmd.WAIT: 1, Cmd.RESET: 0}[Cmd(cmd)]
 
 
 def encode_request(cmd: Cmd, addr: int = 0, count: int = 1, payload=(), seq: int = 0) -> bytes:
@@ -153,6 +158,8 @@ def encode_request(cmd: Cmd, addr: int = 0, count: int = 1, payload=(), seq: int
         raise ValueError(f"host address 0x{addr:x} wider than {isa.HOST_ADDR_BITS} bits")
     if cmd in (Cmd.WRITE, Cmd.READ) and addr + count > 1 << isa.HOST_ADDR_BITS:
         raise ValueError(f"{count} words at 0x{addr:x} run past the end of the address space")
+    if cmd in (Cmd.WAIT, Cmd.RESET) and count != 1:
+        raise ValueError(f"{cmd.name} takes a word count of 1, not {count}")
     if not 0 <= seq <= 0xFF:
         raise ValueError(f"sequence number {seq!r} is not a byte")
     payload = list(payload)
@@ -168,7 +175,7 @@ def encode_request(cmd: Cmd, addr: int = 0, count: int = 1, payload=(), seq: int
 
 def response_length(cmd: Cmd, count: int) -> int:
     """Length of an ACK response (status, seq, data, CRC) to a request of ``count`` words."""
-    data_words = {Cmd.WRITE: 0, Cmd.READ: count, Cmd.WAIT: 1}[Cmd(cmd)]
+    data_words = {Cmd.WRITE: 0, Cmd.READ: count, Cmd.WAIT: 1, Cmd.RESET: 0}[Cmd(cmd)]
     return RESP_DATA + 1 + 4 * data_words
 
 

@@ -4,7 +4,7 @@ The frame format lives in :mod:`openlpu.bridge_proto` (shared with the host driv
 described in ``docs/fpga.md``.
 """
 
-from amaranth.hdl import Module, Signal, Cat, Const
+from amaranth.hdl import Cat, Const, Module, ResetInserter, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -16,7 +16,7 @@ from openlpu.hostmap import reg_addr
 
 from .common import host_bus_signature
 
-__all__ = ["HostBridge", "crc8_next"]
+__all__ = ["HostBridge", "crc8_next", "attach_chip"]
 
 # the FSM below sends a response as status, SEQ, then the data words or the NAK reason, then the
 # CRC, and parses the request header at the REQ_* offsets of bridge_proto
@@ -49,7 +49,9 @@ class HostBridge(wiring.Component):
     A request is received one byte per cycle at most, its CRC is checked, and only then is it
     executed on the host bus: a ``WRITE`` issues one write every 2 cycles from its frame
     buffer; a ``READ`` issues one read at a time and waits ``HOST_READ_LATENCY`` cycles for
-    ``r_valid``; a ``WAIT`` reads ``STATUS`` until ``DONE`` is set or its cycle limit passes.
+    ``r_valid``; a ``WAIT`` reads ``STATUS`` until ``DONE`` is set or its cycle limit passes;
+    a ``RESET`` raises :attr:`chip_reset` for one cycle (:func:`attach_chip` makes it the
+    chip's synchronous reset) and is answered ``ACK`` the cycle after.
     The response (status, the request's ``SEQ``, data or reason, CRC) is then sent on ``o``.
     A frame that stops arriving for ``timeout`` cycles is dropped and answered with
     ``NAK TIMEOUT``. Bytes outside a frame that are not ``SOF`` are ignored.
@@ -83,6 +85,8 @@ class HostBridge(wiring.Component):
         The host bus (connect to the chip's ``host``).
     busy : ``Out(1)``
         High while a request is being received, executed or answered.
+    chip_reset : ``Out(1)``
+        High for the one cycle in which a ``RESET`` request is executed.
     """
 
     def __init__(self, *, timeout: int = 100_000, max_words: int = proto.MAX_WORDS,
@@ -101,6 +105,7 @@ class HostBridge(wiring.Component):
             "o":    Out(stream.Signature(8)),
             "bus":  Out(host_bus_signature()),
             "busy": Out(1),
+            "chip_reset": Out(1),
         })
 
     def elaborate(self, platform):
@@ -145,8 +150,9 @@ class HostBridge(wiring.Component):
         is_write = cmd == proto.Cmd.WRITE
         is_read = cmd == proto.Cmd.READ
         is_wait = cmd == proto.Cmd.WAIT
-        cmd_ok = is_write | is_read | is_wait
-        count_ok = (count < nmax) & (~is_wait | (count == 0))
+        is_reset = cmd == proto.Cmd.RESET
+        cmd_ok = is_write | is_read | is_wait | is_reset
+        count_ok = (count < nmax) & (~(is_wait | is_reset) | (count == 0))
 
         in_byte = self.i.payload
         got = self.i.valid & self.i.ready
@@ -255,8 +261,16 @@ class HostBridge(wiring.Component):
                             m.next = "WR_FETCH"
                         with m.Elif(is_read):
                             m.next = "RD_ISSUE"
+                        with m.Elif(is_reset):
+                            m.next = "CHIP_RESET"
                         with m.Else():
                             m.next = "WAIT_ISSUE"
+
+            # -- RESET: the chip's reset for one cycle, then ACK ---------------------------
+            with m.State("CHIP_RESET"):
+                m.d.comb += self.chip_reset.eq(1)
+                m.d.sync += ack(0)
+                m.next = "TX_STATUS"
 
             # -- WRITE: one bus write every 2 cycles from the frame buffer ----------------
             with m.State("WR_FETCH"):
@@ -352,3 +366,12 @@ class HostBridge(wiring.Component):
 
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m
+
+
+def attach_chip(m, bridge: HostBridge, chip, name: str = "chip") -> None:
+    """Add ``chip`` to module ``m`` as submodule ``name`` behind ``bridge``: the bridge masters
+    the chip's host bus, and its :attr:`~HostBridge.chip_reset` is added to the reset of the
+    chip's ``sync`` domain (the registers of the chip, not its memories' contents, nor the
+    bridge: a ``RESET`` request stops a run and the bridge still answers it)."""
+    m.submodules[name] = ResetInserter({"sync": bridge.chip_reset})(chip)
+    wiring.connect(m, bridge.bus, chip.host)

@@ -13,7 +13,7 @@ from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 
 from openlpu.params import LpuParams
-from openlpu.rtl.bridge import HostBridge
+from openlpu.rtl.bridge import HostBridge, attach_chip
 from openlpu.rtl.uart import UartRx, UartTx, uart_divisor
 
 __all__ = ["Board", "BOARDS", "board", "BoardTop", "ecp5_pll_params", "ice40_pll_params",
@@ -215,12 +215,12 @@ class BoardTop(Elaboratable):
             m.submodules.rst_sync = ResetSynchronizer(~locked, domain="sync")
             platform.add_clock_constraint(pll_clk, self.freq_mhz * 1e6)
 
-        m.submodules.chip = chip = self.chip
+        chip = self.chip
         m.submodules.bridge = bridge = HostBridge(timeout=40 * self.divisor,
                                                   bus_reg=self.params.host_start_reg)
+        attach_chip(m, bridge, chip)
         m.submodules.uart_rx = rx = UartRx(self.divisor)
         m.submodules.uart_tx = tx = UartTx(self.divisor)
-        wiring.connect(m, bridge.bus, chip.host)
         wiring.connect(m, rx.o, bridge.i)
         wiring.connect(m, bridge.o, tx.i)
 

@@ -10,7 +10,9 @@ idle (otherwise the backend sleeps ``recover_s``).
 Every request carries a sequence number; a request that fails in transit (a corrupted,
 truncated, duplicated or stale response, no answer, or ``NAK BAD_CRC`` / ``NAK TIMEOUT``) is
 sent again, byte for byte, up to ``retries`` times. The bridge recognises a repeated ``WRITE``
-and answers it without writing again, so a write is applied exactly once.
+and answers it without writing again, so a write is applied exactly once. :meth:`~SerialBackend.
+reset` resets the chip through the bridge (``RESET``), so a run over its limits is stopped on
+the board as on the simulators.
 """
 
 from __future__ import annotations
@@ -247,6 +249,12 @@ class SerialBackend(Backend):
             for i, v in zip(idx, self._transact(Cmd.READ, start, n)):
                 out[i] = v
         return out
+
+    def reset(self) -> None:
+        """Reset the chip through the bridge (``RESET`` request): every register of the chip
+        goes back to its reset value, so a run in progress stops; MEM and the instruction
+        memories keep their contents. The bridge itself is not reset."""
+        self._transact(Cmd.RESET, 0, 1)
 
     def run(self, max_cycles: int, timeout_s: float | None = None) -> None:
         """Start the program and let the bridge poll ``STATUS.DONE``: ``WAIT`` requests of at

@@ -25,7 +25,7 @@ from openlpu.host.backend import CycleLimitExceeded, DeviceTimeout, WallClockTim
 from openlpu.host.backends.serial_link import ConfigMismatch, SerialBackend
 from openlpu.hostmap import reg_addr
 from openlpu.params import preset
-from openlpu.rtl.bridge import HostBridge
+from openlpu.rtl.bridge import HostBridge, attach_chip
 from openlpu.rtl.common import host_bus_signature
 
 TIMEOUT = 64            # bridge inter-byte timeout (cycles) used in these tests
@@ -97,8 +97,7 @@ class SimBridgeTransport:
         top = Module()
         top.domains.sync = ClockDomain("sync")
         top.submodules.bridge = self.bridge
-        top.submodules.chip = chip
-        wiring.connect(top, self.bridge.bus, chip.host)
+        attach_chip(top, self.bridge, chip)                 # as BoardTop
         self.tx, self.rx = deque(), deque()
         self.sent = self.received = 0
         self.corrupt_tx, self.corrupt_rx = {}, {}
@@ -544,3 +543,64 @@ def test_lost_ack_at_sequence_wrap_applies_once():
     assert _writes_to(tr, MEM0 + 2) == [77] and be.retried == 1
     be.write(MEM0 + 2, 77)                          # a new request with the same data is written
     assert _writes_to(tr, MEM0 + 2) == [77, 77]
+
+
+# -- RESET: the host stops the board ----------------------------------------------------------
+
+def test_reset_request_stops_a_run_and_keeps_memory():
+    params = preset("tiny")
+    tr = SimBridgeTransport(StubChip(params, run_cycles=50_000), read_budget=FAULT_READ_BUDGET)
+    be = SerialBackend(params, tr, wait_chunk=300, first_seq=0x10)
+    be.write(MEM0 + 3, 0xDEADBEEF)
+    with pytest.raises(CycleLimitExceeded):
+        be.run(max_cycles=600)
+    assert be.read(reg_addr(isa.HostReg.STATUS)) & isa.Status.RUNNING      # still running
+    be.reset()
+    assert be.read(reg_addr(isa.HostReg.STATUS)) == 0                      # stopped, not done
+    assert be.read(MEM0 + 3) == 0xDEADBEEF                                 # memory kept
+    be.reset()                                                             # harmless twice
+    assert be.read(reg_addr(isa.HostReg.ID)) == isa.CHIP_ID
+
+
+def test_reset_frame_and_bad_count():
+    assert proto.request_payload_words(Cmd.RESET, 1) == 0
+    assert proto.response_length(Cmd.RESET, 1) == proto.RESP_DATA + 1
+    with pytest.raises(ValueError, match="RESET takes a word count of 1"):
+        proto.encode_request(Cmd.RESET, 0, 2)
+    params, tr = _stub()
+    SerialBackend(params, tr)
+    frame = bytearray(proto.encode_request(Cmd.RESET, 0, 1, seq=0x21))
+    frame[proto.REQ_COUNT] = 1                                  # RESET with COUNT != 0
+    frame[-1] = proto.crc8(frame[:-1])
+    tr.write(frame)
+    assert tr.read(proto.NAK_LENGTH) == proto.encode_response(0x21, reason=NakReason.BAD_COUNT)
+
+
+def test_lost_reset_ack_is_retried():
+    params = preset("tiny")
+    tr = SimBridgeTransport(StubChip(params, run_cycles=50_000), read_budget=FAULT_READ_BUDGET)
+    be = SerialBackend(params, tr, wait_chunk=300, first_seq=0x50)
+    be.write(reg_addr(isa.HostReg.CTRL), isa.Ctrl.START)
+    tr.drop_rx.add(tr.received)                                 # the RESET's ACK is lost
+    be.reset()
+    assert be.retried == 1
+    assert be.read(reg_addr(isa.HostReg.STATUS)) == 0
+
+
+@pytest.mark.timeout(600)
+def test_device_stops_the_board_after_a_timeout():
+    """A package parked on a SYNC: Device.run times out, resets the chip through the bridge,
+    and the next matmul is exact (the real chip behind the bridge)."""
+    from openlpu.host.device import Device, DeviceState
+    from openlpu.rtl.chip import LpuChip
+    from tests.host.test_device import _matmul_ok, sync_parked_package
+
+    params = preset("tiny")
+    tr = SimBridgeTransport(LpuChip(params), bus_reg=params.host_start_reg)
+    dev = Device(SerialBackend(params, tr, wait_chunk=500))
+    dev.load(sync_parked_package(params))
+    with pytest.raises(CycleLimitExceeded):
+        dev.run(max_cycles=2000)
+    assert dev.state is DeviceState.OPEN
+    assert not dev.backend.read(reg_addr(isa.HostReg.STATUS)) & isa.Status.RUNNING
+    _matmul_ok(dev, params)
