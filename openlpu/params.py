@@ -382,13 +382,14 @@ PRESETS: dict[str, LpuParams] = {
     # The model-scale chip: 4 superlanes x 16 lanes (VL 64), 16 byte streams per direction,
     # 8 MEM slices per hemisphere of 2 x 8192 words (16 MiB of MEM in all), 16,384 instruction
     # words per queue, a 128-row MXM accumulator (64-row tiles twice over), every slice kind:
-    # 4 VXM ALUs of which alu0 has the exp / reciprocal / rsqrt pipelines and the 32 x 32
-    # multiplier (VMUL, VMULSHR, VREQ) and alu1..3 the simple operations (the cheapest set that
-    # runs the kernels; docs/architecture.md, Cost). For the Verilator backend: its Verilog has
-    # one module per distinct sub-design (openlpu.rtl.shared), too large for the pysim tests.
+    # 4 VXM ALUs, each with the 32 x 32 multiplier (VMUL, VMULSHR, VREQ: RMSNorm keeps three
+    # multiplying ALUs busy besides the rsqrt one), alu0 and alu1 also with the exp / reciprocal
+    # / rsqrt pipelines (causal attention runs VEXP on two ALUs): the cheapest set that runs
+    # every kernel (docs/architecture.md, Cost). For the Verilator backend: its Verilog has one module per
+    # distinct sub-design (openlpu.rtl.shared), too large for the pysim tests.
     "base": LpuParams(name="base", lanes=16, superlanes=4, streams=16, mem_slices=8,
                       mem_words=8192, mxm_acc_words=128, imem_words=16384, vxm_alus=4,
-                      sxm=True, vxm_fx_alus=1, vxm_mul_alus=1, host_start_reg=True),
+                      sxm=True, vxm_fx_alus=2, host_start_reg=True),
     # FPGA builds (synth/): sized to fit the board's device; see docs/fpga.md.
     # ULX3S-85F (ECP5 LFE5U-85F): VL = 8. VL = 16 needs 256 MULT18X18D (one per int8
     # product), more than the 156 of the device.
