@@ -482,7 +482,10 @@ def _params(d, path) -> LpuParams:
             continue
         kind = type(f.default)
         p = _path(path, name)
-        if kind is bool:
+        if f.default is None:          # an optional count (``int | None``, e.g. vxm_fx_alus)
+            if d[name] is not None:
+                _int(d[name], p, 0, 1 << 16, "must be an integer or null")
+        elif kind is bool:
             if not isinstance(d[name], bool):
                 _fail(p, f"must be true or false, not {_kind(d[name])}")
         elif kind is int:

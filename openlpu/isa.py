@@ -554,7 +554,7 @@ IMEM_QUEUE_SHIFT = 16
 
 __all__ += ["FIELD_MEANINGS", "field_meaning", "field_limit", "VxmOperands", "VXM_OPERANDS",
             "wide_load_max_rows", "wide_load_feed_rows",
-            "ISSUE_SPACING", "check_instruction", "check_queue"]
+            "ISSUE_SPACING", "check_instruction", "check_queue", "queue_issues"]
 
 #: Meaning of a field -> what it is and its legal range (``docs/isa.md``, *Field meanings*).
 FIELD_MEANINGS = {
@@ -808,11 +808,58 @@ def _check_repeat(p, f, prev):
                 f"modulo 2**{fld.bits}), out of range for preset {p.name!r}: {what}")
 
 
+def queue_issues(words, check=None, *, past_halt: bool = False):
+    """The issues of a queue image in order: ``(word index, InstrDef, fields, cycle)`` for every
+    instruction that issues (REPEAT copies included, with the repeated instruction's fields;
+    NOP, HALT and REPEAT themselves are not issues), in the ICU's timing: a word issues one
+    cycle after the previous one, ``NOP n`` takes ``n`` cycles, ``REPEAT count, interval``
+    issues ``count`` copies ``interval`` cycles apart after the instruction it repeats.
+
+    ``cycle`` counts from the queue's start (cycle 0 of the run) or, after a ``SYNC``, from the
+    release of that SYNC (which depends on another queue's NOTIFY): the SYNC itself comes as
+    ``(word index, InstrDef, fields, None)`` and cycles start again at 0 after it.
+    Stops after the first HALT (``past_halt``: walks on to the last word, as if the queue went
+    on). ``check(i, idef, fields, prev)`` is called for every word before it is walked
+    (``prev``: the last non-control instruction and its fields, which a REPEAT repeats).
+    Raises :class:`IsaError` for a word that is not an instruction, with attribute ``index``.
+    """
+    prev = None
+    t = 0
+    for i, w in enumerate(words):
+        try:
+            if not _is_int(w):
+                raise IsaError(f"instruction word must be an integer, not {w!r}")
+            idef, f = decode(int(w))
+            if check is not None:
+                check(i, idef, f, prev)
+        except IsaError as e:
+            e.index = i
+            raise
+        mn = idef.mnemonic
+        if mn == "REPEAT":
+            for k in range(1, f["count"] + 1):
+                yield i, prev[0], prev[1], t - 1 + k * f["interval"]
+            t += f["count"] * f["interval"]
+        elif mn == "NOP":
+            t += f["count"]
+        elif mn == "SYNC":
+            yield i, idef, f, None      # parked until a NOTIFY: later cycles are relative
+            t = 0
+        else:
+            if mn not in CONTROL_MNEMONICS:
+                prev = (idef, f)
+            if mn != "HALT":
+                yield i, idef, f, t
+            t += 1
+            if mn == "HALT" and not past_halt:
+                return
+
+
 def check_queue(params, queue_name: str, words) -> None:
     """Check a queue's instruction image for the chip ``params``: its length, every word
     (:func:`decode`, :func:`check_instruction`), each REPEAT against the instruction it repeats,
     and the spacing of instructions that must not issue too close (:data:`ISSUE_SPACING`,
-    counted in issue cycles from the NOPs and REPEATs; a SYNC ends what is known).
+    counted in issue cycles by :func:`queue_issues`; a SYNC ends what is known).
 
     Raises :class:`IsaError` ``"queue Q word i: ..."``; its ``index`` attribute is the word.
     """
@@ -825,49 +872,32 @@ def check_queue(params, queue_name: str, words) -> None:
     if len(words) > p.imem_words:
         raise IsaError(f"queue {queue_name}: {len(words)} words exceed the instruction memory "
                        f"({p.imem_words} words)")
-    prev = None
-    t = 0                          # issue cycle of the word (from the last SYNC on)
+
+    def check(i, idef, f, prev):
+        check_instruction(p, q.role, idef, f, prev)
+
     last_issue = {}                # mnemonic -> last issue cycle (ISSUE_SPACING)
-    for i, w in enumerate(words):
-        try:
-            if not _is_int(w):
-                raise IsaError(f"instruction word must be an integer, not {w!r}")
-            idef, f = decode(int(w))
-            check_instruction(p, q.role, idef, f, prev)
-            issues = []
-            mn = idef.mnemonic
-            if mn == "REPEAT":
-                issues = [(prev[0], t - 1 + k * f["interval"]) for k in range(1, f["count"] + 1)]
-                step = f["count"] * f["interval"]
-            elif mn == "NOP":
-                step = f["count"]
-            elif mn == "SYNC":
-                step = None        # parked until a NOTIFY: later cycles are relative
-            else:
-                step = 1
-                if mn not in CONTROL_MNEMONICS:
-                    prev = (idef, f)
-                    issues = [(idef, t)]
-            for d, at in issues:
-                gap = ISSUE_SPACING.get(d.mnemonic)
-                if gap is None:
-                    continue
-                need = gap(p)
-                before = last_issue.get(d.mnemonic)
-                if before is not None and at - before < need:
-                    raise IsaError(f"{d.mnemonic} issues at cycle {at}, {at - before} cycle(s) "
-                                   f"after the previous one; it must issue at least {need} "
-                                   f"cycles later (the chip rejects it as a bad instruction)")
-                last_issue[d.mnemonic] = at
-            if step is None:
-                t = 0
+    i = 0
+    try:
+        for i, d, _, at in queue_issues(words, check, past_halt=True):
+            if at is None:         # SYNC: what follows is timed from its release
                 last_issue.clear()
-            else:
-                t += step
-        except IsaError as e:
-            err = IsaError(f"queue {queue_name} word {i}: {e}")
-            err.index = i
-            raise err from None
+                continue
+            gap = ISSUE_SPACING.get(d.mnemonic)
+            if gap is None:
+                continue
+            need = gap(p)
+            before = last_issue.get(d.mnemonic)
+            if before is not None and at - before < need:
+                raise IsaError(f"{d.mnemonic} issues at cycle {at}, {at - before} cycle(s) "
+                               f"after the previous one; it must issue at least {need} "
+                               f"cycles later (the chip rejects it as a bad instruction)")
+            last_issue[d.mnemonic] = at
+    except IsaError as e:
+        i = getattr(e, "index", i)
+        err = IsaError(f"queue {queue_name} word {i}: {e}")
+        err.index = i
+        raise err from None
 
 
 # -- MEM ECC (LpuParams.mem_ecc; the code itself is openlpu.ecc) ---------------------------------
