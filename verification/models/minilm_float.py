@@ -13,20 +13,10 @@ import math
 
 import numpy as np
 
-from openlpu.host.models.minilm import MiniLM, l2_normalize, layer_norm, mean_pool
+from openlpu.host.models.minilm import MASK_NEG, MiniLM, l2_normalize, layer_norm, mean_pool
+from openlpu.host.models.minilm import attention_bias as mask_bias
 
 __all__ = ["MASK_NEG", "mask_bias", "erf", "gelu", "softmax", "encoder_layer", "encoder", "embed_sentences"]
-
-MASK_NEG = -1e4          # additive score of a padding key (as in BERT's extended mask)
-
-
-def mask_bias(mask) -> np.ndarray:
-    """float32 ``(n, 1, 1, L)`` additive attention bias from a 0/1 mask ``(n, L)``."""
-    m = np.asarray(mask)
-    if m.ndim != 2:
-        raise ValueError(f"mask must be (n, L), not shape {m.shape}")
-    return ((1.0 - m.astype(np.float32)) * np.float32(MASK_NEG))[:, None, None, :]
-
 
 def erf(x) -> np.ndarray:
     """float64 erf (Abramowitz and Stegun 7.1.26: absolute error below 1.5e-7, under float32's
@@ -52,7 +42,7 @@ def softmax(s, axis=-1) -> np.ndarray:
 
 
 def _linear(x, w, b):
-    return x @ w.T + b
+    return (x.reshape(-1, x.shape[-1]) @ w.T).reshape(*x.shape[:-1], w.shape[0]) + b
 
 
 def encoder_layer(x, bias, W: dict, heads: int, eps: float, trace: dict | None = None):
