@@ -18,7 +18,8 @@ Per layer, for one sequence of ``L`` tokens (rows) and a 0/1 key mask:
    set to ``MASKED_S`` before the row maximum, as the kernel masks causal keys;
 3. ``a = linear_int(ctx, o)`` (int32, residual units); ``r1 = residual_int(a, x16, res1_x)``
    (int16); ``ln1 = layer_norm_int(r1, ...)`` (int8 and int16 outputs);
-4. ``f = linear_int(ln1_8, ff1)`` (int8); ``g = gelu_int(f, ...)`` (table, ``GATHER``);
+4. ``f = linear_int(ln1_8, ff1)`` (int16); ``g = gelu_int(f, ...)`` (int8; ReLU minus a
+   correction read from a table by ``GATHER``);
    ``b = linear_int(g, ff2)`` (int32); ``r2 = residual_int(b, ln1_16, res2_x)``;
    ``out = layer_norm_int(r2, ...)``: the next layer's ``x8``, ``x16``.
 """
@@ -123,8 +124,14 @@ def layer_norm_int(r, ln: LayerNormQuant) -> dict:
 
 
 def gelu_int(x, gq: GeluQuant):
-    """int8 -> int8 GELU by table: ``table[x & 0xFF]`` (one ``GATHER`` with ``x`` as the map)."""
-    return gq.table[np.asarray(x, dtype=np.int64) & 0xFF]
+    """int16 -> int8 GELU (see :class:`~openlpu.host.models.minilm_quant.GeluQuant`):
+    ``idx = VMIN(MULSHR(VABS(x)), 255)``; ``cq = table[idx]`` (``GATHER``);
+    ``g = VSUB(VRELU(x), MULSHR(cq))``; ``VREQ(g)`` per channel."""
+    x = np.asarray(x, dtype=np.int64)
+    idx = ops.binary_op("MIN", rescale(ops.unary_op("ABS", x, 2), gq.idx), 255, 2)
+    cq = gq.table[idx & 0xFF]
+    g = ops.binary_op("SUB", ops.unary_op("RELU", x, 2), rescale(cq, gq.c_to_x), 2)
+    return rescale(g, gq.out)
 
 
 def residual_int(a, x, rq: Rescale):
