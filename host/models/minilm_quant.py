@@ -71,16 +71,23 @@ class QuantOptions:
     ``amax`` the tensor's): 0 is one scale per tensor, 1 one per channel's own range. The
     LayerNorm's final ``VREQ`` has a multiplier per channel anyway, and the next linear folds
     the input scales into its weights, so per-channel scales cost nothing on the chip;
-    ``gelu_smooth``: the same for the GELU output (FFN 2's input).
+    ``gelu_smooth``: the same for the GELU output (FFN 2's input); ``wide``: the matmuls whose
+    input is int16 (two MXM passes, :class:`LinearQuant`) instead of int8, any of ``"qkv"``
+    (input: the layer input ``x16``), ``"ff1"`` (LayerNorm 1's int16 output), ``"ff2"`` (GELU's
+    output in int16, in the FFN intermediate's unit).
     """
     act_percentile: float = 100.0
     res_margin: float = 2.0
     smooth: float = 0.5
     gelu_smooth: float = 0.5
+    wide: tuple = ("ff2",)
 
     def __post_init__(self):
         if not 50.0 <= self.act_percentile <= 100.0:
             raise ValueError(f"act_percentile must be in 50..100, not {self.act_percentile!r}")
+        bad = set(self.wide) - {"qkv", "ff1", "ff2"}
+        if bad:
+            raise ValueError(f"wide names unknown matmuls {sorted(bad)} (qkv, ff1, ff2)")
         for name in ("smooth", "gelu_smooth"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in 0..1, not {getattr(self, name)!r}")
@@ -129,17 +136,33 @@ def make_rescale(ratio, dtype: int, what: str) -> Rescale:
 class LinearQuant:
     """``acc = x @ weight + bias`` (int8 x int8 -> int32, MXM; bias added on the VXM), then
     ``y = out(acc)`` (:class:`Rescale`). ``acc_scale[c]``: real value of one accumulator unit of
-    output channel ``c``; ``out_scale``: real value of one output unit (scalar or per channel)."""
+    output channel ``c``; ``out_scale``: real value of one output unit (scalar or per channel).
+
+    ``in_dtype`` 1: the input is int16, multiplied as its two byte planes in two MXM passes:
+    ``hi = x >> 8`` (the high byte, signed) and ``lo = (x & 0xFF) - 128`` (the low byte with
+    its top bit flipped, ``VXOR 0x80``, signed), ``x = 256 hi + lo + 128``; then
+    ``acc = (hi @ weight << (8 - wide_shift)) + round_shift(lo @ weight + lo_bias, wide_shift)
+    + bias`` with ``lo_bias = 128 * colsum(weight)``; ``wide_shift`` (0..8) keeps ``acc`` within
+    int32 for every input and a bias below 2**28 (0 for 384 inputs, 2 for 1536), and one accumulator unit is
+    ``2**wide_shift`` weight units.
+    """
     weight: np.ndarray      # int8 (in, out)
     bias: np.ndarray        # int32 (out,)
     acc_scale: np.ndarray   # float64 (out,)
     out: Rescale
     out_scale: np.ndarray   # float64 (out,)
+    in_dtype: int = 0
+    wide_shift: int = 0
+    lo_bias: np.ndarray | None = None
 
 
-def quantize_linear(weight, bias, in_scale, out_scale, out_dtype: int, what: str) -> LinearQuant:
+def quantize_linear(weight, bias, in_scale, out_scale, out_dtype: int, what: str,
+                    in_dtype: int = 0) -> LinearQuant:
     """Quantize ``y = x W^T + b`` (``weight`` (out, in) as stored by BERT) for inputs whose unit
-    is ``in_scale`` (scalar or per input channel) and outputs in ``out_scale`` units."""
+    is ``in_scale`` (scalar or per input channel) and outputs in ``out_scale`` units; the input
+    is int8 (``in_dtype`` 0) or int16 (1)."""
+    if in_dtype not in (0, 1):
+        raise ValueError(f"{what}: in_dtype must be 0 (int8) or 1 (int16), not {in_dtype!r}")
     W = np.asarray(weight, dtype=np.float64).T
     n_in, n_out = W.shape
     s_in = np.broadcast_to(np.asarray(in_scale, dtype=np.float64), (n_in,))
@@ -148,11 +171,19 @@ def quantize_linear(weight, bias, in_scale, out_scale, out_dtype: int, what: str
     amax = np.abs(We).max(axis=0)
     ws = np.where(amax > 0, amax / INT8_MAX, 1.0)
     wq = np.clip(round_half_up(We / ws), -INT8_MAX, INT8_MAX).astype(np.int8)
-    bq = round_half_up(np.asarray(bias, dtype=np.float64) / ws)
-    if np.abs(bq).max() >= 2 ** 31:
+    wide_shift, lo_bias = 0, None
+    if in_dtype == 1:
+        # |hi @ w| <= n_in 128 127 and |lo @ w + lo_bias| <= n_in 255 127 (the worst cases)
+        while (n_in * 128 * 127 * 2 ** (8 - wide_shift) + n_in * 255 * 127 / 2 ** wide_shift
+               + 2 ** 28) >= 2 ** 31:
+            wide_shift += 1
+        lo_bias = 128 * wq.astype(np.int64).sum(axis=0)
+    acc = ws * 2.0 ** wide_shift
+    bq = round_half_up(np.asarray(bias, dtype=np.float64) / acc)
+    if np.abs(bq).max() >= 2 ** 28:
         raise ValueError(f"{what}: a bias does not fit int32 in accumulator units")
-    return LinearQuant(wq, bq.astype(np.int64), ws, make_rescale(ws / s_out, out_dtype, what),
-                       s_out)
+    return LinearQuant(wq, bq.astype(np.int64), acc, make_rescale(acc / s_out, out_dtype, what),
+                       s_out, in_dtype, wide_shift, lo_bias)
 
 
 @dataclass(frozen=True)
@@ -269,7 +300,8 @@ class GeluQuant:
        ``table[j] = round(c(j step) / c_scale)`` (0..127, ``c_scale = max c / 127``) in every
        lane);
     3. ``g = VSUB(VRELU(x), MULSHR(cq, c_to_x.mult, c_to_x.shift))`` (int32, unit ``in_scale``);
-    4. ``y = VREQ(g, out)`` (int8, one multiplier per channel).
+    4. ``y = VREQ(g, out)`` (int8, one multiplier per channel); or, when FFN 2 takes an int16
+       input (``QuantOptions.wide``), ``y = cast16(MULSHR(g, out))`` in the input's unit.
 
     Why this form: the MEM's ``GATHER`` gives any function of a byte in one pass, but GELU's
     inputs span +-25 in the first layers while most values are below 1: an int8 -> int8 table
@@ -306,15 +338,16 @@ def gelu_table():
     return np.clip(round_half_up(c / c_scale), 0, INT8_MAX), c_scale
 
 
-def quantize_gelu(in_scale: float, out_scale, what: str) -> GeluQuant:
-    """:class:`GeluQuant` for an int16 input of unit ``in_scale`` and int8 outputs of units
-    ``out_scale`` (one per channel)."""
+def quantize_gelu(in_scale: float, out_scale, what: str, out_dtype: int = 0) -> GeluQuant:
+    """:class:`GeluQuant` for an int16 input of unit ``in_scale`` and int8 (``out_dtype`` 0)
+    or int16 (1) outputs of units ``out_scale`` (one per channel)."""
     out_scale = np.asarray(out_scale, dtype=np.float64).reshape(-1)
     table, c_scale = gelu_table()
     step = GELU_RANGE / (GELU_ENTRIES - 1)
     return GeluQuant(float(in_scale), make_rescale(in_scale / step, 2, f"{what}: index"),
                      table, c_scale, make_rescale(c_scale / in_scale, 2, f"{what}: table"),
-                     make_rescale(in_scale / out_scale, 0, f"{what}: output"), out_scale)
+                     make_rescale(in_scale / out_scale, out_dtype, f"{what}: output"),
+                     out_scale)
 
 
 @dataclass(frozen=True)
@@ -441,13 +474,15 @@ def quantize(model: MiniLM, stats: dict | None = None,
         ks = _head_amax(st["k"], c.heads, pct) / INT8_MAX
         vs = _head_amax(st["v"], c.heads, pct) / INT8_MAX
 
-        def lin(name, s_in, s_out, dtype, what):
+        def lin(name, s_in, s_out, dtype, what, in_dtype=0):
             return quantize_linear(W[name + ".weight"], W[name + ".bias"], s_in, s_out, dtype,
-                                   f"{p} {what}")
+                                   f"{p} {what}", in_dtype)
 
-        q = lin("attention.self.query", in8, np.repeat(qs, hd), 0, "query")
-        k = lin("attention.self.key", in8, np.repeat(ks, hd), 0, "key")
-        v = lin("attention.self.value", in8, np.repeat(vs, hd), 0, "value")
+        wq = "qkv" in opt.wide
+        s_x = in16 if wq else in8
+        q = lin("attention.self.query", s_x, np.repeat(qs, hd), 0, "query", int(wq))
+        k = lin("attention.self.key", s_x, np.repeat(ks, hd), 0, "key", int(wq))
+        v = lin("attention.self.value", s_x, np.repeat(vs, hd), 0, "value", int(wq))
         consts = tuple(attention_consts(float(qs[h] * ks[h] / math.sqrt(hd)))
                        for h in range(c.heads))
         attn = AttentionQuant(c.heads, hd, qs, ks, vs, consts)
@@ -459,11 +494,13 @@ def quantize(model: MiniLM, stats: dict | None = None,
                                   W["attention.output.LayerNorm.bias"], c.eps, r1, a8, a16,
                                   f"{p} LayerNorm 1")
         f1 = s16(st["ff1"])
-        ff1 = lin("intermediate.dense", a8, f1, 1, "FFN 1")
-        gs = s8c(st["gelu"], opt.gelu_smooth)
-        gelu = quantize_gelu(f1, gs, f"{p} GELU")
+        w1 = "ff1" in opt.wide
+        ff1 = lin("intermediate.dense", a16 if w1 else a8, f1, 1, "FFN 1", int(w1))
+        w2 = "ff2" in opt.wide
+        gs = np.full(c.intermediate, f1) if w2 else s8c(st["gelu"], opt.gelu_smooth)
+        gelu = quantize_gelu(f1, gs, f"{p} GELU", int(w2))
         r2 = s16(st["res2"])
-        ff2 = lin("output.dense", gs, r2, 2, "FFN 2")
+        ff2 = lin("output.dense", gs, r2, 2, "FFN 2", int(w2))
         res2_x = make_rescale(a16 / r2, 2, f"{p} residual 2")
         o8, o16 = s8c(st["out"]), s16(st["out"])
         ln2 = quantize_layer_norm(W["output.LayerNorm.weight"], W["output.LayerNorm.bias"],

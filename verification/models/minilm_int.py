@@ -36,7 +36,7 @@ from openlpu.host.models.minilm_quant import (AttentionQuant, GeluQuant, LayerNo
                                               dequantize_output, quantize_input)
 from openlpu.verification.reference import low_byte_signed
 
-__all__ = ["rescale", "linear_int", "attention_head_int", "attention_int_heads",
+__all__ = ["rescale", "byte_planes", "linear_int", "attention_head_int", "attention_int_heads",
            "layer_norm_int", "gelu_int", "residual_int", "encoder_layer_int", "encoder_int",
            "embed_sentences_int"]
 
@@ -51,11 +51,27 @@ def rescale(x, rq: Rescale):
     return ops.cast(y, 1) if rq.dtype == 1 else y
 
 
+def byte_planes(x):
+    """``(hi, lo)`` int8 planes of int16 ``x``: ``hi = x >> 8`` (``VSRA``), ``lo = (x & 0xFF) -
+    128`` (the low byte with ``VXOR 0x80``), so ``x = 256 hi + lo + 128``."""
+    x = np.asarray(x, dtype=np.int64)
+    return x >> 8, (x & 0xFF) - 128
+
+
 def linear_int(x, lq: LinearQuant):
     """``out(x @ weight + bias)``: int8 ``x`` (rows, in) -> MXM int32 accumulator, ``VADD``
-    of the bias vector (int32), :func:`rescale` per output channel."""
+    of the bias vector (int32), :func:`rescale` per output channel. An int16 ``x``
+    (``lq.in_dtype`` 1) takes two MXM passes over its :func:`byte_planes`, combined as
+    ``VADD(VSHL(hi @ w, 8 - wide_shift), MULSHR(lo @ w + lo_bias, 1, wide_shift))``."""
     x = np.asarray(x, dtype=np.int64)
-    acc = ops.wrap(x @ lq.weight.astype(np.int64), 2)
+    w = lq.weight.astype(np.int64)
+    if lq.in_dtype == 1:
+        hi, lo = byte_planes(x)
+        a_hi = ops.binary_op("SHL", ops.wrap(hi @ w, 2), 8 - lq.wide_shift, 2)
+        a_lo = ops.binary_op("ADD", ops.wrap(lo @ w, 2), lq.lo_bias[None, :], 2)
+        acc = ops.binary_op("ADD", a_hi, ops.binary_op("MULSHR", a_lo, 1, 2, lq.wide_shift), 2)
+    else:
+        acc = ops.wrap(x @ w, 2)
     acc = ops.binary_op("ADD", acc, lq.bias[None, :], 2)
     return rescale(acc, lq.out)
 
@@ -142,13 +158,14 @@ def residual_int(a, x, rq: Rescale):
 
 def encoder_layer_int(x8, x16, key_mask, lq: LayerQuant, trace: dict | None = None):
     """One layer on one sequence: ``(y8, y16)`` from ``(x8, x16)`` (L, hidden)."""
-    q = linear_int(x8, lq.q)
-    k = linear_int(x8, lq.k)
-    v = linear_int(x8, lq.v)
+    xin = x16 if lq.q.in_dtype == 1 else x8
+    q = linear_int(xin, lq.q)
+    k = linear_int(xin, lq.k)
+    v = linear_int(xin, lq.v)
     ctx = attention_int_heads(q, k, v, lq.attn, key_mask)
     r1 = residual_int(linear_int(ctx, lq.o), x16, lq.res1_x)
     ln1 = layer_norm_int(r1, lq.ln1)
-    f = linear_int(ln1["y8"], lq.ff1)
+    f = linear_int(ln1["y16"] if lq.ff1.in_dtype == 1 else ln1["y8"], lq.ff1)
     g = gelu_int(f, lq.gelu)
     r2 = residual_int(linear_int(g, lq.ff2), ln1["y16"], lq.res2_x)
     out = layer_norm_int(r2, lq.ln2)
