@@ -205,15 +205,22 @@ class LayerNormQuant:
     ``n`` channels (``verification/models/minilm_int.layer_norm_int``):
 
     1. ``s = sum r``; ``mu = MULSHR(s, mean_mult, mean_shift)`` (= round(s / n));
-       ``d = r - mu``;
-    2. ``ss = sum MULSHR(d, d, sq_shift)``; ``v = MULSHR(ss, ms_mult, ms_shift) + eps_q``, the
-       variance in units of ``r^2`` with ``16 + 2 v_shift`` fraction bits;
-       ``rs = fx_rsqrt(v)`` (Q16.16 of ``2**-v_shift / sqrt(var + eps)``);
-    3. ``t = MULSHR(d, rs, rs_shift)`` = ``(r - mean) / sigma`` with ``frac_bits`` fraction bits;
-       ``u = MULSHR(t, gamma_q, gamma_shift) + beta_q`` (``gamma_q = gamma 2**gamma_shift``,
-       ``beta_q = beta 2**frac_bits``, per channel) = the LayerNorm output, ``frac_bits``
-       fraction bits, int32;
-    4. ``y8 = out8(u)`` (int8, unit ``out8_scale``) and ``y16 = out16(u)`` (int16,
+       ``d = r - mu`` (within +-2**16);
+    2. the sum of squares in two ranges: ``ss = sum MULSHR(d, d, sq_shift)`` (never overflows)
+       and ``ss_fine = sum MUL(d, d)`` (exact when ``ss < small_ss``); the variance in units of
+       ``r^2`` with ``16 + 2 v_shift`` fraction bits, ``v = MULSHR(ss, ms_mult, ms_shift) +
+       eps_q``, and with ``16 + 2 v_shift_fine`` bits, ``v_fine = MULSHR(ss_fine,
+       ms_mult_fine, ms_shift_fine) + eps_q_fine``;
+    3. ``rs = VRSQRT(v)`` (Q16.16 of ``2**-v_shift / sqrt(var + eps)``), ``rs_fine =
+       MULSHR(VRSQRT(v_fine), 2**(v_shift_fine - v_shift), 0)`` (the same quantity, more
+       precise); ``rs = VSEL(ss < small_ss, rs_fine, rs)``. The fine range keeps rows of small
+       variance precise (``v`` alone has 2 fraction bits for the worst case of int16 input, a
+       variance of 2**30), the coarse one rows of large variance;
+    4. ``t = MULSHR(d, rs, rs_shift)`` = ``(r - mean) / sigma`` with ``frac_bits`` fraction
+       bits; ``u = MULSHR(t, gamma_q, gamma_shift) + beta_q`` (``gamma_q = gamma
+       2**gamma_shift``, ``beta_q = beta 2**frac_bits``, per channel) = the LayerNorm output
+       with ``frac_bits`` fraction bits, int32;
+    5. ``y8 = out8(u)`` (int8, unit ``out8_scale[c]``) and ``y16 = out16(u)`` (int16,
        ``out16_scale``).
     """
     n: int
@@ -221,10 +228,15 @@ class LayerNormQuant:
     mean_mult: int
     mean_shift: int
     sq_shift: int
+    small_ss: int
     v_shift: int
     ms_mult: int
     ms_shift: int
     eps_q: int
+    v_shift_fine: int
+    ms_mult_fine: int
+    ms_shift_fine: int
+    eps_q_fine: int
     rs_shift: int
     frac_bits: int
     gamma_q: np.ndarray
@@ -236,9 +248,20 @@ class LayerNormQuant:
     out16_scale: float
 
 
-def quantize_layer_norm(gamma, beta, eps: float, in_scale: float, out8_scale: float,
+def _variance_format(var_max: float, n: int, sq_shift: int, eps_r: float, what: str):
+    """``(v_shift, ms_mult, ms_shift, eps_q)``: the variance ``sum(d^2 >> sq_shift) 2**sq_shift
+    / n`` in fixed point with ``16 + 2 v_shift`` fraction bits, its largest value below
+    2**V_TOP."""
+    v_shift = int(math.floor((V_TOP - 16 - math.log2(var_max + eps_r)) / 2))
+    frac = 2.0 ** (16 + 2 * v_shift)
+    ms_mult, ms_shift = q31_normalise(2.0 ** sq_shift / n * frac, f"{what}: 2**sq_shift / n")
+    return v_shift, ms_mult, ms_shift, int(round_half_up(eps_r * frac))
+
+
+def quantize_layer_norm(gamma, beta, eps: float, in_scale: float, out8_scale,
                         out16_scale: float, what: str) -> LayerNormQuant:
-    """Constants of LayerNorm(gamma, beta, eps) for an int16 input of unit ``in_scale``."""
+    """Constants of LayerNorm(gamma, beta, eps) for an int16 input of unit ``in_scale``;
+    ``out8_scale`` is one unit per channel (or one for all)."""
     g = np.asarray(gamma, dtype=np.float64).reshape(-1)
     b = np.asarray(beta, dtype=np.float64).reshape(-1)
     n = g.size
@@ -256,16 +279,20 @@ def quantize_layer_norm(gamma, beta, eps: float, in_scale: float, out8_scale: fl
     sq_max = int(ops.round_shift(dmax * dmax, SQ_SHIFT))
     if n * sq_max >= 2 ** 31:
         raise ValueError(f"{what}: {n} channels of int16 overflow the int32 sum of squares")
+    # ... and below small_ss the exact sum of d^2 fits int32 too
+    small_ss = 2 ** (31 - SQ_SHIFT - 1)
+    assert 2 ** SQ_SHIFT * (small_ss + n) < 2 ** 31
     eps_r = float(eps) / float(in_scale) ** 2            # eps in units of r^2
-    # ... and the variance of int16 values is at most 2**30 (Popoviciu), plus the rounding of mu
-    var_max = 2.0 ** 30 * (1 + 2.0 ** -10) + eps_r
-    v_shift = int(math.floor((V_TOP - 16 - math.log2(var_max)) / 2))
-    frac = 2.0 ** (16 + 2 * v_shift)
-    ms_mult, ms_shift = q31_normalise(2.0 ** SQ_SHIFT / n * frac, f"{what}: 2**sq_shift / n")
-    eps_q = int(round_half_up(eps_r * frac))
-    v_max = int(ops.binary_op("MULSHR", n * sq_max, ms_mult, 2, ms_shift)) + eps_q
-    if v_max >= 2 ** 31 - 1:
-        raise ValueError(f"{what}: eps {eps!r} is too large for in_scale {in_scale!r}")
+    # the variance of int16 values is at most 2**30 (Popoviciu), plus the rounding of mu
+    v_shift, ms_mult, ms_shift, eps_q = _variance_format(2.0 ** 30 * (1 + 2.0 ** -10), n,
+                                                         SQ_SHIFT, eps_r, what)
+    v_shift_f, ms_mult_f, ms_shift_f, eps_q_f = _variance_format(2.0 ** 31 / n, n, 0, eps_r,
+                                                                 what)
+    for vs, mm, msh, eq in ((v_shift, ms_mult, ms_shift, eps_q),
+                            (v_shift_f, ms_mult_f, ms_shift_f, eps_q_f)):
+        top = n * sq_max if vs == v_shift else 2 ** 31 - 1
+        if int(ops.binary_op("MULSHR", top, mm, 2, msh)) + eq >= 2 ** 31 - 1:
+            raise ValueError(f"{what}: eps {eps!r} is too large for in_scale {in_scale!r}")
     # t = d rs / 2**rs_shift = (d / sigma) 2**(16 - v_shift - rs_shift); |d / sigma| <= sqrt(n)
     gmax, bmax = float(np.abs(g).max()), float(np.abs(b).max())
     frac_bits = int(math.floor(math.log2(2.0 ** 30 / (math.sqrt(n) * max(gmax, 1.0) + bmax))))
@@ -275,8 +302,9 @@ def quantize_layer_norm(gamma, beta, eps: float, in_scale: float, out8_scale: fl
     gamma_q = round_half_up(g * 2.0 ** gamma_shift)
     beta_q = round_half_up(b * 2.0 ** frac_bits)
     unit = 2.0 ** -frac_bits
-    return LayerNormQuant(n, float(in_scale), mean_mult, mean_shift, SQ_SHIFT, v_shift, ms_mult,
-                          ms_shift, eps_q, rs_shift, frac_bits, gamma_q, gamma_shift, beta_q,
+    return LayerNormQuant(n, float(in_scale), mean_mult, mean_shift, SQ_SHIFT, small_ss,
+                          v_shift, ms_mult, ms_shift, eps_q, v_shift_f, ms_mult_f, ms_shift_f,
+                          eps_q_f, rs_shift, frac_bits, gamma_q, gamma_shift, beta_q,
                           make_rescale(unit / np.asarray(out8_scale, dtype=np.float64), 0,
                                        f"{what}: int8 output"),
                           np.broadcast_to(np.asarray(out8_scale, dtype=np.float64), (n,)).copy(),

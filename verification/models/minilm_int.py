@@ -36,7 +36,7 @@ from openlpu.host.models.minilm_quant import (AttentionQuant, GeluQuant, LayerNo
                                               dequantize_output, quantize_input)
 from openlpu.verification.reference import low_byte_signed
 
-__all__ = ["rescale", "byte_planes", "linear_int", "attention_head_int", "attention_int_heads",
+__all__ = ["mxm", "rescale", "byte_planes", "linear_int", "attention_head_int", "attention_int_heads",
            "layer_norm_int", "gelu_int", "residual_int", "encoder_layer_int", "encoder_int",
            "embed_sentences_int"]
 
@@ -49,6 +49,15 @@ def rescale(x, rq: Rescale):
         return ops.requantize(x, rq.mult, rq.shift - 31)
     y = ops.binary_op("MULSHR", x, rq.mult, 2, rq.shift)
     return ops.cast(y, 1) if rq.dtype == 1 else y
+
+
+def mxm(a, b):
+    """int8 x int8 -> int32 matrix product (the MXM), exact: evaluated in float64, whose 53-bit
+    mantissa holds every such sum of up to 2**37 products (much faster than int64 numpy)."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.size and b.size and (max(np.abs(a).max(), np.abs(b).max()) > 128):
+        raise ValueError("mxm operands must be int8 values")
+    return ops.wrap(np.rint(a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64), 2)
 
 
 def byte_planes(x):
@@ -67,11 +76,11 @@ def linear_int(x, lq: LinearQuant):
     w = lq.weight.astype(np.int64)
     if lq.in_dtype == 1:
         hi, lo = byte_planes(x)
-        a_hi = ops.binary_op("SHL", ops.wrap(hi @ w, 2), 8 - lq.wide_shift, 2)
-        a_lo = ops.binary_op("ADD", ops.wrap(lo @ w, 2), lq.lo_bias[None, :], 2)
+        a_hi = ops.binary_op("SHL", mxm(hi, w), 8 - lq.wide_shift, 2)
+        a_lo = ops.binary_op("ADD", mxm(lo, w), lq.lo_bias[None, :], 2)
         acc = ops.binary_op("ADD", a_hi, ops.binary_op("MULSHR", a_lo, 1, 2, lq.wide_shift), 2)
     else:
-        acc = ops.wrap(x @ w, 2)
+        acc = mxm(x, w)
     acc = ops.binary_op("ADD", acc, lq.bias[None, :], 2)
     return rescale(acc, lq.out)
 
@@ -82,7 +91,7 @@ def attention_head_int(Q, K, V, consts, key_mask) -> dict:
     step by step, with ``valid[i, j] = key_mask[j]`` in place of the causal mask. Returns the
     same dict (``O`` int8 in V's unit, ``P``, ``e8``, ``E``, ``lo``, ``l``, ``r``, ``S``)."""
     Q, K, V = (np.asarray(x, dtype=np.int64) for x in (Q, K, V))
-    S = Q @ K.T
+    S = mxm(Q, K.T)
     valid = np.broadcast_to(np.asarray(key_mask).astype(bool)[None, :], S.shape)
     Sm = np.where(valid, S, MASKED_S)
     m = Sm.max(axis=1, keepdims=True)
@@ -95,7 +104,7 @@ def attention_head_int(Q, K, V, consts, key_mask) -> dict:
     slo = ops.wrap(lo.sum(axis=1, keepdims=True), 2)
     L = ops.binary_op("ADD", ops.binary_op("SHL", s8, L_SHIFT, 2), slo, 2)
     rq = ops.binary_op("SHL", ops.fx_recip(L), R_SHIFT, 2)
-    o_acc = ops.wrap(e8 @ V, 2)
+    o_acc = mxm(e8, V)
     O = ops.requantize(o_acc, rq, 0)
     return {"O": O, "P": e8 * rq / 2.0 ** 31, "e8": e8, "E": E, "lo": lo, "l": L[:, 0],
             "r": rq[:, 0], "S": S}
@@ -115,8 +124,9 @@ def layer_norm_int(r, ln: LayerNormQuant) -> dict:
     """LayerNorm of int16 rows ``r`` (L, n) as VXM ops (see :class:`LayerNormQuant`):
 
     ``s = sum r`` (``VADD`` reduction, int32); ``mu = MULSHR(s, mean_mult, mean_shift)``;
-    ``d = VSUB(r, mu)``; ``ss = sum MULSHR(d, d, sq_shift)``;
-    ``v = VADD(MULSHR(ss, ms_mult, ms_shift), eps_q)``; ``rs = VRSQRT(v)``
+    ``d = VSUB(r, mu)``; ``ss = sum MULSHR(d, d, sq_shift)``, ``ss_fine = sum VMUL(d, d)``;
+    ``v = VADD(MULSHR(ss, ms_mult, ms_shift), eps_q)`` and ``v_fine`` likewise;
+    ``rs = VSEL(VCMP lt(ss, small_ss), MULSHR(VRSQRT(v_fine), 2**k, 0), VRSQRT(v))``
     (:func:`openlpu.vxm_ops.fx_rsqrt`); ``t = MULSHR(d, rs, rs_shift)``;
     ``u = VADD(MULSHR(t, gamma_q, gamma_shift), beta_q)``; ``y8 = VREQ(u, ...)``,
     ``y16 = cast16(MULSHR(u, ...))``. Returns ``y8``, ``y16`` and the intermediates.
@@ -127,16 +137,21 @@ def layer_norm_int(r, ln: LayerNormQuant) -> dict:
     s = ops.wrap(r.sum(axis=-1, keepdims=True), 2)
     mu = ops.binary_op("MULSHR", s, ln.mean_mult, 2, ln.mean_shift)
     d = ops.binary_op("SUB", r, mu, 2)
-    sq = ops.binary_op("MULSHR", d, d, 2, ln.sq_shift)
-    ss = ops.wrap(sq.sum(axis=-1, keepdims=True), 2)
+    ss = ops.wrap(ops.binary_op("MULSHR", d, d, 2, ln.sq_shift).sum(axis=-1, keepdims=True), 2)
+    ss_f = ops.wrap(ops.binary_op("MUL", d, d, 2).sum(axis=-1, keepdims=True), 2)
     v = ops.binary_op("ADD", ops.binary_op("MULSHR", ss, ln.ms_mult, 2, ln.ms_shift),
                       ln.eps_q, 2)
-    rs = ops.fx_rsqrt(v)
+    v_f = ops.binary_op("ADD", ops.binary_op("MULSHR", ss_f, ln.ms_mult_fine, 2,
+                                             ln.ms_shift_fine), ln.eps_q_fine, 2)
+    rs_f = ops.binary_op("MULSHR", ops.fx_rsqrt(v_f), 1 << (ln.v_shift_fine - ln.v_shift), 2, 0)
+    fine = ops.compare(2, ss, ln.small_ss)                 # lt: -1 where the fine range holds
+    rs = ops.select(fine, rs_f, ops.fx_rsqrt(v))
     t = ops.binary_op("MULSHR", d, rs, 2, ln.rs_shift)
     u = ops.binary_op("ADD", ops.binary_op("MULSHR", t, ln.gamma_q, 2, ln.gamma_shift),
                       ln.beta_q, 2)
     return {"y8": rescale(u, ln.out8), "y16": rescale(u, ln.out16), "u": u, "t": t,
-            "rs": rs[..., 0], "v": v[..., 0], "mu": mu[..., 0], "d": d}
+            "rs": rs[..., 0], "v": v[..., 0], "v_fine": v_f[..., 0], "fine": fine[..., 0] != 0,
+            "mu": mu[..., 0], "d": d}
 
 
 def gelu_int(x, gq: GeluQuant):
