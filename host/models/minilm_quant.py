@@ -214,8 +214,9 @@ class LayerNormQuant:
     3. ``rs = VRSQRT(v)`` (Q16.16 of ``2**-v_shift / sqrt(var + eps)``), ``rs_fine =
        MULSHR(VRSQRT(v_fine), 2**(v_shift_fine - v_shift), 0)`` (the same quantity, more
        precise); ``rs = VSEL(ss < small_ss, rs_fine, rs)``. The fine range keeps rows of small
-       variance precise (``v`` alone has 2 fraction bits for the worst case of int16 input, a
-       variance of 2**30), the coarse one rows of large variance;
+       variance precise (to fit the worst case of int16 input, a variance of 2**30, ``v`` is
+       the variance / 4, and ``d^2 >> sq_shift`` drops small deviations), the coarse one
+       serves rows of large variance;
     4. ``t = MULSHR(d, rs, rs_shift)`` = ``(r - mean) / sigma`` with ``frac_bits`` fraction
        bits; ``u = MULSHR(t, gamma_q, gamma_shift) + beta_q`` (``gamma_q = gamma
        2**gamma_shift``, ``beta_q = beta 2**frac_bits``, per channel) = the LayerNorm output
