@@ -63,7 +63,8 @@ def model_zip_path() -> Path:
         if p.is_file():
             return p
     raise ModelUnavailable(f"package {WHEEL_PACKAGE!r} has no model.zip in "
-                           f"{list(spec.submodule_search_locations)}: reinstall it ({INSTALL_HINT})")
+                           f"{list(spec.submodule_search_locations)}: reinstall it "
+                           f"({INSTALL_HINT})")
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,7 @@ class MiniLM:
                           self.config.eps)
 
     def pool(self, hidden, mask) -> np.ndarray:
-        """Sentence embeddings: L2-normalised masked mean of ``hidden`` (float32 ``(n, hidden)``)."""
+        """Sentence embeddings: L2-normalised masked mean of ``hidden`` (float32 (n, hidden))."""
         return l2_normalize(mean_pool(hidden, mask))
 
 

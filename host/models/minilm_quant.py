@@ -45,7 +45,8 @@ from .minilm_onnx import INTERMEDIATES, build_encoder_onnx, run_onnxruntime
 __all__ = ["INT8_MAX", "INT16_MAX", "SQ_SHIFT", "V_TOP", "QuantOptions", "Rescale",
            "LinearQuant", "AttentionQuant", "LayerNormQuant", "GeluQuant", "LayerQuant",
            "MiniLMQuant", "GELU_RANGE", "GELU_ENTRIES", "make_rescale", "quantize_linear",
-           "quantize_layer_norm", "quantize_gelu", "gelu_table", "calibrate", "quantize", "quantize_input", "dequantize_output",
+           "quantize_layer_norm", "quantize_gelu", "gelu_table", "calibrate", "quantize",
+           "quantize_input", "dequantize_output",
            "round_half_up"]
 
 INT8_MAX = 127
@@ -64,8 +65,9 @@ class QuantOptions:
     """Calibration choices.
 
     ``act_percentile``: the range of an int8 activation is this percentile of its absolute
-    values over the calibration tokens (100 = the maximum); ``res_margin``: an int16 tensor maps ``margin * max |x|`` to 32767 (headroom for
-    sentences beyond the calibration set; int16 saturates, never wraps); ``smooth`` (0..1): the
+    values over the calibration tokens (100 = the maximum); ``res_margin``: an int16 tensor
+    maps ``margin * max |x|`` to 32767 (headroom for sentences beyond the calibration set;
+    int16 saturates, never wraps); ``smooth`` (0..1): the
     int8 matmul inputs made by a LayerNorm (and the host's embedding output) have one scale per
     channel, ``amax_c**smooth * amax**(1 - smooth) / 127`` (``amax_c`` the channel's range,
     ``amax`` the tensor's): 0 is one scale per tensor, 1 one per channel's own range. The
@@ -143,8 +145,8 @@ class LinearQuant:
     its top bit flipped, ``VXOR 0x80``, signed), ``x = 256 hi + lo + 128``; then
     ``acc = (hi @ weight << (8 - wide_shift)) + round_shift(lo @ weight + lo_bias, wide_shift)
     + bias`` with ``lo_bias = 128 * colsum(weight)``; ``wide_shift`` (0..8) keeps ``acc`` within
-    int32 for every input and a bias below 2**28 (0 for 384 inputs, 2 for 1536), and one accumulator unit is
-    ``2**wide_shift`` weight units.
+    int32 for every input and a bias below 2**28 (0 for 384 inputs, 2 for 1536), and one
+    accumulator unit is ``2**wide_shift`` weight units.
     """
     weight: np.ndarray      # int8 (in, out)
     bias: np.ndarray        # int32 (out,)
@@ -352,11 +354,6 @@ class GeluQuant:
 def _phi_neg(a):
     a = np.asarray(a, dtype=np.float64)
     return 0.5 * (1.0 - np.vectorize(math.erf)(a / math.sqrt(2.0)))
-
-
-def _gelu64(x):
-    x = np.asarray(x, dtype=np.float64)
-    return x * 0.5 * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
 
 
 def gelu_table():

@@ -182,3 +182,13 @@ def test_pair_ranking_kept(model, quant):
     assert (np.argsort(-sf) == np.argsort(-si)).all(), (sf.round(4), si.round(4))
     # paraphrases first: the unrelated pairs (1, 3, 6) rank last in both
     assert set(np.argsort(-si)[-3:]) == {1, 3, 6}
+
+
+def test_bad_inputs_are_named(model, stats, quant):
+    with pytest.raises(ValueError, match="cover 2 layers, the model has 6"):
+        mq.quantize(model, {"embed": stats["embed"], "layers": stats["layers"][:2]})
+    x = np.zeros((1, 4, 384), dtype=np.int64)
+    with pytest.raises(ValueError, match="do not match"):
+        mi.encoder_int(quant, x, x, np.ones((1, 5)))
+    with pytest.raises(ValueError, match="in_dtype must be 0"):
+        mq.quantize_linear(np.ones((2, 2)), np.zeros(2), 1.0, 1.0, 0, "lin", in_dtype=2)

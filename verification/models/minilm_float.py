@@ -16,7 +16,8 @@ import numpy as np
 from openlpu.host.models.minilm import MASK_NEG, MiniLM, l2_normalize, layer_norm, mean_pool
 from openlpu.host.models.minilm import attention_bias as mask_bias
 
-__all__ = ["MASK_NEG", "mask_bias", "erf", "gelu", "softmax", "encoder_layer", "encoder", "embed_sentences"]
+__all__ = ["MASK_NEG", "mask_bias", "erf", "gelu", "softmax", "encoder_layer", "encoder",
+           "embed_sentences"]
 
 def erf(x) -> np.ndarray:
     """float64 erf (Abramowitz and Stegun 7.1.26: absolute error below 1.5e-7, under float32's

@@ -36,7 +36,8 @@ from openlpu.host.models.minilm_quant import (AttentionQuant, GeluQuant, LayerNo
                                               dequantize_output, quantize_input)
 from openlpu.verification.reference import low_byte_signed
 
-__all__ = ["mxm", "rescale", "byte_planes", "linear_int", "attention_head_int", "attention_int_heads",
+__all__ = ["mxm", "rescale", "byte_planes", "linear_int", "attention_head_int",
+           "attention_int_heads",
            "layer_norm_int", "gelu_int", "residual_int", "encoder_layer_int", "encoder_int",
            "embed_sentences_int"]
 
