@@ -57,12 +57,15 @@ $(STAMP): pyproject.toml
 sim: $(STAMP)
 	$(VPY) -m openlpu.host.demo
 
+# one BLAS / OpenMP thread per pytest worker: TEST_JOBS workers already share the cores
+TEST_ENV      = OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+
 test: $(STAMP)
-	timeout --kill-after=30 $(TEST_TIMEOUT) \
+	$(TEST_ENV) timeout --kill-after=30 $(TEST_TIMEOUT) \
 	  $(VPY) -m pytest -q --timeout=$(TEST_CASE_TIMEOUT) $(PYTEST_JOBS) $(PYTEST_ARGS) tests verification
 
 test-fast: $(STAMP)
-	timeout --kill-after=30 600 \
+	$(TEST_ENV) timeout --kill-after=30 600 \
 	  $(VPY) -m pytest -q --timeout=$(TEST_CASE_TIMEOUT) $(PYTEST_JOBS) -m "$(FAST_MARKERS)" $(PYTEST_ARGS) tests verification
 
 bench: $(STAMP)
