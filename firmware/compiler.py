@@ -382,10 +382,10 @@ def _emit_lw(state, WA, WB, WC, rq, args):
     instruction memory)."""
     p = state.params
     M, K, N, requantize, relu, earliest, names = args
-    base = state.fork()
     legacy = _plan_legacy(p, state.alloc, WA, WB, WC, rq, names)
     if legacy:
         return _emit_planned(state, *args, *legacy)
+    base = state.fork()
     plan = _plan_striped(p, state.alloc, WA, WB, WC, rq, relu, names)
     out = _emit_planned(state, *args, *plan)
     try:
@@ -596,8 +596,9 @@ def emit_elementwise(state: ChipState, op: str, R: int, C: int, *, earliest: int
                      names: tuple = ("A", "B", "Y")) -> Emitted:
     """Emit ``Y = op(A, B)`` (see :func:`compile_elementwise`) on ``state``, every row flow
     committed at or after ``earliest`` next to what the state holds. ``A``, ``B`` and ``Y`` take
-    words 0.. of ``mem_w0`` bank 0, ``mem_w1`` bank 0 and ``mem_e0`` bank 1, reserved in the
-    state's allocator (a :class:`CompileError` names a word already taken)."""
+    the first free run of ``R * ceil(C / VL)`` words of ``mem_w0`` bank 0, ``mem_w1`` bank 0 and
+    ``mem_e0`` bank 1 in the state's allocator (words 0.. on an empty state; an
+    :class:`~openlpu.firmware.memalloc.AllocError` names a tensor that does not fit)."""
     from .dataflow import INT8, Flow, MemSrc, commit
     p = state.params
     op = op.upper()
@@ -615,22 +616,22 @@ def emit_elementwise(state: ChipState, op: str, R: int, C: int, *, earliest: int
     binary = op in _ELEMENTWISE_BINARY
     na, nb, ny = names
     s_a, s_b, s_y = p.slice("mem_w0"), p.slice("mem_w1"), p.slice("mem_e0")
-    state.alloc.reserve(na, (s_a.index, 0), 0, R * tiles)
-    if binary:
-        state.alloc.reserve(nb, (s_b.index, 0), 0, R * tiles)
-    state.alloc.reserve(ny, (s_y.index, 1), 0, R * tiles)
+    words = R * tiles
+    base_a = state.alloc.stripe(na, words, [(s_a.index, 0)])[0][2]     # first fit: 0 when free
+    base_b = state.alloc.stripe(nb, words, [(s_b.index, 0)])[0][2] if binary else 0
+    base_y = state.alloc.stripe(ny, words, [(s_y.index, 1)])[0][2]
     for j in range(tiles):
         for r in range(R):
             w = j * R + r
             flow = Flow(p)
-            a = MemSrc((("mem_w0", w),), stream=0)
-            b = MemSrc((("mem_w1", w),), stream=1) if binary else None
+            a = MemSrc((("mem_w0", base_a + w),), stream=0)
+            b = MemSrc((("mem_w1", base_b + w),), stream=1) if binary else None
             y = flow.vxm(op, a, b, dtype=INT8, out_dir=Dir.EAST)
-            flow.write(y, [("mem_e0", p.mem_words + w)])
+            flow.write(y, [("mem_e0", p.mem_words + base_y + w)])
             earliest = commit(state, flow, earliest) + 1
-    inputs = [TensorDesc(na, (R, C), "int8", [(s_a.index, 0)], base=0)]
+    inputs = [TensorDesc(na, (R, C), "int8", [(s_a.index, 0)], base=base_a)]
     if binary:
-        inputs.append(TensorDesc(nb, (R, C), "int8", [(s_b.index, 0)], base=0))
+        inputs.append(TensorDesc(nb, (R, C), "int8", [(s_b.index, 0)], base=base_b))
     return Emitted(end=state.end, inputs=inputs,
-                   outputs=[TensorDesc(ny, (R, C), "int8", [(s_y.index, 1)], base=0)],
-                   meta={"vectors": R * tiles})
+                   outputs=[TensorDesc(ny, (R, C), "int8", [(s_y.index, 1)], base=base_y)],
+                   meta={"vectors": words})
