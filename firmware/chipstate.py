@@ -201,6 +201,7 @@ class ChipState:
         pos = self.pos(src)
         vid = (d, stream, pos, t_drive)
         slots = stream_path(d, stream, pos, t_drive, self.pos(dst))
+        self._check_opaque(slots[0][3] if slots else t_drive, slots[-1][3] if slots else t_drive)
         get = self.streams.get
         for k in slots:
             if get(k, vid) != vid:
@@ -209,6 +210,23 @@ class ChipState:
                                    f"{self.streams[k][3]}), cannot drive another")
         for k in slots:
             self.streams[k] = vid
+
+    def opaque_streams(self, start: int, end: int, owner: str) -> None:
+        """Mark cycles ``start .. end`` as using stream registers whose slots a kernel placed by
+        hand did not claim one by one: no value may be driven (:meth:`drive`, flows) in them."""
+        self.claim("stream registers (untracked)", start, end, owner)
+
+    def _check_opaque(self, t0: int, t1: int) -> None:
+        for s, e, who in self._claims.get("stream registers (untracked)", ()):
+            if s <= max(t0, t1) and min(t0, t1) <= e:
+                raise CompileError(f"{self.where}: the stream registers in cycles {s}..{e} are "
+                                   f"used by {who}, whose stream slots are not tracked; cannot "
+                                   f"drive a value in cycle {max(s, min(t0, t1))}")
+
+    def streams_opaque_in(self, t0: int, t1: int) -> bool:
+        """Whether a cycle of ``t0 .. t1`` is in an :meth:`opaque_streams` range."""
+        return any(s <= t1 and t0 <= e
+                   for s, e, _ in self._claims.get("stream registers (untracked)", ()))
 
     # -- interval resources --------------------------------------------------------------------
     def claim(self, resource: str, start: int, end: int, owner: str = "") -> None:

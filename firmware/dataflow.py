@@ -268,6 +268,9 @@ def _fits(state, flow, off):
         if state.busy(queue, tt) or (queue, tt) in used:
             return False, {}
         used.add((queue, tt))
+    if flow.occ and state.streams_opaque_in(min(o[3] for o in flow.occ) + off,
+                                            max(o[3] for o in flow.occ) + off):
+        return False, {}
     seen = {}
     occ = state.streams
     for d, s, c, t, vid in flow.occ:
