@@ -190,3 +190,72 @@ def test_claims_raise_naming_resource_and_cycle():
                                            rf"in cycle 13"):
         st.place("mem_w0.write", 13, "WRITE", addr=5, stream=0, dir=Dir.EAST)
     assert not st.busy("mem_w0.write", 13)                     # nothing placed on a conflict
+
+
+def _run(p, pkg, inputs):
+    dev = Device(ModelBackend(p))
+    dev.load(pkg)
+    dev.write_inputs(inputs)
+    assert dev.run() == pkg.predicted_cycles
+    return dev.read_outputs()
+
+
+def test_softmax_then_elementwise_in_one_program_on_the_model():
+    """The elementwise tensors take the MEM words after the softmax's; the elementwise rows
+    start after the softmax's last instruction (its stream registers are untracked)."""
+    from openlpu.firmware.norm import emit_softmax
+    from openlpu.verification import reference as ref
+    p = preset("mini")
+    state = ChipState(p, "softmax then add")
+    e1 = emit_softmax(state, 6, 9, scale=1 / 16)
+    # the flows' fit search skips the softmax's cycles even from earliest=0
+    vxm_queues = [f"vxm.alu{i}" for i in range(p.vxm_alus)]
+    before = {(q, t) for q in vxm_queues for t in state.sched._slots[q]}
+    e2 = emit_elementwise(state, "ADD", 2, 8, earliest=0, names=("A", "B", "Z"))
+    assert e2.inputs[0].base > 0                  # after X in mem_w0 bank 0
+    new = {(q, t) for q in vxm_queues for t in state.sched._slots[q]} - before
+    assert len(new) == 2 and min(t for _, t in new) >= e1.end
+    pkg = state.package(name="softmax_add", inputs=e1.inputs + e2.inputs,
+                        outputs=e1.outputs + e2.outputs)
+    rng = np.random.default_rng(5)
+    X = rng.integers(-128, 128, (6, 9))
+    A, B = rng.integers(-64, 64, (2, 8)), rng.integers(-64, 64, (2, 8))
+    out = _run(p, pkg, {"X": X, "A": A, "B": B})
+    np.testing.assert_array_equal(out["Y"], ref.softmax_int(X, ref.softmax_consts(1 / 16))["Y"])
+    np.testing.assert_array_equal(out["Z"], A + B)
+
+
+def test_rmsnorm_then_matmul_in_one_program_on_the_model():
+    """The matmul is striped around the RMSNorm's fixed MEM words; its weight loads and
+    accumulator rows come after the RMSNorm's claims."""
+    from openlpu.firmware.norm import emit_rmsnorm
+    from openlpu.verification import reference as ref
+    p = preset("mini4")
+    state = ChipState(p, "rmsnorm then matmul")
+    kw = dict(gamma=np.linspace(-1.5, 2.0, 16), eps=1e-3, in_scale=0.05, out_scale=0.02)
+    e1 = emit_rmsnorm(state, 6, 16, **kw)
+    row = p.mxm_acc_words - 1
+    assert state.free_after(f"mxm_w accumulator row {row}") > 0
+    e2 = emit_matmul(state, 16, 16, 16, earliest=e1.end, names=("A", "B", "C"))
+    assert e2.outputs[0].striped and e2.end > e1.end
+    pkg = state.package(name="rmsnorm_mm", inputs=e1.inputs + e2.inputs,
+                        outputs=e1.outputs + e2.outputs)
+    A, B = matmul_operands("random", 16, 16, 16, 9)
+    X = np.random.default_rng(2).integers(-128, 128, (6, 16))
+    out = _run(p, pkg, {"A": A, "B": B, "X": X})
+    np.testing.assert_array_equal(out["C"], matmul_reference(A, B))
+    np.testing.assert_array_equal(out["Y"], ref.rmsnorm_int(X, ref.rmsnorm_consts(16, **kw))["Y"])
+
+
+def test_fixed_words_another_kernel_holds_raise():
+    from openlpu.firmware.attention import emit_attention
+    from openlpu.firmware.norm import emit_softmax
+    from openlpu.firmware.transpose import emit_transpose
+    p = preset("mini")
+    state = ChipState(p, "softmax then transpose")
+    emit_softmax(state, 6, 9, scale=1 / 16)
+    with pytest.raises(CompileError, match=r"X2 needs words \[0, 8\) of MEM slice \d+ bank 0, "
+                                           r"which are not free"):
+        emit_transpose(state, 8, 8, names=("X2", "Y2"))
+    with pytest.raises(CompileError, match=r"attention K needs words"):
+        emit_attention(state, 8, 8, 8, scale=0.05)
