@@ -15,7 +15,13 @@ Dataflow per tile: ``mem_w1`` READs weight vectors westward on stream 1 into ``L
 them in (double-buffered, so the next tile's weights load while this tile computes); ``mem_w0``
 READs activation rows westward on stream 0 into ``ABC`` (one per cycle); after the last K-tile,
 ``ACC`` sends each int32 row eastward on stream group 0, and four MEM slices ``WRITE`` the four
-byte planes. Every consumer is issued at ``producer issue + d_func + |distance|`` (docs/architecture.md).
+byte planes. Every consumer is issued at ``producer issue + d_func + |distance|``
+(:func:`~openlpu.firmware.chipstate.lead`, docs/architecture.md).
+
+:func:`emit_matmul` and :func:`emit_elementwise` place the kernels on a
+:class:`~openlpu.firmware.chipstate.ChipState` from an ``earliest`` cycle on, next to whatever
+the state holds; :func:`compile_matmul` and :func:`compile_elementwise` are their one-kernel
+wrappers (docs/architecture.md, *The chip state and kernel emitters*).
 
 When a tensor needs more than one bank, the same stored words (``j*M + m``, ``j*N + n``) are
 striped over several MEM slices and banks by :class:`~openlpu.firmware.memalloc.MemAllocator`
