@@ -123,14 +123,23 @@ class ChipState:
         self.banks: dict = {}                    # (slice index, "r"/"w", cycle) -> bank
         self._claims: dict = {}                  # resource -> sorted [(start, end, owner)]
         self._mem_q: dict = {}                   # queue -> MEM slice index (READ/WRITE queues)
+        self._lead: dict = {}                    # lead() memo
         for s in params.mem_slice_list:
             self._mem_q[f"{s.name}.read"] = s.index
             self._mem_q[f"{s.name}.write"] = s.index
 
     # -- the timing rule -----------------------------------------------------------------------
     def lead(self, producer, src, dst, consumer=None, *, chain: bool = False) -> int:
-        """:func:`lead` on this state's chip."""
-        return lead(self.params, producer, src, dst, consumer, chain=chain)
+        """:func:`lead` on this state's chip (memoised: kernels ask the same few thousand
+        times)."""
+        key = (producer, src, dst, consumer, chain)
+        try:
+            return self._lead[key]
+        except KeyError:
+            v = self._lead[key] = lead(self.params, producer, src, dst, consumer, chain=chain)
+            return v
+        except TypeError:                   # an unhashable argument
+            return lead(self.params, producer, src, dst, consumer, chain=chain)
 
     def read_into(self, queue: str, src, addr: int, stream: int, d: Dir, dst, t_sample: int,
                   consumer=None) -> int:
@@ -198,18 +207,23 @@ class ChipState:
         ``src`` flowing ``d`` until the slice at ``dst`` samples it; raises
         :class:`CompileError` naming the stream, column and cycle of a slot another value
         holds."""
-        pos = self.pos(src)
+        pos = src if isinstance(src, int) else self.pos(src)
+        q = dst if isinstance(dst, int) else self.pos(dst)
         vid = (d, stream, pos, t_drive)
-        slots = stream_path(d, stream, pos, t_drive, self.pos(dst))
-        self._check_opaque(slots[0][3] if slots else t_drive, slots[-1][3] if slots else t_drive)
+        if d == Dir.EAST:
+            slots = [(d, stream, c, t_drive + c - pos) for c in range(pos + 1, max(q, pos + 1) + 1)]
+        else:
+            slots = [(d, stream, c, t_drive + 1 + pos - c) for c in range(min(q + 1, pos), pos + 1)]
+        if "stream registers (untracked)" in self._claims:
+            self._check_opaque(slots[0][3] if slots else t_drive,
+                               slots[-1][3] if slots else t_drive)
         get = self.streams.get
-        for k in slots:
-            if get(k, vid) != vid:
-                raise CompileError(f"{self.where}: stream {k[1]} {Dir(k[0]).name} column {k[2]} "
-                                   f"is taken in cycle {k[3]} (by the value driven at "
-                                   f"{self.streams[k][3]}), cannot drive another")
-        for k in slots:
-            self.streams[k] = vid
+        bad = next((k for k in slots if get(k, vid) != vid), None)
+        if bad is not None:
+            raise CompileError(f"{self.where}: stream {bad[1]} {Dir(bad[0]).name} column {bad[2]} "
+                               f"is taken in cycle {bad[3]} (by the value driven at "
+                               f"{self.streams[bad][3]}), cannot drive another")
+        self.streams.update(dict.fromkeys(slots, vid))
 
     def opaque_streams(self, start: int, end: int, owner: str) -> None:
         """Mark cycles ``start .. end`` as using stream registers whose slots a kernel placed by
@@ -282,6 +296,7 @@ class ChipState:
         other.banks = dict(self.banks)
         other._claims = {k: list(v) for k, v in self._claims.items()}
         other._mem_q = self._mem_q
+        other._lead = self._lead
         return other
 
     def adopt(self, fork: "ChipState") -> None:
