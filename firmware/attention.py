@@ -58,7 +58,7 @@ from openlpu import vxm_ops as ops
 from openlpu.isa import Dir
 from openlpu.params import LpuParams
 
-from .chipstate import ChipState, Emitted
+from .chipstate import ChipState, Emitted, transactional
 from .package import Package, TensorDesc
 from .schedule import CompileError
 from .vxmconst import CONST_WORDS, assign_alus, check_vxm_kernel, load_const, vxm_fields
@@ -154,6 +154,7 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
         inputs=out.inputs, outputs=out.outputs, meta=out.meta)
 
 
+@transactional
 def emit_attention(state: ChipState, seq_q: int, seq_k: int, head_dim: int, *, heads: int = 1,
                    scale: float, causal: bool = False, earliest: int = 0,
                    names: dict | None = None) -> Emitted:
@@ -219,6 +220,7 @@ def emit_attention(state: ChipState, seq_q: int, seq_k: int, head_dim: int, *, h
     to_e1 = state.lead(None, vx, e1, "WRITE")
 
     sched = state
+    stream_mark = state.stream_hi               # stream slots other kernels claimed
     n_abc = [0]
     # MEM words: the memory map of the module docstring, reserved in the state's allocator
     tn = names or attention_tensor_names(heads)
@@ -470,7 +472,7 @@ def emit_attention(state: ChipState, seq_q: int, seq_k: int, head_dim: int, *, h
         state.claim(f"mxm_w accumulator row {r}", max(earliest, first_row_use), end - 1, where)
     for i in sorted(set(place.values())):
         state.claim(f"vxm.alu{i} constant register", earliest, end - 1, where)
-    state.opaque_streams(earliest, end - 1, where)
+    state.opaque_streams(earliest, end - 1, where, after=stream_mark)
     inputs, outputs = [], []
     for h in range(heads):
         inputs += [

@@ -32,6 +32,7 @@ state into a :class:`~openlpu.firmware.package.Package`.
 from __future__ import annotations
 
 import bisect
+import functools
 from dataclasses import dataclass, field
 
 from openlpu import isa
@@ -41,7 +42,8 @@ from openlpu.params import LpuParams
 from .memalloc import MemAllocator
 from .schedule import CompileError, Schedule
 
-__all__ = ["ChipState", "Emitted", "lead", "position", "stream_path", "CompileError"]
+__all__ = ["ChipState", "Emitted", "transactional", "lead", "position", "stream_path",
+           "CompileError"]
 
 
 @dataclass
@@ -57,6 +59,19 @@ class Emitted:
     inputs: list = field(default_factory=list)
     outputs: list = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+
+
+def transactional(emit):
+    """Make the emitter ``emit(state, ...)`` all or nothing: it runs on ``state.fork()``, whose
+    tables the state takes only when it returns (an emitter that raises leaves the state as it
+    was)."""
+    @functools.wraps(emit)
+    def wrapper(state, *args, **kw):
+        fork = state.fork()
+        out = emit(fork, *args, **kw)
+        state.adopt(fork)
+        return out
+    return wrapper
 
 
 def position(params: LpuParams, where) -> int:
@@ -124,6 +139,7 @@ class ChipState:
         self._claims: dict = {}                  # resource -> sorted [(start, end, owner)]
         self._mem_q: dict = {}                   # queue -> MEM slice index (READ/WRITE queues)
         self._lead: dict = {}                    # lead() memo
+        self.stream_hi = -1                      # last cycle of a claimed stream slot
         for s in params.mem_slice_list:
             self._mem_q[f"{s.name}.read"] = s.index
             self._mem_q[f"{s.name}.write"] = s.index
@@ -224,10 +240,18 @@ class ChipState:
                                f"is taken in cycle {bad[3]} (by the value driven at "
                                f"{self.streams[bad][3]}), cannot drive another")
         self.streams.update(dict.fromkeys(slots, vid))
+        if slots:
+            self.stream_hi = max(self.stream_hi, slots[0][3], slots[-1][3])
 
-    def opaque_streams(self, start: int, end: int, owner: str) -> None:
+    def opaque_streams(self, start: int, end: int, owner: str, *, after: int = -1) -> None:
         """Mark cycles ``start .. end`` as using stream registers whose slots a kernel placed by
-        hand did not claim one by one: no value may be driven (:meth:`drive`, flows) in them."""
+        hand did not claim one by one: no value may be driven (:meth:`drive`, flows) in them.
+        ``after`` is :attr:`stream_hi` when the kernel started: a slot claimed before it in
+        ``start .. end`` (another kernel's value still in flight) raises."""
+        if after >= start:
+            raise CompileError(f"{self.where}: {owner} uses stream registers from cycle {start} "
+                               f"on without tracking their slots, but stream slots are claimed "
+                               f"up to cycle {after}; emit it from earliest={after + 1} on")
         self.claim("stream registers (untracked)", start, end, owner)
 
     def _check_opaque(self, t0: int, t1: int) -> None:
@@ -297,6 +321,7 @@ class ChipState:
         other._claims = {k: list(v) for k, v in self._claims.items()}
         other._mem_q = self._mem_q
         other._lead = self._lead
+        other.stream_hi = self.stream_hi
         return other
 
     def adopt(self, fork: "ChipState") -> None:

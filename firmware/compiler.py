@@ -44,7 +44,7 @@ from openlpu import isa
 from openlpu.isa import Dir
 from openlpu.params import LpuParams
 
-from .chipstate import ChipState, Emitted
+from .chipstate import ChipState, Emitted, transactional
 from .package import Package, TensorDesc
 from .schedule import CompileError, ImemOverflow
 from .vxmconst import load_const
@@ -598,6 +598,7 @@ def compile_elementwise(params: LpuParams, op: str, R: int, C: int, *,
                          outputs=out.outputs, meta=out.meta)
 
 
+@transactional
 def emit_elementwise(state: ChipState, op: str, R: int, C: int, *, earliest: int = 0,
                      names: tuple = ("A", "B", "Y")) -> Emitted:
     """Emit ``Y = op(A, B)`` (see :func:`compile_elementwise`) on ``state``, every row flow

@@ -233,6 +233,8 @@ def commit(state, flow: Flow, earliest: int = 0, *, limit: int = 1 << 16) -> int
                 state.place(alu_choice.get(i, queue), t + off, m, **f)
             for d, s, c, t, vid in flow.occ:
                 state.streams[(d, s, c, t + off)] = _shift_vid(vid, off)
+            if flow.occ:
+                state.stream_hi = max(state.stream_hi, max(o[3] for o in flow.occ) + off)
             return off
         off += 1
     raise CompileError(f"could not place a job within {limit} cycles")

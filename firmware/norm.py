@@ -46,7 +46,7 @@ from openlpu import vxm_ops as ops
 from openlpu.isa import Dir
 from openlpu.params import LpuParams
 
-from .chipstate import ChipState, Emitted
+from .chipstate import ChipState, Emitted, transactional
 from .package import Package, TensorDesc
 from .schedule import CompileError
 from .vxmconst import (CONST_WORDS, assign_alus, check_vxm_kernel, load_const, q31_normalise,
@@ -176,6 +176,7 @@ class _Kernel:
         self.state = self.sched = state
         self.image = state.image
         self.earliest, self.owner = earliest, owner
+        self.stream_mark = state.stream_hi         # stream slots other kernels claimed
         self.vx, self.mxm = p.slice("vxm"), p.slice("mxm_w")
         self.w0, self.w1, self.e0 = p.slice("mem_w0"), p.slice("mem_w1"), p.slice("mem_e0")
         self.d_abc = state.lead("ABC", self.mxm, self.mxm)      # ABC -> its ACC
@@ -275,7 +276,7 @@ class _Kernel:
         end = self.state.end
         for i in sorted(set(self.alu.values())):
             self.state.claim(f"vxm.alu{i} constant register", self.earliest, end - 1, self.owner)
-        self.state.opaque_streams(self.earliest, end - 1, self.owner)
+        self.state.opaque_streams(self.earliest, end - 1, self.owner, after=self.stream_mark)
         return Emitted(end=end, inputs=inputs, outputs=outputs, meta=meta)
 
 
@@ -347,6 +348,7 @@ def compile_softmax(params: LpuParams, rows: int, cols: int, *, scale: float,
     return _package(state, where, name or f"softmax_{rows}x{cols}", out)
 
 
+@transactional
 def emit_softmax(state: ChipState, rows: int, cols: int, *, scale: float, earliest: int = 0,
                  names: tuple = ("X", "Y")) -> Emitted:
     """Emit the softmax of :func:`compile_softmax` on ``state``: every instruction at or after
@@ -476,6 +478,7 @@ def compile_rmsnorm(params: LpuParams, rows: int, dim: int, *, gamma, eps: float
     return _package(state, where, name or f"rmsnorm_{rows}x{dim}", out)
 
 
+@transactional
 def emit_rmsnorm(state: ChipState, rows: int, dim: int, *, gamma, eps: float, in_scale: float,
                  out_scale: float, earliest: int = 0, names: tuple = ("X", "Y")) -> Emitted:
     """Emit the RMSNorm of :func:`compile_rmsnorm` on ``state`` from ``earliest`` on (as

@@ -39,7 +39,7 @@ import math
 from openlpu.isa import Dir
 from openlpu.params import LpuParams
 
-from .chipstate import ChipState, Emitted
+from .chipstate import ChipState, Emitted, transactional
 from .package import Package, TensorDesc
 from .schedule import CompileError
 
@@ -64,6 +64,7 @@ def compile_transpose(params: LpuParams, rows: int, cols: int, name: str | None 
                          outputs=out.outputs, meta=out.meta)
 
 
+@transactional
 def emit_transpose(state: ChipState, rows: int, cols: int, *, earliest: int = 0,
                    names: tuple = ("X", "Y")) -> Emitted:
     """Emit ``Y = X^T`` (see :func:`compile_transpose`) on ``state``, every instruction at or
@@ -119,6 +120,7 @@ def emit_transpose(state: ChipState, rows: int, cols: int, *, earliest: int = 0,
     state.image.extend(image)
 
     sched = state
+    stream_mark = state.stream_hi               # stream slots other kernels claimed
     counts = {"SHIFT": 0, "PERMUTE": 0, "TRANSPOSE": 0}
     t_pair = earliest + max(lat_xs, lat_ms)    # next free SHIFT/PERMUTE cycle
     t_tr = earliest                            # next allowed TRANSPOSE cycle
@@ -186,7 +188,7 @@ def emit_transpose(state: ChipState, rows: int, cols: int, *, earliest: int = 0,
                                 dir=Dir.EAST)
         t_tr = t2 + S * L           # a TRANSPOSE may issue L cycles after the previous one
     end = state.end
-    state.opaque_streams(earliest, end - 1, where)
+    state.opaque_streams(earliest, end - 1, where, after=stream_mark)
     return Emitted(
         end=end,
         inputs=[TensorDesc(nx, (rows, cols), "int8", [(sx.index, 0)], base=0)],

@@ -259,3 +259,22 @@ def test_fixed_words_another_kernel_holds_raise():
         emit_transpose(state, 8, 8, names=("X2", "Y2"))
     with pytest.raises(CompileError, match=r"attention K needs words"):
         emit_attention(state, 8, 8, 8, scale=0.05)
+
+
+def test_untracked_kernel_over_tracked_streams_raises():
+    """A kernel whose stream slots are not tracked may not start while another kernel's
+    values are still in flight."""
+    from openlpu.firmware.norm import emit_softmax
+    p = preset("mini4")
+    state = ChipState(p, "matmul then softmax")
+    # the words the softmax of 4 x 4 takes: X, Y, identity weights, constants, scratch
+    for s, bank, n in (("mem_w0", 0, 4), ("mem_w0", 1, 4), ("mem_w1", 0, p.vl), ("mem_e0", 0, 9),
+                       ("mem_e1", 0, 1)):
+        state.alloc.reserve("softmax words", (p.slice(s).index, bank), 0, n)
+    e1 = emit_matmul(state, 8, 16, 8)
+    state.alloc.free("softmax words")
+    with pytest.raises(CompileError, match=r"stream slots are claimed up to cycle \d+; emit it "
+                                           r"from earliest=\d+ on"):
+        emit_softmax(state, 4, 4, scale=0.1, earliest=state.stream_hi)
+    assert state.alloc.owner((p.slice("mem_w0").index, 0), 0) is None     # nothing kept
+    assert emit_softmax(state, 4, 4, scale=0.1, earliest=e1.end).end > e1.end
