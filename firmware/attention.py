@@ -63,7 +63,8 @@ from .package import Package, TensorDesc
 from .schedule import CompileError
 from .vxmconst import CONST_WORDS, assign_alus, check_vxm_kernel, load_const, vxm_fields
 
-__all__ = ["compile_attention", "emit_attention", "attention_tensor_names", "AttentionConsts", "attention_consts",
+__all__ = ["compile_attention", "emit_attention", "attention_tensor_names", "AttentionConsts",
+           "attention_consts",
            "MASKED_S", "E8_ROUND", "L_SHIFT", "R_SHIFT", "EXP_HALF_BOUND"]
 
 # streams flowing west into the MXM (group 1) and into the VXM from the east
@@ -460,7 +461,8 @@ def emit_attention(state: ChipState, seq_q: int, seq_k: int, head_dim: int, *, h
                 sched.place("mxm_w.result", t_o + n, "ACC", acc=n, group=0, dir=Dir.EAST)
                 v = t_o + n + lat_acc
                 vxm("C", v, "VREQ", b_mode=isa.VXM_B_CONST, out_dir=Dir.EAST, imm=0)
-                sched.place(f"{e0.name}.write", v + d_simple + to_e0, "WRITE", addr=bank1 + h * QT * d + qt * d + n, stream=0,
+                sched.place(f"{e0.name}.write", v + d_simple + to_e0, "WRITE",
+                            addr=bank1 + h * QT * d + qt * d + n, stream=0,
                             dir=Dir.EAST)
             vxm_free = v + 1
             abc_free = max(abc_free, t_o + d)   # the next tile's ABCs overwrite no O row early

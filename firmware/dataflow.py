@@ -5,10 +5,11 @@ A :class:`Flow` collects tentative instructions with times relative to the job's
 with the stream-register slots its values occupy and the MEM banks it touches. Operands from MEM
 are *lazy* (:class:`MemSrc`): their READs are placed backwards from the cycle their consumer samples
 them, so every operand of an instruction arrives in exactly the same cycle. :meth:`Schedule.commit`
-(see :func:`commit`) then finds the earliest offset at which a flow fits next to everything already
-placed on the :class:`~openlpu.firmware.chipstate.ChipState` (by hand or by other flows): no queue
-slot used twice, no stream slot needed by two values, no MEM bank read and written in one cycle. Kernels build one flow per row and commit them one after the other, which pipelines
-the rows as densely as the resources allow.
+(see :func:`commit`) then finds the earliest offset at which a flow fits next to everything
+already placed on the :class:`~openlpu.firmware.chipstate.ChipState` (by hand or by other flows):
+no queue slot used twice, no stream slot needed by two values, no MEM bank read and written in
+one cycle, no cycle whose stream registers a kernel uses untracked. Kernels build one flow per row
+and commit them one after the other, which pipelines the rows as densely as the resources allow.
 """
 
 from __future__ import annotations

@@ -52,7 +52,8 @@ from .schedule import CompileError
 from .vxmconst import (CONST_WORDS, assign_alus, check_vxm_kernel, load_const, q31_normalise,
                        vxm_fields)
 
-__all__ = ["compile_softmax", "compile_rmsnorm", "emit_softmax", "emit_rmsnorm", "SOFTMAX_ONE", "SoftmaxConsts", "softmax_consts",
+__all__ = ["compile_softmax", "compile_rmsnorm", "emit_softmax", "emit_rmsnorm", "SOFTMAX_ONE",
+           "SoftmaxConsts", "softmax_consts",
            "V_TOP", "RmsNormConsts", "rmsnorm_consts"]
 
 _S_X, _S_U, _S_C = 4, 5, 7      # x vectors (LWT/ABC), weight rows / ABC vectors, constants
