@@ -58,11 +58,13 @@ from openlpu import vxm_ops as ops
 from openlpu.isa import Dir
 from openlpu.params import LpuParams
 
+from .chipstate import ChipState, Emitted, transactional
 from .package import Package, TensorDesc
-from .schedule import CompileError, Schedule
+from .schedule import CompileError
 from .vxmconst import CONST_WORDS, assign_alus, check_vxm_kernel, load_const, vxm_fields
 
-__all__ = ["compile_attention", "attention_tensor_names", "AttentionConsts", "attention_consts",
+__all__ = ["compile_attention", "emit_attention", "attention_tensor_names", "AttentionConsts",
+           "attention_consts",
            "MASKED_S", "E8_ROUND", "L_SHIFT", "R_SHIFT", "EXP_HALF_BOUND"]
 
 # streams flowing west into the MXM (group 1) and into the VXM from the east
@@ -144,9 +146,32 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
     scale is not positive or too small for the causal mask to vanish, or a dimension, the memory
     map or an instruction image does not fit.
     """
-    p = params
+    where = f"attention {heads}x({seq_q}x{seq_k}, d={head_dim}) on preset {params.name!r}"
+    state = ChipState(params, where)
+    out = emit_attention(state, seq_q, seq_k, head_dim, heads=heads, scale=scale, causal=causal)
+    d = head_dim
+    return state.package(
+        name=name or f"attention_{heads}x{seq_q}x{seq_k}x{d}{'_causal' if causal else ''}",
+        inputs=out.inputs, outputs=out.outputs, meta=out.meta)
+
+
+@transactional
+def emit_attention(state: ChipState, seq_q: int, seq_k: int, head_dim: int, *, heads: int = 1,
+                   scale: float, causal: bool = False, earliest: int = 0,
+                   names: dict | None = None) -> Emitted:
+    """Emit the attention of :func:`compile_attention` on ``state``: every instruction at or
+    after ``earliest``, after the weight loads, ABCs and accumulator rows already claimed on
+    the state. ``names`` (as :func:`attention_tensor_names` returns them, the default) names
+    the tensors. Its MEM words are fixed (the module docstring's memory map) and reserved in
+    the state's allocator (an :class:`~openlpu.firmware.memalloc.AllocError` names a word
+    another kernel holds); the stream registers from ``earliest`` to its last instruction are
+    marked as used (:meth:`ChipState.opaque_streams`: the exp pass's search for free drive
+    cycles is local to the kernel)."""
+    p = state.params
     vl, S = p.vl, p.superlanes
     where = f"attention {heads}x({seq_q}x{seq_k}, d={head_dim}) on preset {p.name!r}"
+    if not isinstance(earliest, int) or earliest < 0:
+        raise CompileError(f"{where}: earliest must be a cycle >= 0, not {earliest!r}")
     check_vxm_kernel(p, where, "attention", {"seq_q": seq_q, "seq_k": seq_k,
                                              "head_dim": head_dim, "heads": heads})
     if head_dim > vl:
@@ -181,20 +206,33 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
     w0, w1, e0, e1 = (p.slice(n) for n in ("mem_w0", "mem_w1", "mem_e0", "mem_e1"))
     mxm, vx = p.slice("mxm_w"), p.slice("vxm")
     bank1 = p.mem_words
-    d_read = isa.BY_MNEMONIC["READ"].d_func(p)
-    d_acc = isa.BY_MNEMONIC["ACC"].d_func(p)
-    d_abc = isa.BY_MNEMONIC["ABC"].d_func(p)
-    d_simple = isa.BY_MNEMONIC["VADD"].d_func(p)
-    d_func = isa.BY_MNEMONIC["VEXP"].d_func(p)
+    d_abc = state.lead("ABC", mxm, mxm)                  # ABC at t -> its ACC
+    d_simple = state.lead("VADD", vx, vx)                # 2-cycle VXM op at t -> its drive
+    d_func = state.lead("VEXP", vx, vx)                  # function unit at t -> its drive
 
     def lat(src, dst):                         # READ at t -> sampled by dst at t + lat
-        return d_read + abs(src.position - dst.position)
+        return state.lead("READ", src, dst)
 
-    lat_acc = d_acc + abs(vx.position - mxm.position)    # ACC at t -> VXM samples at t + lat_acc
-    chain = d_simple + 1                                  # simple op at t -> chained at t + chain
-    chain_fx = d_func + 1
+    lat_acc = state.lead("ACC", mxm, vx)                 # ACC at t -> VXM samples at t + lat_acc
+    chain = state.lead("VADD", vx, vx, chain=True)       # simple op at t -> chained at t + chain
+    chain_fx = state.lead("VEXP", vx, vx, chain=True)
+    to_w0 = state.lead(None, vx, w0, "WRITE")            # VXM drive -> WRITE in mem_w0
+    to_e0 = state.lead(None, vx, e0, "WRITE")
+    to_e1 = state.lead(None, vx, e1, "WRITE")
 
-    sched = Schedule(p)
+    sched = state
+    stream_mark = state.stream_hi               # stream slots other kernels claimed
+    n_abc = [0]
+    # MEM words: the memory map of the module docstring, reserved in the state's allocator
+    tn = names or attention_tensor_names(heads)
+    for unit, words, what in (((w0.index, 0), heads * seq_k, "K"),
+                              ((w0.index, 1), seq_k, "lo scratch"),
+                              ((w1.index, 0), v_ones + vl, "V^T and ones rows"),
+                              ((w1.index, 1), heads * seq_q, "Q"),
+                              ((e0.index, 0), mask_base + vl + 1, "constants and masks"),
+                              ((e0.index, 1), heads * QT * d, "O^T"),
+                              ((e1.index, 0), seq_k, "e8 scratch")):
+        state.alloc.reserve(f"{tn['O'][0]} attention {what}", unit, 0, words)
     # logical ALUs A..D on VXM ALUs with the units they need (A also runs the VEXP of the
     # rows where D issues a VSEL: a causal mask needs two ALUs with the function pipelines)
     place = assign_alus(p, where, {"A": ("VMULSHR",) + (("VEXP",) if causal else ()),
@@ -209,10 +247,10 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
                     dir=Dir.WEST)
 
     # -- constants: three int32 values shifted into ALU constant registers ---------------------
-    image = []
+    image = state.image
     for nb in range(1, vl + 1):                # ones row for a block of nb keys: lanes < nb
         image.append((w1.index, v_ones + nb - 1, bytes([1]) * nb + bytes(vl - nb)))
-    t = lat(e0, vx)
+    t = earliest + lat(e0, vx)
     for k, (a, value) in enumerate((("A", consts.mult), ("B", consts.delta), ("D", MASKED_S))):
         t = load_const(sched, p, image, place[a], value, t, src=e0,
                        addr=CONST_WORDS * k, stream=_S_MASK)
@@ -225,10 +263,16 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
 
     off = seq_k - seq_q
     s_row = p.mxm_acc_words - 1                # accumulator row of the score vectors
-    weights_free = lat(w1, mxm)                # weights queue: next LW/LWT may issue here
-    last_iw = -S                               # cycle of the last IW
-    abc_free = lat(w0, mxm)                    # compute queue: next ABC may issue here
-    last_abc = -1
+    # weights queue: next LW/LWT may issue here (after the state's earlier weight loads)
+    loaded = state.free_after("mxm_w weight buffer (loading)")
+    weights_free = max(earliest + lat(w1, mxm), loaded)
+    last_iw = loaded - 1 if loaded else -S      # cycle of the last IW
+    abc_free = earliest + lat(w0, mxm)         # compute queue: next ABC may issue here
+    last_abc = state.free_after("mxm_w weight buffer (in use)") - 1
+    acc_rows = [s_row] + list(range(d + 2))    # accumulator rows this kernel uses
+    first_row_use = max(state.free_after(f"mxm_w accumulator row {r}") for r in acc_rows)
+    abc_free = max(abc_free, first_row_use - d_abc)
+    first_lw = None
     for h in range(heads):
         for qt in range(QT):
             i0 = qt * vl
@@ -241,6 +285,7 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
 
             # -- Q tile into the weights: LW row r = query i0 + r ----------------------------
             t_lw = max(weights_free, last_iw + 1, last_abc + 1)   # w1 reads follow the V^T reads
+            first_lw = t_lw if first_lw is None else first_lw
             for r in range(nq):
                 read(w1, t_lw + r, mxm, bank1 + h * seq_q + i0 + r, _S_Q)
                 sched.place("mxm_w.weights", t_lw + r, "LW", row=r, stream=_S_Q, dir=Dir.WEST)
@@ -266,6 +311,7 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
                 read(w0, t_abc, mxm, h * seq_k + j, _S_K)
                 sched.place("mxm_w.compute", t_abc, "ABC", acc=acc_row, stream=_S_K,
                             dir=Dir.WEST, accumulate=0)
+                n_abc[0] += 1
                 t_acc = t_abc + d_abc
                 sched.place("mxm_w.result", t_acc, "ACC", acc=acc_row, group=0, dir=Dir.EAST)
                 return t_acc + lat_acc
@@ -314,9 +360,8 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
                              (f"{w0.name}.read", t_abc - lat(w0, mxm)),
                              (alu["C"], u), (alu["A"], u + chain), (alu[exp_alu], u + 2 * chain),
                              (alu["B"], u + add_at),
-                             (f"{w0.name}.write", u + fx_at + abs(vx.position - w0.position)),
-                             (f"{e1.name}.write",
-                              u + add_at + d_simple + abs(e1.position - vx.position))]
+                             (f"{w0.name}.write", u + fx_at + to_w0),
+                             (f"{e1.name}.write", u + add_at + d_simple + to_e1)]
                     drv = [(Dir.EAST, u + d_simple), (Dir.WEST, u + chain + d_simple),
                            (Dir.WEST, u + fx_at), (Dir.EAST, u + add_at + d_simple)]
                     if masked:
@@ -351,10 +396,10 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
                     out_dir=Dir.WEST, imm=0)
                 vxm("B", u + add_at, "VADD", a_dir=Dir.WEST, a_chain=1, b_mode=isa.VXM_B_CONST,
                     out_dir=Dir.EAST)
-                t_wl = u + fx_at + abs(vx.position - w0.position)
+                t_wl = u + fx_at + to_w0
                 sched.place(f"{w0.name}.write", t_wl, "WRITE", addr=bank1 + j, stream=0,
                             dir=Dir.WEST)
-                t_w = u + add_at + d_simple + abs(e1.position - vx.position)
+                t_w = u + add_at + d_simple + to_e1
                 sched.place(f"{e1.name}.write", t_w, "WRITE", addr=j, stream=1,
                             dir=Dir.EAST)
                 t_abc_prev = t_abc
@@ -389,6 +434,7 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
                         read(w1, t_a + k, mxm, addr, _S_V)
                         sched.place("mxm_w.compute", t_a + k, "ABC", acc=acc, stream=_S_V,
                                     dir=Dir.WEST, accumulate=int(b > 0))
+                        n_abc[0] += 1
                     last_abc = t_a + len(rows) - 1
                     t_lwt = t_iw + S
             weights_free = t_iw + 1
@@ -415,32 +461,33 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
                 sched.place("mxm_w.result", t_o + n, "ACC", acc=n, group=0, dir=Dir.EAST)
                 v = t_o + n + lat_acc
                 vxm("C", v, "VREQ", b_mode=isa.VXM_B_CONST, out_dir=Dir.EAST, imm=0)
-                sched.place(f"{e0.name}.write", v + d_simple + abs(e0.position - vx.position),
-                            "WRITE", addr=bank1 + h * QT * d + qt * d + n, stream=0,
+                sched.place(f"{e0.name}.write", v + d_simple + to_e0, "WRITE",
+                            addr=bank1 + h * QT * d + qt * d + n, stream=0,
                             dir=Dir.EAST)
             vxm_free = v + 1
             abc_free = max(abc_free, t_o + d)   # the next tile's ABCs overwrite no O row early
 
-    queues, cycles = sched.emit()
-    names = attention_tensor_names(heads)
+    end = state.end
+    state.claim("mxm_w weight buffer (loading)", first_lw, last_iw, where)
+    state.claim("mxm_w weight buffer (in use)", first_lw, last_abc, where)
+    for r in acc_rows:
+        state.claim(f"mxm_w accumulator row {r}", max(earliest, first_row_use), end - 1, where)
+    for i in sorted(set(place.values())):
+        state.claim(f"vxm.alu{i} constant register", earliest, end - 1, where)
+    state.opaque_streams(earliest, end - 1, where, after=stream_mark)
     inputs, outputs = [], []
     for h in range(heads):
         inputs += [
-            TensorDesc(names["Q"][h], (seq_q, d), "int8", [(w1.index, 1)], base=h * seq_q),
-            TensorDesc(names["K"][h], (seq_k, d), "int8", [(w0.index, 0)], base=h * seq_k),
-            TensorDesc(names["V"][h], (seq_k, d), "int8", [(w1.index, 0)], base=h * KB * d,
+            TensorDesc(tn["Q"][h], (seq_q, d), "int8", [(w1.index, 1)], base=h * seq_q),
+            TensorDesc(tn["K"][h], (seq_k, d), "int8", [(w0.index, 0)], base=h * seq_k),
+            TensorDesc(tn["V"][h], (seq_k, d), "int8", [(w1.index, 0)], base=h * KB * d,
                        transposed=True),
         ]
-        outputs.append(TensorDesc(names["O"][h], (seq_q, d), "int8", [(e0.index, 1)],
+        outputs.append(TensorDesc(tn["O"][h], (seq_q, d), "int8", [(e0.index, 1)],
                                   base=h * QT * d, transposed=True))
-    pkg = Package(
-        name=name or f"attention_{heads}x{seq_q}x{seq_k}x{d}{'_causal' if causal else ''}",
-        params=p, queues=queues, inputs=inputs, outputs=outputs, predicted_cycles=cycles,
-        mem_image=image,
+    return Emitted(
+        end=end, inputs=inputs, outputs=outputs,
         meta={"heads": heads, "seq_q": seq_q, "seq_k": seq_k, "head_dim": d, "causal": causal,
               "scale": float(scale), "mult": consts.mult, "shift": consts.shift,
               "delta": consts.delta, "macs": heads * seq_q * seq_k * d * 2,
-              "mxm_busy_cycles": sched.count("ABC")},
-    )
-    pkg.validate()
-    return pkg
+              "mxm_busy_cycles": n_abc[0]})

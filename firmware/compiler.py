@@ -15,7 +15,13 @@ Dataflow per tile: ``mem_w1`` READs weight vectors westward on stream 1 into ``L
 them in (double-buffered, so the next tile's weights load while this tile computes); ``mem_w0``
 READs activation rows westward on stream 0 into ``ABC`` (one per cycle); after the last K-tile,
 ``ACC`` sends each int32 row eastward on stream group 0, and four MEM slices ``WRITE`` the four
-byte planes. Every consumer is issued at ``producer issue + d_func + |distance|`` (docs/architecture.md).
+byte planes. Every consumer is issued at ``producer issue + d_func + |distance|``
+(:func:`~openlpu.firmware.chipstate.lead`, docs/architecture.md).
+
+:func:`emit_matmul` and :func:`emit_elementwise` place the kernels on a
+:class:`~openlpu.firmware.chipstate.ChipState` from an ``earliest`` cycle on, next to whatever
+the state holds; :func:`compile_matmul` and :func:`compile_elementwise` are their one-kernel
+wrappers (docs/architecture.md, *The chip state and kernel emitters*).
 
 When a tensor needs more than one bank, the same stored words (``j*M + m``, ``j*N + n``) are
 striped over several MEM slices and banks by :class:`~openlpu.firmware.memalloc.MemAllocator`
@@ -38,11 +44,13 @@ from openlpu import isa
 from openlpu.isa import Dir
 from openlpu.params import LpuParams
 
+from .chipstate import ChipState, Emitted, transactional
 from .package import Package, TensorDesc
-from .schedule import CompileError, ImemOverflow, Schedule
+from .schedule import CompileError, ImemOverflow
 from .vxmconst import load_const
 
-__all__ = ["compile_matmul", "CompileError"]
+__all__ = ["compile_matmul", "emit_matmul", "compile_elementwise", "emit_elementwise",
+           "CompileError"]
 
 _STREAM_A = 0
 _STREAM_B = 1
@@ -72,24 +80,44 @@ class _Operand:
             self.streams[i]
 
 
-def _plan_legacy(p, WA, WB, WC, requant):
+def _plan_legacy(p, alloc, WA, WB, WC, requant, names):
     """The single-bank placement (A in ``mem_w0`` bank 0, ``B^T`` in ``mem_w1`` bank 0, each
-    byte plane of C in bank 1 of MEM slice ``b``), or None if an operand needs more than one bank.
-    Kept so that every matmul that fits it compiles to the same package as before layouts."""
+    byte plane of C in bank 1 of MEM slice ``b``, all from word 0; the epilogue's multiplier in
+    words 0..3 of ``mem_e0`` bank 0), reserved in ``alloc``; None if an operand needs more than
+    one bank or a word of it is taken. Kept so that every matmul that fits it compiles to the
+    same package as before layouts."""
+    from .memalloc import AllocError
     if max(WA, WB, WC) > p.mem_words:
         return None
+    na, nb, nc = names
     s_a, s_b = p.slice("mem_w0"), p.slice("mem_w1")
+    e0 = p.slice("mem_e0").index
+    if requant:
+        c_units = [(e0, 1)]
+    else:
+        c_units = [(s.index, 1) for s in p.mem_slice_list[:4]]
+    want = [(na, (s_a.index, 0), WA), (nb, (s_b.index, 0), WB)]
+    want += [(f"{nc} byte plane {b}", u, WC) for b, u in enumerate(c_units)]
+    if requant:
+        want.append((f"{nc} multiplier constant", (e0, 0), 4))
+    done = []
+    try:
+        for owner, unit, words in want:
+            alloc.reserve(owner, unit, 0, words)
+            done.append(owner)
+    except AllocError:
+        for owner in done:
+            alloc.free(owner)
+        return None
     A = _Operand(p, [(s_a.index, 0, 0, 1)], [_STREAM_A])
     B = _Operand(p, [(s_b.index, 0, 0, 1)], [_STREAM_B])
-    if requant:
-        c_planes = [[(p.slice("mem_e0").index, 1, 0, 1)]]
-    else:
-        c_planes = [[(s.index, 1, 0, 1)] for s in p.mem_slice_list[:4]]
-    return A, B, c_planes, True
+    c_planes = [[(s, bank, 0, 1)] for s, bank in c_units]
+    return A, B, c_planes, True, (0 if requant else None)
 
 
-def _plan_striped(p, where, WA, WB, WC, requant, relu, b_per_slice=True, wide=0):
-    """Stripe A, ``B^T`` and C over the MEM with a :class:`MemAllocator`.
+def _plan_striped(p, alloc, WA, WB, WC, requant, relu, names, b_per_slice=True, wide=0):
+    """Stripe A, ``B^T`` and C over the MEM with the :class:`MemAllocator` ``alloc`` (the chip
+    state's: words other kernels hold are not used).
 
     With ``wide = (limit, need)`` (:func:`_wide_limit`), ``B^T`` is striped over exactly
     ``count`` slices, one bank each: as many of the west slices left after C and A as there are
@@ -121,14 +149,18 @@ def _plan_striped(p, where, WA, WB, WC, requant, relu, b_per_slice=True, wide=0)
       stream per slice is what a load of several weight rows per cycle needs.
 
     Each tensor takes the fewest stripes that fit. Raises :class:`AllocError` naming the tensor.
+    Returns ``(A, B, C planes, False, address of the multiplier constant or None)``.
     """
-    from .memalloc import AllocError, MemAllocator
+    from .memalloc import AllocError
+    na, nb, nc = names
+    where = alloc.where
     n = p.mem_slices
     west = [s.index for s in p.mem_slice_list[:n]]
     east = [s.index for s in p.mem_slice_list[n:]]
-    alloc = MemAllocator(p, where)
-    if requant:
-        alloc.reserve("the multiplier constant", (p.slice("mem_e0").index, 0), 0, 4)
+    const_addr = None
+    if requant:         # four words of mem_e0 bank 0 (words 0..3 on an empty MEM)
+        const_addr = alloc.stripe(f"{nc} multiplier constant", 4,
+                                  [(p.slice("mem_e0").index, 0)])[0][2]
 
     def fewest(name, words, order, note=""):
         """The fewest leading units of ``order`` that hold ``words`` words as stripes."""
@@ -140,13 +172,13 @@ def _plan_striped(p, where, WA, WB, WC, requant, relu, b_per_slice=True, wide=0)
 
     if requant:
         order = [(s, 1) for s in east] + [(s, 0) for s in east]
-        c_planes = [fewest("C", WC, order)]
+        c_planes = [fewest(nc, WC, order)]
     else:
         slices = east + west
         c_planes = []
         for b in range(4):
             group = slices[b::4]
-            c_planes.append(fewest(f"C byte plane {b}", WC,
+            c_planes.append(fewest(f"{nc} byte plane {b}", WC,
                                    [(s, 1) for s in group] + [(s, 0) for s in group]))
     written = {}
     for plane in c_planes:
@@ -161,7 +193,7 @@ def _plan_striped(p, where, WA, WB, WC, requant, relu, b_per_slice=True, wide=0)
     # A: whole slices, fewest stripes
     a_order = [(s, bk) for s in cand for bk in usable[s]]
     note = "operands are not read from a bank the result writes"
-    stripes_a = fewest("A", WA, a_order, note)
+    stripes_a = fewest(na, WA, a_order, note)
     a_slices = list(dict.fromkeys(s for s, *_ in stripes_a))
     rest = [s for s in cand if s not in a_slices]
     # B^T: one bank in each remaining slice first, at least as many stripes as slices
@@ -177,16 +209,16 @@ def _plan_striped(p, where, WA, WB, WC, requant, relu, b_per_slice=True, wide=0)
                       if alloc.fits(WB, b_order[:c])), 0)
         if count < 2:
             return None
-        stripes_b = alloc.stripe("B^T", WB, b_order[:count])
+        stripes_b = alloc.stripe(f"{nb}^T", WB, b_order[:count])
     need = None if wide else next((k for k in range(1, len(b_order) + 1)
                                    if alloc.fits(WB, b_order[:k])), None)
     if wide:
         pass                                # stripes_b allocated above
     elif need is None:
-        stripes_b = fewest("B^T", WB, b_order, note + ", nor B^T from A's slices")  # raises
+        stripes_b = fewest(f"{nb}^T", WB, b_order, note + ", nor B^T from A's slices")  # raises
     else:
         k = min(max(need, len([s for s in rest if s in west])), WB)
-        stripes_b = alloc.stripe("B^T", WB, b_order[:k] if alloc.fits(WB, b_order[:k])
+        stripes_b = alloc.stripe(f"{nb}^T", WB, b_order[:k] if alloc.fits(WB, b_order[:k])
                                  else b_order[:need])
     vxm_pos = p.slice("vxm").position
     reserved = {p.streams - 1} if requant else set()
@@ -226,9 +258,9 @@ def _plan_striped(p, where, WA, WB, WC, requant, relu, b_per_slice=True, wide=0)
             return None
         B = _Operand(p, stripes_b, list(range(s0, s0 + len(stripes_b))))
         B.wide = len(stripes_b)
-        return A, B, c_planes, False
+        return A, B, c_planes, False, const_addr
     B = _Operand(p, stripes_b, streams_for(stripes_b, taken, b_per_slice))
-    return A, B, c_planes, False
+    return A, B, c_planes, False, const_addr
 
 
 def _wide_count(vl, limit):
@@ -290,14 +322,31 @@ def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | Non
     instruction images do not fit the preset; a tensor that does not fit is named with the words
     it needs and the words free.
     """
+    where = f"matmul {M}x{K}x{N} on preset {params.name!r}"
+    state = ChipState(params, where)
+    out = emit_matmul(state, M, K, N, requantize=requantize, relu=relu)
+    return state.package(name=name or f"matmul_{M}x{K}x{N}", inputs=out.inputs,
+                         outputs=out.outputs, meta=out.meta)
+
+
+def emit_matmul(state: ChipState, M: int, K: int, N: int, *, earliest: int = 0,
+                requantize: tuple | None = None, relu: bool = False,
+                names: tuple = ("A", "B", "C")) -> Emitted:
+    """Emit ``names[2] = names[0] @ names[1]`` on ``state`` (see :func:`compile_matmul`): every
+    instruction at or after ``earliest``, the tensors in MEM words the state's allocator has
+    free, the accumulator rows, weight buffers and constant register after their last claim.
+
+    On an empty state the placement and schedule are those of :func:`compile_matmul` (the
+    single-bank placement when its words are free, else striped; wide weight loads when they
+    predict fewer cycles). Returns the :class:`Emitted` end cycle, tensor descriptors and
+    figures. Raises :class:`CompileError` as :func:`compile_matmul` does.
+    """
     for n_, v in (("M", M), ("K", K), ("N", N)):
         _check_dim(n_, v)
-    p = params
+    p = state.params
     vl = p.vl
     KT, NT = math.ceil(K / vl), math.ceil(N / vl)
-    mc = p.mxm_acc_words                 # rows per accumulator chunk
-    where = f"matmul {M}x{K}x{N} on preset {p.name!r}"
-
+    where = state.where
     if relu and requantize is None:
         raise CompileError("relu needs requantize=(multiplier, shift)")
     if requantize is not None:
@@ -309,70 +358,84 @@ def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | Non
         if p.vxm_alus < need_alus:
             raise CompileError(f"{where}: the fused epilogue needs {need_alus} VXM ALU(s); preset "
                                f"{p.name!r} has {p.vxm_alus}")
+    if not isinstance(earliest, int) or earliest < 0:
+        raise CompileError(f"{where}: earliest must be a cycle >= 0, not {earliest!r}")
     WA, WB, WC = M * KT, N * KT, M * NT
     rq = requantize is not None
-    pkg = _compile_lw(p, M, K, N, name, requantize, relu, where, WA, WB, WC, rq)
+    args = (M, K, N, requantize, relu, earliest, tuple(names))
+    lw_state = state.fork()
+    out = _emit_lw(lw_state, WA, WB, WC, rq, args)
     wide_rows = _wide_limit(p, rq, M)
     if wide_rows:
-        try:    # a wide placement that does not fit (MEM, streams, imem) leaves the LW package
-            plan = _plan_striped(p, where, WA, WB, WC, rq, relu, wide=wide_rows)
-            wide = plan and _schedule_matmul(p, M, K, N, name, requantize, relu, *plan)
+        try:    # a wide placement that does not fit (MEM, streams, imem) leaves the LW one
+            ws = state.fork()
+            plan = _plan_striped(p, ws.alloc, WA, WB, WC, rq, relu, names, wide=wide_rows)
+            wide = plan and _emit_planned(ws, *args, *plan)
+            if wide:
+                ws.emit()                   # raises ImemOverflow
         except CompileError:
             wide = None
-        if wide and wide.predicted_cycles < pkg.predicted_cycles:
+        if wide and ws.last_effect < lw_state.last_effect:
+            state.adopt(ws)
             return wide
-    return pkg
+    state.adopt(lw_state)
+    return out
 
 
-def _compile_lw(p, M, K, N, name, requantize, relu, where, WA, WB, WC, rq):
+def _emit_lw(state, WA, WB, WC, rq, args):
     """The matmul with one ``LW`` per weight row: the single-bank placement when it fits, else
     striped (one stream per weight slice, or one shared stream if that overflows an
     instruction memory)."""
-    legacy = _plan_legacy(p, WA, WB, WC, rq)
+    p = state.params
+    M, K, N, requantize, relu, earliest, names = args
+    legacy = _plan_legacy(p, state.alloc, WA, WB, WC, rq, names)
     if legacy:
-        return _schedule_matmul(p, M, K, N, name, requantize, relu, *legacy)
-    plan = _plan_striped(p, where, WA, WB, WC, rq, relu)
+        return _emit_planned(state, *args, *legacy)
+    base = state.fork()
+    plan = _plan_striped(p, state.alloc, WA, WB, WC, rq, relu, names)
+    out = _emit_planned(state, *args, *plan)
     try:
-        return _schedule_matmul(p, M, K, N, name, requantize, relu, *plan)
+        state.emit()
+        return out
     except ImemOverflow:
         if len(set(plan[1].streams)) == 1:
             raise
     # one stream per weight slice breaks the LW runs REPEAT packs; share one stream instead
-    plan = _plan_striped(p, where, WA, WB, WC, rq, relu, b_per_slice=False)
-    return _schedule_matmul(p, M, K, N, name, requantize, relu, *plan)
+    state.adopt(base)
+    plan = _plan_striped(p, state.alloc, WA, WB, WC, rq, relu, names, b_per_slice=False)
+    return _emit_planned(state, *args, *plan)
 
 
-def _schedule_matmul(p, M, K, N, name, requantize, relu, A, B, c_planes, legacy):
-    """Schedule a matmul placed by :func:`_plan_legacy` or :func:`_plan_striped`; returns the
-    validated package."""
+def _emit_planned(state, M, K, N, requantize, relu, earliest, names, A, B, c_planes, legacy,
+                  const_addr):
+    """Schedule a matmul placed by :func:`_plan_legacy` or :func:`_plan_striped` on ``state``
+    from ``earliest`` on; returns its :class:`Emitted`."""
+    p = state.params
     vl = p.vl
     KT, NT = math.ceil(K / vl), math.ceil(N / vl)
     mc = p.mxm_acc_words                 # rows per accumulator chunk
-    if requantize is not None:
-        mult, rq_shift = requantize
+    na, nb, nc = names
     mxm = p.slice("mxm_w")
     wide = getattr(B, "wide", 0)
-    d_read = isa.BY_MNEMONIC["READ"].d_func(p)
-    d_acc = isa.BY_MNEMONIC["ACC"].d_func(p)
-    d_abc = isa.BY_MNEMONIC["ABC"].d_func(p)
-    lat_a = max(d_read + abs(x - mxm.position) for x in A.pos)   # READ A at t -> ABC at t + lat
-    lat_b = max(d_read + abs(x - mxm.position) for x in B.pos)   # READ B at t -> LW at t + lat
-    c_where = []                         # per plane: per stripe (write queue, latency)
+    d_abc = state.lead("ABC", mxm, mxm)              # ABC at t -> accumulator row written
+    lat_a = max(state.lead("READ", x, mxm, "ABC") for x in A.pos)  # READ A at t -> ABC
+    lat_b = max(state.lead("READ", x, mxm, "LW") for x in B.pos)   # READ B at t -> LW
+    c_where = []                         # per plane: per stripe (write queue, position, ...)
     for plane in c_planes:
-        c_where.append([(f"{p.mem_slice_list[s].name}.write",
-                         d_acc + abs(p.mem_slice_list[s].position - mxm.position), bank, base,
-                         stride) for s, bank, base, stride in plane])
+        c_where.append([(f"{p.mem_slice_list[s].name}.write", p.mem_slice_list[s].position,
+                         bank, base, stride) for s, bank, base, stride in plane])
+    buf_load, buf_use = "mxm_w weight buffer (loading)", "mxm_w weight buffer (in use)"
 
-    sched = Schedule(p)
-    lw_free, abc_free, acc_free = lat_b, lat_a, 0
-    mem_image = []
+    lw_free, abc_free, acc_free = earliest + lat_b, earliest + lat_a, earliest
     c_desc_planes = ([(pl[0][0], pl[0][1]) for pl in c_planes] if legacy else c_planes)
-    out_desc = TensorDesc("C", (M, N), "int32", c_desc_planes, base=0)
+    out_desc = TensorDesc(nc, (M, N), "int32", c_desc_planes, base=0)
     if requantize is not None:
-        epilogue, acc_free, mem_image, out_desc = _requant_epilogue(
-            p, sched, mxm, int(mult), int(rq_shift), relu, M, N, c_planes[0], legacy)
-    prev_iw, prev_last_abc = -1, -1
-    last_acc_read = {}                   # accumulator row -> cycle of its last ACC
+        mult, rq_shift = requantize
+        epilogue, acc_free, out_desc = _requant_epilogue(
+            state, mxm, int(mult), int(rq_shift), relu, M, N, c_planes[0], legacy, earliest,
+            const_addr, nc)
+    prev_iw, prev_last_abc = state.free_after(buf_load) - 1, state.free_after(buf_use) - 1
+    abc_queue = "mxm_w.compute"
     for m0 in range(0, M, mc):
         mm = min(mc, M - m0)
         for nt in range(NT):
@@ -385,100 +448,92 @@ def _schedule_matmul(p, M, K, N, name, requantize, relu, A, B, c_planes, legacy)
                     # (consecutive words are in `wide` different slices) on stream s0 + i
                     for k, r0 in enumerate(range(0, nn, wide)):
                         t, c = w0 + k, min(wide, nn - r0)
-                        sched.place("mxm_w.weights", t, "LWW", row=r0, stream=B.streams[0],
+                        state.place("mxm_w.weights", t, "LWW", row=r0, stream=B.streams[0],
                                     dir=Dir.WEST, count=c)
                         for i in range(c):
                             q, pos, addr, _ = B.at(p, kt * N + nt * vl + r0 + i)
-                            sched.place(q, t - d_read - abs(pos - mxm.position), "READ",
-                                        addr=addr, stream=B.streams[i], dir=Dir.WEST)
+                            state.read_into(q, pos, addr, B.streams[i], Dir.WEST, mxm, t, "LWW")
                     n_load = -(-nn // wide)
                 else:
                     for r in range(nn):
                         t = w0 + r
                         q, pos, addr, stream = B.at(p, kt * N + nt * vl + r)
-                        sched.place("mxm_w.weights", t, "LW", row=r, stream=stream,
+                        state.place("mxm_w.weights", t, "LW", row=r, stream=stream,
                                     dir=Dir.WEST)
-                        sched.place(q, t - d_read - abs(pos - mxm.position), "READ", addr=addr,
-                                    stream=stream, dir=Dir.WEST)
+                        state.read_into(q, pos, addr, stream, Dir.WEST, mxm, t, "LW")
                     n_load = nn
                 # the IW may share the previous tile's last ABC cycle
                 iw = max(w0 + n_load, prev_last_abc)
-                sched.place("mxm_w.weights", iw, "IW")
+                state.place("mxm_w.weights", iw, "IW")
+                state.claim(buf_load, w0, iw, f"{nc} tile ({m0}, {nt}, {kt})")
                 # activations: one ABC per row; an overwriting ABC must land after the row's ACC
                 a0 = max(abc_free, iw + 1)
                 if kt == 0:
                     for r in range(mm):
-                        if r in last_acc_read:
-                            a0 = max(a0, last_acc_read[r] - d_abc - r + 1)
+                        a0 = max(a0, state.free_after(f"mxm_w accumulator row {r}") - d_abc - r)
+                    first_write = a0 + d_abc
                 for r in range(mm):
                     t = a0 + r
                     q, pos, addr, stream = A.at(p, kt * M + m0 + r)
-                    sched.place("mxm_w.compute", t, "ABC", acc=r, stream=stream, dir=Dir.WEST,
+                    state.place(abc_queue, t, "ABC", acc=r, stream=stream, dir=Dir.WEST,
                                 accumulate=int(kt > 0))
-                    sched.place(q, t - d_read - abs(pos - mxm.position), "READ", addr=addr,
-                                stream=stream, dir=Dir.WEST)
+                    state.read_into(q, pos, addr, stream, Dir.WEST, mxm, t, "ABC")
+                state.claim(buf_use, iw + 1, a0 + mm - 1, f"{nc} tile ({m0}, {nt}, {kt})")
                 abc_free, prev_last_abc, prev_iw, lw_free = a0 + mm, a0 + mm - 1, iw, iw + 1
                 if kt == KT - 1:
                     for r in range(mm):
                         tc = max(acc_free, a0 + r + d_abc)
-                        sched.place("mxm_w.result", tc, "ACC", acc=r, group=_GROUP_C, dir=Dir.EAST)
+                        state.place("mxm_w.result", tc, "ACC", acc=r, group=_GROUP_C,
+                                    dir=Dir.EAST)
+                        state.claim(f"mxm_w accumulator row {r}", first_write + r, tc,
+                                    f"{nc} rows {m0}.., N-tile {nt}")
                         acc_free = tc + 1
-                        last_acc_read[r] = tc
                         w = nt * M + m0 + r
                         if requantize is not None:
                             epilogue(tc, w)
                             continue
                         for b in range(4):
-                            stripes = c_where[b]
-                            qw, lat, bank, base, stride = stripes[w % len(stripes)]
-                            sched.place(qw, tc + lat, "WRITE",
+                            qw, pos, bank, base, stride = c_where[b][w % len(c_where[b])]
+                            t_w = state.send("ACC", mxm, tc, Dir.EAST, (4 * _GROUP_C + b,),
+                                             pos, "WRITE")
+                            state.place(qw, t_w, "WRITE",
                                         addr=bank * p.mem_words + base
-                                        + (w // len(stripes)) * stride,
+                                        + (w // len(c_where[b])) * stride,
                                         stream=4 * _GROUP_C + b, dir=Dir.EAST)
-    queues, cycles = sched.emit()
-    meta = {"macs": M * K * N, "mxm_busy_cycles": sched.count("ABC"), "shape": [M, K, N]}
+    if requantize is not None:
+        epilogue.claim()
+    meta = {"macs": M * K * N, "mxm_busy_cycles": M * KT * NT, "shape": [M, K, N]}
     if legacy:
-        inputs = [TensorDesc("A", (M, K), "int8", [A.stripes[0][:2]], base=0),
-                  TensorDesc("B", (K, N), "int8", [B.stripes[0][:2]], base=0, transposed=True)]
+        inputs = [TensorDesc(na, (M, K), "int8", [A.stripes[0][:2]], base=0),
+                  TensorDesc(nb, (K, N), "int8", [B.stripes[0][:2]], base=0, transposed=True)]
     else:
-        inputs = [TensorDesc("A", (M, K), "int8", [A.stripes]),
-                  TensorDesc("B", (K, N), "int8", [B.stripes], transposed=True)]
+        inputs = [TensorDesc(na, (M, K), "int8", [A.stripes]),
+                  TensorDesc(nb, (K, N), "int8", [B.stripes], transposed=True)]
         meta["stripes"] = {"A": len(A.stripes), "B": len(B.stripes),
                            "C": [len(pl) for pl in c_planes]}
         meta["streams"] = {"A": sorted(set(A.streams)), "B": sorted(set(B.streams))}
         if wide:
             meta["wide_load_rows"] = wide
-    pkg = Package(
-        name=name or f"matmul_{M}x{K}x{N}",
-        params=p,
-        queues=queues,
-        inputs=inputs,
-        outputs=[out_desc],
-        predicted_cycles=cycles,
-        mem_image=mem_image,
-        meta=meta,
-    )
-    pkg.validate()
-    return pkg
+    return Emitted(end=state.end, inputs=inputs, outputs=[out_desc], meta=meta)
 
 
-def _requant_epilogue(p, sched, mxm, mult, shift, relu, M, N, c_stripes, legacy):
+def _requant_epilogue(state, mxm, mult, shift, relu, M, N, c_stripes, legacy, earliest,
+                      const_addr, nc):
     """Set up the VXM epilogue of a matmul: returns ``(place(t_acc, addr), first free ACC cycle,
-    MEM image, output descriptor)``.
+    output descriptor)``.
 
-    The multiplier's four bytes are stored (MSB first) in four words of ``mem_e0`` bank 0 and
-    shifted into ALU0's constant register by four ``VLC`` (shift-in) before the first ACC.
+    The multiplier's four bytes are stored (MSB first) in four words of ``mem_e0`` bank 0 from
+    ``const_addr`` (in the state's MEM image) and shifted into the constant register of the
+    first ALU with the multiplier by four ``VLC`` (shift-in) from ``earliest`` on, before the
+    first ACC; the register is claimed until the last ``VREQ``.
     """
+    p = state.params
     vx = p.slice("vxm")
     src = p.slice("mem_e0")                 # constant words, flowing west into the VXM
-    dst = [(f"{p.mem_slice_list[s].name}.write", abs(p.mem_slice_list[s].position - vx.position),
+    dst = [(f"{p.mem_slice_list[s].name}.write", p.mem_slice_list[s].position,
             bank * p.mem_words + base, stride) for s, bank, base, stride in c_stripes]
-    d_read = isa.BY_MNEMONIC["READ"].d_func(p)
-    d_acc = isa.BY_MNEMONIC["ACC"].d_func(p)
-    d_vxm = isa.BY_MNEMONIC["VREQ"].d_func(p)
-    lat_c = d_read + abs(vx.position - src.position)
+    lat_c = state.lead("READ", src, vx, "VLC")
     const_stream = p.streams - 1
-    image = []
     # words 0..3 hold the multiplier's bytes (MSB first); constant complete after the last VLC
     # VREQ needs the multiplier: the first ALU that has it; VRELU on another ALU
     req_roles = isa.vxm_alus_with(p, "VREQ")
@@ -489,33 +544,40 @@ def _requant_epilogue(p, sched, mxm, mult, shift, relu, M, N, c_stripes, legacy)
     req_q = f"vxm.{req_roles[0]}"
     relu_q = "vxm." + next(r for r in isa.VXM_ALU_ROLES[:p.vxm_alus] if r != req_roles[0]) \
         if relu else None
-    first_vreq = load_const(sched, p, image, isa.VXM_ALU_ROLES.index(req_roles[0]), mult, lat_c,
-                            src=src, addr=0, stream=const_stream)
-    arrive = d_acc + abs(vx.position - mxm.position)    # ACC at t -> VXM samples at t + arrive
-    acc_free = max(0, first_vreq - arrive)
+    t_vlc = max(earliest + lat_c, state.free_after(f"{req_q} constant register"))
+    first_vreq = load_const(state, p, state.image, isa.VXM_ALU_ROLES.index(req_roles[0]), mult,
+                            t_vlc, src=src, addr=const_addr, stream=const_stream)
+    arrive = state.lead("ACC", mxm, vx, "VREQ")     # ACC at t -> VXM samples at t + arrive
+    acc_free = max(earliest, first_vreq - arrive)
+    last = [first_vreq]
 
     def place(t_acc, w):
         """The epilogue of the result row ACC'd at ``t_acc``, stored word ``w`` of C."""
-        qw, dist, addr0, stride = dst[w % len(dst)]
+        qw, pos, addr0, stride = dst[w % len(dst)]
         addr = addr0 + (w // len(dst)) * stride
-        t = t_acc + arrive
+        t = state.send("ACC", mxm, t_acc, Dir.EAST, range(4 * _GROUP_C, 4 * _GROUP_C + 4), vx,
+                       "VREQ")
         # with relu, VREQ sends its result west and VRELU reads it back from the west output
         # column (chaining), so the two ALUs never drive the same stream in one cycle
         f = dict(a_stream=4 * _GROUP_C, a_dir=Dir.EAST, a_chain=0, b_stream=0, b_dir=0,
                  b_mode=isa.VXM_B_CONST, out_dir=Dir.WEST if relu else Dir.EAST, dtype=2,
                  imm=shift)
-        sched.place(req_q, t, "VREQ", **f)
-        t_out = t + d_vxm
+        state.place(req_q, t, "VREQ", **f)
+        last[0] = t
         if relu:
-            t = t_out + 1                   # chained: the VREQ result in the output column
-            sched.place(relu_q, t, "VRELU", a_stream=4 * _GROUP_C, a_dir=Dir.WEST, a_chain=1,
+            state.drive(Dir.WEST, 4 * _GROUP_C, vx, t + state.lead("VREQ", vx, vx), vx)
+            t = t + state.lead("VREQ", vx, vx, "VRELU", chain=True)
+            state.place(relu_q, t, "VRELU", a_stream=4 * _GROUP_C, a_dir=Dir.WEST, a_chain=1,
                         b_stream=0, b_dir=0, b_mode=0, out_dir=Dir.EAST, dtype=0, imm=0)
-            t_out = t + isa.BY_MNEMONIC["VRELU"].d_func(p)
-        sched.place(qw, t_out + dist, "WRITE", addr=addr, stream=4 * _GROUP_C, dir=Dir.EAST)
+            t_w = state.send("VRELU", vx, t, Dir.EAST, (4 * _GROUP_C,), pos, "WRITE")
+        else:
+            t_w = state.send("VREQ", vx, t, Dir.EAST, (4 * _GROUP_C,), pos, "WRITE")
+        state.place(qw, t_w, "WRITE", addr=addr, stream=4 * _GROUP_C, dir=Dir.EAST)
 
-    desc = TensorDesc("C", (M, N), "int8",
+    place.claim = lambda: state.claim(f"{req_q} constant register", t_vlc, last[0], nc)
+    desc = TensorDesc(nc, (M, N), "int8",
                       [c_stripes[0][:2]] if legacy else [list(c_stripes)], base=0)
-    return place, acc_free, image, desc
+    return place, acc_free, desc
 
 
 _ELEMENTWISE_BINARY = ("ADD", "SUB", "MUL", "MIN", "MAX", "AND", "OR", "XOR")
@@ -530,8 +592,22 @@ def compile_elementwise(params: LpuParams, op: str, R: int, C: int, *,
     VXM), ``Y`` in ``mem_e0`` bank 1. Rows are placed by :func:`firmware.dataflow.commit`, which
     pipelines them one vector per cycle when the resources allow.
     """
+    state = ChipState(params, f"elementwise {op!r} {R}x{C} on preset {params.name!r}")
+    out = emit_elementwise(state, op, R, C)
+    return state.package(name=name or f"{str(op).lower()}_{R}x{C}", inputs=out.inputs,
+                         outputs=out.outputs, meta=out.meta)
+
+
+@transactional
+def emit_elementwise(state: ChipState, op: str, R: int, C: int, *, earliest: int = 0,
+                     names: tuple = ("A", "B", "Y")) -> Emitted:
+    """Emit ``Y = op(A, B)`` (see :func:`compile_elementwise`) on ``state``, every row flow
+    committed at or after ``earliest`` next to what the state holds. ``A``, ``B`` and ``Y`` take
+    the first free run of ``R * ceil(C / VL)`` words of ``mem_w0`` bank 0, ``mem_w1`` bank 0 and
+    ``mem_e0`` bank 1 in the state's allocator (words 0.. on an empty state; an
+    :class:`~openlpu.firmware.memalloc.AllocError` names a tensor that does not fit)."""
     from .dataflow import INT8, Flow, MemSrc, commit
-    p = params
+    p = state.params
     op = op.upper()
     if op not in _ELEMENTWISE_BINARY + _ELEMENTWISE_UNARY:
         raise CompileError(f"unknown elementwise op {op!r}; known: "
@@ -545,24 +621,24 @@ def compile_elementwise(params: LpuParams, op: str, R: int, C: int, *,
         raise CompileError(f"elementwise {R}x{C} on preset {p.name!r} needs {R * tiles} words "
                            f"of one MEM bank, a bank holds {p.mem_words}")
     binary = op in _ELEMENTWISE_BINARY
-    sched = Schedule(p)
-    earliest = 0
+    na, nb, ny = names
+    s_a, s_b, s_y = p.slice("mem_w0"), p.slice("mem_w1"), p.slice("mem_e0")
+    words = R * tiles
+    base_a = state.alloc.stripe(na, words, [(s_a.index, 0)])[0][2]     # first fit: 0 when free
+    base_b = state.alloc.stripe(nb, words, [(s_b.index, 0)])[0][2] if binary else 0
+    base_y = state.alloc.stripe(ny, words, [(s_y.index, 1)])[0][2]
     for j in range(tiles):
         for r in range(R):
             w = j * R + r
             flow = Flow(p)
-            a = MemSrc((("mem_w0", w),), stream=0)
-            b = MemSrc((("mem_w1", w),), stream=1) if binary else None
+            a = MemSrc((("mem_w0", base_a + w),), stream=0)
+            b = MemSrc((("mem_w1", base_b + w),), stream=1) if binary else None
             y = flow.vxm(op, a, b, dtype=INT8, out_dir=Dir.EAST)
-            flow.write(y, [("mem_e0", p.mem_words + w)])
-            earliest = commit(sched, flow, earliest) + 1
-    queues, cycles = sched.emit()
-    s_a, s_b, s_y = p.slice("mem_w0"), p.slice("mem_w1"), p.slice("mem_e0")
-    inputs = [TensorDesc("A", (R, C), "int8", [(s_a.index, 0)], base=0)]
+            flow.write(y, [("mem_e0", p.mem_words + base_y + w)])
+            earliest = commit(state, flow, earliest) + 1
+    inputs = [TensorDesc(na, (R, C), "int8", [(s_a.index, 0)], base=base_a)]
     if binary:
-        inputs.append(TensorDesc("B", (R, C), "int8", [(s_b.index, 0)], base=0))
-    pkg = Package(name=name or f"{op.lower()}_{R}x{C}", params=p, queues=queues, inputs=inputs,
-                  outputs=[TensorDesc("Y", (R, C), "int8", [(s_y.index, 1)], base=0)],
-                  predicted_cycles=cycles, meta={"vectors": R * tiles})
-    pkg.validate()
-    return pkg
+        inputs.append(TensorDesc(nb, (R, C), "int8", [(s_b.index, 0)], base=base_b))
+    return Emitted(end=state.end, inputs=inputs,
+                   outputs=[TensorDesc(ny, (R, C), "int8", [(s_y.index, 1)], base=base_y)],
+                   meta={"vectors": words})

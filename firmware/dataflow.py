@@ -5,10 +5,11 @@ A :class:`Flow` collects tentative instructions with times relative to the job's
 with the stream-register slots its values occupy and the MEM banks it touches. Operands from MEM
 are *lazy* (:class:`MemSrc`): their READs are placed backwards from the cycle their consumer samples
 them, so every operand of an instruction arrives in exactly the same cycle. :meth:`Schedule.commit`
-(see :func:`commit`) then finds the earliest offset at which a flow fits next to everything already
-placed: no queue slot used twice, no stream slot needed by two values, no MEM bank read and written
-in one cycle. Kernels build one flow per row and commit them one after the other, which pipelines
-the rows as densely as the resources allow.
+(see :func:`commit`) then finds the earliest offset at which a flow fits next to everything
+already placed on the :class:`~openlpu.firmware.chipstate.ChipState` (by hand or by other flows):
+no queue slot used twice, no stream slot needed by two values, no MEM bank read and written in
+one cycle, no cycle whose stream registers a kernel uses untracked. Kernels build one flow per row
+and commit them one after the other, which pipelines the rows as densely as the resources allow.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from openlpu import isa, vxm_ops
 from openlpu.isa import Dir
 from openlpu.params import LpuParams
 
+from .chipstate import lead, stream_path
 from .schedule import CompileError, Schedule
 
 __all__ = ["Flow", "MemSrc", "Val", "commit", "INT8", "INT16", "INT32"]
@@ -82,12 +84,7 @@ class Flow:
         share its slots while two different values on one slot are a conflict.
         """
         vid = (d, stream, pos, t_drive)
-        if d == Dir.EAST:
-            for c in range(pos + 1, max(q_far, pos + 1) + 1):
-                self.occ.append((d, stream, c, t_drive + c - pos, vid))
-        else:
-            for c in range(min(q_far + 1, pos), pos + 1):
-                self.occ.append((d, stream, c, t_drive + 1 + pos - c, vid))
+        self.occ.extend((*k, vid) for k in stream_path(d, stream, pos, t_drive, q_far))
 
     def _pos(self, slice_name):
         return self.params.slice(slice_name).position
@@ -106,7 +103,7 @@ class Flow:
                 self._occupy(src.dir, src.stream + b, src.pos, src.t_drive, q)
             return src.stream, src.dir, chain
         p = self.params
-        d_read = isa.BY_MNEMONIC["READ"].d_func(p)
+        d_read = lead(p, "READ", q, q)
         dirs = set()
         for b, (sname, addr) in enumerate(src.planes):
             sl = p.slice(sname)
@@ -114,7 +111,7 @@ class Flow:
             if sl.position == q:
                 raise CompileError(f"{sname} cannot feed the slice at its own position")
             dirs.add(d)
-            t_read = t - d_read - abs(q - sl.position)
+            t_read = t - lead(p, "READ", sl, q)
             self._op(f"{sname}.read", t_read, "READ", addr=addr, stream=src.stream + b, dir=d)
             self.banks.append((sl.index, "r", t_read, p.mem_bank_of(addr)))
             self._occupy(d, src.stream + b, sl.position, t_read + d_read, q)
@@ -127,8 +124,7 @@ class Flow:
         """Earliest relative cycle at which ``src`` can be sampled at ``q``."""
         if isinstance(src, Val):
             return src.arrival(q)
-        d_read = isa.BY_MNEMONIC["READ"].d_func(p)
-        return max(d_read + abs(q - p.slice(s).position) for s, _ in src.planes)
+        return max(lead(p, "READ", s, q) for s, _ in src.planes)
 
     # -- VXM ---------------------------------------------------------------------------------
     def vxm(self, op: str, a, b=None, *, dtype: int, out_dir: Dir, imm: int = 0,
@@ -171,7 +167,7 @@ class Flow:
         if op == "LC":
             return None
         return Val(a_stream, vxm_ops.DTYPE_BYTES[out_dtype], out_dir, q,
-                   t0 + idef.d_func(p), out_dtype)
+                   t0 + lead(p, idef, q, q), out_dtype)
 
     # -- SXM -----------------------------------------------------------------------------------
     def sxm(self, op: str, x, *, side: str, out_stream: int, out_dir: Dir, amount: int = 0,
@@ -195,7 +191,7 @@ class Flow:
             f.update(map_stream=ms, map_dir=md)
         role = idef.roles[0]
         self._op(f"{sx.name}.{role}", t0, op, **f)
-        return Val(out_stream, 1, out_dir, q, t0 + idef.d_func(p), INT8)
+        return Val(out_stream, 1, out_dir, q, t0 + lead(p, idef, q, q), INT8)
 
     # -- MEM writes ----------------------------------------------------------------------------
     def write(self, val: Val, planes) -> int:
@@ -214,31 +210,32 @@ class Flow:
         return last
 
 
-class _Resources:
-    """Occupancy of streams and MEM banks for a schedule (kept beside it)."""
-
-    def __init__(self):
-        self.occ = {}           # (dir, stream, column, cycle) -> value id
-        self.banks = {}
-
-
-def commit(sched: Schedule, flow: Flow, earliest: int = 0, *, limit: int = 1 << 16) -> int:
-    """Place ``flow`` at the first offset >= ``earliest`` where it fits; returns the offset.
+def commit(state, flow: Flow, earliest: int = 0, *, limit: int = 1 << 16) -> int:
+    """Place ``flow`` at the first offset >= ``earliest`` where it fits next to everything
+    already on ``state`` (a :class:`~openlpu.firmware.chipstate.ChipState`: instructions placed
+    by hand or by other flows, their MEM bank ports and the stream slots claimed); returns the
+    offset. A plain :class:`Schedule` gets a chip state of its own, kept beside it.
 
     VXM operations without a fixed ALU go to the first ALU queue free at their cycle.
     """
-    res = sched.__dict__.setdefault("_resources", _Resources())
+    from .chipstate import ChipState
+    if isinstance(state, Schedule):
+        st = state.__dict__.get("_state")
+        if st is None:
+            st = state.__dict__["_state"] = ChipState(state.params)
+            st.sched = state
+        state = st
     lo = -min((t for _, t, _, _ in flow.ops), default=0)
     off = max(earliest, lo)
     for _ in range(limit):
-        ok, alu_choice = _fits(sched, res, flow, off)
+        ok, alu_choice = _fits(state, flow, off)
         if ok:
             for i, (queue, t, m, f) in enumerate(flow.ops):
-                sched.place(alu_choice.get(i, queue), t + off, m, **f)
+                state.place(alu_choice.get(i, queue), t + off, m, **f)
             for d, s, c, t, vid in flow.occ:
-                res.occ[(d, s, c, t + off)] = _shift_vid(vid, off)
-            for sl, port, t, bank in flow.banks:
-                res.banks[(sl, port, t + off)] = bank
+                state.streams[(d, s, c, t + off)] = _shift_vid(vid, off)
+            if flow.occ:
+                state.stream_hi = max(state.stream_hi, max(o[3] for o in flow.occ) + off)
             return off
         off += 1
     raise CompileError(f"could not place a job within {limit} cycles")
@@ -249,40 +246,48 @@ def _shift_vid(vid, off):
     return (d, s, pos, t + off)
 
 
-def _fits(sched, res, flow, off):
+def _fits(state, flow, off):
+    """Whether ``flow`` at offset ``off`` fits ``state`` (queue slots, stream slots, bank
+    ports); ``(ok, {op index: chosen VXM ALU queue})``."""
     used = set()
     alu_choice = {}
+    params = state.params
     for i, (queue, t, m, f) in enumerate(flow.ops):
         tt = t + off
         if queue == "vxm.?":
-            having = isa.vxm_alus_with(sched.params, m)      # ALUs with m's function unit
+            having = isa.vxm_alus_with(params, m)      # ALUs with m's function unit
             if not having:
-                why = isa.unavailable_reason(isa.BY_MNEMONIC[m], "alu0", sched.params)
+                why = isa.unavailable_reason(isa.BY_MNEMONIC[m], "alu0", params)
                 raise CompileError(f"no VXM ALU implements {m}: {why}")
             for role in (r for r in flow.alu_pool if r in having):
                 qn = f"vxm.{role}"
-                if not sched.busy(qn, tt) and (qn, tt) not in used:
+                if not state.busy(qn, tt) and (qn, tt) not in used:
                     alu_choice[i] = qn
                     used.add((qn, tt))
                     break
             else:
                 return False, {}
             continue
-        if sched.busy(queue, tt) or (queue, tt) in used:
+        if state.busy(queue, tt) or (queue, tt) in used:
             return False, {}
         used.add((queue, tt))
+    if flow.occ and state.streams_opaque_in(min(o[3] for o in flow.occ) + off,
+                                            max(o[3] for o in flow.occ) + off):
+        return False, {}
     seen = {}
+    occ = state.streams
     for d, s, c, t, vid in flow.occ:
         key = (d, s, c, t + off)
         v = _shift_vid(vid, off)
-        if res.occ.get(key, v) != v or seen.get(key, v) != v:
+        if occ.get(key, v) != v or seen.get(key, v) != v:
             return False, {}
         seen[key] = v
     new_banks = {}
+    banks = state.banks
     for sl, port, t, bank in flow.banks:
         other = "w" if port == "r" else "r"
         tt = t + off
-        if res.banks.get((sl, other, tt), new_banks.get((sl, other, tt))) == bank:
+        if banks.get((sl, other, tt), new_banks.get((sl, other, tt))) == bank:
             return False, {}
         new_banks[(sl, port, tt)] = bank
     return True, alu_choice

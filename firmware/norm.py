@@ -46,12 +46,14 @@ from openlpu import vxm_ops as ops
 from openlpu.isa import Dir
 from openlpu.params import LpuParams
 
+from .chipstate import ChipState, Emitted, transactional
 from .package import Package, TensorDesc
-from .schedule import CompileError, Schedule
+from .schedule import CompileError
 from .vxmconst import (CONST_WORDS, assign_alus, check_vxm_kernel, load_const, q31_normalise,
                        vxm_fields)
 
-__all__ = ["compile_softmax", "compile_rmsnorm", "SOFTMAX_ONE", "SoftmaxConsts", "softmax_consts",
+__all__ = ["compile_softmax", "compile_rmsnorm", "emit_softmax", "emit_rmsnorm", "SOFTMAX_ONE",
+           "SoftmaxConsts", "softmax_consts",
            "V_TOP", "RmsNormConsts", "rmsnorm_consts"]
 
 _S_X, _S_U, _S_C = 4, 5, 7      # x vectors (LWT/ABC), weight rows / ABC vectors, constants
@@ -167,29 +169,38 @@ def _check(params, kind, rows, cols, cols_name):
 class _Kernel:
     """Shared placement helpers: MEM reads into the MXM, ABC -> ACC -> VXM, VXM ops."""
 
-    def __init__(self, p: LpuParams, where: str, needs: dict):
-        self.p = p
+    def __init__(self, state: ChipState, where: str, needs: dict, earliest: int, owner: str):
+        p = self.p = state.params
+        if not isinstance(earliest, int) or earliest < 0:
+            raise CompileError(f"{where}: earliest must be a cycle >= 0, not {earliest!r}")
         self.alu = assign_alus(p, where, needs)     # logical ALU -> VXM ALU index
-        self.sched = Schedule(p)
-        self.image = []
+        self.state = self.sched = state
+        self.image = state.image
+        self.earliest, self.owner = earliest, owner
+        self.stream_mark = state.stream_hi         # stream slots other kernels claimed
         self.vx, self.mxm = p.slice("vxm"), p.slice("mxm_w")
         self.w0, self.w1, self.e0 = p.slice("mem_w0"), p.slice("mem_w1"), p.slice("mem_e0")
-        self.d_read = isa.BY_MNEMONIC["READ"].d_func(p)
-        self.d_abc = isa.BY_MNEMONIC["ABC"].d_func(p)
-        d_acc = isa.BY_MNEMONIC["ACC"].d_func(p)
-        self.lat_acc = d_acc + abs(self.vx.position - self.mxm.position)
-        self.d_simple = isa.BY_MNEMONIC["VADD"].d_func(p)
-        self.d_fx = isa.BY_MNEMONIC["VEXP"].d_func(p)
-        self.chain = self.d_simple + 1       # simple op at t -> chained operand at t + chain
-        self.chain_fx = self.d_fx + 1
+        self.d_abc = state.lead("ABC", self.mxm, self.mxm)      # ABC -> its ACC
+        self.lat_acc = state.lead("ACC", self.mxm, self.vx)     # ACC -> the VXM samples it
+        self.d_simple = state.lead("VADD", self.vx, self.vx)    # 2-cycle VXM op -> its drive
+        self.d_fx = state.lead("VEXP", self.vx, self.vx)        # function unit -> its drive
+        # simple op at t -> chained operand at t + chain
+        self.chain = state.lead("VADD", self.vx, self.vx, chain=True)
+        self.chain_fx = state.lead("VEXP", self.vx, self.vx, chain=True)
         self.acc_row = p.mxm_acc_words - 1
-        # MXM weights queue state
-        self.weights_free = 0
-        self.last_iw = -p.superlanes
-        self.last_abc = -1
+        # MXM weights queue state: after every weight load and ABC already on the state
+        loaded = state.free_after(_BUF_LOAD)
+        self.weights_free = loaded
+        self.last_iw = loaded - 1 if loaded else -p.superlanes
+        self.last_abc = state.free_after(_BUF_USE) - 1
+        self._in_use = None                   # first cycle the current weights are in use
+
+    def reserve(self, what: str, unit, words: int):
+        """Claim words ``0 .. words-1`` of ``unit`` (slice, bank) in the state's allocator."""
+        self.state.alloc.reserve(what, unit, 0, words)
 
     def lat(self, src, dst):
-        return self.d_read + abs(src.position - dst.position)
+        return self.state.lead("READ", src, dst)
 
     def read(self, sl, t_use, dst, addr, stream):
         """READ ``addr`` of ``sl`` so that ``dst`` samples it on ``stream`` at ``t_use``."""
@@ -208,6 +219,7 @@ class _Kernel:
                          stream=_S_U if sl is self.w1 else _S_X, dir=Dir.WEST, accumulate=0)
         t_acc = t_abc + self.d_abc
         self.sched.place("mxm_w.result", t_acc, "ACC", acc=self.acc_row, group=0, dir=Dir.EAST)
+        self.state.claim(f"mxm_w accumulator row {self.acc_row}", t_acc, t_acc, self.owner)
         self.last_abc = max(self.last_abc, t_abc)
         return t_acc + self.lat_acc
 
@@ -220,7 +232,8 @@ class _Kernel:
         returns the IW cycle (the first ABC with the new weights may issue one cycle later)."""
         S = self.p.superlanes
         stream = _S_U if sl is self.w1 else _S_X
-        t0 = max(self.weights_free, self.last_iw + S, earliest, self.lat(sl, self.mxm))
+        t0 = max(self.weights_free, self.last_iw + S, earliest,
+                 self.earliest + self.lat(sl, self.mxm))
         for k, addr in enumerate(addrs):
             self.read(sl, t0 + k, self.mxm, addr, stream)
             if transposed:
@@ -232,8 +245,16 @@ class _Kernel:
         t_iw = t0 + len(addrs) - 1 + (S if transposed else 1)
         t_iw = max(t_iw, self.last_abc)
         self.sched.place("mxm_w.weights", t_iw, "IW")
+        self.state.claim(_BUF_LOAD, t0, t_iw, self.owner)
+        self._claim_in_use()
+        self._in_use = t_iw + 1
         self.last_iw, self.weights_free = t_iw, t_iw + 1
         return t_iw
+
+    def _claim_in_use(self):
+        """Claim the active weight buffer from its IW to the last ABC that used it."""
+        if self._in_use is not None and self.last_abc >= self._in_use:
+            self.state.claim(_BUF_USE, self._in_use, self.last_abc, self.owner)
 
     def const(self, alu, value, t, addr):
         try:
@@ -248,17 +269,26 @@ class _Kernel:
                 raise CompileError(f"{where}: {what} needs {words} words, a bank holds "
                                    f"{self.p.mem_words}")
 
-    def package(self, where, name, inputs, outputs, meta):
-        try:
-            queues, cycles = self.sched.emit()
-        except CompileError as e:
-            raise CompileError(f"{where}: {e}") from None
-        pkg = Package(name=name, params=self.p, queues=queues, inputs=inputs, outputs=outputs,
-                      predicted_cycles=cycles, mem_image=self.image, meta=meta)
-        pkg.validate()
-        return pkg
+    def finish(self, inputs, outputs, meta) -> Emitted:
+        """Claim what the kernel held (the last weights, the constant registers of its ALUs,
+        the stream registers from ``earliest`` to its last instruction: their slots are not
+        claimed one by one) and return its :class:`Emitted`."""
+        self._claim_in_use()
+        end = self.state.end
+        for i in sorted(set(self.alu.values())):
+            self.state.claim(f"vxm.alu{i} constant register", self.earliest, end - 1, self.owner)
+        self.state.opaque_streams(self.earliest, end - 1, self.owner, after=self.stream_mark)
+        return Emitted(end=end, inputs=inputs, outputs=outputs, meta=meta)
 
 
+def _package(state, where, name, out):
+    try:
+        return state.package(name=name, inputs=out.inputs, outputs=out.outputs, meta=out.meta)
+    except CompileError as e:
+        raise CompileError(f"{where}: {e}") from None
+
+
+_BUF_LOAD, _BUF_USE = "mxm_w weight buffer (loading)", "mxm_w weight buffer (in use)"
 _MAX_INTERLEAVE_MIN_COLS = 6    # from here the interleaved max pass is faster
 
 
@@ -285,7 +315,7 @@ def _max_interleaved(k, t0, base, cols):
     scratch = {"a": (e0, _SCRATCH_E0), "c": (e1, 0)}
     ready = {}
     for key, (sl, addr) in scratch.items():
-        t_w = drive[key] + abs(sl.position - vx.position)
+        t_w = drive[key] + k.state.lead(None, vx, sl, "WRITE")
         k.sched.place(f"{sl.name}.write", t_w, "WRITE", addr=addr, stream=0, dir=Dir.EAST)
         ready[key] = t_w + 1                     # a READ from here on sees the new word
     # partial b once more round its chain, then merge a into it, then c
@@ -313,7 +343,23 @@ def compile_softmax(params: LpuParams, rows: int, cols: int, *, scale: float,
     Raises :class:`CompileError` for a preset without a 4-ALU VXM, a bad scale, or a shape whose
     tensors or instruction images do not fit.
     """
-    p = params
+    where = f"softmax {rows}x{cols} on preset {params.name!r}"
+    state = ChipState(params, where)
+    out = emit_softmax(state, rows, cols, scale=scale)
+    return _package(state, where, name or f"softmax_{rows}x{cols}", out)
+
+
+@transactional
+def emit_softmax(state: ChipState, rows: int, cols: int, *, scale: float, earliest: int = 0,
+                 names: tuple = ("X", "Y")) -> Emitted:
+    """Emit the softmax of :func:`compile_softmax` on ``state``: every instruction at or after
+    ``earliest``, after the weight loads and ABCs already on the state. Its MEM words are fixed
+    (``X`` words 0.. of ``mem_w0`` bank 0, ``Y`` of bank 1, the identity weights of ``mem_w1``
+    bank 0, constants and scratch from word 0 of ``mem_e0`` bank 0 and ``mem_e1`` bank 0) and
+    reserved in the state's allocator: an :class:`~openlpu.firmware.memalloc.AllocError` names
+    a word another kernel holds. The stream registers from ``earliest`` to its last instruction
+    are marked as used (:meth:`ChipState.opaque_streams`)."""
+    p = state.params
     where = _check(p, "softmax", rows, cols, "cols")
     try:
         consts = softmax_consts(scale)
@@ -322,19 +368,25 @@ def compile_softmax(params: LpuParams, rows: int, cols: int, *, scale: float,
     vl = p.vl
     RT = math.ceil(rows / vl)
     # the ALUs' units: D exp, reciprocal and the 127 r product; C the scaling, A the output
-    k = _Kernel(p, where, {_A: ("VREQ",), _B: (), _C: ("VMULSHR",),
-                           _D: ("VEXP", "VRECIP", "VMUL")})
+    k = _Kernel(state, where, {_A: ("VREQ",), _B: (), _C: ("VMULSHR",),
+                               _D: ("VEXP", "VRECIP", "VMUL")}, earliest, where)
     k.check_mem(where, {"X (row tiles x cols) in mem_w0 bank 0": RT * cols,
                         "Y (row tiles x cols) in mem_w0 bank 1": RT * cols,
                         "identity weights in mem_w1 bank 0": vl})
     w0, w1, bank1 = k.w0, k.w1, p.mem_words
+    nx, ny = names
+    k.reserve(nx, (w0.index, 0), RT * cols)
+    k.reserve(ny, (w0.index, 1), RT * cols)
+    k.reserve(f"{ny} identity weights", (w1.index, 0), vl)
+    k.reserve(f"{ny} constants and scratch", (k.e0.index, 0), _SCRATCH_E0 + 1)
+    k.reserve(f"{ny} scratch", (p.slice("mem_e1").index, 0), 1)
     ch, chf = k.chain, k.chain_fx
     d_fx_out = k.d_fx                            # VRECIP drives its result d_fx after issue
 
     # identity weights (row r = unit vector r) and the two program constants
     for r in range(vl):
         k.image.append((w1.index, r, bytes(1 if i == r else 0 for i in range(vl))))
-    t = k.const(_C, consts.mult, k.lat(k.e0, k.vx), 0)
+    t = k.const(_C, consts.mult, earliest + k.lat(k.e0, k.vx), 0)
     t = k.const(_D, SOFTMAX_ONE, t, CONST_WORDS)
     t_iw = k.load_weights(w1, list(range(vl)), transposed=False)
     vxm_free = t                                 # first cycle a pass may use the VXM
@@ -396,15 +448,14 @@ def compile_softmax(params: LpuParams, rows: int, cols: int, *, scale: float,
             t_q = v + 2 * ch + chf
             k.op(_A, t_q, "VREQ", a_dir=Dir.WEST, a_chain=1, b_mode=isa.VXM_B_CONST,
                  out_dir=Dir.WEST, imm=1)
-            k.sched.place(f"{w0.name}.write", t_q + k.d_simple + abs(k.vx.position - w0.position),
+            k.sched.place(f"{w0.name}.write", t_q + k.state.lead("VREQ", k.vx, w0, "WRITE"),
                           "WRITE", addr=bank1 + base + c, stream=0, dir=Dir.WEST)
         vxm_free = v + ch + k.d_simple + 1       # after the last east drive (VMULSHR)
         abc_free = t0 + _ROW_SOFTMAX_OUT * (cols - 1) + 1
 
-    return k.package(
-        where, name or f"softmax_{rows}x{cols}",
-        inputs=[TensorDesc("X", (rows, cols), "int8", [(w0.index, 0)], base=0, transposed=True)],
-        outputs=[TensorDesc("Y", (rows, cols), "int8", [(w0.index, 1)], base=0,
+    return k.finish(
+        inputs=[TensorDesc(nx, (rows, cols), "int8", [(w0.index, 0)], base=0, transposed=True)],
+        outputs=[TensorDesc(ny, (rows, cols), "int8", [(w0.index, 1)], base=0,
                             transposed=True)],
         meta={"rows": rows, "cols": cols, "scale": float(scale), "mult": consts.mult,
               "shift": consts.shift, "one": SOFTMAX_ONE})
@@ -421,7 +472,21 @@ def compile_rmsnorm(params: LpuParams, rows: int, dim: int, *, gamma, eps: float
     bank 1, both column-wise. Raises :class:`CompileError` for a preset without a 4-ALU VXM,
     bad scales, ``eps`` or ``gamma``, or a shape that does not fit.
     """
-    p = params
+    where = f"rmsnorm {rows}x{dim} on preset {params.name!r}"
+    state = ChipState(params, where)
+    out = emit_rmsnorm(state, rows, dim, gamma=gamma, eps=eps, in_scale=in_scale,
+                       out_scale=out_scale)
+    return _package(state, where, name or f"rmsnorm_{rows}x{dim}", out)
+
+
+@transactional
+def emit_rmsnorm(state: ChipState, rows: int, dim: int, *, gamma, eps: float, in_scale: float,
+                 out_scale: float, earliest: int = 0, names: tuple = ("X", "Y")) -> Emitted:
+    """Emit the RMSNorm of :func:`compile_rmsnorm` on ``state`` from ``earliest`` on (as
+    :func:`emit_softmax`: fixed MEM words reserved in the state's allocator, ``X`` words 0.. of
+    ``mem_w0`` bank 0, the one-hot vectors of ``mem_w1`` bank 0, ``Y`` of ``mem_e0`` bank 1,
+    the constants of ``mem_e0`` bank 0)."""
+    p = state.params
     where = _check(p, "rmsnorm", rows, dim, "dim")
     try:
         consts = rmsnorm_consts(dim, gamma, eps, in_scale, out_scale)
@@ -430,12 +495,17 @@ def compile_rmsnorm(params: LpuParams, rows: int, dim: int, *, gamma, eps: float
     vl = p.vl
     RT, NB = math.ceil(rows / vl), math.ceil(dim / vl)
     # the ALUs' units: C squares and scales, D the rsqrt, A and B the output products
-    k = _Kernel(p, where, {_A: ("VMULSHR",), _B: ("VREQ",), _C: ("VMUL", "VMULSHR"),
-                           _D: ("VRSQRT",)})
+    k = _Kernel(state, where, {_A: ("VMULSHR",), _B: ("VREQ",), _C: ("VMUL", "VMULSHR"),
+                               _D: ("VRSQRT",)}, earliest, where)
     k.check_mem(where, {"X (row tiles x dim) in mem_w0 bank 0": RT * dim,
                         "one-hot vectors (VL + dim) in mem_w1 bank 0": vl + dim,
                         "Y (row tiles x dim) in mem_e0 bank 1": RT * dim})
     w0, w1, e0, bank1 = k.w0, k.w1, k.e0, p.mem_words
+    nx, ny = names
+    k.reserve(nx, (w0.index, 0), RT * dim)
+    k.reserve(f"{ny} one-hot vectors", (w1.index, 0), vl + dim)
+    k.reserve(ny, (e0.index, 1), RT * dim)
+    k.reserve(f"{ny} constants", (e0.index, 0), 3 * CONST_WORDS)
     ch, chf = k.chain, k.chain_fx
 
     # one-hot ABC vectors: word j < VL is unit vector j, word VL + c is gamma_q[c] at lane c%VL
@@ -444,12 +514,12 @@ def compile_rmsnorm(params: LpuParams, rows: int, dim: int, *, gamma, eps: float
     for c, g in enumerate(consts.gamma_q):
         k.image.append((w1.index, vl + c,
                         bytes((g & 0xFF) if i == c % vl else 0 for i in range(vl))))
-    t = k.lat(e0, k.vx)
+    t = earliest + k.lat(e0, k.vx)
     t = k.const(_C, consts.ms_mult, t, 0)
     t = k.const(_D, consts.eps_q, t, CONST_WORDS)
     t = k.const(_B, consts.out_mult, t, 2 * CONST_WORDS)
     vxm_free = t
-    abc_free = 0
+    abc_free = earliest
 
     def block(rt, b):
         c0 = b * vl
@@ -504,16 +574,15 @@ def compile_rmsnorm(params: LpuParams, rows: int, dim: int, *, gamma, eps: float
                      imm=consts.rs_shift)
                 k.op(_B, v + ch, "VREQ", a_dir=Dir.WEST, a_chain=1, b_mode=isa.VXM_B_CONST,
                      out_dir=Dir.EAST, imm=consts.out_shift)
-                k.sched.place(f"{e0.name}.write", v + ch + k.d_simple
-                              + abs(e0.position - k.vx.position), "WRITE",
+                k.sched.place(f"{e0.name}.write", v + ch + k.state.lead("VREQ", k.vx, e0, "WRITE"),
+                              "WRITE",
                               addr=bank1 + rt * dim + c, stream=0, dir=Dir.EAST)
             abc_free = t0 + nb
         vxm_free = v + 1                         # pass 1 drives (C, D) follow pass 2's (A, B)
 
-    return k.package(
-        where, name or f"rmsnorm_{rows}x{dim}",
-        inputs=[TensorDesc("X", (rows, dim), "int8", [(w0.index, 0)], base=0, transposed=True)],
-        outputs=[TensorDesc("Y", (rows, dim), "int8", [(e0.index, 1)], base=0,
+    return k.finish(
+        inputs=[TensorDesc(nx, (rows, dim), "int8", [(w0.index, 0)], base=0, transposed=True)],
+        outputs=[TensorDesc(ny, (rows, dim), "int8", [(e0.index, 1)], base=0,
                             transposed=True)],
         meta={"rows": rows, "dim": dim, "eps": float(eps), "in_scale": float(in_scale),
               "out_scale": float(out_scale), "g_scale": consts.g_scale,

@@ -28,21 +28,22 @@ lanes of ``Y`` beyond ``rows``, which are not part of the tensor, and output row
 ``cols`` are not written.
 
 Cycles: ``ceil(S/2) * VL + S`` per tile in the steady state, plus the pipeline latency once;
-predicted exactly by :meth:`Schedule.emit`.
+predicted exactly by :meth:`Schedule.emit`. :func:`emit_transpose` places the same schedule on a
+:class:`~openlpu.firmware.chipstate.ChipState` from a given cycle on.
 """
 
 from __future__ import annotations
 
 import math
 
-from openlpu import isa
 from openlpu.isa import Dir
 from openlpu.params import LpuParams
 
+from .chipstate import ChipState, Emitted, transactional
 from .package import Package, TensorDesc
-from .schedule import CompileError, Schedule
+from .schedule import CompileError
 
-__all__ = ["compile_transpose"]
+__all__ = ["compile_transpose", "emit_transpose"]
 
 _S_X = 0          # X rows, westward: mem_e1 -> sxm_w
 _S_MAP = 4        # PERMUTE maps, westward: mem_e0 -> sxm_w
@@ -57,10 +58,28 @@ def compile_transpose(params: LpuParams, rows: int, cols: int, name: str | None 
     Raises :class:`CompileError` when a dimension is not a positive integer, the preset has no
     SXM, or ``X``, ``Y`` or the instruction images do not fit.
     """
-    p = params
+    state = ChipState(params, f"transpose {rows}x{cols} on preset {params.name!r}")
+    out = emit_transpose(state, rows, cols)
+    return state.package(name=name or f"transpose_{rows}x{cols}", inputs=out.inputs,
+                         outputs=out.outputs, meta=out.meta)
+
+
+@transactional
+def emit_transpose(state: ChipState, rows: int, cols: int, *, earliest: int = 0,
+                   names: tuple = ("X", "Y")) -> Emitted:
+    """Emit ``Y = X^T`` (see :func:`compile_transpose`) on ``state``, every instruction at or
+    after ``earliest``. Its MEM words are fixed (``X`` words 0.. of ``mem_e1`` bank 0, ``Y``
+    of ``mem_e0`` bank 1, the skew buffers of ``mem_w1`` / ``mem_w0``, the PERMUTE maps of
+    ``mem_e0`` bank 0) and reserved in the state's allocator (an
+    :class:`~openlpu.firmware.memalloc.AllocError` names a word another kernel holds); the
+    stream registers from ``earliest`` to its last instruction are marked as used
+    (:meth:`ChipState.opaque_streams`)."""
+    p = state.params
     for n_, v in (("rows", rows), ("cols", cols)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise CompileError(f"transpose {n_} must be a positive integer, not {v!r}")
+    if not isinstance(earliest, int) or earliest < 0:
+        raise CompileError(f"transpose: earliest must be a cycle >= 0, not {earliest!r}")
     where = f"transpose {rows}x{cols} on preset {p.name!r}"
     if not p.sxm:
         raise CompileError(f"{where}: needs an SXM (preset has sxm=False)")
@@ -78,25 +97,33 @@ def compile_transpose(params: LpuParams, rows: int, cols: int, name: str | None 
     half = (S + 1) // 2 if vl <= 256 else S
     buf = [p.slice("mem_w1"), p.slice("mem_w0")]
     side = [(g // half, g % half) for g in range(S)]        # g -> (buffer, block slot)
-    d_read = isa.BY_MNEMONIC["READ"].d_func(p)
-    d_sxm = {m: isa.BY_MNEMONIC[m].d_func(p) for m in ("SHIFT", "PERMUTE", "TRANSPOSE")}
-    skew_w = isa.BY_MNEMONIC["WRITE"].d_skew
-    assert d_sxm["SHIFT"] == d_sxm["PERMUTE"]
-    lat_xs = d_read + abs(sx.position - ss.position) - isa.BY_MNEMONIC["SHIFT"].d_skew
-    lat_ms = d_read + abs(sm.position - ss.position) - isa.BY_MNEMONIC["PERMUTE"].d_skew
-    lat_sv = [d_sxm["SHIFT"] + abs(b.position - ss.position) - skew_w for b in buf]
-    lat_vt = [d_read + abs(b.position - ss.position) - isa.BY_MNEMONIC["TRANSPOSE"].d_skew
-              for b in buf]
-    lat_ty = d_sxm["TRANSPOSE"] + abs(sy.position - ss.position) - skew_w
+    assert state.lead("SHIFT", ss, ss) == state.lead("PERMUTE", ss, ss)
+    lat_xs = state.lead("READ", sx, ss, "SHIFT")                 # READ X -> SHIFT
+    lat_ms = state.lead("READ", sm, ss, "PERMUTE")               # READ map -> PERMUTE
+    lat_sv = [state.lead("SHIFT", ss, b, "WRITE") for b in buf]  # SHIFT -> buffer WRITE
+    lat_vt = [state.lead("READ", b, ss, "TRANSPOSE") for b in buf]   # buffer READ -> TRANSPOSE
+    lat_ty = state.lead("TRANSPOSE", ss, sy, "WRITE")            # TRANSPOSE -> Y WRITE
     # PERMUTE maps for a move by k blocks (k = -(S-1) .. S-1): map[l] = l - k*L where that is a
     # lane (only superlane c = g + k of the result is written, and there it always is), else 0
     map_word = {k: S - 1 + k for k in range(-(S - 1), S)} if half < S else {}
     image = [(sm.index, w, bytes(l - k * L if 0 <= l - k * L < vl else 0 for l in range(vl)))
              for k, w in map_word.items()]
+    nx, ny = names
+    alloc = state.alloc
+    alloc.reserve(nx, (sx.index, 0), 0, rows * CT)
+    alloc.reserve(ny, (sy.index, 1), 0, cols * RT)
+    for b in range(2 if half < S else 1):
+        for bank in range(min(2, RT * CT)):
+            alloc.reserve(f"{ny} skew buffer", (buf[b].index, bank), 0, half * L)
+    if map_word:
+        alloc.reserve(f"{ny} PERMUTE maps", (sm.index, 0), 0, len(map_word))
+    state.image.extend(image)
 
-    sched = Schedule(p)
-    t_pair = max(lat_xs, lat_ms)    # next free SHIFT/PERMUTE cycle
-    t_tr = 0                        # next allowed TRANSPOSE cycle
+    sched = state
+    stream_mark = state.stream_hi               # stream slots other kernels claimed
+    counts = {"SHIFT": 0, "PERMUTE": 0, "TRANSPOSE": 0}
+    t_pair = earliest + max(lat_xs, lat_ms)    # next free SHIFT/PERMUTE cycle
+    t_tr = earliest                            # next allowed TRANSPOSE cycle
     last_read = {}                  # (buffer, bank) -> last cycle a READ of it issued
     for n, (it, jt) in enumerate((it, jt) for it in range(RT) for jt in range(CT)):
         bank = n % 2
@@ -123,12 +150,14 @@ def compile_transpose(params: LpuParams, rows: int, cols: int, name: str | None 
                             continue
                         k = c - g
                         if b == 0:
+                            counts["SHIFT"] += 1
                             sched.place(f"{ss.name}.shift", t, "SHIFT", in_stream=_S_X,
                                         in_dir=Dir.WEST, out_stream=_S_SKEW[0], out_dir=Dir.EAST,
                                         amount=k * L)
                         else:
                             sched.place(f"{sm.name}.read", t - lat_ms, "READ", addr=map_word[k],
                                         stream=_S_MAP, dir=Dir.WEST)
+                            counts["PERMUTE"] += 1
                             sched.place(f"{ss.name}.permute", t, "PERMUTE", in_stream=_S_X,
                                         in_dir=Dir.WEST, out_stream=_S_SKEW[1], out_dir=Dir.EAST,
                                         map_stream=_S_MAP, map_dir=Dir.WEST)
@@ -148,6 +177,7 @@ def compile_transpose(params: LpuParams, rows: int, cols: int, name: str | None 
                 sched.place(f"{buf[b].name}.read", tg + i - lat_vt[b], "READ",
                             addr=vbase + slot * L + i, stream=_S_V[b], dir=Dir.WEST)
             last_read[(b, bank)] = tg + L - 1 - lat_vt[b]
+            counts["TRANSPOSE"] += 1
             sched.place(f"{ss.name}.transpose", tg, "TRANSPOSE", in_stream=_S_V[b],
                         in_dir=Dir.WEST, out_stream=_S_Y, out_dir=Dir.EAST)
             for j in range(L):
@@ -157,17 +187,12 @@ def compile_transpose(params: LpuParams, rows: int, cols: int, name: str | None 
                                 addr=p.mem_words + it * cols + jt * vl + col, stream=_S_Y,
                                 dir=Dir.EAST)
         t_tr = t2 + S * L           # a TRANSPOSE may issue L cycles after the previous one
-    queues, cycles = sched.emit()
-    pkg = Package(
-        name=name or f"transpose_{rows}x{cols}",
-        params=p,
-        queues=queues,
-        inputs=[TensorDesc("X", (rows, cols), "int8", [(sx.index, 0)], base=0)],
-        mem_image=image,
-        outputs=[TensorDesc("Y", (cols, rows), "int8", [(sy.index, 1)], base=0)],
-        predicted_cycles=cycles,
-        meta={"tiles": RT * CT, "shifts": sched.count("SHIFT") + sched.count("PERMUTE"),
-              "transposes": sched.count("TRANSPOSE"), "shape": [rows, cols]},
+    end = state.end
+    state.opaque_streams(earliest, end - 1, where, after=stream_mark)
+    return Emitted(
+        end=end,
+        inputs=[TensorDesc(nx, (rows, cols), "int8", [(sx.index, 0)], base=0)],
+        outputs=[TensorDesc(ny, (cols, rows), "int8", [(sy.index, 1)], base=0)],
+        meta={"tiles": RT * CT, "shifts": counts["SHIFT"] + counts["PERMUTE"],
+              "transposes": counts["TRANSPOSE"], "shape": [rows, cols]},
     )
-    pkg.validate()
-    return pkg

@@ -104,10 +104,12 @@ def load_const(sched, params, image: list, alu: int, value: int, t: int, *, src,
     where ``VLC`` (shift-in) issues on ``vxm.alu{alu}``. Returns ``t + 4``, the first cycle at
     which an instruction of that ALU sees the complete constant.
     """
+    from .chipstate import lead
     p = params
     vx = p.slice("vxm")
-    lat = isa.BY_MNEMONIC["READ"].d_func(p) + abs(src.position - vx.position)
+    lat = lead(p, "READ", src, vx, "VLC")
     d = Dir.WEST if src.position > vx.position else Dir.EAST
+    drive = getattr(sched, "drive", None)       # a ChipState also claims the stream slots
     value = int(value)
     if not -(1 << 31) <= value < (1 << 32):
         raise ValueError(f"constant {value} does not fit 32 bits")
@@ -115,6 +117,8 @@ def load_const(sched, params, image: list, alu: int, value: int, t: int, *, src,
         byte = (value >> (8 * (3 - k))) & 0xFF
         image.append((src.index, addr + k, bytes([byte]) * p.vl))
         sched.place(f"{src.name}.read", t + k - lat, "READ", addr=addr + k, stream=stream, dir=d)
+        if drive:
+            drive(d, stream, src, t + k - lat + lead(p, "READ", src, src), vx)
         sched.place(f"vxm.alu{alu}", t + k, "VLC", a_stream=stream, a_dir=d, a_chain=0,
                     b_stream=0, b_dir=0, b_mode=isa.VXM_B_STREAM, out_dir=Dir.EAST, dtype=0,
                     imm=1)

@@ -4,13 +4,12 @@ bit-exact against numpy and :mod:`openlpu.vxm_ops`, with measured cycles equal t
 compiler's prediction. Seeded random data with edge rows, and
 the edge values -128, 127, 0, 1 everywhere."""
 
-import numpy as np
 import pytest
 
-from openlpu import vxm_ops
 from openlpu.firmware.compiler import compile_matmul
 from openlpu.host.device import Device
 from openlpu.params import preset
+from openlpu.verification.matmul_check import matmul_operands, run_matmul
 
 CASES = [   # (preset, (M, K, N), compile_matmul options)
     ("default", (64, 256, 64), {}),                      # A and B^T over 2 slices each
@@ -35,16 +34,6 @@ def devices():
         d.close()
 
 
-def _operands(kind, M, K, N, seed):
-    rng = np.random.default_rng(seed)
-    if kind == "random":
-        A, B = rng.integers(-128, 128, (M, K)), rng.integers(-128, 128, (K, N))
-        A[0], B[:, 0], A[-1], B[:, -1] = -128, -128, 127, 127
-        return A, B
-    v = {"min": -128, "max": 127, "zero": 0, "one": 1}[kind]
-    return np.full((M, K), v), np.full((K, N), v)
-
-
 @pytest.mark.parametrize("kind", ["random", "min", "max", "zero", "one"])
 @pytest.mark.parametrize("case", range(len(CASES)),
                          ids=[f"{c[0]}-{'x'.join(map(str, c[1]))}-{'-'.join(c[2]) or 'int32'}"
@@ -54,16 +43,8 @@ def test_striped_matmul_on_verilator(devices, case, kind):
     dev = devices(name)
     pkg = compile_matmul(preset(name), M, K, N, **kw)
     assert pkg.meta.get("stripes") and pkg.format_version == 2
-    A, B = _operands(kind, M, K, N, seed=M * 100 + K + case)
-    dev.load(pkg)
-    dev.write_inputs({"A": A, "B": B})
-    assert dev.run(timeout_s=600) == pkg.predicted_cycles
-    want = A.astype(np.int64) @ B
-    if "requantize" in kw:
-        want = vxm_ops.requantize(want, *kw["requantize"])
-        if kw.get("relu"):
-            want = np.maximum(want, 0)
-    np.testing.assert_array_equal(dev.read_outputs()["C"], want)
+    A, B = matmul_operands(kind, M, K, N, seed=M * 100 + K + case)
+    run_matmul(dev, pkg, A, B, timeout_s=600, **kw)
 
 
 WIDE_CASES = [  # (preset, (M, K, N)): few rows per chunk, weights installed with LWW
@@ -80,8 +61,5 @@ def test_wide_load_matmul_on_verilator(devices, case, kind):
     dev = devices(name)
     pkg = compile_matmul(preset(name), M, K, N)
     assert pkg.meta.get("wide_load_rows", 0) >= 2
-    A, B = _operands(kind, M, K, N, seed=M * 100 + K + 7 * case)
-    dev.load(pkg)
-    dev.write_inputs({"A": A, "B": B})
-    assert dev.run(timeout_s=600) == pkg.predicted_cycles
-    np.testing.assert_array_equal(dev.read_outputs()["C"], A.astype(np.int64) @ B)
+    A, B = matmul_operands(kind, M, K, N, seed=M * 100 + K + 7 * case)
+    run_matmul(dev, pkg, A, B, timeout_s=600)
