@@ -71,6 +71,13 @@ CASES = [
     ("attention-mini4-16x16x8-h4-causal", "attention", "mini4", (16, 16, 8),
      {"scale": 0.04, "heads": 4, "causal": True}),
     ("attention-mini4-20x48x16", "attention", "mini4", (20, 48, 16), {"scale": 0.03}),
+    # the model-scale chip's vector kernels (MiniLM's widths and head dims)
+    ("softmax-base-20x384", "softmax", "base", (20, 384), {"scale": 0.03}),
+    ("rmsnorm-base-16x384", "rmsnorm", "base", (16, 384), {"eps": 1e-3, "in_scale": 1 / 32,
+                                                           "out_scale": 1 / 64}),
+    ("attention-base-64x64x32-h2-causal", "attention", "base", (64, 64, 32),
+     {"scale": 32 ** -0.5, "heads": 2, "causal": True}),
+    ("attention-base-32x32x64", "attention", "base", (32, 32, 64), {"scale": 0.125}),
 ]
 
 
