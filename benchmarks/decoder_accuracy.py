@@ -19,18 +19,22 @@ from openlpu.verification.models.decoder_ref import float_generate, int_generate
 
 
 def evaluate(weights, n: int | None = None) -> dict:
-    """``{"float": (accuracy, s per token), "int8": (...), "n": prompts}`` on the first ``n``
-    held-out prompts (all when None)."""
+    """``{"float": (accuracy, s per token), "int8": (...), "n": prompts, "same": fraction of
+    prompts with the same answer from both}`` on the first ``n`` held-out prompts (all when
+    None)."""
     prompts = ReverseTask().heldout(n)
-    out = {"n": len(prompts)}
+    out, answers = {"n": len(prompts)}, {}
     for name, gen in (("float", float_generate), ("int8", int_generate)):
         ok = tokens = 0
+        answers[name] = []
         t0 = time.process_time()
         for p, a in prompts:
             got, _ = gen(weights, p, max_new=len(a))
+            answers[name].append(got)
             ok += got == a
             tokens += len(got)
         out[name] = (ok / len(prompts), (time.process_time() - t0) / tokens)
+    out["same"] = sum(f == i for f, i in zip(answers["float"], answers["int8"])) / len(prompts)
     return out
 
 
@@ -49,7 +53,8 @@ def main(argv=None):
     for name in ("float", "int8"):
         acc, tpt = r[name]
         print(f"{name:5s}: accuracy {100 * acc:.1f} %, numpy CPU time {1e3 * tpt:.2f} ms/token")
-    print(f"int8 - float: {100 * (r['int8'][0] - r['float'][0]):+.1f} points")
+    print(f"int8 - float: {100 * (r['int8'][0] - r['float'][0]):+.1f} points; same answer from "
+          f"both on {100 * r['same']:.1f} % of the prompts")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from openlpu.verification.models.decoder_ref import (KVCache, float_forward, flo
                                                      int_prefill, sat_add8)
 
 _BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "decoder_accuracy.py"
-N_ACCURACY = 150        # held-out prompts in the test (the benchmark runs all 500)
+N_ACCURACY = 100        # held-out prompts in the test (the benchmark runs all 500)
 
 
 @pytest.fixture(scope="module")
@@ -80,11 +80,13 @@ def test_bad_input_is_named(w):
 
 
 def test_int_decode_equals_full_sequence(w):
-    """Prefill + 40 decode steps with the int8 KV cache == the integer model on the whole
-    sequence, bit for bit: logits of every generated token and the cached K, V."""
+    """Prefill + decode steps with the int8 KV cache up to the end of the context == the integer
+    model on the whole sequence, bit for bit: logits of every generated token (to the last position, past the
+    answer's end: stop=False) and the cached K, V."""
     task = ReverseTask()
     prompt, _ = task.heldout()[0]
-    n_new = 40
+    n_new = w.cfg.context - len(prompt)
+    assert n_new >= 32
     got, logits = int_generate(w, prompt, n_new, stop=False)
     assert len(got) == n_new
     seq = list(prompt) + got
