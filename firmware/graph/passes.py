@@ -1,0 +1,472 @@
+"""The graph compiler: a fixed list of named passes from a :class:`Graph` to one
+:class:`~openlpu.firmware.package.Package`.
+
+======== ===================================================================== ===============
+pass     what it does                                                          returns
+======== ===================================================================== ===============
+import   checks the graph (every operand defined, outputs computed, no cycle,  Graph
+         every input used) and sorts the nodes topologically (stable: ties in
+         insertion order), copying it
+tidy     drops nodes no output depends on; fuses ``matmul [-> bias_add] ->     Graph
+         requantize [-> relu]`` chains whose intermediates have one consumer
+         and are no output into one ``qlinear``
+quantize chooses every requantize's ``(multiplier, shift)`` from the scales    Graph
+         (:func:`~openlpu.firmware.graph.quant.multiplier_for`); zero points 0
+lower    one kernel per node (:class:`Kernel`: emitter and its arguments);     KernelPlan
+         errors name a node no kernel implements
+allocate tensor lifetimes: the kernel that writes each value, the last that    KernelPlan
+         reads it; an intermediate's MEM is freed after its last reader
+schedule places every kernel on one :class:`ChipState` in order, each from     Scheduled
+         the end of the kernels that wrote its inputs, inputs read where the
+         producer left them (``inputs=`` layouts); MEM words are taken from
+         and returned to the state's allocator by the lifetimes
+emit     the state's Package: the graph's inputs and outputs only, constants   Package
+         (weights) in its MEM image
+======== ===================================================================== ===============
+
+:func:`compile_graph` runs them in order; ``stop_after`` returns the representation of a
+pass, ``dump`` receives each pass's text (a callable ``dump(pass_name, text)`` or a directory,
+where ``NN_<pass>.txt`` and ``NN_<pass>.json`` are written). Everything is deterministic: the
+same graph and parameters give the same bytes.
+
+The intermediate graphs can be evaluated by the integer reference
+(``verification/graph_ref.py``) and agree with it on every pass.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from openlpu.params import LpuParams
+
+from ..chipstate import ChipState
+from ..compiler import emit_elementwise, emit_matmul
+from ..schedule import CompileError
+from .ir import Graph, GraphError, Node, Quant
+from .kernels import emit_copy
+from .quant import multiplier_for
+
+__all__ = ["PASSES", "compile_graph", "Kernel", "KernelPlan", "Scheduled", "GraphCompileError"]
+
+
+class GraphCompileError(CompileError):
+    """A graph does not compile; the message names the node (or pass) that does not fit."""
+
+
+# -- import ---------------------------------------------------------------------------------------
+def import_graph(graph: Graph, params: LpuParams) -> Graph:
+    """Check ``graph`` and return a copy with its nodes in topological order."""
+    if not isinstance(graph, Graph):
+        raise GraphError(f"import: expected a Graph, not {type(graph).__name__}")
+    g = graph.copy()
+    defined = set(g.inputs) | {v.name for v in g.values.values() if v.is_const}
+    produced = {}
+    for n in g.nodes:
+        for o in n.outputs:
+            if o in produced or o in defined:
+                raise GraphError(f"node {n.name!r}: value {o!r} is defined twice")
+            produced[o] = n
+    for n in g.nodes:
+        for i in n.inputs:
+            if i not in defined and i not in produced:
+                raise GraphError(f"node {n.name!r}: operand {i!r} is never defined")
+    if not g.outputs:
+        raise GraphError(f"graph {g.name!r} has no outputs (g.output(value))")
+    # Kahn's algorithm, ties in insertion order
+    order, done = [], set(defined)
+    pending = list(g.nodes)
+    while pending:
+        ready = next((n for n in pending if all(i in done for i in n.inputs)), None)
+        if ready is None:
+            raise GraphError(f"graph {g.name!r}: nodes {', '.join(n.name for n in pending)} "
+                             f"form a cycle")
+        order.append(ready)
+        pending.remove(ready)
+        done.update(ready.outputs)
+    g.nodes = order
+    used = {i for n in g.nodes for i in n.inputs}
+    for i in g.inputs:
+        if i not in used:
+            raise GraphError(f"graph {g.name!r}: input {i!r} is not used by any node")
+    return g
+
+
+# -- tidy -----------------------------------------------------------------------------------------
+def tidy(g: Graph, params: LpuParams) -> Graph:
+    """Drop dead nodes; fuse matmul chains into ``qlinear`` (see the module docstring)."""
+    g = g.copy()
+    live = set(g.outputs)
+    keep = []
+    for n in reversed(g.nodes):
+        if any(o in live for o in n.outputs):
+            keep.append(n)
+            live.update(n.inputs)
+    g.nodes = list(reversed(keep))
+    cons = g.consumers()
+    prod = g.producer()
+
+    def sole(v, op):
+        """The one node of ``op`` reading ``v`` when ``v`` is an intermediate, else None."""
+        c = cons.get(v, [])
+        if len(c) == 1 and c[0].op == op and v not in g.outputs:
+            return c[0]
+        return None
+    fused, out_nodes = set(), []
+    for n in g.nodes:
+        if n.name in fused:
+            continue
+        if n.op != "matmul":
+            out_nodes.append(n)
+            continue
+        chain, v = [n], n.outputs[0]
+        bias = sole(v, "bias_add")
+        if bias:
+            chain.append(bias)
+            v = bias.outputs[0]
+        rq = sole(v, "requantize")
+        if rq is None:
+            out_nodes.append(n)
+            if bias:
+                out_nodes.append(bias)
+                fused.add(bias.name)
+            continue
+        chain.append(rq)
+        v = rq.outputs[0]
+        relu = sole(v, "relu")
+        if relu:
+            chain.append(relu)
+            v = relu.outputs[0]
+        inputs = list(n.inputs) + ([bias.inputs[1]] if bias else [])
+        attrs = {k: rq.attrs[k] for k in ("out_scale", "multiplier", "shift") if k in rq.attrs}
+        attrs.update(relu=bool(relu), bias=bool(bias),
+                     acc_scale=g.values[n.outputs[0]].quant.to_json()["scale"])
+        name = n.name[:-len(".matmul")] if n.name.endswith(".matmul") else n.name
+        out_nodes.append(Node(name, "qlinear", inputs, [v], attrs))
+        for c in chain:
+            fused.add(c.name)
+            for o in c.outputs:
+                if o != v:
+                    g.values.pop(o, None)
+    g.nodes = out_nodes
+    used = {i for n in g.nodes for i in n.inputs} | set(g.outputs) | set(g.inputs)
+    produced = {o for n in g.nodes for o in n.outputs}
+    g.values = {k: v for k, v in g.values.items() if k in used or k in produced}
+    return g
+
+
+# -- quantize -------------------------------------------------------------------------------------
+def quantize(g: Graph, params: LpuParams) -> Graph:
+    """Set ``multiplier`` and ``shift`` of every requantize and qlinear (one int per output
+    column when the scales are per-channel and differ)."""
+    g = g.copy()
+    for n in g.nodes:
+        for v in n.inputs + n.outputs:
+            if g.values[v].quant.zero_point:
+                raise GraphError(f"node {n.name!r}: {v} has zero point "
+                                 f"{g.values[v].quant.zero_point}; only symmetric (0) is "
+                                 f"compiled")
+        if n.op not in ("requantize", "qlinear") or "multiplier" in n.attrs:
+            continue
+        if n.op == "qlinear":
+            acc = np.asarray(n.attrs["acc_scale"], dtype=np.float64).reshape(-1)
+        else:
+            acc = g.values[n.inputs[0]].quant.scales()
+        try:
+            pairs = [multiplier_for(float(s) / n.attrs["out_scale"], f"node {n.name!r}")
+                     for s in acc]
+        except ValueError as e:
+            raise GraphError(str(e)) from None
+        if len(set(pairs)) == 1:
+            n.attrs["multiplier"], n.attrs["shift"] = pairs[0]
+        else:
+            n.attrs["multiplier"] = [m for m, _ in pairs]
+            n.attrs["shift"] = [s for _, s in pairs]
+    return g
+
+
+# -- lower ----------------------------------------------------------------------------------------
+@dataclass
+class Kernel:
+    """One emitter call: ``kind`` (``matmul``, ``elementwise``), the node it implements, the
+    value names it reads and writes and the emitter's arguments."""
+    name: str
+    kind: str
+    inputs: list
+    outputs: list
+    args: dict
+
+    def to_json(self):
+        return {"name": self.name, "kind": self.kind, "inputs": self.inputs,
+                "outputs": self.outputs, "args": self.args}
+
+
+@dataclass
+class KernelPlan:
+    """The kernels of a graph in order, and (after ``allocate``) the tensor lifetimes."""
+    graph: Graph
+    kernels: list
+    lifetimes: dict = field(default_factory=dict)   # value -> [writer index, last reader index]
+    frees: dict = field(default_factory=dict)       # kernel index -> values freed after it
+
+    def to_json(self):
+        return {"graph": self.graph.name, "kernels": [k.to_json() for k in self.kernels],
+                "lifetimes": self.lifetimes,
+                "frees": {str(k): v for k, v in sorted(self.frees.items())}}
+
+    def dump(self) -> str:
+        lines = [f"kernels of {self.graph.name}"]
+        for i, k in enumerate(self.kernels):
+            args = json.dumps(k.args, sort_keys=True)
+            lines.append(f"  [{i}] {k.name}: {k.kind}({', '.join(k.inputs)}) -> "
+                         f"{', '.join(k.outputs)} {args}")
+            if i in self.frees:
+                lines.append(f"      frees {', '.join(self.frees[i])}")
+        for v, (w, r) in sorted(self.lifetimes.items()):
+            lines.append(f"  lifetime {v}: written by [{w}], last read by [{r}]")
+        return "\n".join(lines) + "\n"
+
+
+def lower(g: Graph, params: LpuParams) -> KernelPlan:
+    """One :class:`Kernel` per node; raises :class:`GraphCompileError` naming a node no kernel
+    implements (yet)."""
+    ks = []
+    for n in g.nodes:
+        ins = [g.values[i] for i in n.inputs]
+        if n.op in ("qlinear", "matmul"):
+            x, w = ins[0], ins[1]
+            if not w.is_const:
+                raise GraphCompileError(f"node {n.name!r}: the weights {w.name} must be a "
+                                        f"constant (activation @ activation is not lowered)")
+            M, K = x.shape
+            N = w.shape[1]
+            args = {"M": M, "K": K, "N": N, "requantize": None, "relu": False}
+            if n.op == "qlinear":
+                if n.attrs.get("bias"):
+                    raise GraphCompileError(f"node {n.name!r}: the int32 bias epilogue is not "
+                                            f"lowered yet (qlinear with a bias)")
+                m, s = n.attrs["multiplier"], n.attrs["shift"]
+                if isinstance(m, list):
+                    raise GraphCompileError(f"node {n.name!r}: per-channel requantize "
+                                            f"multipliers are not lowered yet (the epilogue "
+                                            f"takes one multiplier)")
+                args.update(requantize=[int(m), int(s)], relu=bool(n.attrs["relu"]))
+            ks.append(Kernel(n.name, "matmul", list(n.inputs[:2]), list(n.outputs), args))
+        elif n.op in ("add", "relu"):
+            R, C = ins[0].shape
+            ks.append(Kernel(n.name, "elementwise", list(n.inputs), list(n.outputs),
+                             {"op": n.op.upper(), "R": R, "C": C}))
+        else:
+            why = {"requantize": "a requantize must follow a matmul directly (the fused "
+                                 "epilogue); an int32 tensor in MEM is not requantized",
+                   "bias_add": "a bias_add must be between a matmul and a requantize",
+                   }.get(n.op, "no kernel implements it yet")
+            raise GraphCompileError(f"node {n.name!r} ({n.op}): {why}")
+    return KernelPlan(g, ks)
+
+
+# -- allocate -------------------------------------------------------------------------------------
+def allocate(plan: KernelPlan, params: LpuParams) -> KernelPlan:
+    """Lifetimes: which kernel writes each value and which reads it last; an intermediate (not
+    a graph input, output or constant) is freed after its last reader."""
+    g = plan.graph
+    life = {}
+    for i, k in enumerate(plan.kernels):
+        for v in k.outputs:
+            life[v] = [i, i]
+        for v in k.inputs:
+            life.setdefault(v, [-1, -1])[1] = i
+    frees = {}
+    for v, (w, r) in life.items():
+        val = g.values[v]
+        if v in g.inputs or v in g.outputs or val.is_const:
+            continue
+        frees.setdefault(r, []).append(v)
+    return KernelPlan(g, plan.kernels, life, {k: sorted(v) for k, v in frees.items()})
+
+
+# -- schedule -------------------------------------------------------------------------------------
+@dataclass
+class Scheduled:
+    """The chip state with every kernel placed, each value's layout and each kernel's
+    ``[earliest, end)`` cycles."""
+    plan: KernelPlan
+    state: ChipState
+    layouts: dict
+    cycles: list
+
+    def to_json(self):
+        return {"kernels": [{"name": k.name, "earliest": a, "end": b}
+                            for k, (a, b) in zip(self.plan.kernels, self.cycles)],
+                "layouts": {n: d.to_dict() for n, d in sorted(self.layouts.items())},
+                "end": self.state.end}
+
+    def dump(self) -> str:
+        lines = [f"schedule of {self.plan.graph.name}: {self.state.end} cycles"]
+        for k, (a, b) in zip(self.plan.kernels, self.cycles):
+            lines.append(f"  {k.name}: cycles {a}..{b - 1}")
+        for n, d in sorted(self.layouts.items()):
+            lines.append(f"  {n}: {d.dtype}{list(d.shape)}{' transposed' if d.transposed else ''}"
+                         f" planes {json.dumps(d.to_dict()['planes'])} base {d.base}")
+        return "\n".join(lines) + "\n"
+
+
+def _image_of(params, desc, data) -> list:
+    """MEM image entries ``(slice, address, VL bytes)`` holding ``data`` in ``desc``'s layout."""
+    vl = params.vl
+    s = np.asarray(data, dtype=np.int64)
+    s = s.T if desc.transposed else s
+    r, c = s.shape
+    tiles = desc.tiles(vl)
+    st = np.zeros((r, tiles * vl), dtype=np.int64)
+    st[:, :c] = s
+    nbytes = len(desc.planes)
+    u = st & ((1 << (8 * nbytes)) - 1)
+    out = []
+    for b in range(nbytes):
+        plane = ((u >> (8 * b)) & 0xFF).astype(np.uint8)
+        for j in range(tiles):
+            for row in range(r):
+                sl, bank, word = desc.locate(b, j * r + row)
+                out.append((sl, bank * params.mem_words + word,
+                            bytes(plane[row, j * vl:(j + 1) * vl])))
+    return out
+
+
+def _owners(state, name) -> list:
+    """Allocator owner names of a tensor (``name`` or its byte planes)."""
+    return [o for o in state.alloc._owned if o == name or o.startswith(f"{name} byte plane ")]
+
+
+def schedule(plan: KernelPlan, params: LpuParams) -> Scheduled:
+    """Emit every kernel on one :class:`ChipState`, in order (see the module docstring)."""
+    g = plan.graph
+    state = ChipState(params, f"graph {g.name!r} on preset {params.name!r}")
+    layouts, ends, cycles = {}, {}, []
+    pending = []                                    # (cycle from which free, value)
+    for i, k in enumerate(plan.kernels):
+        earliest = max([ends.get(v, 0) for v in k.inputs], default=0)
+        # an intermediate's words return to the allocator once its last reader has ended
+        for t, v in [x for x in pending if x[0] <= earliest]:
+            for o in _owners(state, v):
+                state.alloc.free(o)
+            pending.remove((t, v))
+        try:
+            try:
+                out = _emit(state, g, k, layouts, earliest)
+            except CompileError:
+                # next to the kernels still running it may not fit (a queue, stream or bank
+                # they use): after all of them it meets only what they left in MEM
+                if state.end <= earliest:
+                    raise
+                earliest = state.end
+                out = _emit(state, g, k, layouts, earliest)
+        except CompileError as e:
+            raise GraphCompileError(f"node {k.name!r} ({k.kind}): {e}") from None
+        for d in out.inputs:
+            if d.name in k.inputs and d.name not in layouts:
+                layouts[d.name] = d
+                if g.values[d.name].is_const:
+                    state.image.extend(_image_of(params, d, g.values[d.name].data))
+        for d in out.outputs:
+            layouts[d.name] = d
+            ends[d.name] = out.end
+        cycles.append((earliest, out.end))
+        for v in plan.frees.get(i, ()):
+            pending.append((out.end, v))
+    return Scheduled(plan, state, layouts, cycles)
+
+
+def _emit(state, g, k: Kernel, layouts, earliest):
+    a = k.args
+    if k.kind == "matmul":
+        x, w = k.inputs
+        if w in layouts:
+            raise CompileError(f"the weights {w} are read by two kernels; give each its own "
+                               f"constant")
+        rq = tuple(a["requantize"]) if a["requantize"] else None
+        return emit_matmul(state, a["M"], a["K"], a["N"], earliest=earliest, requantize=rq,
+                           relu=a["relu"], names=(x, w, k.outputs[0]),
+                           inputs=(layouts.get(x), None) if x in layouts else None)
+    if k.kind == "elementwise":
+        names = (k.inputs + [f"{k.outputs[0]}.unused"])[:2] + [k.outputs[0]]
+        given = [layouts.get(v) for v in k.inputs]
+        if len(k.inputs) == 2 and k.inputs[0] == k.inputs[1]:
+            raise CompileError(f"both operands are {k.inputs[0]}; not lowered")
+        if len(given) == 2 and all(given):
+            sa = {sl for sl, *_ in given[0].layout[0]}
+            if sa & {sl for sl, *_ in given[1].layout[0]}:
+                # one read queue cannot feed both operands in one cycle: move B
+                cp = emit_copy(state, given[1], f"{k.inputs[1]}@{k.name}", earliest=earliest,
+                               avoid_slices=sa)
+                given[1] = cp.outputs[0]
+                earliest = cp.end
+        given = tuple(given)
+        return emit_elementwise(state, a["op"], a["R"], a["C"], earliest=earliest,
+                                names=tuple(names), inputs=given if any(given) else None)
+    raise CompileError(f"unknown kernel kind {k.kind!r}")
+
+
+# -- emit -----------------------------------------------------------------------------------------
+def emit(s: Scheduled, params: LpuParams):
+    """The :class:`Package` of the scheduled state: the graph's inputs and outputs."""
+    g = s.plan.graph
+    meta = {"graph": g.name, "kernels": [{"name": k.name, "kind": k.kind, "earliest": a,
+                                          "end": b} for k, (a, b) in zip(s.plan.kernels,
+                                                                          s.cycles)]}
+    return s.state.package(name=g.name, inputs=[s.layouts[v] for v in g.inputs],
+                           outputs=[s.layouts[v] for v in g.outputs], meta=meta)
+
+
+#: The passes, in their fixed order: (name, function(representation, params) -> next).
+PASSES = (("import", import_graph), ("tidy", tidy), ("quantize", quantize), ("lower", lower),
+          ("allocate", allocate), ("schedule", schedule), ("emit", emit))
+PASS_NAMES = tuple(n for n, _ in PASSES)
+
+
+def _texts(rep):
+    """(text, JSON) of a pass's representation."""
+    from ..package import Package
+    if isinstance(rep, Package):
+        d = {"name": rep.name, "predicted_cycles": rep.predicted_cycles,
+             "inputs": [t.to_dict() for t in rep.inputs],
+             "outputs": [t.to_dict() for t in rep.outputs],
+             "queues": {q: len(w) for q, w in sorted(rep.queues.items())}}
+        text = (f"package {rep.name}: {rep.predicted_cycles} cycles, "
+                f"{sum(len(w) for w in rep.queues.values())} instruction words, "
+                f"{len(rep.mem_image)} constant MEM words\n")
+        return text, d
+    return rep.dump(), rep.to_json()
+
+
+def compile_graph(graph: Graph, params: LpuParams, stop_after: str | None = None, dump=None):
+    """Run the passes of :data:`PASSES` on ``graph`` for ``params``; returns the
+    :class:`~openlpu.firmware.package.Package`, or with ``stop_after`` (a pass name) that
+    pass's representation. ``dump``: a callable ``dump(pass_name, text)`` or a directory
+    (``NN_<pass>.txt`` and ``.json`` written there). Raises :class:`GraphError` /
+    :class:`GraphCompileError` naming the node that does not fit."""
+    if stop_after is not None and stop_after not in PASS_NAMES:
+        raise ValueError(f"stop_after={stop_after!r} is not a pass; passes: "
+                         f"{', '.join(PASS_NAMES)}")
+    if isinstance(dump, (str, os.PathLike)):
+        os.makedirs(dump, exist_ok=True)
+    rep = graph
+    for i, (name, fn) in enumerate(PASSES):
+        rep = fn(rep, params)
+        if dump is not None:
+            text, js = _texts(rep)
+            if callable(dump):
+                dump(name, text)
+            else:
+                base = os.path.join(os.fspath(dump), f"{i:02d}_{name}")
+                with open(base + ".txt", "w") as f:
+                    f.write(text)
+                with open(base + ".json", "w") as f:
+                    json.dump(js, f, indent=1, sort_keys=True)
+        if name == stop_after:
+            return rep
+    return rep
