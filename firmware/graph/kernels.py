@@ -22,11 +22,13 @@ __all__ = ["emit_copy"]
 
 @transactional
 def emit_copy(state: ChipState, src: TensorDesc, name: str, *, earliest: int = 0,
-              avoid_slices=()) -> Emitted:
+              avoid_slices=(), unit=None, base: int | None = None) -> Emitted:
     """Copy the int8 tensor ``src`` into one ``(slice, bank)`` of a MEM slice not in
     ``avoid_slices`` nor holding ``src`` (west slices first, bank 0 first; the first with room),
     as tensor ``name``; every instruction at or after ``earliest`` (after ``src`` is written).
-    Returns the :class:`Emitted` with the new layout as its output."""
+    With ``unit`` and ``base`` the copy goes to words ``base..`` of that ``(slice, bank)``
+    (where a kernel with fixed MEM words reads its input). Returns the :class:`Emitted` with
+    the new layout as its output."""
     from ..dataflow import INT8, Flow, MemSrc, commit
     p = state.params
     if src.dtype != "int8" or len(src.planes) != 1:
@@ -36,11 +38,20 @@ def emit_copy(state: ChipState, src: TensorDesc, name: str, *, earliest: int = 0
     vx = p.slice("vxm").position
     units = [(s.index, bk) for bk in range(p.mem_banks) for s in p.mem_slice_list
              if s.index not in held and s.index not in set(avoid_slices)]
-    unit = next((u for u in units if state.alloc.fits(words, [u])), None)
-    if unit is None:
-        raise CompileError(f"{state.where}: copy of {src.name!r}: no MEM bank outside slices "
-                           f"{sorted(held | set(avoid_slices))} has {words} free words")
-    base = state.alloc.stripe(name, words, [unit])[0][2]
+    if unit is not None:
+        if unit[0] in held:
+            raise CompileError(f"{state.where}: copy of {src.name!r} into the MEM slice it is "
+                               f"read from")
+        unit = tuple(unit)
+        state.alloc.reserve(name, unit, base or 0, words)
+        base = base or 0
+    else:
+        unit = next((u for u in units if state.alloc.fits(words, [u])), None)
+        if unit is None:
+            raise CompileError(f"{state.where}: copy of {src.name!r}: no MEM bank outside "
+                               f"slices {sorted(held | set(avoid_slices))} has {words} free "
+                               f"words")
+        base = state.alloc.stripe(name, words, [unit])[0][2]
     dst = p.mem_slice_list[unit[0]]
     out_dir = Dir.EAST if dst.position > vx else Dir.WEST
     for w in range(words):

@@ -46,6 +46,8 @@ from openlpu.params import LpuParams
 
 from ..chipstate import ChipState
 from ..compiler import emit_elementwise, emit_matmul
+from ..norm import emit_softmax
+from ..package import TensorDesc
 from ..schedule import CompileError
 from .ir import Graph, GraphError, Node, Quant
 from .kernels import emit_copy
@@ -256,6 +258,27 @@ def lower(g: Graph, params: LpuParams) -> KernelPlan:
                                             f"takes one multiplier)")
                 args.update(requantize=[int(m), int(s)], relu=bool(n.attrs["relu"]))
             ks.append(Kernel(n.name, "matmul", list(n.inputs[:2]), list(n.outputs), args))
+        elif n.op == "softmax":
+            x = ins[0]
+            rows, cols = x.shape
+            prod = next((k for k in ks if x.name in k.outputs), None)
+            if prod is not None:
+                # the softmax reads X column-wise: its producer computes X^T = W^T @ x^T
+                # (weights as A, x's rows as the B^T words), which stores X column-wise
+                if prod.kind != "matmul" or not prod.args["requantize"]:
+                    raise GraphCompileError(
+                        f"node {n.name!r} (softmax): reads its input column-wise; {x.name} "
+                        f"(from {prod.name!r}) is stored row-wise and a transpose is not "
+                        f"lowered yet (a softmax may follow a linear directly)")
+                first = prod.inputs[0]
+                if first not in g.inputs or any(first in k.inputs for k in ks if k is not prod):
+                    raise GraphCompileError(
+                        f"node {n.name!r} (softmax): its producer {prod.name!r} must read a "
+                        f"graph input first used there ({first} is not), to compute its "
+                        f"output transposed")
+                prod.args["transposed"] = True
+            ks.append(Kernel(n.name, "softmax", [x.name], list(n.outputs),
+                             {"rows": rows, "cols": cols, "scale": n.attrs["scale"]}))
         elif n.op in ("add", "relu"):
             R, C = ins[0].shape
             ks.append(Kernel(n.name, "elementwise", list(n.inputs), list(n.outputs),
@@ -348,8 +371,29 @@ def schedule(plan: KernelPlan, params: LpuParams) -> Scheduled:
     state = ChipState(params, f"graph {g.name!r} on preset {params.name!r}")
     layouts, ends, cycles = {}, {}, []
     pending = []                                    # (cycle from which free, value)
+    fixed = {}                                      # kernel index -> placeholder owners
+    for i, k in enumerate(plan.kernels):
+        if k.kind == "softmax":
+            if any(fixed):
+                raise GraphCompileError(f"node {k.name!r} (softmax): one softmax per program "
+                                        f"(its MEM words are fixed)")
+            # a kernel with fixed MEM words: hold them from the start, so that the kernels
+            # before it leave them free, and let them go just before it
+            dry = ChipState(params)
+            try:
+                emit_softmax(dry, k.args["rows"], k.args["cols"], scale=k.args["scale"])
+            except CompileError as e:
+                raise GraphCompileError(f"node {k.name!r} (softmax): {e}") from None
+            fixed[i] = []
+            for owner, ranges in sorted(dry.alloc._owned.items()):
+                for n_, (sl, bk, s0, e0) in enumerate(ranges):
+                    ph = f"{k.name}: fixed words of {owner} {n_}"
+                    state.alloc.reserve(ph, (sl, bk), s0, e0 - s0)
+                    fixed[i].append(ph)
     for i, k in enumerate(plan.kernels):
         earliest = max([ends.get(v, 0) for v in k.inputs], default=0)
+        for ph in fixed.get(i, ()):
+            state.alloc.free(ph)
         # an intermediate's words return to the allocator once its last reader has ended
         for t, v in [x for x in pending if x[0] <= earliest]:
             for o in _owners(state, v):
@@ -367,12 +411,15 @@ def schedule(plan: KernelPlan, params: LpuParams) -> Scheduled:
                 out = _emit(state, g, k, layouts, earliest)
         except CompileError as e:
             raise GraphCompileError(f"node {k.name!r} ({k.kind}): {e}") from None
+        flip = k.args.get("transposed")
         for d in out.inputs:
+            d = _flip(d) if flip else d
             if d.name in k.inputs and d.name not in layouts:
                 layouts[d.name] = d
                 if g.values[d.name].is_const:
                     state.image.extend(_image_of(params, d, g.values[d.name].data))
         for d in out.outputs:
+            d = _flip(d) if flip else d
             layouts[d.name] = d
             ends[d.name] = out.end
         cycles.append((earliest, out.end))
@@ -381,8 +428,32 @@ def schedule(plan: KernelPlan, params: LpuParams) -> Scheduled:
     return Scheduled(plan, state, layouts, cycles)
 
 
+def _flip(d):
+    """The same stored words described as the transpose (``x^T`` stored row-wise is ``x``
+    stored column-wise)."""
+    return TensorDesc(d.name, tuple(reversed(d.shape)), d.dtype, d.planes, base=d.base,
+                      transposed=not d.transposed)
+
+
 def _emit(state, g, k: Kernel, layouts, earliest):
     a = k.args
+    if k.kind == "matmul" and a.get("transposed"):
+        x, w = k.inputs                 # out^T = w^T @ x^T: w^T as A, x's rows as B^T's words
+        rq = tuple(a["requantize"])
+        return emit_matmul(state, a["N"], a["K"], a["M"], earliest=earliest, requantize=rq,
+                           relu=a["relu"], names=(w, x, k.outputs[0]))
+    if k.kind == "softmax":
+        (x,), y = k.inputs, k.outputs[0]
+        w0 = state.params.slice("mem_w0").index
+        given = layouts.get(x)
+        if given is not None:
+            if given.layout != [[(w0, 0, 0, 1)]]:
+                cp = emit_copy(state, given, f"{x}@{k.name}", earliest=earliest,
+                               unit=(w0, 0), base=0)
+                given, earliest = cp.outputs[0], cp.end
+        earliest = max(earliest, state.stream_hi + 1)
+        return emit_softmax(state, a["rows"], a["cols"], scale=a["scale"], earliest=earliest,
+                            names=(x, y), inputs=(given,) if given is not None else None)
     if k.kind == "matmul":
         x, w = k.inputs
         if w in layouts:
