@@ -182,10 +182,16 @@ def _plan_striped(p, alloc, WA, WB, WC, requant, relu, names, b_per_slice=True, 
                                   [(p.slice("mem_e0").index, 0)])[0][2]
 
     def fewest(name, words, order, note=""):
-        """The fewest leading units of ``order`` that hold ``words`` words as stripes."""
+        """The fewest leading units of ``order`` that hold ``words`` words as stripes; failing
+        that (a MEM other kernels fragmented), the fewest units of ``order``, in its order,
+        whose free runs hold a stripe each."""
         for k in range(1, min(len(order), words) + 1):
             if alloc.fits(words, order[:k]):
                 return alloc.stripe(name, words, order[:k])
+        for k in range(1, min(len(order), words) + 1):
+            room = [u for u in order if alloc.largest_run(u) >= -(-words // k)][:k]
+            if len(room) == k and alloc.fits(words, room):
+                return alloc.stripe(name, words, room)
         raise AllocError(alloc.describe_shortage(name, words, order,
                                                  max(1, -(-words // p.mem_words)), note))
 

@@ -371,6 +371,7 @@ def schedule(plan: KernelPlan, params: LpuParams) -> Scheduled:
     state = ChipState(params, f"graph {g.name!r} on preset {params.name!r}")
     layouts, ends, cycles = {}, {}, []
     pending = []                                    # (cycle from which free, value)
+    dirty = {}                                      # (slice, bank) -> words freed in the run
     fixed = {}                                      # kernel index -> placeholder owners
     for i, k in enumerate(plan.kernels):
         if k.kind == "softmax":
@@ -397,18 +398,21 @@ def schedule(plan: KernelPlan, params: LpuParams) -> Scheduled:
         # an intermediate's words return to the allocator once its last reader has ended
         for t, v in [x for x in pending if x[0] <= earliest]:
             for o in _owners(state, v):
+                for sl, bk, s0, e0 in state.alloc._owned[o]:
+                    dirty.setdefault((sl, bk), set()).update(range(s0, e0))
                 state.alloc.free(o)
             pending.remove((t, v))
+        saved = state.fork()
         try:
-            try:
-                out = _emit(state, g, k, layouts, earliest)
-            except CompileError:
-                # next to the kernels still running it may not fit (a queue, stream or bank
-                # they use): after all of them it meets only what they left in MEM
-                if state.end <= earliest:
-                    raise
-                earliest = state.end
-                out = _emit(state, g, k, layouts, earliest)
+            out, earliest = _emit_somewhere(state, g, k, layouts, earliest)
+            if _preloaded(state, g, k, out, saved) & _dirty_words(dirty):
+                # constants and inputs are in MEM before the run: words an intermediate
+                # was written to in the run cannot hold them; emit again with those held
+                state.adopt(saved)
+                held = _hold_dirty(state, dirty, k.name)
+                out, earliest = _emit_somewhere(state, g, k, layouts, earliest)
+                for ph in held:
+                    state.alloc.free(ph)
         except CompileError as e:
             raise GraphCompileError(f"node {k.name!r} ({k.kind}): {e}") from None
         flip = k.args.get("transposed")
@@ -426,6 +430,53 @@ def schedule(plan: KernelPlan, params: LpuParams) -> Scheduled:
         for v in plan.frees.get(i, ()):
             pending.append((out.end, v))
     return Scheduled(plan, state, layouts, cycles)
+
+
+def _emit_somewhere(state, g, k, layouts, earliest):
+    """Emit ``k`` from ``earliest``, or, if it does not fit next to the kernels still running
+    (a queue, stream or bank they use), after all of them; returns (Emitted, its earliest)."""
+    try:
+        return _emit(state, g, k, layouts, earliest), earliest
+    except CompileError:
+        if state.end <= earliest:
+            raise
+        return _emit(state, g, k, layouts, state.end), state.end
+
+
+def _preloaded(state, g, k, out, before) -> set:
+    """MEM words ``(slice, bank, word)`` the emission of ``k`` filled before the run: new MEM
+    image entries and newly placed graph inputs and constants."""
+    p = state.params
+    words = {(sl, p.mem_bank_of(a), a % p.mem_words) for sl, a, _ in state.image[
+        len(before.image):]}
+    for d in out.inputs:
+        v = g.values.get(d.name)
+        if v is not None and (v.is_const or d.name in g.inputs):
+            for b in range(len(d.planes)):
+                words.update(d.plane_words(b, p.vl))
+    return words
+
+
+def _dirty_words(dirty) -> set:
+    return {(sl, bk, w) for (sl, bk), ws in dirty.items() for w in ws}
+
+
+def _hold_dirty(state, dirty, who) -> list:
+    """Reserve every free word in ``dirty``; returns the placeholder owners."""
+    held = []
+    for (sl, bk), ws in sorted(dirty.items()):
+        for s0, e0 in list(state.alloc._free[(sl, bk)]):
+            run = [w for w in range(s0, e0) if w in ws]
+            i = 0
+            while i < len(run):
+                j = i
+                while j + 1 < len(run) and run[j + 1] == run[j] + 1:
+                    j += 1
+                ph = f"{who}: words written in the run ({sl}, {bk}, {run[i]})"
+                state.alloc.reserve(ph, (sl, bk), run[i], run[j] - run[i] + 1)
+                held.append(ph)
+                i = j + 1
+    return held
 
 
 def _flip(d):

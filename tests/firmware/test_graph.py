@@ -78,7 +78,24 @@ def linear_softmax(chip, seed=3):
     return g, {"x": X}
 
 
-GRAPHS = {"mlp": mlp, "residual": residual, "linear_softmax": linear_softmax}
+def deep_residual(chip, seed=4):
+    """``h = h + relu(linear(h))`` repeated (6 blocks on mini, 3 on base): intermediates freed
+    and their words reused; constants and multipliers never in words written in the run."""
+    M, K = SHAPES[chip][:2]
+    rng = np.random.default_rng(seed)
+    g = Graph("deep_residual")
+    h = g.input("x", (M, K), scale=0.05)
+    for i in range(6 if chip == "mini" else 3):
+        # the residual's scale: an int8 spread of about 8 per block
+        f = g.linear(h, g.const(f"W{i}", _w(rng, K, K), scale=1 / (np.sqrt(K) * 200)),
+                     out_scale=0.05, relu=True, name=f"fc{i}")
+        h = g.add(h, f, name=f"res{i}")
+    g.output(h, "y")
+    return g, {"x": rng.integers(-40, 40, (M, K))}
+
+
+GRAPHS = {"mlp": mlp, "residual": residual, "linear_softmax": linear_softmax,
+          "deep_residual": deep_residual}
 
 
 @pytest.mark.parametrize("chip", ["mini", "base"])
