@@ -246,3 +246,40 @@ def test_multiplier_for():
         assert m / 2.0 ** (31 + s) == pytest.approx(f, rel=1e-8)
     with pytest.raises(ValueError, match="not below 1"):
         multiplier_for(1.5)
+
+
+def test_emitters_read_given_layouts_and_reject_bad_ones():
+    """emit_matmul / emit_elementwise with ``inputs=``: the next kernel reads the previous
+    one's output where it is (bit-exact on the model); a layout of the wrong shape or dtype
+    raises naming the tensor."""
+    from openlpu.firmware.chipstate import ChipState
+    from openlpu.firmware.compiler import emit_elementwise, emit_matmul
+    from openlpu.firmware.schedule import CompileError
+    from openlpu.verification.matmul_check import matmul_reference
+    p = preset("mini")
+    rq = (1 << 30, 6)
+    state = ChipState(p, "chain")
+    e1 = emit_matmul(state, 8, 16, 16, requantize=rq, names=("A", "B1", "H"))
+    e2 = emit_matmul(state, 8, 16, 8, requantize=rq, earliest=e1.end, names=("H", "B2", "C"),
+                     inputs=(e1.outputs[0], None))
+    assert e2.inputs[0] is e1.outputs[0]
+    e3 = emit_elementwise(state, "RELU", 8, 8, earliest=e2.end, names=("C", "-", "Y"),
+                          inputs=(e2.outputs[0],))
+    pkg = state.package(name="chain", inputs=e1.inputs + e2.inputs[1:],
+                        outputs=e3.outputs)
+    rng = np.random.default_rng(0)
+    A, B1, B2 = _w(rng, 8, 16), _w(rng, 16, 16), _w(rng, 16, 8)
+    cycles, out = Device(ModelBackend(p)).run_package(pkg, {"A": A, "B1": B1, "B2": B2})
+    assert cycles == pkg.predicted_cycles
+    H = matmul_reference(A, B1, rq)
+    np.testing.assert_array_equal(out["Y"], np.maximum(matmul_reference(H, B2, rq), 0))
+    with pytest.raises(CompileError, match=r"tensor 'H' is int8 \(8, 16\).*reads int8 \(8, 32\)"):
+        emit_matmul(state, 8, 32, 8, inputs=(e1.outputs[0], None))
+    with pytest.raises(CompileError, match="only A"):
+        emit_matmul(state, 8, 16, 8, inputs=(e1.outputs[0], e1.outputs[0]))
+    with pytest.raises(CompileError, match="unary"):
+        emit_elementwise(state, "RELU", 8, 16, inputs=(e1.outputs[0], e1.outputs[0]))
+    with pytest.raises(CompileError, match="int32"):
+        wide = ChipState(p)
+        c = emit_matmul(wide, 8, 8, 8).outputs[0]
+        emit_elementwise(wide, "ADD", 8, 8, inputs=(c, None))
