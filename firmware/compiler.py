@@ -131,7 +131,7 @@ def _plan_legacy(p, alloc, WA, WB, WC, requant, names):
 
 
 def _plan_striped(p, alloc, WA, WB, WC, requant, relu, names, b_per_slice=True, wide=0,
-                  a_fixed=None):
+                  a_fixed=None, b_fixed=None):
     """Stripe A, ``B^T`` and C over the MEM with the :class:`MemAllocator` ``alloc`` (the chip
     state's: words other kernels hold are not used).
 
@@ -165,7 +165,8 @@ def _plan_striped(p, alloc, WA, WB, WC, requant, relu, names, b_per_slice=True, 
       stream per slice is what a load of several weight rows per cycle needs.
 
     With ``a_fixed`` (the stripes of an A another kernel left in MEM) A is not allocated: C
-    avoids A's banks, ``B^T`` A's slices.
+    avoids A's banks, ``B^T`` A's slices; likewise ``b_fixed`` for ``B^T`` (A then avoids its
+    slices).
 
     Each tensor takes the fewest stripes that fit. Raises :class:`AllocError` naming the tensor.
     Returns ``(A, B, C planes, False, address of the multiplier constant or None)``.
@@ -195,7 +196,12 @@ def _plan_striped(p, alloc, WA, WB, WC, requant, relu, names, b_per_slice=True, 
         raise AllocError(alloc.describe_shortage(name, words, order,
                                                  max(1, -(-words // p.mem_words)), note))
 
-    a_units = {(s, bk) for s, bk, *_ in a_fixed} if a_fixed else set()
+    a_units = {(s, bk) for s, bk, *_ in (a_fixed or []) + (b_fixed or [])}
+    b_slices = {s for s, *_ in b_fixed} if b_fixed else set()
+    if a_fixed and b_slices & {s for s, *_ in a_fixed}:
+        raise CompileError(f"{where}: {na} and {nb} are both read from MEM slice(s) "
+                           f"{sorted(b_slices & {s for s, *_ in a_fixed})}, one read queue "
+                           f"cannot feed both")
     if requant:
         order = [(s, 1) for s in east] + [(s, 0) for s in east]
         c_planes = [fewest(nc, WC, [u for u in order if u not in a_units])]
@@ -218,13 +224,15 @@ def _plan_striped(p, alloc, WA, WB, WC, requant, relu, names, b_per_slice=True, 
     usable = {s: [bk for bk in (0, 1) if bk not in written.get(s, ())] for s in cand}
     cand = [s for s in cand if usable[s]]
     # A: whole slices, fewest stripes
-    a_order = [(s, bk) for s in cand for bk in usable[s]]
+    a_order = [(s, bk) for s in cand for bk in usable[s] if s not in b_slices]
     note = "operands are not read from a bank the result writes"
     stripes_a = list(a_fixed) if a_fixed else fewest(na, WA, a_order, note)
     a_slices = list(dict.fromkeys(s for s, *_ in stripes_a))
     rest = [s for s in cand if s not in a_slices]
     # B^T: one bank in each remaining slice first, at least as many stripes as slices
     b_order = [(s, usable[s][0]) for s in rest] + [(s, bk) for s in rest for bk in usable[s][1:]]
+    if b_fixed:
+        wide = 0
     if wide:
         limit, need = wide
         top = min(limit, len(rest), p.streams - 1, WB)
@@ -237,9 +245,11 @@ def _plan_striped(p, alloc, WA, WB, WC, requant, relu, names, b_per_slice=True, 
         if count < 2:
             return None
         stripes_b = alloc.stripe(f"{nb}^T", WB, b_order[:count])
-    need = None if wide else next((k for k in range(1, len(b_order) + 1)
-                                   if alloc.fits(WB, b_order[:k])), None)
-    if wide:
+    need = None if wide or b_fixed else next((k for k in range(1, len(b_order) + 1)
+                                              if alloc.fits(WB, b_order[:k])), None)
+    if b_fixed:
+        stripes_b = list(b_fixed)
+    elif wide:
         pass                                # stripes_b allocated above
     elif need is None:
         stripes_b = fewest(f"{nb}^T", WB, b_order, note + ", nor B^T from A's slices")  # raises
@@ -373,15 +383,25 @@ def emit_matmul(state: ChipState, M: int, K: int, N: int, *, earliest: int = 0,
     ``j``, which is how a matmul with the requantize epilogue and an elementwise op store
     their int8 results), read where it is; only ``B`` and ``C`` are allocated (C in banks A does
     not use, ``B^T`` in slices A does not use; no single-bank placement, no wide loads). The
-    returned ``inputs`` list then holds ``A``'s descriptor as given. ``earliest`` must be at or
+    returned ``inputs`` list then holds ``A``'s descriptor as given. ``inputs=(A or None, B)``:
+    likewise ``B``, an int8 ``K x N`` layout stored transposed (stored word ``j*N + n`` = column
+    ``n`` of B, K-tile ``j``: a row-wise ``N x K`` tensor ``Y`` read as ``B = Y^T``, so
+    ``X @ Y^T`` of two activations). ``earliest`` must be at or
     after the end of the kernel that wrote ``A``.
     """
     for n_, v in (("M", M), ("K", K), ("N", N)):
         _check_dim(n_, v)
     a_fixed = _given_input(inputs, 0, (M, K), "A of the matmul") if inputs else None
-    if inputs and any(x is not None for x in list(inputs)[1:]):
-        raise CompileError(f"{state.where}: emit_matmul takes only A as an existing layout "
-                           f"(inputs=(A, None)); B is allocated by the kernel")
+    b_fixed = None
+    if inputs and len(inputs) > 1 and inputs[1] is not None:
+        b_fixed = inputs[1]
+        if (not isinstance(b_fixed, TensorDesc) or tuple(b_fixed.shape) != (K, N)
+                or b_fixed.dtype != "int8" or not b_fixed.transposed):
+            raise CompileError(f"B of the matmul: {getattr(b_fixed, 'name', b_fixed)!r} must be "
+                               f"an int8 ({K}, {N}) layout stored transposed (its rows the "
+                               f"columns of B)")
+    if inputs and len(inputs) > 2:
+        raise CompileError(f"{state.where}: emit_matmul takes inputs=(A, B)")
     p = state.params
     vl = p.vl
     KT, NT = math.ceil(K / vl), math.ceil(N / vl)
@@ -403,9 +423,11 @@ def emit_matmul(state: ChipState, M: int, K: int, N: int, *, earliest: int = 0,
     rq = requantize is not None
     args = (M, K, N, requantize, relu, earliest, tuple(names))
     lw_state = state.fork()
-    out = _emit_lw(lw_state, WA, WB, WC, rq, args, a_fixed and a_fixed.layout[0])
-    if a_fixed:
-        out.inputs[0] = a_fixed
+    out = _emit_lw(lw_state, WA, WB, WC, rq, args, a_fixed and a_fixed.layout[0],
+                   b_fixed and b_fixed.layout[0])
+    if a_fixed or b_fixed:
+        out.inputs[0] = a_fixed or out.inputs[0]
+        out.inputs[1] = b_fixed or out.inputs[1]
         state.adopt(lw_state)
         return out
     wide_rows = _wide_limit(p, rq, M)
@@ -425,17 +447,19 @@ def emit_matmul(state: ChipState, M: int, K: int, N: int, *, earliest: int = 0,
     return out
 
 
-def _emit_lw(state, WA, WB, WC, rq, args, a_fixed=None):
+def _emit_lw(state, WA, WB, WC, rq, args, a_fixed=None, b_fixed=None):
     """The matmul with one ``LW`` per weight row: the single-bank placement when it fits (and A
     is not given), else striped (one stream per weight slice, or one shared stream if that
     overflows an instruction memory)."""
     p = state.params
     M, K, N, requantize, relu, earliest, names = args
-    legacy = None if a_fixed else _plan_legacy(p, state.alloc, WA, WB, WC, rq, names)
+    legacy = None if a_fixed or b_fixed else _plan_legacy(p, state.alloc, WA, WB, WC, rq,
+                                                          names)
     if legacy:
         return _emit_planned(state, *args, *legacy)
     base = state.fork()
-    plan = _plan_striped(p, state.alloc, WA, WB, WC, rq, relu, names, a_fixed=a_fixed)
+    plan = _plan_striped(p, state.alloc, WA, WB, WC, rq, relu, names, a_fixed=a_fixed,
+                         b_fixed=b_fixed)
     out = _emit_planned(state, *args, *plan)
     try:
         state.emit()
@@ -446,7 +470,7 @@ def _emit_lw(state, WA, WB, WC, rq, args, a_fixed=None):
     # one stream per weight slice breaks the LW runs REPEAT packs; share one stream instead
     state.adopt(base)
     plan = _plan_striped(p, state.alloc, WA, WB, WC, rq, relu, names, b_per_slice=False,
-                         a_fixed=a_fixed)
+                         a_fixed=a_fixed, b_fixed=b_fixed)
     return _emit_planned(state, *args, *plan)
 
 

@@ -37,7 +37,8 @@ def _requant(acc, attrs, acc_scale):
 def _node(g: Graph, n, vals):
     x = [vals[i] for i in n.inputs]
     if n.op == "matmul":
-        return x[0].astype(np.int64) @ x[1].astype(np.int64)
+        w = x[1].T if n.attrs.get("transpose_b") else x[1]
+        return x[0].astype(np.int64) @ w.astype(np.int64)
     if n.op == "bias_add":
         return x[0] + x[1][None, :]
     if n.op == "requantize":
@@ -49,7 +50,8 @@ def _node(g: Graph, n, vals):
     if n.op == "softmax":
         return softmax_int(x[0], softmax_consts(n.attrs["scale"]))["Y"]
     if n.op == "qlinear":
-        acc = x[0].astype(np.int64) @ x[1].astype(np.int64)
+        w = x[1].T if n.attrs.get("transpose_b") else x[1]
+        acc = x[0].astype(np.int64) @ w.astype(np.int64)
         if n.attrs.get("bias"):
             acc = acc + x[2][None, :]
         y = _requant(acc, n.attrs, n.attrs["acc_scale"])

@@ -33,7 +33,8 @@ DTYPE_RANGE = {"int8": (-128, 127), "int16": (-(1 << 15), (1 << 15) - 1),
 #: Operators: name -> one-line meaning (the semantics are those of the integer reference,
 #: verification/graph_ref.py, which follows the chip's instructions).
 OPS = {
-    "matmul": "int8 (M x K) @ int8 constant (K x N) -> int32, scale = scale_x * scale_w",
+    "matmul": "int8 (M x K) @ int8 (K x N) -> int32, scale = scale_x * scale_w; with "
+              "transpose_b, w is (N x K) and the product x @ w^T",
     "bias_add": "int32 + int32 constant bias per output column (N,)",
     "requantize": "int32 -> int8: saturate(round(x * multiplier / 2**(31 + shift))) (VREQ)",
     "relu": "max(x, 0) on int8",
@@ -236,28 +237,34 @@ class Graph:
             n.outputs = [new if o == old else o for o in n.outputs]
         self.outputs = [new if o == old else o for o in self.outputs]
 
-    def matmul(self, x, w, *, name: str | None = None) -> Value:
-        """``x @ w``: int8 ``x`` (M x K) and an int8 constant ``w`` (K x N) -> int32 (M x N),
-        scale ``scale_x * scale_w`` (per output column when ``w`` has per-channel scales on
-        axis 1)."""
+    def matmul(self, x, w, *, transpose_b: bool = False, name: str | None = None) -> Value:
+        """``x @ w``: int8 ``x`` (M x K) and int8 ``w`` (K x N; a constant, the weights) ->
+        int32 (M x N), scale ``scale_x * scale_w`` (per output column when ``w`` has
+        per-channel scales on axis 1). With ``transpose_b``, ``x @ w^T`` of an int8 ``w``
+        (N x K), e.g. the scores ``Q @ K^T`` of two activations."""
         nn = name or self._new_name("matmul")
         x, w = self._value(x, nn, "input"), self._value(w, nn, "weight")
         _want(nn, x, "int8", 2)
         _want(nn, w, "int8", 2)
-        if x.shape[1] != w.shape[0]:
+        kw = w.shape[1] if transpose_b else w.shape[0]
+        if x.shape[1] != kw:
             raise GraphError(f"node {nn!r} (matmul): {x.name} is {x.shape}, {w.name} is "
-                             f"{w.shape}; inner dimensions {x.shape[1]} != {w.shape[0]}")
+                             f"{w.shape}{' (transposed)' if transpose_b else ''}; inner "
+                             f"dimensions {x.shape[1]} != {kw}")
+        if transpose_b and w.quant.axis is not None:
+            raise GraphError(f"node {nn!r} (matmul): per-channel scales of a transposed "
+                             f"operand are not supported")
         if x.quant.zero_point or w.quant.zero_point:
             raise GraphError(f"node {nn!r} (matmul): zero points must be 0 (symmetric int8), "
                              f"got {x.quant.zero_point} and {w.quant.zero_point}")
         if w.quant.axis not in (None, 1):
             raise GraphError(f"node {nn!r} (matmul): per-channel weight scales must be on axis "
                              f"1 (output columns), not {w.quant.axis}")
-        N = w.shape[1]
+        N = w.shape[0] if transpose_b else w.shape[1]
         s = x.quant.scales()[0] * w.quant.scales(N if w.quant.axis == 1 else None)
         q = Quant(s.tolist(), 0, 1) if w.quant.axis == 1 else Quant(float(s[0]))
-        return self._node("matmul", [x, w], [(f"{nn}.out", (x.shape[0], N), "int32", q)], {},
-                          nn)[0]
+        return self._node("matmul", [x, w], [(f"{nn}.out", (x.shape[0], N), "int32", q)],
+                          {"transpose_b": True} if transpose_b else {}, nn)[0]
 
     def bias_add(self, acc, bias, *, name: str | None = None) -> Value:
         """int32 ``acc`` (M x N) + an int32 constant ``bias`` (N,) of the accumulator's scale."""
@@ -327,11 +334,11 @@ class Graph:
                           {"scale": float(sx[0])}, nn)[0]
 
     def linear(self, x, w, bias=None, *, out_scale: float, relu: bool = False,
-               name: str | None = None) -> Value:
+               transpose_b: bool = False, name: str | None = None) -> Value:
         """``requantize(x @ w [+ bias], out_scale)`` [then relu]: int8 out. Builds the matmul,
         bias_add, requantize and relu nodes (the tidy pass fuses them into one qlinear)."""
         base = name or self._new_name("linear")
-        y = self.matmul(x, w, name=f"{base}.matmul")
+        y = self.matmul(x, w, transpose_b=transpose_b, name=f"{base}.matmul")
         if bias is not None:
             y = self.bias_add(y, bias, name=f"{base}.bias")
         y = self.requantize(y, out_scale, name=f"{base}.requantize")

@@ -146,6 +146,7 @@ def tidy(g: Graph, params: LpuParams) -> Graph:
         inputs = list(n.inputs) + ([bias.inputs[1]] if bias else [])
         attrs = {k: rq.attrs[k] for k in ("out_scale", "multiplier", "shift") if k in rq.attrs}
         attrs.update(relu=bool(relu), bias=bool(bias),
+                     transpose_b=bool(n.attrs.get("transpose_b")),
                      acc_scale=g.values[n.outputs[0]].quant.to_json()["scale"])
         name = n.name[:-len(".matmul")] if n.name.endswith(".matmul") else n.name
         out_nodes.append(Node(name, "qlinear", inputs, [v], attrs))
@@ -241,12 +242,18 @@ def lower(g: Graph, params: LpuParams) -> KernelPlan:
         ins = [g.values[i] for i in n.inputs]
         if n.op in ("qlinear", "matmul"):
             x, w = ins[0], ins[1]
-            if not w.is_const:
-                raise GraphCompileError(f"node {n.name!r}: the weights {w.name} must be a "
-                                        f"constant (activation @ activation is not lowered)")
+            tb = bool(n.attrs.get("transpose_b"))
+            if w.is_const == tb:
+                raise GraphCompileError(
+                    f"node {n.name!r}: " + (f"{w.name} must be a constant (an activation is "
+                                            f"read as the second operand only transposed, "
+                                            f"transpose_b=True)" if not tb else
+                                            f"a constant second operand is given untransposed "
+                                            f"(transpose_b=False)"))
             M, K = x.shape
-            N = w.shape[1]
-            args = {"M": M, "K": K, "N": N, "requantize": None, "relu": False}
+            N = w.shape[0] if tb else w.shape[1]
+            args = {"M": M, "K": K, "N": N, "requantize": None, "relu": False,
+                    "transpose_b": tb}
             if n.op == "qlinear":
                 if n.attrs.get("bias"):
                     raise GraphCompileError(f"node {n.name!r}: the int32 bias epilogue is not "
@@ -270,12 +277,6 @@ def lower(g: Graph, params: LpuParams) -> KernelPlan:
                         f"node {n.name!r} (softmax): reads its input column-wise; {x.name} "
                         f"(from {prod.name!r}) is stored row-wise and a transpose is not "
                         f"lowered yet (a softmax may follow a linear directly)")
-                first = prod.inputs[0]
-                if first not in g.inputs or any(first in k.inputs for k in ks if k is not prod):
-                    raise GraphCompileError(
-                        f"node {n.name!r} (softmax): its producer {prod.name!r} must read a "
-                        f"graph input first used there ({first} is not), to compute its "
-                        f"output transposed")
                 prod.args["transposed"] = True
             ks.append(Kernel(n.name, "softmax", [x.name], list(n.outputs),
                              {"rows": rows, "cols": cols, "scale": n.attrs["scale"]}))
@@ -416,8 +417,11 @@ def schedule(plan: KernelPlan, params: LpuParams) -> Scheduled:
         except CompileError as e:
             raise GraphCompileError(f"node {k.name!r} ({k.kind}): {e}") from None
         flip = k.args.get("transposed")
-        for d in out.inputs:
-            d = _flip(d) if flip else d
+        tb = k.kind == "matmul" and k.args.get("transpose_b")
+        for j, d in enumerate(out.inputs):
+            # the emitter's descriptors of A and B^T, as the graph's values
+            if (j == 0 and flip and not tb) or (j == 1 and (flip or tb)):
+                d = _flip(d)
             if d.name in k.inputs and d.name not in layouts:
                 layouts[d.name] = d
                 if g.values[d.name].is_const:
@@ -479,6 +483,19 @@ def _hold_dirty(state, dirty, who) -> list:
     return held
 
 
+def _apart(state, a, b, who, earliest):
+    """``b``, or a copy of it in other MEM slices when ``a`` and ``b`` (layouts another kernel
+    wrote) share a slice: one read queue cannot feed both operands in one cycle. Returns
+    (layout, earliest after the copy)."""
+    if a is None or b is None:
+        return b, earliest
+    sa = {sl for sl, *_ in a.layout[0]}
+    if not sa & {sl for sl, *_ in b.layout[0]}:
+        return b, earliest
+    cp = emit_copy(state, b, f"{b.name}@{who}", earliest=earliest, avoid_slices=sa)
+    return cp.outputs[0], cp.end
+
+
 def _flip(d):
     """The same stored words described as the transpose (``x^T`` stored row-wise is ``x``
     stored column-wise)."""
@@ -489,10 +506,15 @@ def _flip(d):
 def _emit(state, g, k: Kernel, layouts, earliest):
     a = k.args
     if k.kind == "matmul" and a.get("transposed"):
-        x, w = k.inputs                 # out^T = w^T @ x^T: w^T as A, x's rows as B^T's words
+        # out^T = w^T @ x^T: w^T as A (w's rows with transpose_b), x's rows as B^T's words
+        x, w = k.inputs
         rq = tuple(a["requantize"])
+        A = layouts.get(w) if a["transpose_b"] else None
+        B, earliest = _apart(state, A, layouts.get(x), k.name, earliest)
+        given = (A, _flip(B) if B is not None else None)
         return emit_matmul(state, a["N"], a["K"], a["M"], earliest=earliest, requantize=rq,
-                           relu=a["relu"], names=(w, x, k.outputs[0]))
+                           relu=a["relu"], names=(w, x, k.outputs[0]),
+                           inputs=given if any(d is not None for d in given) else None)
     if k.kind == "softmax":
         (x,), y = k.inputs, k.outputs[0]
         w0 = state.params.slice("mem_w0").index
@@ -507,26 +529,24 @@ def _emit(state, g, k: Kernel, layouts, earliest):
                             names=(x, y), inputs=(given,) if given is not None else None)
     if k.kind == "matmul":
         x, w = k.inputs
-        if w in layouts:
+        if not a["transpose_b"] and w in layouts:
             raise CompileError(f"the weights {w} are read by two kernels; give each its own "
                                f"constant")
         rq = tuple(a["requantize"]) if a["requantize"] else None
+        # a graph input first read here transposed is placed by the kernel (as B^T's rows)
+        B = layouts.get(w) if a["transpose_b"] else None
+        B, earliest = _apart(state, layouts.get(x), B, k.name, earliest)
+        given = (layouts.get(x), _flip(B) if B is not None else None)
         return emit_matmul(state, a["M"], a["K"], a["N"], earliest=earliest, requantize=rq,
                            relu=a["relu"], names=(x, w, k.outputs[0]),
-                           inputs=(layouts.get(x), None) if x in layouts else None)
+                           inputs=given if any(d is not None for d in given) else None)
     if k.kind == "elementwise":
         names = (k.inputs + [f"{k.outputs[0]}.unused"])[:2] + [k.outputs[0]]
         given = [layouts.get(v) for v in k.inputs]
         if len(k.inputs) == 2 and k.inputs[0] == k.inputs[1]:
             raise CompileError(f"both operands are {k.inputs[0]}; not lowered")
-        if len(given) == 2 and all(given):
-            sa = {sl for sl, *_ in given[0].layout[0]}
-            if sa & {sl for sl, *_ in given[1].layout[0]}:
-                # one read queue cannot feed both operands in one cycle: move B
-                cp = emit_copy(state, given[1], f"{k.inputs[1]}@{k.name}", earliest=earliest,
-                               avoid_slices=sa)
-                given[1] = cp.outputs[0]
-                earliest = cp.end
+        if len(given) == 2:
+            given[1], earliest = _apart(state, given[0], given[1], k.name, earliest)
         given = tuple(given)
         return emit_elementwise(state, a["op"], a["R"], a["C"], earliest=earliest,
                                 names=tuple(names), inputs=given if any(given) else None)

@@ -94,8 +94,24 @@ def deep_residual(chip, seed=4):
     return g, {"x": rng.integers(-40, 40, (M, K))}
 
 
+def scores_softmax(chip, seed=5):
+    """softmax(q @ k^T) with q, k = linear(x): two activations multiplied (k's rows read as
+    B^T's words), the product computed transposed for the softmax's column-wise input."""
+    M, K = SHAPES[chip][:2]
+    rng = np.random.default_rng(seed)
+    X = _w(rng, M, K)
+    g = Graph("scores_softmax")
+    x = g.input("x", (M, K), scale=0.05)
+    sq = 0.05 * 0.01 * np.sqrt(K) * 74 / 30
+    q = g.linear(x, g.const("Wq", _w(rng, K, K), scale=0.01), out_scale=sq, name="q")
+    k = g.linear(x, g.const("Wk", _w(rng, K, K), scale=0.01), out_scale=sq, name="k")
+    s = g.linear(q, k, transpose_b=True, out_scale=sq * sq * np.sqrt(K) * 30, name="qk")
+    g.output(g.softmax(s, name="p"), "p")
+    return g, {"x": X}
+
+
 GRAPHS = {"mlp": mlp, "residual": residual, "linear_softmax": linear_softmax,
-          "deep_residual": deep_residual}
+          "deep_residual": deep_residual, "scores_softmax": scores_softmax}
 
 
 @pytest.mark.parametrize("chip", ["mini", "base"])
@@ -275,7 +291,7 @@ def test_emitters_read_given_layouts_and_reject_bad_ones():
     np.testing.assert_array_equal(out["Y"], np.maximum(matmul_reference(H, B2, rq), 0))
     with pytest.raises(CompileError, match=r"tensor 'H' is int8 \(8, 16\).*reads int8 \(8, 32\)"):
         emit_matmul(state, 8, 32, 8, inputs=(e1.outputs[0], None))
-    with pytest.raises(CompileError, match="only A"):
+    with pytest.raises(CompileError, match="stored transposed"):
         emit_matmul(state, 8, 16, 8, inputs=(e1.outputs[0], e1.outputs[0]))
     with pytest.raises(CompileError, match="unary"):
         emit_elementwise(state, "RELU", 8, 16, inputs=(e1.outputs[0], e1.outputs[0]))
