@@ -12,14 +12,18 @@ tidy     drops nodes no output depends on; fuses ``matmul [-> bias_add] ->     G
          and are no output into one ``qlinear``
 quantize chooses every requantize's ``(multiplier, shift)`` from the scales    Graph
          (:func:`~openlpu.firmware.graph.quant.multiplier_for`); zero points 0
-lower    one kernel per node (:class:`Kernel`: emitter and its arguments);     KernelPlan
-         errors name a node no kernel implements
+lower    one kernel per node (:class:`Kernel`: emitter and its arguments;     KernelPlan
+         a linear feeding a softmax is computed transposed); errors name a
+         node no kernel implements
 allocate tensor lifetimes: the kernel that writes each value, the last that    KernelPlan
          reads it; an intermediate's MEM is freed after its last reader
 schedule places every kernel on one :class:`ChipState` in order, each from     Scheduled
          the end of the kernels that wrote its inputs, inputs read where the
-         producer left them (``inputs=`` layouts); MEM words are taken from
-         and returned to the state's allocator by the lifetimes
+         producer left them (``inputs=`` layouts, copied by
+         :func:`~.kernels.emit_copy` where a kernel cannot read them);
+         MEM words are taken from and returned to the state's allocator by
+         the lifetimes (constants and inputs never in words written in the
+         run)
 emit     the state's Package: the graph's inputs and outputs only, constants   Package
          (weights) in its MEM image
 ======== ===================================================================== ===============
