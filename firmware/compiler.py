@@ -62,6 +62,21 @@ def _check_dim(name, v):
         raise CompileError(f"matmul dimension {name} must be a positive integer, not {v!r}")
 
 
+def _given_input(inputs, i, shape, what):
+    """The :class:`TensorDesc` ``inputs[i]`` checked as an int8 row-wise tensor of ``shape``
+    (None if not given); raises :class:`CompileError` naming ``what`` otherwise."""
+    if i >= len(inputs) or inputs[i] is None:
+        return None
+    d = inputs[i]
+    if not isinstance(d, TensorDesc):
+        raise CompileError(f"{what}: an input layout must be a TensorDesc, not {type(d).__name__}")
+    if tuple(d.shape) != tuple(shape) or d.dtype != "int8" or d.transposed:
+        raise CompileError(f"{what}: tensor {d.name!r} is {d.dtype} {tuple(d.shape)}"
+                           f"{' transposed' if d.transposed else ''}, the kernel reads int8 "
+                           f"{tuple(shape)} row-wise")
+    return d
+
+
 class _Operand:
     """Where the stored words of one matmul operand live and the stream each slice feeds."""
 
@@ -115,7 +130,8 @@ def _plan_legacy(p, alloc, WA, WB, WC, requant, names):
     return A, B, c_planes, True, (0 if requant else None)
 
 
-def _plan_striped(p, alloc, WA, WB, WC, requant, relu, names, b_per_slice=True, wide=0):
+def _plan_striped(p, alloc, WA, WB, WC, requant, relu, names, b_per_slice=True, wide=0,
+                  a_fixed=None, b_fixed=None):
     """Stripe A, ``B^T`` and C over the MEM with the :class:`MemAllocator` ``alloc`` (the chip
     state's: words other kernels hold are not used).
 
@@ -148,6 +164,10 @@ def _plan_striped(p, alloc, WA, WB, WC, requant, relu, names, b_per_slice=True, 
       (group 0) are left out. A shared stream keeps the ``ABC`` / ``LW`` runs REPEAT-able; one
       stream per slice is what a load of several weight rows per cycle needs.
 
+    With ``a_fixed`` (the stripes of an A another kernel left in MEM) A is not allocated: C
+    avoids A's banks, ``B^T`` A's slices; likewise ``b_fixed`` for ``B^T`` (A then avoids its
+    slices).
+
     Each tensor takes the fewest stripes that fit. Raises :class:`AllocError` naming the tensor.
     Returns ``(A, B, C planes, False, address of the multiplier constant or None)``.
     """
@@ -163,23 +183,36 @@ def _plan_striped(p, alloc, WA, WB, WC, requant, relu, names, b_per_slice=True, 
                                   [(p.slice("mem_e0").index, 0)])[0][2]
 
     def fewest(name, words, order, note=""):
-        """The fewest leading units of ``order`` that hold ``words`` words as stripes."""
+        """The fewest leading units of ``order`` that hold ``words`` words as stripes; failing
+        that (a MEM other kernels fragmented), the fewest units of ``order``, in its order,
+        whose free runs hold a stripe each."""
         for k in range(1, min(len(order), words) + 1):
             if alloc.fits(words, order[:k]):
                 return alloc.stripe(name, words, order[:k])
+        for k in range(1, min(len(order), words) + 1):
+            room = [u for u in order if alloc.largest_run(u) >= -(-words // k)][:k]
+            if len(room) == k and alloc.fits(words, room):
+                return alloc.stripe(name, words, room)
         raise AllocError(alloc.describe_shortage(name, words, order,
                                                  max(1, -(-words // p.mem_words)), note))
 
+    a_units = {(s, bk) for s, bk, *_ in (a_fixed or []) + (b_fixed or [])}
+    b_slices = {s for s, *_ in b_fixed} if b_fixed else set()
+    if a_fixed and b_slices & {s for s, *_ in a_fixed}:
+        raise CompileError(f"{where}: {na} and {nb} are both read from MEM slice(s) "
+                           f"{sorted(b_slices & {s for s, *_ in a_fixed})}, one read queue "
+                           f"cannot feed both")
     if requant:
         order = [(s, 1) for s in east] + [(s, 0) for s in east]
-        c_planes = [fewest(nc, WC, order)]
+        c_planes = [fewest(nc, WC, [u for u in order if u not in a_units])]
     else:
         slices = east + west
         c_planes = []
         for b in range(4):
             group = slices[b::4]
             c_planes.append(fewest(f"{nc} byte plane {b}", WC,
-                                   [(s, 1) for s in group] + [(s, 0) for s in group]))
+                                   [u for u in [(s, 1) for s in group] + [(s, 0) for s in group]
+                                    if u not in a_units]))
     written = {}
     for plane in c_planes:
         for s, bank, *_ in plane:
@@ -191,13 +224,15 @@ def _plan_striped(p, alloc, WA, WB, WC, requant, relu, names, b_per_slice=True, 
     usable = {s: [bk for bk in (0, 1) if bk not in written.get(s, ())] for s in cand}
     cand = [s for s in cand if usable[s]]
     # A: whole slices, fewest stripes
-    a_order = [(s, bk) for s in cand for bk in usable[s]]
+    a_order = [(s, bk) for s in cand for bk in usable[s] if s not in b_slices]
     note = "operands are not read from a bank the result writes"
-    stripes_a = fewest(na, WA, a_order, note)
+    stripes_a = list(a_fixed) if a_fixed else fewest(na, WA, a_order, note)
     a_slices = list(dict.fromkeys(s for s, *_ in stripes_a))
     rest = [s for s in cand if s not in a_slices]
     # B^T: one bank in each remaining slice first, at least as many stripes as slices
     b_order = [(s, usable[s][0]) for s in rest] + [(s, bk) for s in rest for bk in usable[s][1:]]
+    if b_fixed:
+        wide = 0
     if wide:
         limit, need = wide
         top = min(limit, len(rest), p.streams - 1, WB)
@@ -210,9 +245,11 @@ def _plan_striped(p, alloc, WA, WB, WC, requant, relu, names, b_per_slice=True, 
         if count < 2:
             return None
         stripes_b = alloc.stripe(f"{nb}^T", WB, b_order[:count])
-    need = None if wide else next((k for k in range(1, len(b_order) + 1)
-                                   if alloc.fits(WB, b_order[:k])), None)
-    if wide:
+    need = None if wide or b_fixed else next((k for k in range(1, len(b_order) + 1)
+                                              if alloc.fits(WB, b_order[:k])), None)
+    if b_fixed:
+        stripes_b = list(b_fixed)
+    elif wide:
         pass                                # stripes_b allocated above
     elif need is None:
         stripes_b = fewest(f"{nb}^T", WB, b_order, note + ", nor B^T from A's slices")  # raises
@@ -331,7 +368,7 @@ def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | Non
 
 def emit_matmul(state: ChipState, M: int, K: int, N: int, *, earliest: int = 0,
                 requantize: tuple | None = None, relu: bool = False,
-                names: tuple = ("A", "B", "C")) -> Emitted:
+                names: tuple = ("A", "B", "C"), inputs: tuple | None = None) -> Emitted:
     """Emit ``names[2] = names[0] @ names[1]`` on ``state`` (see :func:`compile_matmul`): every
     instruction at or after ``earliest``, the tensors in MEM words the state's allocator has
     free, the accumulator rows, weight buffers and constant register after their last claim.
@@ -340,9 +377,31 @@ def emit_matmul(state: ChipState, M: int, K: int, N: int, *, earliest: int = 0,
     single-bank placement when its words are free, else striped; wide weight loads when they
     predict fewer cycles). Returns the :class:`Emitted` end cycle, tensor descriptors and
     figures. Raises :class:`CompileError` as :func:`compile_matmul` does.
+
+    ``inputs=(A, None)``: ``A`` is the :class:`TensorDesc` of an int8 ``M x K`` tensor another
+    kernel left in MEM (one byte plane, row-wise: stored word ``j*M + m`` = row ``m``, K-tile
+    ``j``, which is how a matmul with the requantize epilogue and an elementwise op store
+    their int8 results), read where it is; only ``B`` and ``C`` are allocated (C in banks A does
+    not use, ``B^T`` in slices A does not use; no single-bank placement, no wide loads). The
+    returned ``inputs`` list then holds ``A``'s descriptor as given. ``inputs=(A or None, B)``:
+    likewise ``B``, an int8 ``K x N`` layout stored transposed (stored word ``j*N + n`` = column
+    ``n`` of B, K-tile ``j``: a row-wise ``N x K`` tensor ``Y`` read as ``B = Y^T``, so
+    ``X @ Y^T`` of two activations). ``earliest`` must be at or
+    after the end of the kernel that wrote ``A``.
     """
     for n_, v in (("M", M), ("K", K), ("N", N)):
         _check_dim(n_, v)
+    a_fixed = _given_input(inputs, 0, (M, K), "A of the matmul") if inputs else None
+    b_fixed = None
+    if inputs and len(inputs) > 1 and inputs[1] is not None:
+        b_fixed = inputs[1]
+        if (not isinstance(b_fixed, TensorDesc) or tuple(b_fixed.shape) != (K, N)
+                or b_fixed.dtype != "int8" or not b_fixed.transposed):
+            raise CompileError(f"B of the matmul: {getattr(b_fixed, 'name', b_fixed)!r} must be "
+                               f"an int8 ({K}, {N}) layout stored transposed (its rows the "
+                               f"columns of B)")
+    if inputs and len(inputs) > 2:
+        raise CompileError(f"{state.where}: emit_matmul takes inputs=(A, B)")
     p = state.params
     vl = p.vl
     KT, NT = math.ceil(K / vl), math.ceil(N / vl)
@@ -364,7 +423,13 @@ def emit_matmul(state: ChipState, M: int, K: int, N: int, *, earliest: int = 0,
     rq = requantize is not None
     args = (M, K, N, requantize, relu, earliest, tuple(names))
     lw_state = state.fork()
-    out = _emit_lw(lw_state, WA, WB, WC, rq, args)
+    out = _emit_lw(lw_state, WA, WB, WC, rq, args, a_fixed and a_fixed.layout[0],
+                   b_fixed and b_fixed.layout[0])
+    if a_fixed or b_fixed:
+        out.inputs[0] = a_fixed or out.inputs[0]
+        out.inputs[1] = b_fixed or out.inputs[1]
+        state.adopt(lw_state)
+        return out
     wide_rows = _wide_limit(p, rq, M)
     if wide_rows:
         try:    # a wide placement that does not fit (MEM, streams, imem) leaves the LW one
@@ -382,17 +447,19 @@ def emit_matmul(state: ChipState, M: int, K: int, N: int, *, earliest: int = 0,
     return out
 
 
-def _emit_lw(state, WA, WB, WC, rq, args):
-    """The matmul with one ``LW`` per weight row: the single-bank placement when it fits, else
-    striped (one stream per weight slice, or one shared stream if that overflows an
-    instruction memory)."""
+def _emit_lw(state, WA, WB, WC, rq, args, a_fixed=None, b_fixed=None):
+    """The matmul with one ``LW`` per weight row: the single-bank placement when it fits (and A
+    is not given), else striped (one stream per weight slice, or one shared stream if that
+    overflows an instruction memory)."""
     p = state.params
     M, K, N, requantize, relu, earliest, names = args
-    legacy = _plan_legacy(p, state.alloc, WA, WB, WC, rq, names)
+    legacy = None if a_fixed or b_fixed else _plan_legacy(p, state.alloc, WA, WB, WC, rq,
+                                                          names)
     if legacy:
         return _emit_planned(state, *args, *legacy)
     base = state.fork()
-    plan = _plan_striped(p, state.alloc, WA, WB, WC, rq, relu, names)
+    plan = _plan_striped(p, state.alloc, WA, WB, WC, rq, relu, names, a_fixed=a_fixed,
+                         b_fixed=b_fixed)
     out = _emit_planned(state, *args, *plan)
     try:
         state.emit()
@@ -402,7 +469,8 @@ def _emit_lw(state, WA, WB, WC, rq, args):
             raise
     # one stream per weight slice breaks the LW runs REPEAT packs; share one stream instead
     state.adopt(base)
-    plan = _plan_striped(p, state.alloc, WA, WB, WC, rq, relu, names, b_per_slice=False)
+    plan = _plan_striped(p, state.alloc, WA, WB, WC, rq, relu, names, b_per_slice=False,
+                         a_fixed=a_fixed, b_fixed=b_fixed)
     return _emit_planned(state, *args, *plan)
 
 
@@ -600,12 +668,17 @@ def compile_elementwise(params: LpuParams, op: str, R: int, C: int, *,
 
 @transactional
 def emit_elementwise(state: ChipState, op: str, R: int, C: int, *, earliest: int = 0,
-                     names: tuple = ("A", "B", "Y")) -> Emitted:
+                     names: tuple = ("A", "B", "Y"), inputs: tuple | None = None) -> Emitted:
     """Emit ``Y = op(A, B)`` (see :func:`compile_elementwise`) on ``state``, every row flow
     committed at or after ``earliest`` next to what the state holds. ``A``, ``B`` and ``Y`` take
     the first free run of ``R * ceil(C / VL)`` words of ``mem_w0`` bank 0, ``mem_w1`` bank 0 and
     ``mem_e0`` bank 1 in the state's allocator (words 0.. on an empty state; an
-    :class:`~openlpu.firmware.memalloc.AllocError` names a tensor that does not fit)."""
+    :class:`~openlpu.firmware.memalloc.AllocError` names a tensor that does not fit).
+
+    ``inputs=(A, B)``: either may be the :class:`TensorDesc` of an int8 ``R x C`` row-wise
+    tensor another kernel left in MEM (any stripes, either side of the VXM), read where it is
+    and not allocated; ``Y`` then takes the first east ``(slice, bank)`` (``mem_e0`` bank 1
+    first) that no given input uses and that has room."""
     from .dataflow import INT8, Flow, MemSrc, commit
     p = state.params
     op = op.upper()
@@ -624,21 +697,41 @@ def emit_elementwise(state: ChipState, op: str, R: int, C: int, *, earliest: int
     na, nb, ny = names
     s_a, s_b, s_y = p.slice("mem_w0"), p.slice("mem_w1"), p.slice("mem_e0")
     words = R * tiles
-    base_a = state.alloc.stripe(na, words, [(s_a.index, 0)])[0][2]     # first fit: 0 when free
-    base_b = state.alloc.stripe(nb, words, [(s_b.index, 0)])[0][2] if binary else 0
-    base_y = state.alloc.stripe(ny, words, [(s_y.index, 1)])[0][2]
+    given = [_given_input(inputs, i, (R, C), f"{state.where}: input {i} of {op}")
+             if inputs else None for i in range(2)]
+    if given[1] is not None and not binary:
+        raise CompileError(f"{state.where}: {op} is unary, a second input was given")
+    y_unit = (s_y.index, 1)
+    if any(given):
+        used = {(sl, bk) for d in given if d is not None for sl, bk, *_ in d.layout[0]}
+        east = p.mem_slice_list[p.mem_slices:]
+        order = [(s.index, bk) for bk in (1, 0) for s in east]
+        y_unit = next((u for u in order if u not in used and state.alloc.fits(words, [u])),
+                      y_unit)
+    base_a = (state.alloc.stripe(na, words, [(s_a.index, 0)])[0][2]     # first fit: 0 when free
+              if given[0] is None else 0)
+    base_b = (state.alloc.stripe(nb, words, [(s_b.index, 0)])[0][2]
+              if binary and given[1] is None else 0)
+    base_y = state.alloc.stripe(ny, words, [y_unit])[0][2]
+    y_name = p.mem_slice_list[y_unit[0]].name
+
+    def src(i, default_slice, base, w, stream):
+        if given[i] is None:
+            return MemSrc(((default_slice, base + w),), stream=stream)
+        sl, bk, word = given[i].locate(0, w)
+        return MemSrc(((p.mem_slice_list[sl].name, bk * p.mem_words + word),), stream=stream)
     for j in range(tiles):
         for r in range(R):
             w = j * R + r
             flow = Flow(p)
-            a = MemSrc((("mem_w0", base_a + w),), stream=0)
-            b = MemSrc((("mem_w1", base_b + w),), stream=1) if binary else None
+            a = src(0, "mem_w0", base_a, w, 0)
+            b = src(1, "mem_w1", base_b, w, 1) if binary else None
             y = flow.vxm(op, a, b, dtype=INT8, out_dir=Dir.EAST)
-            flow.write(y, [("mem_e0", p.mem_words + base_y + w)])
+            flow.write(y, [(y_name, y_unit[1] * p.mem_words + base_y + w)])
             earliest = commit(state, flow, earliest) + 1
-    inputs = [TensorDesc(na, (R, C), "int8", [(s_a.index, 0)], base=base_a)]
+    inputs = [given[0] or TensorDesc(na, (R, C), "int8", [(s_a.index, 0)], base=base_a)]
     if binary:
-        inputs.append(TensorDesc(nb, (R, C), "int8", [(s_b.index, 0)], base=base_b))
+        inputs.append(given[1] or TensorDesc(nb, (R, C), "int8", [(s_b.index, 0)], base=base_b))
     return Emitted(end=state.end, inputs=inputs,
-                   outputs=[TensorDesc(ny, (R, C), "int8", [(s_y.index, 1)], base=base_y)],
+                   outputs=[TensorDesc(ny, (R, C), "int8", [y_unit], base=base_y)],
                    meta={"vectors": words})

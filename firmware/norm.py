@@ -351,16 +351,27 @@ def compile_softmax(params: LpuParams, rows: int, cols: int, *, scale: float,
 
 @transactional
 def emit_softmax(state: ChipState, rows: int, cols: int, *, scale: float, earliest: int = 0,
-                 names: tuple = ("X", "Y")) -> Emitted:
+                 names: tuple = ("X", "Y"), inputs: tuple | None = None) -> Emitted:
     """Emit the softmax of :func:`compile_softmax` on ``state``: every instruction at or after
     ``earliest``, after the weight loads and ABCs already on the state. Its MEM words are fixed
     (``X`` words 0.. of ``mem_w0`` bank 0, ``Y`` of bank 1, the identity weights of ``mem_w1``
     bank 0, constants and scratch from word 0 of ``mem_e0`` bank 0 and ``mem_e1`` bank 0) and
     reserved in the state's allocator: an :class:`~openlpu.firmware.memalloc.AllocError` names
     a word another kernel holds. The stream registers from ``earliest`` to its last instruction
-    are marked as used (:meth:`ChipState.opaque_streams`)."""
+    are marked as used (:meth:`ChipState.opaque_streams`).
+
+    ``inputs=(X,)``: ``X`` is the :class:`TensorDesc` of a tensor another kernel wrote at the
+    place the softmax reads it (int8, column-wise, words 0.. of ``mem_w0`` bank 0); its words are
+    then not reserved again (the writer holds them)."""
     p = state.params
     where = _check(p, "softmax", rows, cols, "cols")
+    given = inputs[0] if inputs else None
+    if given is not None and (tuple(given.shape) != (rows, cols) or given.dtype != "int8"
+                              or not given.transposed
+                              or given.layout != [[(p.slice("mem_w0").index, 0, 0, 1)]]):
+        raise CompileError(f"{where}: input {given.name!r} must be int8 {(rows, cols)} "
+                           f"column-wise from word 0 of mem_w0 bank 0, is {given.dtype} "
+                           f"{tuple(given.shape)} {given.layout}")
     try:
         consts = softmax_consts(scale)
     except ValueError as e:
@@ -375,7 +386,8 @@ def emit_softmax(state: ChipState, rows: int, cols: int, *, scale: float, earlie
                         "identity weights in mem_w1 bank 0": vl})
     w0, w1, bank1 = k.w0, k.w1, p.mem_words
     nx, ny = names
-    k.reserve(nx, (w0.index, 0), RT * cols)
+    if given is None:
+        k.reserve(nx, (w0.index, 0), RT * cols)
     k.reserve(ny, (w0.index, 1), RT * cols)
     k.reserve(f"{ny} identity weights", (w1.index, 0), vl)
     k.reserve(f"{ny} constants and scratch", (k.e0.index, 0), _SCRATCH_E0 + 1)
@@ -454,7 +466,8 @@ def emit_softmax(state: ChipState, rows: int, cols: int, *, scale: float, earlie
         abc_free = t0 + _ROW_SOFTMAX_OUT * (cols - 1) + 1
 
     return k.finish(
-        inputs=[TensorDesc(nx, (rows, cols), "int8", [(w0.index, 0)], base=0, transposed=True)],
+        inputs=[given or TensorDesc(nx, (rows, cols), "int8", [(w0.index, 0)], base=0,
+                                    transposed=True)],
         outputs=[TensorDesc(ny, (rows, cols), "int8", [(w0.index, 1)], base=0,
                             transposed=True)],
         meta={"rows": rows, "cols": cols, "scale": float(scale), "mult": consts.mult,

@@ -1,0 +1,618 @@
+"""The graph compiler: a fixed list of named passes from a :class:`Graph` to one
+:class:`~openlpu.firmware.package.Package`.
+
+======== ===================================================================== ===============
+pass     what it does                                                          returns
+======== ===================================================================== ===============
+import   checks the graph (every operand defined, outputs computed, no cycle,  Graph
+         every input used) and sorts the nodes topologically (stable: ties in
+         insertion order), copying it
+tidy     drops nodes no output depends on; fuses ``matmul [-> bias_add] ->     Graph
+         requantize [-> relu]`` chains whose intermediates have one consumer
+         and are no output into one ``qlinear``
+quantize chooses every requantize's ``(multiplier, shift)`` from the scales    Graph
+         (:func:`~openlpu.firmware.graph.quant.multiplier_for`); zero points 0
+lower    one kernel per node (:class:`Kernel`: emitter and its arguments;     KernelPlan
+         a linear feeding a softmax is computed transposed); errors name a
+         node no kernel implements
+allocate tensor lifetimes: the kernel that writes each value, the last that    KernelPlan
+         reads it; an intermediate's MEM is freed after its last reader
+schedule places every kernel on one :class:`ChipState` in order, each from     Scheduled
+         the end of the kernels that wrote its inputs, inputs read where the
+         producer left them (``inputs=`` layouts, copied by
+         :func:`~.kernels.emit_copy` where a kernel cannot read them);
+         MEM words are taken from and returned to the state's allocator by
+         the lifetimes (constants and inputs never in words written in the
+         run)
+emit     the state's Package: the graph's inputs and outputs only, constants   Package
+         (weights) in its MEM image
+======== ===================================================================== ===============
+
+:func:`compile_graph` runs them in order; ``stop_after`` returns the representation of a
+pass, ``dump`` receives each pass's text (a callable ``dump(pass_name, text)`` or a directory,
+where ``NN_<pass>.txt`` and ``NN_<pass>.json`` are written). Everything is deterministic: the
+same graph and parameters give the same bytes.
+
+The intermediate graphs can be evaluated by the integer reference
+(``verification/graph_ref.py``) and agree with it on every pass.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from openlpu.params import LpuParams
+
+from ..chipstate import ChipState
+from ..compiler import emit_elementwise, emit_matmul
+from ..norm import emit_softmax
+from ..package import TensorDesc
+from ..schedule import CompileError
+from .ir import Graph, GraphError, Node, Quant
+from .kernels import emit_copy
+from .quant import multiplier_for
+
+__all__ = ["PASSES", "compile_graph", "Kernel", "KernelPlan", "Scheduled", "GraphCompileError"]
+
+
+class GraphCompileError(CompileError):
+    """A graph does not compile; the message names the node (or pass) that does not fit."""
+
+
+# -- import ---------------------------------------------------------------------------------------
+def import_graph(graph: Graph, params: LpuParams) -> Graph:
+    """Check ``graph`` and return a copy with its nodes in topological order."""
+    if not isinstance(graph, Graph):
+        raise GraphError(f"import: expected a Graph, not {type(graph).__name__}")
+    g = graph.copy()
+    defined = set(g.inputs) | {v.name for v in g.values.values() if v.is_const}
+    produced = {}
+    for n in g.nodes:
+        for o in n.outputs:
+            if o in produced or o in defined:
+                raise GraphError(f"node {n.name!r}: value {o!r} is defined twice")
+            produced[o] = n
+    for n in g.nodes:
+        for i in n.inputs:
+            if i not in defined and i not in produced:
+                raise GraphError(f"node {n.name!r}: operand {i!r} is never defined")
+    if not g.outputs:
+        raise GraphError(f"graph {g.name!r} has no outputs (g.output(value))")
+    # Kahn's algorithm, ties in insertion order
+    order, done = [], set(defined)
+    pending = list(g.nodes)
+    while pending:
+        ready = next((n for n in pending if all(i in done for i in n.inputs)), None)
+        if ready is None:
+            raise GraphError(f"graph {g.name!r}: nodes {', '.join(n.name for n in pending)} "
+                             f"form a cycle")
+        order.append(ready)
+        pending.remove(ready)
+        done.update(ready.outputs)
+    g.nodes = order
+    used = {i for n in g.nodes for i in n.inputs}
+    for i in g.inputs:
+        if i not in used:
+            raise GraphError(f"graph {g.name!r}: input {i!r} is not used by any node")
+    return g
+
+
+# -- tidy -----------------------------------------------------------------------------------------
+def tidy(g: Graph, params: LpuParams) -> Graph:
+    """Drop dead nodes; fuse matmul chains into ``qlinear`` (see the module docstring)."""
+    g = g.copy()
+    live = set(g.outputs)
+    keep = []
+    for n in reversed(g.nodes):
+        if any(o in live for o in n.outputs):
+            keep.append(n)
+            live.update(n.inputs)
+    g.nodes = list(reversed(keep))
+    cons = g.consumers()
+    prod = g.producer()
+
+    def sole(v, op):
+        """The one node of ``op`` reading ``v`` when ``v`` is an intermediate, else None."""
+        c = cons.get(v, [])
+        if len(c) == 1 and c[0].op == op and v not in g.outputs:
+            return c[0]
+        return None
+    fused, out_nodes = set(), []
+    for n in g.nodes:
+        if n.name in fused:
+            continue
+        if n.op != "matmul":
+            out_nodes.append(n)
+            continue
+        chain, v = [n], n.outputs[0]
+        bias = sole(v, "bias_add")
+        if bias:
+            chain.append(bias)
+            v = bias.outputs[0]
+        rq = sole(v, "requantize")
+        if rq is None:
+            out_nodes.append(n)
+            if bias:
+                out_nodes.append(bias)
+                fused.add(bias.name)
+            continue
+        chain.append(rq)
+        v = rq.outputs[0]
+        relu = sole(v, "relu")
+        if relu:
+            chain.append(relu)
+            v = relu.outputs[0]
+        inputs = list(n.inputs) + ([bias.inputs[1]] if bias else [])
+        attrs = {k: rq.attrs[k] for k in ("out_scale", "multiplier", "shift") if k in rq.attrs}
+        attrs.update(relu=bool(relu), bias=bool(bias),
+                     transpose_b=bool(n.attrs.get("transpose_b")),
+                     acc_scale=g.values[n.outputs[0]].quant.to_json()["scale"])
+        name = n.name[:-len(".matmul")] if n.name.endswith(".matmul") else n.name
+        out_nodes.append(Node(name, "qlinear", inputs, [v], attrs))
+        for c in chain:
+            fused.add(c.name)
+            for o in c.outputs:
+                if o != v:
+                    g.values.pop(o, None)
+    g.nodes = out_nodes
+    used = {i for n in g.nodes for i in n.inputs} | set(g.outputs) | set(g.inputs)
+    produced = {o for n in g.nodes for o in n.outputs}
+    g.values = {k: v for k, v in g.values.items() if k in used or k in produced}
+    return g
+
+
+# -- quantize -------------------------------------------------------------------------------------
+def quantize(g: Graph, params: LpuParams) -> Graph:
+    """Set ``multiplier`` and ``shift`` of every requantize and qlinear (one int per output
+    column when the scales are per-channel and differ)."""
+    g = g.copy()
+    for n in g.nodes:
+        for v in n.inputs + n.outputs:
+            if g.values[v].quant.zero_point:
+                raise GraphError(f"node {n.name!r}: {v} has zero point "
+                                 f"{g.values[v].quant.zero_point}; only symmetric (0) is "
+                                 f"compiled")
+        if n.op not in ("requantize", "qlinear") or "multiplier" in n.attrs:
+            continue
+        if n.op == "qlinear":
+            acc = np.asarray(n.attrs["acc_scale"], dtype=np.float64).reshape(-1)
+        else:
+            acc = g.values[n.inputs[0]].quant.scales()
+        try:
+            pairs = [multiplier_for(float(s) / n.attrs["out_scale"], f"node {n.name!r}")
+                     for s in acc]
+        except ValueError as e:
+            raise GraphError(str(e)) from None
+        if len(set(pairs)) == 1:
+            n.attrs["multiplier"], n.attrs["shift"] = pairs[0]
+        else:
+            n.attrs["multiplier"] = [m for m, _ in pairs]
+            n.attrs["shift"] = [s for _, s in pairs]
+    return g
+
+
+# -- lower ----------------------------------------------------------------------------------------
+@dataclass
+class Kernel:
+    """One emitter call: ``kind`` (``matmul``, ``elementwise``), the node it implements, the
+    value names it reads and writes and the emitter's arguments."""
+    name: str
+    kind: str
+    inputs: list
+    outputs: list
+    args: dict
+
+    def to_json(self):
+        return {"name": self.name, "kind": self.kind, "inputs": self.inputs,
+                "outputs": self.outputs, "args": self.args}
+
+
+@dataclass
+class KernelPlan:
+    """The kernels of a graph in order, and (after ``allocate``) the tensor lifetimes."""
+    graph: Graph
+    kernels: list
+    lifetimes: dict = field(default_factory=dict)   # value -> [writer index, last reader index]
+    frees: dict = field(default_factory=dict)       # kernel index -> values freed after it
+
+    def to_json(self):
+        return {"graph": self.graph.name, "kernels": [k.to_json() for k in self.kernels],
+                "lifetimes": self.lifetimes,
+                "frees": {str(k): v for k, v in sorted(self.frees.items())}}
+
+    def dump(self) -> str:
+        lines = [f"kernels of {self.graph.name}"]
+        for i, k in enumerate(self.kernels):
+            args = json.dumps(k.args, sort_keys=True)
+            lines.append(f"  [{i}] {k.name}: {k.kind}({', '.join(k.inputs)}) -> "
+                         f"{', '.join(k.outputs)} {args}")
+            if i in self.frees:
+                lines.append(f"      frees {', '.join(self.frees[i])}")
+        for v, (w, r) in sorted(self.lifetimes.items()):
+            lines.append(f"  lifetime {v}: written by [{w}], last read by [{r}]")
+        return "\n".join(lines) + "\n"
+
+
+def lower(g: Graph, params: LpuParams) -> KernelPlan:
+    """One :class:`Kernel` per node; raises :class:`GraphCompileError` naming a node no kernel
+    implements (yet)."""
+    ks = []
+    for n in g.nodes:
+        ins = [g.values[i] for i in n.inputs]
+        if n.op in ("qlinear", "matmul"):
+            x, w = ins[0], ins[1]
+            tb = bool(n.attrs.get("transpose_b"))
+            if w.is_const == tb:
+                raise GraphCompileError(
+                    f"node {n.name!r}: " + (f"{w.name} must be a constant (an activation is "
+                                            f"read as the second operand only transposed, "
+                                            f"transpose_b=True)" if not tb else
+                                            f"a constant second operand is given untransposed "
+                                            f"(transpose_b=False)"))
+            M, K = x.shape
+            N = w.shape[0] if tb else w.shape[1]
+            args = {"M": M, "K": K, "N": N, "requantize": None, "relu": False,
+                    "transpose_b": tb}
+            if n.op == "qlinear":
+                if n.attrs.get("bias"):
+                    raise GraphCompileError(f"node {n.name!r}: the int32 bias epilogue is not "
+                                            f"lowered yet (qlinear with a bias)")
+                m, s = n.attrs["multiplier"], n.attrs["shift"]
+                if isinstance(m, list):
+                    raise GraphCompileError(f"node {n.name!r}: per-channel requantize "
+                                            f"multipliers are not lowered yet (the epilogue "
+                                            f"takes one multiplier)")
+                args.update(requantize=[int(m), int(s)], relu=bool(n.attrs["relu"]))
+            ks.append(Kernel(n.name, "matmul", list(n.inputs[:2]), list(n.outputs), args))
+        elif n.op == "softmax":
+            x = ins[0]
+            rows, cols = x.shape
+            prod = next((k for k in ks if x.name in k.outputs), None)
+            if prod is not None:
+                # the softmax reads X column-wise: its producer computes X^T = W^T @ x^T
+                # (weights as A, x's rows as the B^T words), which stores X column-wise
+                if prod.kind != "matmul" or not prod.args["requantize"]:
+                    raise GraphCompileError(
+                        f"node {n.name!r} (softmax): reads its input column-wise; {x.name} "
+                        f"(from {prod.name!r}) is stored row-wise and a transpose is not "
+                        f"lowered yet (a softmax may follow a linear directly)")
+                prod.args["transposed"] = True
+            ks.append(Kernel(n.name, "softmax", [x.name], list(n.outputs),
+                             {"rows": rows, "cols": cols, "scale": n.attrs["scale"]}))
+        elif n.op in ("add", "relu"):
+            R, C = ins[0].shape
+            ks.append(Kernel(n.name, "elementwise", list(n.inputs), list(n.outputs),
+                             {"op": n.op.upper(), "R": R, "C": C}))
+        else:
+            why = {"requantize": "a requantize must follow a matmul directly (the fused "
+                                 "epilogue); an int32 tensor in MEM is not requantized",
+                   "bias_add": "a bias_add must be between a matmul and a requantize",
+                   }.get(n.op, "no kernel implements it yet")
+            raise GraphCompileError(f"node {n.name!r} ({n.op}): {why}")
+    return KernelPlan(g, ks)
+
+
+# -- allocate -------------------------------------------------------------------------------------
+def allocate(plan: KernelPlan, params: LpuParams) -> KernelPlan:
+    """Lifetimes: which kernel writes each value and which reads it last; an intermediate (not
+    a graph input, output or constant) is freed after its last reader."""
+    g = plan.graph
+    life = {}
+    for i, k in enumerate(plan.kernels):
+        for v in k.outputs:
+            life[v] = [i, i]
+        for v in k.inputs:
+            life.setdefault(v, [-1, -1])[1] = i
+    frees = {}
+    for v, (w, r) in life.items():
+        val = g.values[v]
+        if v in g.inputs or v in g.outputs or val.is_const:
+            continue
+        frees.setdefault(r, []).append(v)
+    return KernelPlan(g, plan.kernels, life, {k: sorted(v) for k, v in frees.items()})
+
+
+# -- schedule -------------------------------------------------------------------------------------
+@dataclass
+class Scheduled:
+    """The chip state with every kernel placed, each value's layout and each kernel's
+    ``[earliest, end)`` cycles."""
+    plan: KernelPlan
+    state: ChipState
+    layouts: dict
+    cycles: list
+
+    def to_json(self):
+        return {"kernels": [{"name": k.name, "earliest": a, "end": b}
+                            for k, (a, b) in zip(self.plan.kernels, self.cycles)],
+                "layouts": {n: d.to_dict() for n, d in sorted(self.layouts.items())},
+                "end": self.state.end}
+
+    def dump(self) -> str:
+        lines = [f"schedule of {self.plan.graph.name}: {self.state.end} cycles"]
+        for k, (a, b) in zip(self.plan.kernels, self.cycles):
+            lines.append(f"  {k.name}: cycles {a}..{b - 1}")
+        for n, d in sorted(self.layouts.items()):
+            lines.append(f"  {n}: {d.dtype}{list(d.shape)}{' transposed' if d.transposed else ''}"
+                         f" planes {json.dumps(d.to_dict()['planes'])} base {d.base}")
+        return "\n".join(lines) + "\n"
+
+
+def _image_of(params, desc, data) -> list:
+    """MEM image entries ``(slice, address, VL bytes)`` holding ``data`` in ``desc``'s layout."""
+    vl = params.vl
+    s = np.asarray(data, dtype=np.int64)
+    s = s.T if desc.transposed else s
+    r, c = s.shape
+    tiles = desc.tiles(vl)
+    st = np.zeros((r, tiles * vl), dtype=np.int64)
+    st[:, :c] = s
+    nbytes = len(desc.planes)
+    u = st & ((1 << (8 * nbytes)) - 1)
+    out = []
+    for b in range(nbytes):
+        plane = ((u >> (8 * b)) & 0xFF).astype(np.uint8)
+        for j in range(tiles):
+            for row in range(r):
+                sl, bank, word = desc.locate(b, j * r + row)
+                out.append((sl, bank * params.mem_words + word,
+                            bytes(plane[row, j * vl:(j + 1) * vl])))
+    return out
+
+
+def _owners(state, name) -> list:
+    """Allocator owner names of a tensor (``name`` or its byte planes)."""
+    return [o for o in state.alloc._owned if o == name or o.startswith(f"{name} byte plane ")]
+
+
+def schedule(plan: KernelPlan, params: LpuParams) -> Scheduled:
+    """Emit every kernel on one :class:`ChipState`, in order (see the module docstring)."""
+    g = plan.graph
+    state = ChipState(params, f"graph {g.name!r} on preset {params.name!r}")
+    layouts, ends, cycles = {}, {}, []
+    pending = []                                    # (cycle from which free, value)
+    dirty = {}                                      # (slice, bank) -> words freed in the run
+    fixed = {}                                      # kernel index -> placeholder owners
+    for i, k in enumerate(plan.kernels):
+        if k.kind == "softmax":
+            if any(fixed):
+                raise GraphCompileError(f"node {k.name!r} (softmax): one softmax per program "
+                                        f"(its MEM words are fixed)")
+            # a kernel with fixed MEM words: hold them from the start, so that the kernels
+            # before it leave them free, and let them go just before it
+            dry = ChipState(params)
+            try:
+                emit_softmax(dry, k.args["rows"], k.args["cols"], scale=k.args["scale"])
+            except CompileError as e:
+                raise GraphCompileError(f"node {k.name!r} (softmax): {e}") from None
+            fixed[i] = []
+            for owner, ranges in sorted(dry.alloc._owned.items()):
+                for n_, (sl, bk, s0, e0) in enumerate(ranges):
+                    ph = f"{k.name}: fixed words of {owner} {n_}"
+                    state.alloc.reserve(ph, (sl, bk), s0, e0 - s0)
+                    fixed[i].append(ph)
+    for i, k in enumerate(plan.kernels):
+        earliest = max([ends.get(v, 0) for v in k.inputs], default=0)
+        for ph in fixed.get(i, ()):
+            state.alloc.free(ph)
+        # an intermediate's words return to the allocator once its last reader has ended
+        for t, v in [x for x in pending if x[0] <= earliest]:
+            for o in _owners(state, v):
+                for sl, bk, s0, e0 in state.alloc._owned[o]:
+                    dirty.setdefault((sl, bk), set()).update(range(s0, e0))
+                state.alloc.free(o)
+            pending.remove((t, v))
+        saved = state.fork()
+        try:
+            out, earliest = _emit_somewhere(state, g, k, layouts, earliest)
+            if _preloaded(state, g, k, out, saved) & _dirty_words(dirty):
+                # constants and inputs are in MEM before the run: words an intermediate
+                # was written to in the run cannot hold them; emit again with those held
+                state.adopt(saved)
+                held = _hold_dirty(state, dirty, k.name)
+                out, earliest = _emit_somewhere(state, g, k, layouts, earliest)
+                for ph in held:
+                    state.alloc.free(ph)
+        except CompileError as e:
+            raise GraphCompileError(f"node {k.name!r} ({k.kind}): {e}") from None
+        flip = k.args.get("transposed")
+        tb = k.kind == "matmul" and k.args.get("transpose_b")
+        for j, d in enumerate(out.inputs):
+            # the emitter's descriptors of A and B^T, as the graph's values
+            if (j == 0 and flip and not tb) or (j == 1 and (flip or tb)):
+                d = _flip(d)
+            if d.name in k.inputs and d.name not in layouts:
+                layouts[d.name] = d
+                if g.values[d.name].is_const:
+                    state.image.extend(_image_of(params, d, g.values[d.name].data))
+        for d in out.outputs:
+            d = _flip(d) if flip else d
+            layouts[d.name] = d
+            ends[d.name] = out.end
+        cycles.append((earliest, out.end))
+        for v in plan.frees.get(i, ()):
+            pending.append((out.end, v))
+    return Scheduled(plan, state, layouts, cycles)
+
+
+def _emit_somewhere(state, g, k, layouts, earliest):
+    """Emit ``k`` from ``earliest``, or, if it does not fit next to the kernels still running
+    (a queue, stream or bank they use), after all of them; returns (Emitted, its earliest)."""
+    try:
+        return _emit(state, g, k, layouts, earliest), earliest
+    except CompileError:
+        if state.end <= earliest:
+            raise
+        return _emit(state, g, k, layouts, state.end), state.end
+
+
+def _preloaded(state, g, k, out, before) -> set:
+    """MEM words ``(slice, bank, word)`` the emission of ``k`` filled before the run: new MEM
+    image entries and newly placed graph inputs and constants."""
+    p = state.params
+    words = {(sl, p.mem_bank_of(a), a % p.mem_words) for sl, a, _ in state.image[
+        len(before.image):]}
+    for d in out.inputs:
+        v = g.values.get(d.name)
+        if v is not None and (v.is_const or d.name in g.inputs):
+            for b in range(len(d.planes)):
+                words.update(d.plane_words(b, p.vl))
+    return words
+
+
+def _dirty_words(dirty) -> set:
+    return {(sl, bk, w) for (sl, bk), ws in dirty.items() for w in ws}
+
+
+def _hold_dirty(state, dirty, who) -> list:
+    """Reserve every free word in ``dirty``; returns the placeholder owners."""
+    held = []
+    for (sl, bk), ws in sorted(dirty.items()):
+        for s0, e0 in list(state.alloc._free[(sl, bk)]):
+            run = [w for w in range(s0, e0) if w in ws]
+            i = 0
+            while i < len(run):
+                j = i
+                while j + 1 < len(run) and run[j + 1] == run[j] + 1:
+                    j += 1
+                ph = f"{who}: words written in the run ({sl}, {bk}, {run[i]})"
+                state.alloc.reserve(ph, (sl, bk), run[i], run[j] - run[i] + 1)
+                held.append(ph)
+                i = j + 1
+    return held
+
+
+def _apart(state, a, b, who, earliest):
+    """``b``, or a copy of it in other MEM slices when ``a`` and ``b`` (layouts another kernel
+    wrote) share a slice: one read queue cannot feed both operands in one cycle. Returns
+    (layout, earliest after the copy)."""
+    if a is None or b is None:
+        return b, earliest
+    sa = {sl for sl, *_ in a.layout[0]}
+    if not sa & {sl for sl, *_ in b.layout[0]}:
+        return b, earliest
+    cp = emit_copy(state, b, f"{b.name}@{who}", earliest=earliest, avoid_slices=sa)
+    return cp.outputs[0], cp.end
+
+
+def _flip(d):
+    """The same stored words described as the transpose (``x^T`` stored row-wise is ``x``
+    stored column-wise)."""
+    return TensorDesc(d.name, tuple(reversed(d.shape)), d.dtype, d.planes, base=d.base,
+                      transposed=not d.transposed)
+
+
+def _emit(state, g, k: Kernel, layouts, earliest):
+    a = k.args
+    if k.kind == "matmul" and a.get("transposed"):
+        # out^T = w^T @ x^T: w^T as A (w's rows with transpose_b), x's rows as B^T's words
+        x, w = k.inputs
+        rq = tuple(a["requantize"])
+        A = layouts.get(w) if a["transpose_b"] else None
+        B, earliest = _apart(state, A, layouts.get(x), k.name, earliest)
+        given = (A, _flip(B) if B is not None else None)
+        return emit_matmul(state, a["N"], a["K"], a["M"], earliest=earliest, requantize=rq,
+                           relu=a["relu"], names=(w, x, k.outputs[0]),
+                           inputs=given if any(d is not None for d in given) else None)
+    if k.kind == "softmax":
+        (x,), y = k.inputs, k.outputs[0]
+        w0 = state.params.slice("mem_w0").index
+        given = layouts.get(x)
+        if given is not None:
+            if given.layout != [[(w0, 0, 0, 1)]]:
+                cp = emit_copy(state, given, f"{x}@{k.name}", earliest=earliest,
+                               unit=(w0, 0), base=0)
+                given, earliest = cp.outputs[0], cp.end
+        earliest = max(earliest, state.stream_hi + 1)
+        return emit_softmax(state, a["rows"], a["cols"], scale=a["scale"], earliest=earliest,
+                            names=(x, y), inputs=(given,) if given is not None else None)
+    if k.kind == "matmul":
+        x, w = k.inputs
+        if not a["transpose_b"] and w in layouts:
+            raise CompileError(f"the weights {w} are read by two kernels; give each its own "
+                               f"constant")
+        rq = tuple(a["requantize"]) if a["requantize"] else None
+        # a graph input first read here transposed is placed by the kernel (as B^T's rows)
+        B = layouts.get(w) if a["transpose_b"] else None
+        B, earliest = _apart(state, layouts.get(x), B, k.name, earliest)
+        given = (layouts.get(x), _flip(B) if B is not None else None)
+        return emit_matmul(state, a["M"], a["K"], a["N"], earliest=earliest, requantize=rq,
+                           relu=a["relu"], names=(x, w, k.outputs[0]),
+                           inputs=given if any(d is not None for d in given) else None)
+    if k.kind == "elementwise":
+        names = (k.inputs + [f"{k.outputs[0]}.unused"])[:2] + [k.outputs[0]]
+        given = [layouts.get(v) for v in k.inputs]
+        if len(k.inputs) == 2 and k.inputs[0] == k.inputs[1]:
+            raise CompileError(f"both operands are {k.inputs[0]}; not lowered")
+        if len(given) == 2:
+            given[1], earliest = _apart(state, given[0], given[1], k.name, earliest)
+        given = tuple(given)
+        return emit_elementwise(state, a["op"], a["R"], a["C"], earliest=earliest,
+                                names=tuple(names), inputs=given if any(given) else None)
+    raise CompileError(f"unknown kernel kind {k.kind!r}")
+
+
+# -- emit -----------------------------------------------------------------------------------------
+def emit(s: Scheduled, params: LpuParams):
+    """The :class:`Package` of the scheduled state: the graph's inputs and outputs."""
+    g = s.plan.graph
+    meta = {"graph": g.name, "kernels": [{"name": k.name, "kind": k.kind, "earliest": a,
+                                          "end": b} for k, (a, b) in zip(s.plan.kernels,
+                                                                          s.cycles)]}
+    return s.state.package(name=g.name, inputs=[s.layouts[v] for v in g.inputs],
+                           outputs=[s.layouts[v] for v in g.outputs], meta=meta)
+
+
+#: The passes, in their fixed order: (name, function(representation, params) -> next).
+PASSES = (("import", import_graph), ("tidy", tidy), ("quantize", quantize), ("lower", lower),
+          ("allocate", allocate), ("schedule", schedule), ("emit", emit))
+PASS_NAMES = tuple(n for n, _ in PASSES)
+
+
+def _texts(rep):
+    """(text, JSON) of a pass's representation."""
+    from ..package import Package
+    if isinstance(rep, Package):
+        d = {"name": rep.name, "predicted_cycles": rep.predicted_cycles,
+             "inputs": [t.to_dict() for t in rep.inputs],
+             "outputs": [t.to_dict() for t in rep.outputs],
+             "queues": {q: len(w) for q, w in sorted(rep.queues.items())}}
+        text = (f"package {rep.name}: {rep.predicted_cycles} cycles, "
+                f"{sum(len(w) for w in rep.queues.values())} instruction words, "
+                f"{len(rep.mem_image)} constant MEM words\n")
+        return text, d
+    return rep.dump(), rep.to_json()
+
+
+def compile_graph(graph: Graph, params: LpuParams, stop_after: str | None = None, dump=None):
+    """Run the passes of :data:`PASSES` on ``graph`` for ``params``; returns the
+    :class:`~openlpu.firmware.package.Package`, or with ``stop_after`` (a pass name) that
+    pass's representation. ``dump``: a callable ``dump(pass_name, text)`` or a directory
+    (``NN_<pass>.txt`` and ``.json`` written there). Raises :class:`GraphError` /
+    :class:`GraphCompileError` naming the node that does not fit."""
+    if stop_after is not None and stop_after not in PASS_NAMES:
+        raise ValueError(f"stop_after={stop_after!r} is not a pass; passes: "
+                         f"{', '.join(PASS_NAMES)}")
+    if isinstance(dump, (str, os.PathLike)):
+        os.makedirs(dump, exist_ok=True)
+    rep = graph
+    for i, (name, fn) in enumerate(PASSES):
+        rep = fn(rep, params)
+        if dump is not None:
+            text, js = _texts(rep)
+            if callable(dump):
+                dump(name, text)
+            else:
+                base = os.path.join(os.fspath(dump), f"{i:02d}_{name}")
+                with open(base + ".txt", "w") as f:
+                    f.write(text)
+                with open(base + ".json", "w") as f:
+                    json.dump(js, f, indent=1, sort_keys=True)
+        if name == stop_after:
+            return rep
+    return rep

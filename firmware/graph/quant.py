@@ -1,0 +1,31 @@
+"""Requantization constants: a real factor as the VXM's ``(multiplier, shift)``.
+
+``VREQ`` computes ``saturate8(round(x * multiplier / 2**(31 + shift)))`` with an int32
+``multiplier`` and ``shift`` in 0..31 (openlpu/vxm_ops.py ``requantize``); :func:`multiplier_for`
+picks the pair closest to ``x * factor``: the largest shift whose multiplier still fits int32.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["multiplier_for"]
+
+
+def multiplier_for(factor: float, where: str = "requantize") -> tuple[int, int]:
+    """``(multiplier, shift)`` with ``multiplier / 2**(31 + shift)`` closest to ``factor``
+    (0 < factor < 1); raises ValueError naming ``where`` for a factor it cannot express."""
+    if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
+        raise ValueError(f"{where}: the requantize factor must be a positive number, "
+                         f"not {factor!r}")
+    for shift in range(31, -1, -1):
+        m = round(factor * 2.0 ** (31 + shift))
+        if m < (1 << 31):
+            if m == 0:
+                break
+            return int(m), shift
+    if factor * 2.0 ** 62 < 0.5:
+        raise ValueError(f"{where}: factor {factor:.3g} is below the smallest the VXM "
+                         f"multiplier expresses (2**-62)")
+    raise ValueError(f"{where}: factor {factor:.6g} is not below 1 (in_scale * w_scale / "
+                     f"out_scale); VREQ only scales down")

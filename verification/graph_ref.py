@@ -1,0 +1,91 @@
+"""Integer reference of a graph (:mod:`openlpu.firmware.graph`): every node evaluated with the
+reference functions of the chip's instructions (``openlpu.vxm_ops``, ``verification/reference.py``),
+on a graph of any pass (import, tidy, quantize) or on the kernel plan of the lower / allocate
+passes.
+
+A requantize without ``multiplier`` / ``shift`` (before the quantize pass) takes them from the
+scales as the quantize pass does (:func:`openlpu.firmware.graph.quant.multiplier_for`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from openlpu import vxm_ops
+from openlpu.firmware.graph import Graph, KernelPlan, multiplier_for
+from openlpu.firmware.norm import softmax_consts
+
+from .reference import softmax_int
+
+__all__ = ["evaluate", "run_graph", "evaluate_plan"]
+
+
+def _requant(acc, attrs, acc_scale):
+    m, s = attrs.get("multiplier"), attrs.get("shift")
+    if m is None:
+        scales = np.asarray(acc_scale, dtype=np.float64).reshape(-1)
+        pairs = [multiplier_for(float(x) / attrs["out_scale"]) for x in scales]
+        m, s = [p[0] for p in pairs], [p[1] for p in pairs]
+        if len(set(pairs)) == 1:
+            m, s = m[0], s[0]
+    if isinstance(m, list):
+        return np.stack([vxm_ops.requantize(acc[:, j], m[j], s[j]) for j in range(acc.shape[1])],
+                        axis=1)
+    return vxm_ops.requantize(acc, int(m), int(s))
+
+
+def _node(g: Graph, n, vals):
+    x = [vals[i] for i in n.inputs]
+    if n.op == "matmul":
+        w = x[1].T if n.attrs.get("transpose_b") else x[1]
+        return x[0].astype(np.int64) @ w.astype(np.int64)
+    if n.op == "bias_add":
+        return x[0] + x[1][None, :]
+    if n.op == "requantize":
+        return _requant(x[0], n.attrs, g.values[n.inputs[0]].quant.scale)
+    if n.op == "relu":
+        return np.maximum(x[0], 0)
+    if n.op == "add":
+        return vxm_ops.binary_op("ADD", x[0], x[1], 0)
+    if n.op == "softmax":
+        return softmax_int(x[0], softmax_consts(n.attrs["scale"]))["Y"]
+    if n.op == "qlinear":
+        w = x[1].T if n.attrs.get("transpose_b") else x[1]
+        acc = x[0].astype(np.int64) @ w.astype(np.int64)
+        if n.attrs.get("bias"):
+            acc = acc + x[2][None, :]
+        y = _requant(acc, n.attrs, n.attrs["acc_scale"])
+        return np.maximum(y, 0) if n.attrs.get("relu") else y
+    raise ValueError(f"node {n.name!r}: the reference has no op {n.op!r}")
+
+
+def evaluate(g: Graph, inputs: dict) -> dict:
+    """Every value of ``g`` (name -> int64 array) for the given input arrays; nodes in list
+    order (a graph after the import pass is in topological order)."""
+    missing = set(g.inputs) - set(inputs)
+    if missing:
+        raise ValueError(f"graph {g.name!r}: missing input(s) {', '.join(sorted(missing))}")
+    vals = {k: np.asarray(v, dtype=np.int64) for k, v in inputs.items()}
+    vals.update({v.name: v.data for v in g.values.values() if v.is_const})
+    for n in g.nodes:
+        vals[n.outputs[0]] = _node(g, n, vals)
+    return vals
+
+
+def run_graph(g: Graph, inputs: dict) -> dict:
+    """The graph's outputs (name -> int64 array)."""
+    vals = evaluate(g, inputs)
+    return {o: vals[o] for o in g.outputs}
+
+
+def evaluate_plan(plan: KernelPlan, inputs: dict) -> dict:
+    """The outputs of a kernel plan (lower / allocate pass): each kernel's node evaluated in
+    kernel order (a kernel that does not follow its producers fails with a KeyError)."""
+    g = plan.graph
+    by_name = {n.name: n for n in g.nodes}
+    vals = {k: np.asarray(v, dtype=np.int64) for k, v in inputs.items()}
+    vals.update({v.name: v.data for v in g.values.values() if v.is_const})
+    for k in plan.kernels:
+        n = by_name[k.name]
+        vals[n.outputs[0]] = _node(g, n, vals)
+    return {o: vals[o] for o in g.outputs}
