@@ -18,7 +18,7 @@ from openlpu import hostmap
 from openlpu.firmware.package import DTYPES, Package, PackageError, TensorDesc
 
 __all__ = ["load_writes", "const_writes", "const_words", "input_writes", "input_words",
-           "output_reads", "assemble_outputs", "check_inputs", "InputError"]
+           "output_reads", "output_addrs", "assemble_outputs", "check_inputs", "InputError"]
 
 
 class InputError(ValueError):
@@ -33,13 +33,6 @@ def _lane_offsets(params) -> tuple[int, ...]:
     base = hostmap.mem_addr(params, 0, 0, 0, 0, 0)
     return tuple(hostmap.mem_addr(params, 0, 0, 0, s, g) ^ base
                  for s in range(params.superlanes) for g in range(params.host_lane_groups))
-
-
-def _word_addrs(params, sl, bank, word):
-    """Host addresses of all lanes of one MEM vector word, in lane order (``host_word_lanes``
-    lanes each)."""
-    base = hostmap.mem_addr(params, sl, bank, word, 0, 0)
-    return [base | off for off in _lane_offsets(params)]
 
 
 def _pack_words(params, data: np.ndarray) -> np.ndarray:
@@ -172,41 +165,53 @@ def input_words(pkg: Package, inputs: dict) -> tuple[np.ndarray, np.ndarray]:
     return _concat(parts)
 
 
-def _output_words(pkg: Package):
+def _plane_addrs(params, desc: TensorDesc, plane: int) -> np.ndarray:
+    """Host addresses of every stored word of one byte plane of ``desc``: shape (words, host
+    words per vector word), stored word ``w = j*R + r`` in row ``w``, lanes in order."""
+    bases = np.array([hostmap.mem_addr(params, sl, bank, word, 0, 0)
+                      for sl, bank, word in desc.plane_words(plane, params.vl)], dtype=np.int64)
+    return bases[:, None] | np.array(_lane_offsets(params), dtype=np.int64)
+
+
+def output_addrs(pkg: Package) -> np.ndarray:
+    """:func:`output_reads` as a uint32 array."""
     p = pkg.params
-    for desc in pkg.outputs:
-        r_count = desc.stored_shape[0]
-        for b in range(len(desc.planes)):
-            where = desc.plane_words(b, p.vl)           # stored word w = j*R + r
-            for j in range(desc.tiles(p.vl)):
-                for r in range(r_count):
-                    yield desc, b, j, r, _word_addrs(p, *where[j * r_count + r])
+    parts = [_plane_addrs(p, desc, b).reshape(-1)
+             for desc in pkg.outputs for b in range(len(desc.planes))]
+    return (np.concatenate(parts) if parts else np.zeros(0, np.int64)).astype(np.uint32)
 
 
 def output_reads(pkg: Package) -> list[int]:
-    """Host addresses to read, in the order :func:`assemble_outputs` expects."""
-    return [a for *_, addrs in _output_words(pkg) for a in addrs]
+    """Host addresses to read, in the order :func:`assemble_outputs` expects: every output,
+    every byte plane, stored word ``w = j*R + r`` (row ``r`` of column tile ``j``), its host
+    words in lane order."""
+    return output_addrs(pkg).tolist()
 
 
 def assemble_outputs(pkg: Package, words) -> dict:
     """Turn the words read at :func:`output_reads` into ``{name: ndarray}``."""
     p = pkg.params
-    words = list(words)
-    if len(words) != len(output_reads(pkg)):
-        raise PackageError(f"expected {len(output_reads(pkg))} output words, got {len(words)}")
-    stores = {d.name: np.zeros((d.stored_shape[0], d.tiles(p.vl) * p.vl), dtype=np.int64)
-              for d in pkg.outputs}
-    i = 0
-    for desc, b, j, r, addrs in _output_words(pkg):
-        lanes = []
-        for w in words[i:i + len(addrs)]:
-            lanes += hostmap.unpack_lanes(w, p.host_word_lanes)
-        i += len(addrs)
-        stores[desc.name][r, j * p.vl:(j + 1) * p.vl] |= np.array(lanes, dtype=np.int64) << (8 * b)
-    out = {}
+    words = np.asarray(words if isinstance(words, np.ndarray) else list(words), dtype=np.int64)
+    per_word = p.superlanes * p.host_lane_groups             # host words per vector word
+    want = sum(len(d.planes) * d.words(p.vl) * per_word for d in pkg.outputs)
+    if words.size != want:
+        raise PackageError(f"expected {want} output words, got {words.size}")
+    hwl = p.host_word_lanes
+    out, i = {}, 0
     for desc in pkg.outputs:
+        r_count, tiles = desc.stored_shape[0], desc.tiles(p.vl)
+        store = np.zeros((r_count, tiles * p.vl), dtype=np.int64)
+        for b in range(len(desc.planes)):
+            n = desc.words(p.vl) * per_word
+            w = words[i:i + n].reshape(-1, 1)
+            i += n
+            # hostmap.unpack_lanes of every host word: lane byte k in bits 8k..8k+7
+            lanes = (w >> (8 * np.arange(hwl, dtype=np.int64))) & 0xFF
+            # stored word j*R + r -> row r, columns of tile j
+            plane = lanes.reshape(tiles, r_count, p.vl).transpose(1, 0, 2).reshape(r_count, -1)
+            store |= plane << (8 * b)
         bits = 8 * DTYPES[desc.dtype]
-        s = stores[desc.name][:, :desc.stored_shape[1]]
+        s = store[:, :desc.stored_shape[1]]
         s = np.where(s >= (1 << (bits - 1)), s - (1 << bits), s)
         s = s.T if desc.transposed else s
         out[desc.name] = s.astype(np.int8 if bits == 8 else np.int32)
