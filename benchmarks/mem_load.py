@@ -10,7 +10,7 @@ Three paths:
 
 * ``write_words``: the backend's bulk entry point with numpy arrays (the harness's back door);
 * ``write_inputs``: the driver (``Device.write_inputs`` of a matmul's input tensors, repeated
-  until 2 MiB have been moved), which checks the tensors, builds the ``(address, word)``
+  until ``--mib`` MiB have been moved), which checks the tensors, builds the ``(address, word)``
   arrays with numpy (``host.image.input_words``) and hands them to the same bulk path;
 * the bus (``mem_backdoor=False``): one simulated bus cycle per word, for comparison (a short
   load, extrapolated).
@@ -97,7 +97,7 @@ def bench_write_inputs(b, p, mib):
     before = b.backdoor_words
     dev.write_inputs({"A": A, "B": B})
     per_call = b.backdoor_words - before
-    reps = max(1, int(min(mib, 2) * 2**20 // max(1, per_call * p.host_word_lanes)))
+    reps = max(1, int(mib * 2**20 // max(1, per_call * p.host_word_lanes)))
     before = b.backdoor_words
     t0 = time.perf_counter()
     with progress.step(f"write_inputs: {reps} calls"):
