@@ -272,7 +272,8 @@ int lpu_backdoor_map(void *h, unsigned slice, unsigned sl, unsigned lane, const 
     Backdoor &b = d->bd;
     *got_width = 0;
     *got_depth = 0;
-    if (!b.on || slice >= b.slices || sl >= b.superlanes || lane >= b.lanes || 8 * (byte + 1) > width)
+    if (!b.on || slice >= b.slices || sl >= b.superlanes || lane >= b.lanes
+        || 8 * (byte + 1) > width)
         return 4;
     const VerilatedScope *sc = d->ctx->scopeFind(scope);
     if (sc == nullptr) return 1;

@@ -20,9 +20,9 @@ back door is off, with a :class:`BackdoorUnavailable` warning (once per library)
 reason in :attr:`VerilatorBackend.mem_backdoor_reason`.
 
 Builds are cached under ``$OPENLPU_BUILD_DIR/verilator`` (default ``<repo>/build/verilator``)
-in a folder named after the preset and a hash of the Verilog, the harness source, the
-Verilator version and the build flags; a second backend for the same chip loads the cached
-library without rebuilding.
+in a folder named after the preset and a hash of the Verilog, the configuration file, the harness
+source, the Verilator version and the build flags; a second backend for the same chip loads the
+cached library without rebuilding.
 """
 
 from __future__ import annotations
@@ -272,9 +272,9 @@ def build_library(verilog: str, tag: str = "chip", *, params: LpuParams | None =
     ``params``: the chip's parameters, for the Verilator configuration file that makes its MEM
     tile memories public (:func:`mem_config_source`; without ``params`` none is public and the
     model has no MEM back door). Returns the library path. A build for the same Verilog,
-    configuration, harness, Verilator version and flags is reused. Concurrent builds are safe: a process that wants an entry another one is
-    building waits for it (:func:`build_lock`), and each builds in its own temporary folder
-    published by a rename.
+    configuration, harness, Verilator version and flags is reused. Concurrent builds are
+    safe: a process that wants an entry another one is building waits for it
+    (:func:`build_lock`), and each builds in its own temporary folder published by a rename.
     """
     harness = HARNESS.read_text()
     wrapper = wrapper_verilog()
