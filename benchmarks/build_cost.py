@@ -79,7 +79,7 @@ def build(text, p, row, cache: bool = False):
     from openlpu.host.backends.verilator_sim import build_library
     with tempfile.TemporaryDirectory(prefix="build_cost-") as root:
         t0, c0 = time.monotonic(), _cpu()
-        build_library(text, p.name, root=None if cache else Path(root), timeout=3600)
+        build_library(text, p.name, params=p, root=None if cache else Path(root), timeout=3600)
         row["verilator_seconds"] = round(time.monotonic() - t0, 1)
         row["verilator_cpu_seconds"] = round(_cpu() - c0, 1)
 

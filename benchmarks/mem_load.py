@@ -1,29 +1,29 @@
-"""Bulk MEM load through the Verilator backend, in MB/s, beside the target: 16 MiB in <= 10 s.
+"""Bulk MEM load through the Verilator backend, in MiB/s, beside the target: 16 MiB in <= 10 s.
 
-A chip that holds 16 MiB (e.g. ``lanes=16, superlanes=4, streams=16, mem_slices=8,
-mem_words=8192``) is not built here: its Verilog initialises every memory entry (16 M lines)
-and it would take far longer than a benchmark should to generate and compile. So the load is
-measured on a smaller chip (the ``default`` preset unless ``--preset`` names another): its
-whole MEM image is written again and again until ``--mib`` MiB have been moved, and the
-seconds for 16 MiB follow from the rate. The back door's cost per word does not depend on the
-chip's size (one store per lane byte, no clock cycle).
+The load is measured on the ``default`` preset unless ``--preset`` names another, optionally
+with a larger MEM (``--mem-words N``: ``N`` words per bank, e.g. 32768 makes ``default`` an
+8 MiB chip): its whole MEM image is written again and again until ``--mib`` MiB have been
+moved, and the seconds for 16 MiB follow from the rate. The back door's cost per word does not
+depend on the chip's size (one byte store per lane, no clock cycle).
 
 Three paths:
 
 * ``write_words``: the backend's bulk entry point with numpy arrays (the harness's back door);
 * ``write_inputs``: the driver (``Device.write_inputs`` of a matmul's input tensors, repeated
-  until 2 MiB have been moved), which checks the tensors, builds the ``(address, word)`` pairs
-  (numpy per tile of rows) and hands them to the same bulk path;
+  until ``--mib`` MiB have been moved), which checks the tensors, builds the ``(address, word)``
+  arrays with numpy (``host.image.input_words``) and hands them to the same bulk path;
 * the bus (``mem_backdoor=False``): one simulated bus cycle per word, for comparison (a short
   load, extrapolated).
 
-Every load is read back (through the bus for a sample) and compared with what was written.
-Usage: ``python benchmarks/mem_load.py [--preset NAME] [--mib N]``.
+Every load is read back (through the bus for a sample) and compared with what was written; the
+benchmark stops with an error if the back door is off.
+Usage: ``python benchmarks/mem_load.py [--preset NAME] [--mem-words N] [--mib N]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -84,9 +84,10 @@ def bench_write_words(b, p, mib):
 def bench_write_inputs(b, p, mib):
     from openlpu.firmware.compiler import compile_matmul
     from openlpu.host.device import Device
-    # A (M x K int8) filling a MEM bank: M rows times K / VL tiles = mem_words words
+    # A (M x K int8) filling a MEM bank (M rows times K / VL tiles = mem_words words), at most
+    # 16 tiles wide (the instruction memory of the default preset)
     M, N = 2 * p.vl, p.vl
-    K = p.vl * max(1, p.mem_words // M)
+    K = p.vl * max(1, min(16, p.mem_words // M))
     pkg = compile_matmul(p, M, K, N)
     rng = np.random.default_rng(2)
     A = rng.integers(-128, 128, (M, K)).astype(np.int8)
@@ -96,7 +97,7 @@ def bench_write_inputs(b, p, mib):
     before = b.backdoor_words
     dev.write_inputs({"A": A, "B": B})
     per_call = b.backdoor_words - before
-    reps = max(1, int(min(mib, 2) * 2**20 // max(1, per_call * p.host_word_lanes)))
+    reps = max(1, int(mib * 2**20 // max(1, per_call * p.host_word_lanes)))
     before = b.backdoor_words
     t0 = time.perf_counter()
     with progress.step(f"write_inputs: {reps} calls"):
@@ -126,16 +127,23 @@ def bench_bus(p):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="default")
+    ap.add_argument("--mem-words", type=int, default=None,
+                    help="MEM words per bank instead of the preset's (a larger MEM)")
     ap.add_argument("--mib", type=float, default=TARGET_MIB,
                     help="MiB to move through write_words (default 16)")
     args = ap.parse_args(argv)
     p = preset(args.preset)
+    if args.mem_words is not None:
+        p = dataclasses.replace(p, name=f"{p.name}_mem{args.mem_words}",
+                                mem_words=args.mem_words)
     print(f"mem_load: preset {p.name} (MEM {mem_bytes(p) // 1024} KiB, VL {p.vl}); "
           f"{machine_note()}")
     t0 = time.perf_counter()
     b = VerilatorBackend(p)
     print(f"mem_load: backend ready in {time.perf_counter() - t0:.1f} s, back door "
-          f"{'on' if b.mem_backdoor else 'OFF'}")
+          f"{'on' if b.mem_backdoor else 'OFF: ' + str(b.mem_backdoor_reason)}")
+    if not b.mem_backdoor:
+        raise SystemExit("mem_load: the MEM back door is off, nothing to measure")
     moved, dt = bench_write_words(b, p, args.mib)
     rate = moved / dt / 2**20
     print(f"mem_load: write_words   {moved / 2**20:8.1f} MiB in {dt:6.2f} s = {rate:8.1f} MiB/s;"

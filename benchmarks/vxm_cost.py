@@ -70,7 +70,7 @@ def measure(p: LpuParams, build: bool) -> dict:
         from openlpu.host.backends.verilator_sim import build_library
         with tempfile.TemporaryDirectory(prefix="vxm_cost-") as root:
             t0, c0 = time.monotonic(), _children_cpu()
-            build_library(text, p.name, root=Path(root), timeout=3600)
+            build_library(text, p.name, params=p, root=Path(root), timeout=3600)
             row["verilator_seconds"] = round(time.monotonic() - t0, 1)
             row["verilator_cpu_seconds"] = round(_children_cpu() - c0, 1)
     return row

@@ -40,6 +40,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
+import numpy as np
+
 from openlpu import isa
 from openlpu.firmware.package import Package, PackageError
 from openlpu.hostmap import imem_addr, reg_addr
@@ -202,10 +204,11 @@ class Device:
             raise DeviceArgumentError(f"write_inputs() expects a dict of input name -> integer "
                                       f"array, not {type(inputs).__name__}")
         pkg = self._package
-        writes = image.input_writes(pkg, inputs)
+        addrs, words = image.input_words(pkg, inputs)
         if self._state is DeviceState.RAN:
-            writes = image.const_writes(pkg) + writes
-        self.backend.write_many(writes)
+            const = image.const_words(pkg)
+            addrs, words = np.concatenate([const[0], addrs]), np.concatenate([const[1], words])
+        self.backend.write_words(addrs, words)     # one bulk call (the Verilator MEM back door)
         self._state = DeviceState.INPUTS_WRITTEN
 
     def run(self, max_cycles: int | None = None, timeout_s: float | None = None) -> int:

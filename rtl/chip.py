@@ -14,7 +14,7 @@ from .mem import MemSlice, mem_host_addr_bits
 from .regs import HostRegisters
 from .shared import library, place, zero_init_memories
 
-__all__ = ["LpuChip", "generate_verilog", "convert_chip"]
+__all__ = ["LpuChip", "generate_verilog", "convert_chip", "mem_tile_memories"]
 
 
 class LpuChip(wiring.Component):
@@ -234,3 +234,31 @@ def convert_chip(params):
     with library("lpu") as lib:
         top = verilog.convert(LpuChip(params), name="lpu_chip", emit_src=False)
     return zero_init_memories(top) + lib.verilog(), lib
+
+
+def mem_tile_memories(params) -> tuple:
+    """Where each lane byte of every MEM tile is held in the chip's hierarchy (read-only, for
+    simulator back doors such as the Verilator backend's bulk MEM load).
+
+    One ``(slice, superlane, lane, instance, memory, byte, width, depth)`` per lane of every
+    superlane of every MEM slice (``params.mem_slice_list`` order): ``instance`` is the name
+    :class:`LpuChip` gives the slice's submodule (its floorplan name, a direct child of
+    ``lpu_chip``), ``memory`` the tile memory inside it (:func:`openlpu.rtl.mem.
+    tile_memory_name`: one per lane with ``mem_gather``, else one vector-wide memory per
+    superlane), ``byte`` the lane's byte within an entry of that memory, ``width`` and ``depth``
+    the memory's entry width in bits and number of entries (``mem_banks * mem_words``, entry
+    ``bank * mem_words + word``). With ``mem_ecc`` the entries hold codewords instead (see
+    :attr:`MemSlice.memories`): the byte positions do not apply.
+    """
+    from .mem import tile_memory_name
+    p = params
+    depth = p.mem_banks * p.mem_words
+    out = []
+    for s in p.mem_slice_list:
+        for c in range(p.superlanes):
+            for i in range(p.lanes):
+                if p.mem_gather:
+                    out.append((s, c, i, s.name, tile_memory_name(c, i), 0, 8, depth))
+                else:
+                    out.append((s, c, i, s.name, tile_memory_name(c), i, 8 * p.lanes, depth))
+    return tuple(out)

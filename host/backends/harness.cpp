@@ -12,39 +12,56 @@
 // for at least `drain` cycles is stored into (read from) the model's tile memories directly,
 // without clocking the bus, with the same effect on the memories as the bus access; anything
 // else (registers, IMEM, addresses no tile decodes, a running or draining chip) is a bus access.
-// The tile memories are reached through lpu_mem_map.cpp, generated from the chip's Verilog by
-// verilator_sim.py; the address decode is configured from Python (lpu_backdoor_*), where the
-// host address map is defined.
+// The tile memories are found at run time in the model's scope table by their hierarchical
+// names (VerilatedContext::scopeFind, VerilatedScope::varFind): verilator_sim.py makes them
+// public with a Verilator configuration file (public_flat_rw on those variables only), which
+// works whether Verilator inlines the MEM slice modules or keeps them as classes. The address
+// decode and the names come from Python (lpu_backdoor_*), where the host address map and the
+// chip's hierarchy are defined.
 
 #include <cstdint>
 #include <cstddef>
+#include <type_traits>
+#include <utility>
 #include <vector>
 #include "verilated.h"
+#include "verilated_syms.h"
 #include "Vlpu_sim_top.h"
+#include "Vlpu_sim_top___024root.h"
 
-// lpu_mem_map.cpp: the tile memories of the chip's MEM slices, numbered 0 .. count - 1.
-int lpu_mem_tile_count();
-const char *lpu_mem_tile_name(int tile);
-void lpu_mem_tile_put(Vlpu_sim_top *top, int tile, unsigned entry, unsigned group, uint32_t v,
-                      unsigned group_bits);
-uint32_t lpu_mem_tile_get(Vlpu_sim_top *top, int tile, unsigned entry, unsigned group,
-                          unsigned group_bits);
-// Lets the model see clk low without an eval(); false if this Verilator's model cannot.
-bool lpu_clk_low_without_eval(Vlpu_sim_top *top);
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the MEM back door addresses the bytes of Verilated memory entries: little-endian hosts only"
+#endif
 
 namespace {
 
-// The MEM host address decode (openlpu.hostmap, LpuParams.host_mem_field_bits) and, per
-// (slice, superlane, lane), the tile memory holding that lane (-1: none known).
+// The rising-edge detector's memory of clk, where this Verilator's model has one: lets the
+// model see clk low without an eval() (false if it cannot).
+template <class R, class = void> struct has_prev : std::false_type {};
+template <class R> struct has_prev<R, std::void_t<decltype(
+    std::declval<R &>().__Vtrigprevexpr___TOP__clk__0)>> : std::true_type {};
+template <class R> bool clk_low_without_eval(R *r) {
+    if constexpr (has_prev<R>::value) { r->__Vtrigprevexpr___TOP__clk__0 = 0; return true; }
+    else return false;
+}
+
+// One lane of one tile: its byte in entry e of the memory holding it is base[e * stride]
+// (a Verilated memory entry is an integer or a VlWide of 32-bit words, little-endian, entries
+// contiguous).
+struct LaneRef {
+    uint8_t *base = nullptr;
+    uint32_t stride = 0;
+};
+
+// The MEM host address decode (openlpu.hostmap, LpuParams.host_mem_field_bits) and where every
+// lane byte of every tile is.
 struct Backdoor {
     bool on = false;
     unsigned region_shift = 0, region = 0;
     unsigned b_group = 0, b_sl = 0, b_word = 0, b_slice = 0;   // field widths, LSB first
-    unsigned slices = 0, superlanes = 0, word_lanes = 0, mem_words = 0;
-    bool per_lane = true;            // one byte memory per lane (mem_gather), else one per tile
+    unsigned slices = 0, superlanes = 0, word_lanes = 0, lanes = 0, mem_words = 0;
     unsigned drain = 0;              // idle cycles needed before the back door is used
-    std::vector<int> tile;           // [(slice * superlanes + sl) * lanes_per_index + lane]
-    unsigned lanes_per_index = 0;
+    std::vector<LaneRef> lane;       // [(slice * superlanes + sl) * lanes + lane]
 };
 
 struct Lpu {
@@ -59,7 +76,7 @@ struct Lpu {
 
 // One clock cycle. The chip has no logic on the falling edge and nothing combinational on clk,
 // so the falling edge needs no eval(): with one_eval, clk goes low and the model's edge
-// detector is told so (lpu_clk_low_without_eval), which saves the eval() of the input-
+// detector is told so (clk_low_without_eval), which saves the eval() of the input-
 // combinational region that the falling edge would otherwise cost. Inputs set between two
 // ticks are evaluated by the next rising edge's eval() either way.
 inline void tick(Lpu *d) {
@@ -67,15 +84,14 @@ inline void tick(Lpu *d) {
     d->top->eval();
     d->top->clk = 0;
     if (!d->one_eval) d->top->eval();
-    else lpu_clk_low_without_eval(d->top);
+    else clk_low_without_eval(d->top->rootp);
     d->ticks++;
     d->idle = d->top->running ? 0 : (d->idle + 1 ? d->idle + 1 : d->idle);
 }
 
-// Decodes a MEM host word address: true (with the index in the tile table of the word's first
-// lane, the memory entry and the lane group) when the back door may serve it now.
-inline bool bd_decode(const Lpu *d, uint32_t addr, size_t *index, unsigned *entry,
-                      unsigned *group) {
+// Decodes a MEM host word address: true (with the index in the lane table of the word's first
+// lane and the memory entry) when the back door may serve it now.
+inline bool bd_decode(const Lpu *d, uint32_t addr, size_t *index, size_t *entry) {
     const Backdoor &b = d->bd;
     if (!b.on || d->idle < b.drain || d->top->running) return false;
     if ((addr >> b.region_shift) != b.region) return false;
@@ -85,13 +101,12 @@ inline bool bd_decode(const Lpu *d, uint32_t addr, size_t *index, unsigned *entr
     unsigned word = sub & ((1u << b.b_word) - 1); sub >>= b.b_word;
     unsigned bank = sub & 1u; sub >>= 1;
     unsigned slice = sub & ((1u << b.b_slice) - 1); sub >>= b.b_slice;
-    if (sub != 0 || slice >= b.slices || sl >= b.superlanes) return false;
-    unsigned lane = b.per_lane ? g * b.word_lanes : 0;
-    size_t i = (size_t(slice) * b.superlanes + sl) * b.lanes_per_index + lane;
-    if (b.tile[i] < 0) return false;
+    if (sub != 0 || slice >= b.slices || sl >= b.superlanes || word >= b.mem_words) return false;
+    if ((g + 1) * b.word_lanes > b.lanes) return false;
+    size_t i = (size_t(slice) * b.superlanes + sl) * b.lanes + size_t(g) * b.word_lanes;
+    if (b.lane[i].base == nullptr) return false;
     *index = i;
-    *entry = bank * b.mem_words + word;
-    *group = g;
+    *entry = size_t(bank) * b.mem_words + word;
     return true;
 }
 
@@ -148,9 +163,14 @@ void *lpu_create(unsigned read_latency) {
 
 void lpu_destroy(void *h) {
     Lpu *d = static_cast<Lpu *>(h);
+    // The model's scopes (its public MEM tile memories) unregister from the calling thread's
+    // current context when destroyed: make that this model's context (another backend's may
+    // already be deleted), and leave no pointer to it behind.
+    Verilated::threadContextp(d->ctx);
     d->top->final();
     delete d->top;
     delete d->ctx;
+    Verilated::threadContextp(nullptr);
     delete d;
 }
 
@@ -218,57 +238,76 @@ uint64_t lpu_wait(void *h, uint64_t max_cycles) {
 // mode 0: an eval() on both clock edges.
 int lpu_set_tick_mode(void *h, int mode) {
     Lpu *d = static_cast<Lpu *>(h);
-    d->one_eval = mode == 1 && lpu_clk_low_without_eval(d->top);
+    d->one_eval = mode == 1 && clk_low_without_eval(d->top->rootp);
     return d->one_eval;
 }
 
 // -- MEM back door ------------------------------------------------------------------------
 
-int lpu_backdoor_tiles(void) { return lpu_mem_tile_count(); }
-
-const char *lpu_backdoor_tile_name(int tile) { return lpu_mem_tile_name(tile); }
-
-// Configures the MEM address decode (see Backdoor) and clears the tile table; on = 0 turns the
+// Configures the MEM address decode (see Backdoor) and clears the lane table; on = 0 turns the
 // back door off (every access then uses the bus).
 void lpu_backdoor_config(void *h, int on, unsigned region_shift, unsigned region,
                          unsigned b_group, unsigned b_sl, unsigned b_word, unsigned b_slice,
                          unsigned slices, unsigned superlanes, unsigned word_lanes,
-                         unsigned mem_words, int per_lane, unsigned lanes, unsigned drain) {
+                         unsigned lanes, unsigned mem_words, unsigned drain) {
     Backdoor &b = static_cast<Lpu *>(h)->bd;
     b.on = on != 0;
     b.region_shift = region_shift; b.region = region;
     b.b_group = b_group; b.b_sl = b_sl; b.b_word = b_word; b.b_slice = b_slice;
     b.slices = slices; b.superlanes = superlanes; b.word_lanes = word_lanes;
-    b.mem_words = mem_words; b.per_lane = per_lane != 0; b.drain = drain;
-    b.lanes_per_index = per_lane ? lanes : 1;
-    b.tile.assign(size_t(slices) * superlanes * b.lanes_per_index, -1);
+    b.lanes = lanes; b.mem_words = mem_words; b.drain = drain;
+    b.lane.assign(b.on ? size_t(slices) * superlanes * lanes : 0, LaneRef{});
 }
 
-// Tile memory `tile` holds lane `lane` (0 for a vector-wide tile) of superlane `sl` of MEM
-// slice `slice` (its global index).
-void lpu_backdoor_map(void *h, unsigned slice, unsigned sl, unsigned lane, int tile) {
-    Backdoor &b = static_cast<Lpu *>(h)->bd;
-    b.tile[(size_t(slice) * b.superlanes + sl) * b.lanes_per_index + lane] = tile;
+// Lane `lane` of superlane `sl` of MEM slice `slice` (its global index) is byte `byte` of every
+// entry of memory `var` in scope `scope` (a Verilator scope name, "TOP.lpu_sim_top.chip.mem_w0"),
+// which must have `width` bits per entry and `depth` entries (index 0 first). Returns 0 when
+// found and as expected; 1: no such scope; 2: no such variable in it; 3: another shape
+// (*got_width, *got_depth say which; 0 for a variable that is not a one-dimensional array of
+// integers); 4: slice, superlane, lane or byte out of range.
+int lpu_backdoor_map(void *h, unsigned slice, unsigned sl, unsigned lane, const char *scope,
+                     const char *var, unsigned byte, unsigned width, unsigned depth,
+                     unsigned *got_width, unsigned *got_depth) {
+    Lpu *d = static_cast<Lpu *>(h);
+    Backdoor &b = d->bd;
+    *got_width = 0;
+    *got_depth = 0;
+    if (!b.on || slice >= b.slices || sl >= b.superlanes || lane >= b.lanes
+        || 8 * (byte + 1) > width)
+        return 4;
+    const VerilatedScope *sc = d->ctx->scopeFind(scope);
+    if (sc == nullptr) return 1;
+    const VerilatedVar *v = sc->varFind(var);
+    if (v == nullptr) return 2;
+    if (v->udims() != 1 || v->pdims() > 1) return 3;
+    *got_width = v->entBits();
+    *got_depth = v->unpackedRanges()[0].elements();
+    if (*got_width != width || *got_depth != depth || v->unpackedRanges()[0].low() != 0
+        || v->entSize() * 8 < width)
+        return 3;
+    LaneRef &r = b.lane[(size_t(slice) * b.superlanes + sl) * b.lanes + lane];
+    r.base = static_cast<uint8_t *>(v->datap()) + byte;
+    r.stride = v->entSize();
+    return 0;
 }
 
 // The same stores as a host write of MEM word `v` (lane byte k of the group in byte k).
-static void bd_put(Lpu *d, size_t i, unsigned entry, unsigned g, uint32_t v) {
+static inline void bd_put(Lpu *d, size_t i, size_t entry, uint32_t v) {
     const Backdoor &b = d->bd;
-    if (!b.per_lane) {
-        lpu_mem_tile_put(d->top, b.tile[i], entry, g, v, 8 * b.word_lanes);
-        return;
+    for (unsigned k = 0; k < b.word_lanes; k++) {
+        const LaneRef &r = b.lane[i + k];
+        r.base[entry * r.stride] = uint8_t(v >> (8 * k));
     }
-    for (unsigned k = 0; k < b.word_lanes; k++)
-        lpu_mem_tile_put(d->top, b.tile[i + k], entry, 0, (v >> (8 * k)) & 0xffu, 8);
 }
 
 // What a host read of the MEM word returns (lane byte k in byte k, unused bytes 0).
-static uint32_t bd_get(Lpu *d, size_t i, unsigned entry, unsigned g) {
+static inline uint32_t bd_get(Lpu *d, size_t i, size_t entry) {
     const Backdoor &b = d->bd;
-    if (!b.per_lane) return lpu_mem_tile_get(d->top, b.tile[i], entry, g, 8 * b.word_lanes);
     uint32_t v = 0;
-    for (unsigned k = 0; k < b.word_lanes; k++)
-        v |= lpu_mem_tile_get(d->top, b.tile[i + k], entry, 0, 8) << (8 * k);
+    for (unsigned k = 0; k < b.word_lanes; k++) {
+        const LaneRef &r = b.lane[i + k];
+        v |= uint32_t(r.base[entry * r.stride]) << (8 * k);
+    }
     return v;
 }
 
@@ -278,9 +317,9 @@ size_t lpu_write_words(void *h, const uint32_t *addrs, const uint32_t *data, siz
     Lpu *d = static_cast<Lpu *>(h);
     size_t direct = 0;
     for (size_t i = 0; i < n; i++) {
-        size_t t; unsigned entry, g;
-        if (bd_decode(d, addrs[i], &t, &entry, &g)) {
-            bd_put(d, t, entry, g, data[i]);
+        size_t t, entry;
+        if (bd_decode(d, addrs[i], &t, &entry)) {
+            bd_put(d, t, entry, data[i]);
             direct++;
         } else {
             write1(d, addrs[i], data[i]);
@@ -296,9 +335,9 @@ size_t lpu_read_words(void *h, const uint32_t *addrs, uint32_t *out, size_t n, s
     Lpu *d = static_cast<Lpu *>(h);
     *direct = 0;
     for (size_t i = 0; i < n; i++) {
-        size_t t; unsigned entry, g;
-        if (bd_decode(d, addrs[i], &t, &entry, &g)) {
-            out[i] = bd_get(d, t, entry, g);
+        size_t t, entry;
+        if (bd_decode(d, addrs[i], &t, &entry)) {
+            out[i] = bd_get(d, t, entry);
             ++*direct;
         } else if (read1(d, addrs[i], &out[i]) != 0) {
             return i + 1;

@@ -10,13 +10,19 @@ MEM back door: :meth:`VerilatorBackend.write_many`, :meth:`~VerilatorBackend.wri
 :meth:`~VerilatorBackend.read_many` store (read) MEM host words of a chip that is not running
 straight into (from) the model's tile memories, many words per C++ call and no clock cycle per
 word, with the same effect on the memories as the bus transfers; every other word goes over
-the bus (``harness.cpp``). The memories are found by name in the chip's Verilog
-(:func:`mem_map_source`).
+the bus (``harness.cpp``). The memories are named from what the generator knows
+(:func:`mem_tile_scopes`: the MEM slice instances of ``rtl/chip.py`` and
+``rtl.mem.tile_memory_name``), made public by a Verilator configuration file
+(:func:`mem_config_source`, ``public_flat_rw`` on those variables only) and found by the
+harness in the model's scope table at run time, so the back door works whether Verilator
+inlines the MEM slice module or keeps it as a class of its own. If they are not found the
+back door is off, with a :class:`BackdoorUnavailable` warning (once per library) and the
+reason in :attr:`VerilatorBackend.mem_backdoor_reason`.
 
 Builds are cached under ``$OPENLPU_BUILD_DIR/verilator`` (default ``<repo>/build/verilator``)
-in a folder named after the preset and a hash of the Verilog, the harness source, the
-Verilator version and the build flags; a second backend for the same chip loads the cached
-library without rebuilding.
+in a folder named after the preset and a hash of the Verilog, the configuration file, the harness
+source, the Verilator version and the build flags; a second backend for the same chip loads the
+cached library without rebuilding.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import os
 import shutil
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +47,8 @@ from openlpu.params import LpuParams
 from .. import progress
 from ..backend import Backend, BackendClosed, run_limits
 
-__all__ = ["VerilatorBackend", "VerilatorBuildError", "verilator_root", "verilator_environ",
+__all__ = ["VerilatorBackend", "VerilatorBuildError", "BackdoorUnavailable", "verilator_root",
+           "verilator_environ", "mem_tile_scopes", "mem_config_source",
            "VERILATOR_WARNING_FLAGS", "build_dir_root", "build_library", "build_lock",
            "wrapper_verilog"]
 
@@ -89,6 +97,14 @@ def _cpu_key() -> str:
 
 class VerilatorBuildError(RuntimeError):
     """Verilator or the C++ compiler failed; the message names the log file."""
+
+
+class BackdoorUnavailable(RuntimeWarning):
+    """The MEM back door cannot be set up for a chip (its tile memories are not in the
+    Verilated model as expected): bulk MEM transfers go over the bus, one cycle per word."""
+
+
+_BACKDOOR_WARNED: set = set()      # libraries whose missing back door was warned about
 
 
 def verilator_root() -> Path:
@@ -205,92 +221,34 @@ endmodule
 """
 
 
-MEM_MAP = "lpu_mem_map.cpp"
+MEM_CONFIG = "lpu_mem_public.vlt"
 
 
-def mem_tiles(verilog: str) -> list[tuple[str, str, int, int]]:
-    """The MEM tile memories declared in the chip's Verilog: ``(slice instance, memory name,
-    width in bits, depth)`` for every ``reg`` array named as :func:`openlpu.rtl.mem.
-    tile_memory_name` names them, inside a module of a MEM slice instantiated by ``lpu_chip``."""
-    import re
-    inst = dict(re.findall(r"^\s*\\(lpu_chip\.mem_\w+)\s+(\w+)\s*\(", verilog, re.M))
-    out = []
-    for mod in re.finditer(r"^module \\(lpu_chip\.mem_\w+) \(.*?^endmodule", verilog,
-                           re.M | re.S):
-        name = inst.get(mod.group(1))
-        if name is None:
-            continue
-        for hi, mem, top in re.findall(r"^\s*reg \[(\d+):0\] (tile\d+(?:_lane\d+)?) \[(\d+):0\];",
-                                       mod.group(0), re.M):
-            out.append((name, mem, int(hi) + 1, int(top) + 1))
-    return out
+def mem_tile_scopes(params: LpuParams) -> list[tuple]:
+    """The MEM tile memories of the chip as the Verilated model names them: one ``(slice,
+    superlane, lane, scope, variable, byte, width, depth)`` per lane of every tile, from
+    :func:`openlpu.rtl.chip.mem_tile_memories` (``scope`` is the Verilator scope name of the
+    slice instance, ``TOP.lpu_sim_top.chip.<slice>``; ``variable`` the memory in it). The same
+    names whether Verilator inlines the slice modules or keeps them as classes of their own."""
+    from openlpu.rtl.chip import mem_tile_memories
+    return [(s, c, i, f"TOP.{WRAPPER_TOP}.chip.{inst}", mem, byte, width, depth)
+            for s, c, i, inst, mem, byte, width, depth in mem_tile_memories(params)]
 
 
-def mem_map_source(verilog: str) -> str:
-    """C++ source giving ``harness.cpp`` access to the MEM tile memories of :func:`mem_tiles`:
-    numbered 0 .. n-1, each with its name (``slice/memory``) and typed store / load of one lane
-    group of one entry."""
-    tiles = mem_tiles(verilog)
-    lines = [
-        "// Generated by openlpu.host.backends.verilator_sim.mem_map_source: the MEM tile",
-        "// memories of this chip, for the back door of harness.cpp.",
-        "#include <cstdint>",
-        "#include <cstddef>",
-        "#include <type_traits>",
-        "#include <utility>",
-        '#include "Vlpu_sim_top.h"',
-        '#include "Vlpu_sim_top___024root.h"',
-        "namespace {",
-        "// the rising-edge detector's memory of clk, where this Verilator has one",
-        "template <class R, class = void> struct has_prev : std::false_type {};",
-        "template <class R> struct has_prev<R, std::void_t<decltype(",
-        "    std::declval<R &>().__Vtrigprevexpr___TOP__clk__0)>> : std::true_type {};",
-        "template <class R> bool clk_low(R *r) {",
-        "    if constexpr (has_prev<R>::value) { r->__Vtrigprevexpr___TOP__clk__0 = 0; return true; }",
-        "    else return false;",
-        "}",
-        "template <class T> inline void put(T &e, unsigned g, uint32_t v, unsigned gb) {",
-        "    const uint64_t m = ((uint64_t(1) << gb) - 1) << (g * gb);",
-        "    e = T((uint64_t(e) & ~m) | ((uint64_t(v) << (g * gb)) & m));",
-        "}",
-        "template <std::size_t N> inline void put(VlWide<N> &e, unsigned g, uint32_t v, unsigned gb) {",
-        "    if (gb == 32) { e[g] = v; return; }",
-        "    for (unsigned b = 0; b < gb; b++) {",
-        "        unsigned k = g * gb + b;",
-        "        e[k / 32] = (e[k / 32] & ~(1u << (k % 32))) | (((v >> b) & 1u) << (k % 32));",
-        "    }",
-        "}",
-        "template <class T> inline uint32_t get(const T &e, unsigned g, unsigned gb) {",
-        "    return uint32_t((uint64_t(e) >> (g * gb)) & ((uint64_t(1) << gb) - 1));",
-        "}",
-        "template <std::size_t N> inline uint32_t get(const VlWide<N> &e, unsigned g, unsigned gb) {",
-        "    if (gb == 32) return e[g];",
-        "    uint32_t v = 0;",
-        "    for (unsigned b = 0; b < gb; b++) { unsigned k = g * gb + b; v |= ((e[k / 32] >> (k % 32)) & 1u) << b; }",
-        "    return v;",
-        "}",
-        "}  // namespace",
-        "bool lpu_clk_low_without_eval(Vlpu_sim_top *top) { return clk_low(top->rootp); }",
-        f"int lpu_mem_tile_count() {{ return {len(tiles)}; }}",
-        "static const char *const NAMES[] = {"
-        + ", ".join(f'"{sl}/{mem}"' for sl, mem, _, _ in tiles) + (", " if tiles else "")
-        + "nullptr};",
-        "const char *lpu_mem_tile_name(int t) {",
-        f"    return t >= 0 && t < {len(tiles)} ? NAMES[t] : nullptr;",
-        "}",
-        "void lpu_mem_tile_put(Vlpu_sim_top *top, int t, unsigned entry, unsigned g, uint32_t v, unsigned gb) {",
-        "    switch (t) {",
-    ]
-    ref = "top->rootp->" + WRAPPER_TOP + "__DOT__chip__DOT__{}__DOT__{}"
-    for i, (sl, mem, _, _) in enumerate(tiles):
-        lines.append(f"    case {i}: put({ref.format(sl, mem)}[entry], g, v, gb); break;")
-    lines += ["    default: break;", "    }", "}",
-              "uint32_t lpu_mem_tile_get(Vlpu_sim_top *top, int t, unsigned entry, unsigned g, unsigned gb) {",
-              "    switch (t) {"]
-    for i, (sl, mem, _, _) in enumerate(tiles):
-        lines.append(f"    case {i}: return get({ref.format(sl, mem)}[entry], g, gb);")
-    lines += ["    default: return 0;", "    }", "}", ""]
-    return "\n".join(lines)
+def mem_config_source(params: LpuParams | None) -> str:
+    """Verilator configuration file (``.vlt``) making the MEM tile memories of
+    :func:`mem_tile_scopes` public (``public_flat_rw`` on each memory variable by name, in any
+    module, not a global ``--public-flat-rw``), so that they are in the model's scope table
+    under their hierarchical names, with or without inlining, and the harness can find them
+    at run time (``VerilatedContext::scopeFind``, ``VerilatedScope::varFind``). Without
+    memories on a chip with ``mem_ecc`` and for ``params`` None (no back door then)."""
+    names = ([] if params is None or params.mem_ecc
+             else sorted({t[4] for t in mem_tile_scopes(params)}))
+    lines = ["`verilator_config",
+             "// Generated by openlpu.host.backends.verilator_sim.mem_config_source: the MEM",
+             "// tile memories, public for the back door of harness.cpp."]
+    lines += [f'public_flat_rw -module "*" -var "{n}"' for n in names]
+    return "\n".join(lines) + "\n"
 
 
 def _verilator_cmd(src_dir: Path, obj_dir: Path, lib: Path, jobs: int) -> list[str]:
@@ -303,24 +261,26 @@ def _verilator_cmd(src_dir: Path, obj_dir: Path, lib: Path, jobs: int) -> list[s
         "-CFLAGS", "-fPIC", "-LDFLAGS", "-shared -Wl,-Bsymbolic",
         "-MAKEFLAGS", " ".join(_MAKE_VARS),
         str(src_dir / f"{CHIP_TOP}.v"), str(src_dir / f"{WRAPPER_TOP}.v"), str(src_dir / HARNESS.name),
-        str(src_dir / MEM_MAP),
+        str(src_dir / MEM_CONFIG),
     ]
 
 
-def build_library(verilog: str, tag: str = "chip", *, jobs: int = 2, root: Path | None = None,
-                  timeout: float = 1800) -> Path:
+def build_library(verilog: str, tag: str = "chip", *, params: LpuParams | None = None,
+                  jobs: int = 2, root: Path | None = None, timeout: float = 1800) -> Path:
     """Compile ``verilog`` (module ``lpu_chip``) and the harness into a cached shared library.
 
-    Returns the library path. A build for the same Verilog, harness, Verilator version and
-    flags is reused. Concurrent builds are safe: a process that wants an entry another one is
-    building waits for it (:func:`build_lock`), and each builds in its own temporary folder
-    published by a rename.
+    ``params``: the chip's parameters, for the Verilator configuration file that makes its MEM
+    tile memories public (:func:`mem_config_source`; without ``params`` none is public and the
+    model has no MEM back door). Returns the library path. A build for the same Verilog,
+    configuration, harness, Verilator version and flags is reused. Concurrent builds are
+    safe: a process that wants an entry another one is building waits for it
+    (:func:`build_lock`), and each builds in its own temporary folder published by a rename.
     """
     harness = HARNESS.read_text()
     wrapper = wrapper_verilog()
-    mem_map = mem_map_source(verilog)
+    config = mem_config_source(params)
     h = hashlib.sha256()
-    for part in (verilog, wrapper, harness, mem_map, verilator_version(), _cpu_key(),
+    for part in (verilog, wrapper, harness, config, verilator_version(), _cpu_key(),
                  " ".join(_MAKE_VARS),
                  " ".join(VERILATOR_WARNING_FLAGS), " ".join(VERILATOR_OPT_FLAGS)):
         h.update(part.encode())
@@ -336,11 +296,11 @@ def build_library(verilog: str, tag: str = "chip", *, jobs: int = 2, root: Path 
         if lib.exists():                             # built while this process waited
             progress.cached(f"Verilator build {key}", final)
             return lib
-        return _build_library(verilog, wrapper, harness, mem_map, key, base, final, jobs,
+        return _build_library(verilog, wrapper, harness, config, key, base, final, jobs,
                               timeout)
 
 
-def _build_library(verilog, wrapper, harness, mem_map, key, base, final, jobs,
+def _build_library(verilog, wrapper, harness, config, key, base, final, jobs,
                    timeout) -> Path:
     base.mkdir(parents=True, exist_ok=True)
     tmp = base / f"{key}.tmp-{os.getpid()}"
@@ -350,7 +310,7 @@ def _build_library(verilog, wrapper, harness, mem_map, key, base, final, jobs,
     (src / f"{CHIP_TOP}.v").write_text(verilog)
     (src / f"{WRAPPER_TOP}.v").write_text(wrapper)
     (src / HARNESS.name).write_text(harness)
-    (src / MEM_MAP).write_text(mem_map)
+    (src / MEM_CONFIG).write_text(config)
     log = tmp / "build.log"
     cmd = _verilator_cmd(src, tmp / "obj", tmp / _LIB_NAME, jobs)
     t0 = time.monotonic()
@@ -410,12 +370,12 @@ def _load(lib_path: Path) -> ctypes.CDLL:
         "lpu_start": (None, [vp, ctypes.c_uint32, ctypes.c_uint32]),
         "lpu_wait": (ctypes.c_uint64, [vp, ctypes.c_uint64]),
         "lpu_set_tick_mode": (ctypes.c_int, [vp, ctypes.c_int]),
-        "lpu_backdoor_tiles": (ctypes.c_int, []),
-        "lpu_backdoor_tile_name": (ctypes.c_char_p, [ctypes.c_int]),
-        "lpu_backdoor_config": (None, [vp, ctypes.c_int] + [ctypes.c_uint] * 10
-                                + [ctypes.c_int, ctypes.c_uint, ctypes.c_uint]),
-        "lpu_backdoor_map": (None, [vp, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
-                                    ctypes.c_int]),
+        "lpu_backdoor_config": (None, [vp, ctypes.c_int] + [ctypes.c_uint] * 12),
+        "lpu_backdoor_map": (ctypes.c_int, [vp, ctypes.c_uint, ctypes.c_uint, ctypes.c_uint,
+                                            ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint,
+                                            ctypes.c_uint, ctypes.c_uint,
+                                            ctypes.POINTER(ctypes.c_uint),
+                                            ctypes.POINTER(ctypes.c_uint)]),
         "lpu_write_words": (ctypes.c_size_t, [vp, _U32P, _U32P, ctypes.c_size_t]),
         "lpu_read_words": (ctypes.c_size_t, [vp, _U32P, _U32P, ctypes.c_size_t,
                                              ctypes.POINTER(ctypes.c_size_t)]),
@@ -490,8 +450,9 @@ class VerilatorBackend(Backend):
         Cycles ``rst`` is held at creation and by :meth:`reset` (at least 2).
     mem_backdoor : bool
         Use the MEM back door for bulk transfers (default ``True``; it is off anyway on a chip
-        with ``mem_ecc``, whose memories hold codewords, or when the Verilog's tile memories
-        are not found). ``False``: every word is a bus transfer.
+        with ``mem_ecc``, whose memories hold codewords, or, with a
+        :class:`BackdoorUnavailable` warning, when the model's tile memories are not found).
+        ``False``: every word is a bus transfer.
     one_eval : bool
         One ``eval()`` of the model per clock cycle (default ``True``, where the Verilated
         model allows it; ``harness.cpp``, ``tick``); ``False``: one on each clock edge.
@@ -506,6 +467,8 @@ class VerilatorBackend(Backend):
         Cycles ticked by the last :meth:`run` from the START write to ``done``.
     mem_backdoor : bool
         Whether the MEM back door is in use.
+    mem_backdoor_reason : str or None
+        Why it is not (``None`` when it is).
     one_eval : bool
         Whether one ``eval()`` per cycle is in use.
     backdoor_words : int
@@ -522,42 +485,52 @@ class VerilatorBackend(Backend):
         if verilog is None:
             verilog = chip_verilog(params)
         t0 = time.monotonic()
-        self.library = build_library(verilog, tag=params.name, jobs=jobs)
+        self.library = build_library(verilog, tag=params.name, params=params, jobs=jobs)
         self.build_seconds = time.monotonic() - t0
         self._lib = _load(self.library)
         self._reset_cycles = reset_cycles
         self._h = self._lib.lpu_create(isa.HOST_READ_LATENCY)
         self.last_run_cycles = 0
         self.backdoor_words = 0
+        self.mem_backdoor_reason = "mem_backdoor=False"
         self.mem_backdoor = bool(mem_backdoor) and self._configure_backdoor()
         self.one_eval = bool(self._lib.lpu_set_tick_mode(self._h, 1 if one_eval else 0))
         self.reset()
 
     def _configure_backdoor(self) -> bool:
-        """Give the harness the MEM address decode and the tile memory of every lane; False
-        (back door off) on a chip with ``mem_ecc`` or when a tile memory is missing."""
-        from openlpu.rtl.mem import tile_memory_name
+        """Give the harness the MEM address decode and where every lane of every tile is
+        (:func:`mem_tile_scopes`, looked up in the model's scope table); ``False`` (back door
+        off, :attr:`mem_backdoor_reason` says why) on a chip with ``mem_ecc`` or when a tile
+        memory is not found as expected, which is also warned about once per library."""
         p = self.params
         lib, h = self._lib, self._h
         if p.mem_ecc:
+            self.mem_backdoor_reason = "mem_ecc: the tile memories hold codewords"
             return False
-        tiles = {}
-        for t in range(lib.lpu_backdoor_tiles()):
-            tiles[lib.lpu_backdoor_tile_name(t).decode()] = t
         fb = p.host_mem_field_bits
-        lanes = p.lanes if p.mem_gather else 1
         lib.lpu_backdoor_config(h, 1, isa.HOST_REGION_SHIFT, int(isa.HostRegion.MEM),
                                 fb["group"], fb["superlane"], fb["word"], fb["slice"],
-                                2 * p.mem_slices, p.superlanes, p.host_word_lanes,
-                                p.mem_words, int(p.mem_gather), lanes, isa.drain_cycles(p))
-        for s in p.mem_slice_list:
-            for c in range(p.superlanes):
-                for i in range(lanes):
-                    t = tiles.get(f"{s.name}/{tile_memory_name(c, i if p.mem_gather else None)}")
-                    if t is None:
-                        lib.lpu_backdoor_config(h, 0, *([0] * 10), 0, 0, 0)
-                        return False
-                    lib.lpu_backdoor_map(h, s.index, c, i, t)
+                                2 * p.mem_slices, p.superlanes, p.host_word_lanes, p.lanes,
+                                p.mem_words, isa.drain_cycles(p))
+        got_w, got_d = ctypes.c_uint(), ctypes.c_uint()
+        for s, c, i, scope, var, byte, width, depth in mem_tile_scopes(p):
+            err = lib.lpu_backdoor_map(h, s.index, c, i, scope.encode(), var.encode(), byte,
+                                       width, depth, ctypes.byref(got_w), ctypes.byref(got_d))
+            if err:
+                why = {1: f"no scope {scope!r} in the Verilated model",
+                       2: f"no public variable {var!r} in scope {scope!r}",
+                       3: f"{scope}.{var} is {got_w.value} bits x {got_d.value} entries, "
+                          f"not {width} x {depth}",
+                       }.get(err, f"lane {i} of {scope}.{var} is out of range")
+                lib.lpu_backdoor_config(h, 0, *([0] * 12))
+                self.mem_backdoor_reason = why
+                if str(self.library) not in _BACKDOOR_WARNED:
+                    _BACKDOOR_WARNED.add(str(self.library))
+                    warnings.warn(f"verilator backend, preset {p.name!r}: MEM back door off "
+                                  f"({why}); every MEM word goes over the bus (one clock "
+                                  f"cycle each)", BackdoorUnavailable, stacklevel=3)
+                return False
+        self.mem_backdoor_reason = None
         return True
 
     # -- bus ------------------------------------------------------------------------------

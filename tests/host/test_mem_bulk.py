@@ -6,6 +6,10 @@ goes over the bus. Expected values are the words written (numpy) and the bus-onl
 (Verilator with ``mem_backdoor=False``, Amaranth's simulator), never the back door itself.
 """
 
+import dataclasses
+import re
+import warnings
+
 import numpy as np
 import pytest
 
@@ -43,14 +47,6 @@ def _image(p, seed):
     return addrs, words & ((1 << (8 * p.host_word_lanes)) - 1)
 
 
-# The back door finds the tile memories by name in the chip's Verilog (mem_tiles); the
-# Verilog with one module per distinct sub-design (rtl/shared.py) declares them in a shared
-# MEM-slice module that mem_tiles does not parse yet, so the back door stays off and every
-# word goes over the bus (correct, slower). strict: these fail loudly once it works again.
-BACKDOOR_OFF = pytest.mark.xfail(
-    strict=True, reason="MEM back door not yet found in the module-library Verilog (rtl/shared.py)")
-
-
 @pytest.fixture(scope="module")
 def tiny():
     b = _verilator(preset("tiny"))
@@ -59,7 +55,6 @@ def tiny():
 
 
 # "ice40" has no per-lane addressing: one vector-wide memory per tile, 2 lanes per host word
-@BACKDOOR_OFF
 @pytest.mark.verilator
 @pytest.mark.parametrize("name", ["tiny", "ice40"])
 def test_back_door_image_round_trip(name):
@@ -87,7 +82,6 @@ def test_back_door_image_round_trip(name):
         bus.close()
 
 
-@BACKDOOR_OFF
 @pytest.mark.verilator
 def test_other_addresses_use_the_bus(tiny):
     """IMEM words and MEM addresses no tile decodes go over the bus: same results as
@@ -112,6 +106,174 @@ def test_other_addresses_use_the_bus(tiny):
         assert results[0][:2] == words[:2] and results[0][2] == 0
     finally:
         ref.close()
+
+
+# The presets the back door must work on: one byte memory per lane (tiny, mem_gather) and one
+# vector-wide memory per tile with 2 lanes per host word (ice40).
+@pytest.mark.verilator
+@pytest.mark.parametrize("name", ["tiny", "ice40"])
+def test_back_door_is_on(name):
+    p = preset(name)
+    b = _verilator(p)
+    try:
+        assert b.mem_backdoor, f"MEM back door off on {name}: {b.mem_backdoor_reason}"
+        assert b.mem_backdoor_reason is None
+        a = mem_addr(p, 2 * p.mem_slices - 1, p.mem_banks - 1, p.mem_words - 1,
+                     p.superlanes - 1, p.host_lane_groups - 1)
+        b.write_words([a], [0x5A])
+        assert b.backdoor_words == 1 and b.read(a) == 0x5A
+    finally:
+        b.close()
+
+
+def _extreme_operands(rng, shape):
+    x = rng.integers(-128, 128, shape)
+    x.flat[:4] = [-128, 127, 0, 1]
+    return x
+
+
+@pytest.mark.verilator
+@pytest.mark.parametrize("name", ["tiny", "ice40"])
+def test_bus_and_back_door_store_the_same_mem(name):
+    """A package and its inputs (seeded random int8 with -128, 127, 0 and 1) through the
+    driver, once through the back door and once over the bus: the whole MEM, read over the
+    bus, is the same on both and equal to the reference model's."""
+    from openlpu.host import image
+    p = preset(name)
+    K = 2 * p.vl + 1
+    pkg = compile_matmul(p, 5, K, 3)
+    rng = np.random.default_rng(11)
+    inputs = {"A": _extreme_operands(rng, (5, K)), "B": _extreme_operands(rng, (K, 3))}
+    fast, bus, model = _verilator(p), _verilator(p, mem_backdoor=False), ModelBackend(p)
+    addrs = _all_mem_addrs(p)
+    try:
+        contents = []
+        for b in (fast, bus, model):
+            dev = Device(b)
+            dev.load(pkg)
+            before = getattr(b, "backdoor_words", 0)
+            dev.write_inputs(inputs)
+            if b is fast:                                # every input word took the back door
+                assert b.backdoor_words - before == image.input_words(pkg, inputs)[0].size
+            contents.append([b.read(int(a)) for a in addrs])   # one bus read per word
+        assert bus.backdoor_words == 0
+        assert contents[0] == contents[1] == contents[2]
+        assert any(contents[2])
+        assert fast.read_many(addrs) == contents[2]       # and read back through the back door
+    finally:
+        fast.close()
+        bus.close()
+
+
+@pytest.mark.verilator
+def test_back_door_without_inlining():
+    """The MEM slice modules kept as classes of their own by Verilator (no_inline_module): the
+    back door finds the same memories by scope name, and stores what the bus would."""
+    from openlpu.host.backends.verilator_sim import chip_verilog
+    p = preset("tiny")
+    text, n = re.subn(r"^(module lpu_\w+\(.*\);)$", r"\1\n  /*verilator no_inline_module*/",
+                      chip_verilog(p), flags=re.M)
+    assert n >= 2
+    b = _verilator(p, verilog=text)
+    try:
+        # the MEM slice module is a C++ class of its own (its name is in the library's symbols)
+        assert b"Vlpu_sim_top_lpu_mem_slice_" in b.library.read_bytes(), "MEM slice inlined"
+        assert b.mem_backdoor, b.mem_backdoor_reason
+        addrs, words = _image(p, seed=8)
+        b.write_words(addrs, words)
+        assert b.backdoor_words == addrs.size
+        sample = np.random.default_rng(9).choice(addrs.size, 60, replace=False)
+        assert [b.read(int(addrs[i])) for i in sample] == words[sample].tolist()
+    finally:
+        b.close()
+
+
+@pytest.mark.verilator
+def test_missing_tile_memory_is_reported_once(monkeypatch):
+    """A tile memory the model does not have (here: a wrong scope name): the back door is off,
+    with one BackdoorUnavailable warning naming the scope, and MEM words go over the bus."""
+    from openlpu.host.backends import verilator_sim
+    real = verilator_sim.mem_tile_scopes
+
+    def one_wrong(params):
+        t = real(params)
+        return t[:-1] + [t[-1][:3] + ("TOP.lpu_sim_top.chip.no_such_slice",) + t[-1][4:]]
+    monkeypatch.setattr(verilator_sim, "mem_tile_scopes", one_wrong)
+    monkeypatch.setattr(verilator_sim, "_BACKDOOR_WARNED", set())
+    p = preset("tiny")
+    with pytest.warns(verilator_sim.BackdoorUnavailable, match="no scope 'TOP.lpu_sim_top.chip."
+                      "no_such_slice'"):
+        b = _verilator(p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", verilator_sim.BackdoorUnavailable)
+        b2 = _verilator(p)                                # the same library: not warned again
+    try:
+        assert not b.mem_backdoor and "no_such_slice" in b.mem_backdoor_reason
+        a = mem_addr(p, 0, 0, 3, 0, 0)
+        b.write_words([a], [0x01020304])
+        assert b.backdoor_words == 0 and b.read_many([a]) == [0x01020304]
+    finally:
+        b.close()
+        b2.close()
+
+
+_CLOSE_ORDER_SCRIPT = """
+import numpy as np
+from openlpu.hostmap import mem_addr
+from openlpu.params import preset
+from openlpu.host.backends.verilator_sim import VerilatorBackend
+p = preset("tiny")
+for _ in range(3):                  # the newest model closed first, then the older ones
+    models = [VerilatorBackend(p) for _ in range(3)]
+    for m in reversed(models):
+        m.close()
+a, b, c = (VerilatorBackend(p) for _ in range(3))
+b.close()
+a.close()
+d = VerilatorBackend(p)
+addr = mem_addr(p, 1, 0, 2, 1, 0)
+for i, x in enumerate((c, d)):
+    assert x.mem_backdoor, x.mem_backdoor_reason
+    x.write_words([addr], [0x1234 + i])
+    assert x.backdoor_words == 1 and x.read(addr) == 0x1234 + i
+c.close()
+del d
+print("ok")
+"""
+
+
+@pytest.mark.verilator
+def test_backends_closed_in_any_order():
+    """Several Verilated models in one process, closed in any order (each model's scopes
+    unregister from its own context): no crash, no hang, and the models left still work. In
+    a child process, so that a crash or a hang is a test failure."""
+    import subprocess
+    import sys
+    _verilator(preset("tiny")).close()                   # built (or cached) here, not in the child
+    res = subprocess.run([sys.executable, "-c", _CLOSE_ORDER_SCRIPT], capture_output=True,
+                         text=True, timeout=180)
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]
+
+
+def test_config_makes_exactly_the_tile_memories_public():
+    """The Verilator configuration names every tile memory of the preset (rtl.mem's names),
+    per variable, and none on a chip with mem_ecc."""
+    from openlpu.host.backends.verilator_sim import mem_config_source, mem_tile_scopes
+    from openlpu.rtl.mem import tile_memory_name
+    for name, per_lane in (("tiny", True), ("ice40", False)):
+        p = preset(name)
+        want = {tile_memory_name(c, i if per_lane else None)
+                for c in range(p.superlanes) for i in range(p.lanes)}
+        got = set(re.findall(r'^public_flat_rw -module "\*" -var "(\w+)"$',
+                             mem_config_source(p), re.M))
+        assert got == want
+        assert "--public" not in mem_config_source(p)
+        scopes = mem_tile_scopes(p)
+        assert len(scopes) == 2 * p.mem_slices * p.superlanes * p.lanes
+        assert {t[3] for t in scopes} == {f"TOP.lpu_sim_top.chip.{s.name}"
+                                          for s in p.mem_slice_list}
+    ecc = dataclasses.replace(preset("tiny"), name="tiny_ecc", mem_ecc=True)
+    assert "public_flat_rw" not in mem_config_source(ecc)
 
 
 def _start_long_program(b, cycles=300):
@@ -139,7 +301,6 @@ def test_write_while_running_is_refused(tiny):
     assert tiny.read_many([a]) == [0x01020304]
 
 
-@BACKDOOR_OFF
 @pytest.mark.verilator
 def test_back_door_waits_for_the_drain(tiny):
     """Right after DONE an instruction may still act in a higher superlane: for
@@ -176,7 +337,6 @@ def test_bad_words_are_refused_before_anything_is_written(tiny):
     assert tiny.read(a) == 0x33333333
 
 
-@BACKDOOR_OFF
 @pytest.mark.verilator
 def test_device_run_through_the_back_door(tiny):
     """A matmul through the driver: inputs written and outputs read through the back door,

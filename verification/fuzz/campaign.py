@@ -41,7 +41,7 @@ def prepare(name: str) -> float:
     """Build (or find in the cache) the Verilator model of preset ``name``; returns seconds."""
     from openlpu.host.backends.verilator_sim import build_library, chip_verilog
     t0 = time.monotonic()
-    build_library(chip_verilog(preset(name)), tag=name)
+    build_library(chip_verilog(preset(name)), tag=name, params=preset(name))
     return time.monotonic() - t0
 
 
