@@ -14,7 +14,7 @@ from .mem import MemSlice, mem_host_addr_bits
 from .regs import HostRegisters
 from .shared import library, place, zero_init_memories
 
-__all__ = ["LpuChip", "generate_verilog", "convert_chip"]
+__all__ = ["LpuChip", "generate_verilog", "convert_chip", "keep_modules_apart"]
 
 
 class LpuChip(wiring.Component):
@@ -215,6 +215,13 @@ def _reduce_and(values):
     return acc
 
 
+def keep_modules_apart(params) -> bool:
+    """Whether the chip's Verilog marks its library modules ``no_inline_module`` for Verilator
+    (:func:`openlpu.rtl.shared.mark_no_inline`): the one place this is decided. Every preset
+    does (see *Cost* in ``docs/architecture.md``)."""
+    return True
+
+
 def generate_verilog(params) -> str:
     """Verilog of the whole chip for ``params`` (top module ``lpu_chip``, no source paths).
 
@@ -227,10 +234,13 @@ def generate_verilog(params) -> str:
     return convert_chip(params)[0]
 
 
-def convert_chip(params):
+def convert_chip(params, *, no_inline: bool | None = None):
     """``(Verilog, library)``: :func:`generate_verilog`'s text and the
     :class:`~openlpu.rtl.shared.ModuleLibrary` it was made with (which modules, how many
-    instances of each, the seconds spent converting each)."""
-    with library("lpu") as lib:
+    instances of each, the seconds spent converting each). ``no_inline`` overrides
+    :func:`keep_modules_apart` (for measurements)."""
+    if no_inline is None:
+        no_inline = keep_modules_apart(params)
+    with library("lpu", no_inline=no_inline) as lib:
         top = verilog.convert(LpuChip(params), name="lpu_chip", emit_src=False)
     return zero_init_memories(top) + lib.verilog(), lib
