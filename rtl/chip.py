@@ -14,7 +14,7 @@ from .mem import MemSlice, mem_host_addr_bits
 from .regs import HostRegisters
 from .shared import library, place, zero_init_memories
 
-__all__ = ["LpuChip", "generate_verilog", "convert_chip", "keep_modules_apart"]
+__all__ = ["LpuChip", "generate_verilog", "convert_chip", "keep_modules_apart", "NO_INLINE_MIN_VL"]
 
 
 class LpuChip(wiring.Component):
@@ -215,11 +215,22 @@ def _reduce_and(values):
     return acc
 
 
+#: Smallest vector length (lanes x superlanes) whose Verilog marks its library modules
+#: ``no_inline_module`` (:func:`keep_modules_apart`).
+NO_INLINE_MIN_VL = 64
+
+
 def keep_modules_apart(params) -> bool:
     """Whether the chip's Verilog marks its library modules ``no_inline_module`` for Verilator
-    (:func:`openlpu.rtl.shared.mark_no_inline`): the one place this is decided. Every preset
-    does (see *Cost* in ``docs/architecture.md``)."""
-    return True
+    (:func:`openlpu.rtl.shared.mark_no_inline`); the one place this is decided.
+
+    Yes from VL :data:`NO_INLINE_MIN_VL` (``base``): flattened, Verilator copies every
+    instance's logic into one C++ model (95 MB of C++ for ``base``, hours of compiling on two
+    cores). No below it: a flattened model builds in a minute or two there and simulates
+    faster (``default`` kept apart ran at 0.64 to 0.93 times the flattened speed, interleaved
+    runs; see *Cost* in ``docs/architecture.md``). Either way the Verilog is the same circuit.
+    """
+    return params.vl >= NO_INLINE_MIN_VL
 
 
 def generate_verilog(params) -> str:
