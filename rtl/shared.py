@@ -25,6 +25,7 @@ import time
 
 from amaranth.back import rtlil as _rtlil, verilog
 from amaranth.hdl import ClockSignal, Elaboratable, Instance, ResetSignal
+from amaranth.hdl import _ast, _ir, _nir
 from amaranth.hdl._ast import ValueCastable
 from amaranth.lib import wiring
 
@@ -154,6 +155,8 @@ def library(prefix: str, *, field_wires: bool = False, no_inline: bool = False):
             stack.enter_context(_patched("emit_memory", _emit_memory_unless_zero))
             if not field_wires:
                 stack.enter_context(_patched("emit_signal_fields", lambda self: None))
+                stack.enter_context(_patched("emit_signal_fields", _signal_fields_lean,
+                                             owner=_ir.NetlistEmitter))
             yield lib
     finally:
         _LIBRARY.reset(token)
@@ -163,9 +166,10 @@ _PATCH_LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
-def _patched(method, replacement):
-    """``rtlil.ModuleEmitter.<method>`` replaced while the block runs (if Amaranth has it)."""
-    emitter = getattr(_rtlil, "ModuleEmitter", None)
+def _patched(method, replacement, owner=None):
+    """``<owner>.<method>`` (default ``rtlil.ModuleEmitter``) replaced while the block runs (if
+    Amaranth has it)."""
+    emitter = getattr(_rtlil, "ModuleEmitter", None) if owner is None else owner
     if emitter is None or not hasattr(emitter, method):
         yield
         return
@@ -179,6 +183,25 @@ def _patched(method, replacement):
             yield
         finally:
             setattr(emitter, method, saved)
+
+
+def _signal_fields_lean(self):
+    """``NetlistEmitter.emit_signal_fields`` without the fields of data-layout signals: only
+    each signal's own entry (its value, signedness and, for an enum, the enum attributes),
+    which is all the Verilog keeps once the field wires are left out. Amaranth's version also
+    lowers every field of every layout (one value per stream, lane byte and column of a
+    chip), for the field wires alone."""
+    for signal, fragment in self.design.signal_lca.items():
+        module_idx = self.fragment_module_idx[fragment]
+        val, signed = self.emit_rhs(module_idx, signal)
+        field = _nir.SignalField(val, signed=signed)
+        fmt = signal._format
+        if isinstance(fmt, _ast.Format.Enum):
+            fval, fsigned = self.emit_rhs(module_idx, fmt._value)
+            if fval == val:
+                field = _nir.SignalField(fval, signed=fsigned, enum_name=fmt._name,
+                                         enum_variants=fmt._variants)
+        self.netlist.signal_fields[signal] = {(): field}
 
 
 def _emit_memory_unless_zero(self, cell_idx, cell, emit):
