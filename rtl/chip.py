@@ -14,7 +14,8 @@ from .mem import MemSlice, mem_host_addr_bits
 from .regs import HostRegisters
 from .shared import library, place, zero_init_memories
 
-__all__ = ["LpuChip", "generate_verilog", "convert_chip", "keep_modules_apart", "NO_INLINE_MIN_VL"]
+__all__ = ["LpuChip", "generate_verilog", "convert_chip", "keep_modules_apart",
+           "NO_INLINE_MIN_VL"]
 
 
 class LpuChip(wiring.Component):
@@ -225,10 +226,13 @@ def keep_modules_apart(params) -> bool:
     (:func:`openlpu.rtl.shared.mark_no_inline`); the one place this is decided.
 
     Yes from VL :data:`NO_INLINE_MIN_VL` (``base``): flattened, Verilator copies every
-    instance's logic into one C++ model (95 MB of C++ for ``base``, hours of compiling on two
-    cores). No below it: a flattened model builds in a minute or two there and simulates
-    faster (``default`` kept apart ran at 0.64 to 0.93 times the flattened speed, interleaved
-    runs; see *Cost* in ``docs/architecture.md``). Either way the Verilog is the same circuit.
+    instance's logic into one C++ model (95 MB of C++ for ``base``, over an hour of compiling
+    on two cores, extrapolated); such Verilog also shares one SR column module
+    (:class:`~openlpu.rtl.fabric.StreamFabric`), and the Verilator backend compiles it at a
+    lower C++ optimisation level (``host/backends/verilator_sim.py``). No below it: a
+    flattened model builds in a minute or two there and simulates faster (``default`` kept
+    apart ran at 0.64 to 0.93 times the flattened speed, interleaved runs; see *Cost* in
+    ``docs/architecture.md``). Either way the Verilog is the same circuit.
     """
     return params.vl >= NO_INLINE_MIN_VL
 
