@@ -14,7 +14,8 @@ from .mem import MemSlice, mem_host_addr_bits
 from .regs import HostRegisters
 from .shared import library, place, zero_init_memories
 
-__all__ = ["LpuChip", "generate_verilog", "convert_chip", "mem_tile_memories"]
+__all__ = ["LpuChip", "generate_verilog", "convert_chip", "keep_modules_apart",
+           "NO_INLINE_MIN_VL", "mem_tile_memories"]
 
 
 class LpuChip(wiring.Component):
@@ -215,6 +216,27 @@ def _reduce_and(values):
     return acc
 
 
+#: Smallest vector length (lanes x superlanes) whose Verilog marks its library modules
+#: ``no_inline_module`` (:func:`keep_modules_apart`).
+NO_INLINE_MIN_VL = 64
+
+
+def keep_modules_apart(params) -> bool:
+    """Whether the chip's Verilog marks its library modules ``no_inline_module`` for Verilator
+    (:func:`openlpu.rtl.shared.mark_no_inline`); the one place this is decided.
+
+    Yes from VL :data:`NO_INLINE_MIN_VL` (``base``): flattened, Verilator copies every
+    instance's logic into one C++ model (95 MB of C++ for ``base``, over an hour of compiling
+    on two cores, extrapolated); such Verilog also shares one SR column module
+    (:class:`~openlpu.rtl.fabric.StreamFabric`), and the Verilator backend compiles it at a
+    lower C++ optimisation level (``host/backends/verilator_sim.py``). No below it: a
+    flattened model builds in a minute or two there and simulates faster (``default`` kept
+    apart ran at 0.64 to 0.93 times the flattened speed, interleaved runs; see *Cost* in
+    ``docs/architecture.md``). Either way the Verilog is the same circuit.
+    """
+    return params.vl >= NO_INLINE_MIN_VL
+
+
 def generate_verilog(params) -> str:
     """Verilog of the whole chip for ``params`` (top module ``lpu_chip``, no source paths).
 
@@ -227,11 +249,14 @@ def generate_verilog(params) -> str:
     return convert_chip(params)[0]
 
 
-def convert_chip(params):
+def convert_chip(params, *, no_inline: bool | None = None):
     """``(Verilog, library)``: :func:`generate_verilog`'s text and the
     :class:`~openlpu.rtl.shared.ModuleLibrary` it was made with (which modules, how many
-    instances of each, the seconds spent converting each)."""
-    with library("lpu") as lib:
+    instances of each, the seconds spent converting each). ``no_inline`` overrides
+    :func:`keep_modules_apart` (for measurements)."""
+    if no_inline is None:
+        no_inline = keep_modules_apart(params)
+    with library("lpu", no_inline=no_inline) as lib:
         top = verilog.convert(LpuChip(params), name="lpu_chip", emit_src=False)
     return zero_init_memories(top) + lib.verilog(), lib
 

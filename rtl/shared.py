@@ -25,10 +25,12 @@ import time
 
 from amaranth.back import rtlil as _rtlil, verilog
 from amaranth.hdl import ClockSignal, Elaboratable, Instance, ResetSignal
+from amaranth.hdl import _ast, _ir, _nir
 from amaranth.hdl._ast import ValueCastable
 from amaranth.lib import wiring
 
-__all__ = ["ModuleLibrary", "library", "place", "active_library", "zero_init_memories"]
+__all__ = ["ModuleLibrary", "library", "place", "active_library", "zero_init_memories",
+           "mark_no_inline", "NO_INLINE_MARK"]
 
 _LIBRARY: contextvars.ContextVar = contextvars.ContextVar("openlpu_module_library", default=None)
 
@@ -46,12 +48,16 @@ class ModuleLibrary:
         ``module name -> number of instances placed``.
     seconds : dict
         ``module name -> seconds`` spent converting it (without the modules it places).
+    no_inline : bool
+        Whether every module carries Verilator's ``/*verilator no_inline_module*/`` mark
+        (:func:`library`).
     """
 
-    def __init__(self, prefix: str):
+    def __init__(self, prefix: str, no_inline: bool = False):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix):
             raise ValueError(f"module library prefix {prefix!r} is not a Verilog identifier")
         self.prefix = prefix
+        self.no_inline = bool(no_inline)
         self.modules: dict = {}
         self.placed: dict = {}
         self._names = 0
@@ -78,6 +84,8 @@ class ModuleLibrary:
             self._nested[-1] += spent
             self.seconds[name] = spent - inner
             text = zero_init_memories(_TOP_ATTR.sub("", text))  # one top module: the chip's
+            if self.no_inline:
+                text = mark_no_inline(text, name)
             entry = (name, text, {n: (d, len(v)) for n, (d, v) in ports.items()})
             self.modules[full_key] = entry
         else:
@@ -97,6 +105,21 @@ class ModuleLibrary:
 
 _TOP_ATTR = re.compile(r"^\(\* top = +1 +\*\)\n", re.M)
 
+#: Verilator metacomment keeping a module a module of its own in the C++ model.
+NO_INLINE_MARK = "/*verilator no_inline_module*/"
+
+
+def mark_no_inline(text: str, name: str) -> str:
+    """``text`` with :data:`NO_INLINE_MARK` as the first item of module ``name``'s body (right
+    after its port list): Verilator then compiles the module once, as its own C++ class that
+    every instance uses, instead of copying its logic into every place it is instantiated.
+    Other tools read the mark as a comment."""
+    start = text.find(f"module {name}(")
+    if start < 0:
+        raise ValueError(f"no module {name!r} in the converted text")
+    end = text.index(");\n", start) + 3
+    return text[:end] + f"  {NO_INLINE_MARK}\n" + text[end:]
+
 
 def _port_map(component) -> dict:
     """``{port name: ("i" or "o", value)}`` as ``verilog.convert`` names a component's ports."""
@@ -111,8 +134,12 @@ def _port_map(component) -> dict:
 
 
 @contextlib.contextmanager
-def library(prefix: str, *, field_wires: bool = False):
+def library(prefix: str, *, field_wires: bool = False, no_inline: bool = False):
     """Open a :class:`ModuleLibrary` for the conversions made inside the ``with`` block.
+
+    ``no_inline=True`` marks every library module ``/*verilator no_inline_module*/``
+    (:func:`mark_no_inline`): Verilator keeps it apart instead of flattening it back into its
+    parent, once per instance, so the C++ model grows with the distinct modules too.
 
     ``field_wires=False`` (default) also leaves out the wires Amaranth adds for every field of
     a signal with a data layout (``\\col[3][5].data[2]``, aliases of bits of the signal kept
@@ -121,13 +148,15 @@ def library(prefix: str, *, field_wires: bool = False):
     keep their names. (This relies on Amaranth 0.5's RTLIL emitter, the version pinned in
     ``pyproject.toml``; with another version the wires stay.)
     """
-    lib = ModuleLibrary(prefix)
+    lib = ModuleLibrary(prefix, no_inline=no_inline)
     token = _LIBRARY.set(lib)
     try:
         with contextlib.ExitStack() as stack:
             stack.enter_context(_patched("emit_memory", _emit_memory_unless_zero))
             if not field_wires:
                 stack.enter_context(_patched("emit_signal_fields", lambda self: None))
+                stack.enter_context(_patched("emit_signal_fields", _signal_fields_lean,
+                                             owner=_ir.NetlistEmitter))
             yield lib
     finally:
         _LIBRARY.reset(token)
@@ -137,9 +166,10 @@ _PATCH_LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
-def _patched(method, replacement):
-    """``rtlil.ModuleEmitter.<method>`` replaced while the block runs (if Amaranth has it)."""
-    emitter = getattr(_rtlil, "ModuleEmitter", None)
+def _patched(method, replacement, owner=None):
+    """``<owner>.<method>`` (default ``rtlil.ModuleEmitter``) replaced while the block runs (if
+    Amaranth has it)."""
+    emitter = getattr(_rtlil, "ModuleEmitter", None) if owner is None else owner
     if emitter is None or not hasattr(emitter, method):
         yield
         return
@@ -153,6 +183,25 @@ def _patched(method, replacement):
             yield
         finally:
             setattr(emitter, method, saved)
+
+
+def _signal_fields_lean(self):
+    """``NetlistEmitter.emit_signal_fields`` without the fields of data-layout signals: only
+    each signal's own entry (its value, signedness and, for an enum, the enum attributes),
+    which is all the Verilog keeps once the field wires are left out. Amaranth's version also
+    lowers every field of every layout (one value per stream, lane byte and column of a
+    chip), for the field wires alone."""
+    for signal, fragment in self.design.signal_lca.items():
+        module_idx = self.fragment_module_idx[fragment]
+        val, signed = self.emit_rhs(module_idx, signal)
+        field = _nir.SignalField(val, signed=signed)
+        fmt = signal._format
+        if isinstance(fmt, _ast.Format.Enum):
+            fval, fsigned = self.emit_rhs(module_idx, fmt._value)
+            if fval == val:
+                field = _nir.SignalField(fval, signed=fsigned, enum_name=fmt._name,
+                                         enum_variants=fmt._variants)
+        self.netlist.signal_fields[signal] = {(): field}
 
 
 def _emit_memory_unless_zero(self, cell_idx, cell, emit):

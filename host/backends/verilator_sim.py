@@ -68,10 +68,20 @@ VERILATOR_WARNING_FLAGS = ("-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC",
 # default stays -O2 (with -march=native) to keep the regression's Verilator builds short; the
 # run-once "slow" code is left unoptimised. OPENLPU_VERILATOR_OPT=-O3 selects another level for
 # long runs, OPENLPU_VERILATOR_MARCH another -march (empty: none; the build key then names it).
+#
+# Chips whose Verilog keeps its library modules apart (the ``no_inline_module`` mark,
+# ``openlpu.rtl.chip.keep_modules_apart``: ``base``) compile their "fast" code at
+# OPENLPU_VERILATOR_BIG_OPT (default -O1) instead: ``base`` is 80 MB of C++, its MXM alone
+# 21 MB (one instance, nothing to share), and gcc -O2 spends 3 to 4 times as long as -O1 on
+# that code (one 1.7 MB file of the MXM's C++, A/B at load 3.5-4.6: 13.5-38 s against
+# 3.8-8.3 s); at -O2 the build took 650 s wall, the compile of its two grouped translation
+# units 6 and 10 minutes of it. The level is in _MAKE_VARS (so in the build key) as
+# OPENLPU_KEPT_APART_OPT_FAST, a make variable nothing reads; _make_vars() applies it.
 _OPT = os.environ.get("OPENLPU_VERILATOR_OPT", "-O2")
+_BIG_OPT = os.environ.get("OPENLPU_VERILATOR_BIG_OPT", "-O1")
 _MARCH = os.environ.get("OPENLPU_VERILATOR_MARCH", "native")
 _MAKE_VARS = (f"OPT_FAST={_OPT}", "OPT_SLOW=", f"OPT_GLOBAL={_OPT}",
-              "CFG_CXXFLAGS_PCH_I=-include")
+              "CFG_CXXFLAGS_PCH_I=-include", f"OPENLPU_KEPT_APART_OPT_FAST={_BIG_OPT}")
 _LIB_NAME = "liblpu_sim.so"
 # Verilator's own optimisation: X values resolved at compile time (the chip resets every register
 # it reads), highest optimisation level; the C++ code for this machine's instruction set.
@@ -251,6 +261,15 @@ def mem_config_source(params: LpuParams | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _make_vars(verilog: str) -> tuple[str, ...]:
+    """The make variables of a build of ``verilog``: :data:`_MAKE_VARS`, with ``OPT_FAST`` at
+    the big-design level when the Verilog keeps its modules apart (see the comment there)."""
+    from openlpu.rtl.shared import NO_INLINE_MARK
+    if NO_INLINE_MARK not in verilog:
+        return _MAKE_VARS
+    return tuple(f"OPT_FAST={_BIG_OPT}" if v.startswith("OPT_FAST=") else v for v in _MAKE_VARS)
+
+
 def _verilator_cmd(src_dir: Path, obj_dir: Path, lib: Path, jobs: int) -> list[str]:
     root = verilator_root()
     return [
@@ -259,7 +278,7 @@ def _verilator_cmd(src_dir: Path, obj_dir: Path, lib: Path, jobs: int) -> list[s
         "--top-module", WRAPPER_TOP, "--prefix", "Vlpu_sim_top",
         "-Mdir", str(obj_dir), "-o", str(lib),
         "-CFLAGS", "-fPIC", "-LDFLAGS", "-shared -Wl,-Bsymbolic",
-        "-MAKEFLAGS", " ".join(_MAKE_VARS),
+        "-MAKEFLAGS", " ".join(_make_vars((src_dir / f"{CHIP_TOP}.v").read_text())),
         str(src_dir / f"{CHIP_TOP}.v"), str(src_dir / f"{WRAPPER_TOP}.v"), str(src_dir / HARNESS.name),
         str(src_dir / MEM_CONFIG),
     ]

@@ -81,3 +81,37 @@ def test_fabric_random(params):
 
 def test_fabric_converts(params):
     verilog.convert(StreamFabric(params), emit_src=False)
+
+
+def test_sr_column_random(params):
+    """The shared column module of the big chips' Verilog (SrColumn), on its own: the same
+    update rule, one cycle from drive or upstream to out, clear on the valid bits only."""
+    from openlpu.rtl.fabric import SrColumn
+    from openlpu.rtl.testing import pack_column
+    rng = np.random.default_rng(11)
+    S, N, L = params.superlanes, params.streams, params.lanes
+    cycles, clear_at = 12, 7
+    steps = [(rng.random((S, N)) < 0.4, rng.integers(0, 256, (S, N, L), dtype=np.uint8),
+              rng.random((S, N)) < 0.5, rng.integers(0, 256, (S, N, L), dtype=np.uint8))
+             for _ in range(cycles)]
+    sr = np.zeros((S, N, L), dtype=np.uint8)
+    valid = np.zeros((S, N), dtype=bool)
+    expect = []
+    for t, (en, dat, up_valid, up_dat) in enumerate(steps):
+        expect.append((sr.copy(), valid.copy()))
+        sr = np.where(en[..., None], dat, up_dat)
+        valid = (en | up_valid) & (t != clear_at)
+    dut = SrColumn(params)
+
+    async def tb(ctx):
+        for t, (en, dat, up_valid, up_dat) in enumerate(steps):
+            got_d, got_v = unpack_column(params, ctx.get(dut.out.as_value()))
+            np.testing.assert_array_equal(got_v, expect[t][1], err_msg=f"valid t={t}")
+            np.testing.assert_array_equal(got_d[expect[t][1]], expect[t][0][expect[t][1]],
+                                          err_msg=f"data t={t}")
+            ctx.set(dut.drive.as_value(), pack_drive(params, dat, en))
+            ctx.set(dut.upstream.as_value(), pack_column(params, up_dat, up_valid))
+            ctx.set(dut.clear, t == clear_at)
+            await ctx.tick()
+
+    run_sim(dut, tb, max_cycles=cycles + 10)
