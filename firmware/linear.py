@@ -84,7 +84,7 @@ class VecPlacer:
         self.side = {Dir.EAST: [s.index for s in p.mem_slice_list[:n]],     # west slices
                      Dir.WEST: [s.index for s in p.mem_slice_list[n:]]}     # east slices
         self.used = set(avoid)
-        self.next_stream = {Dir.EAST: 0, Dir.WEST: 0}
+        self.next_stream = 0
 
     def _slices(self, k, d=None):
         for dd in ([d] if d is not None else [Dir.EAST, Dir.WEST]):
@@ -96,13 +96,15 @@ class VecPlacer:
                            f"{len(self.used)} taken)")
 
     def stream(self, d: Dir, width: int) -> int:
-        """The first stream of a new group of ``width`` (1 or 4) streams flowing ``d``."""
-        s = self.next_stream[d]
+        """The first stream of a new group of ``width`` (1 or 4) streams flowing ``d``. Stream
+        numbers are not reused in the other direction either: the VXM drives each result on its
+        first operand's streams, in either direction."""
+        s = self.next_stream
         s = -(-s // 4) * 4 if width == 4 else s
         if s + width > self.p.streams:
             raise CompileError(f"{self.where}: no {width} free streams flowing {d.name} "
                                f"(preset {self.p.name!r} has {self.p.streams})")
-        self.next_stream[d] = s + width
+        self.next_stream = s + width
         return s
 
     def tensor(self, name: str, words: int, nplanes: int, d=None):
