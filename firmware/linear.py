@@ -45,7 +45,7 @@ from .package import Package, TensorDesc
 from .schedule import CompileError
 
 __all__ = ["emit_linear", "compile_linear", "emit_residual", "compile_residual",
-           "VecPlacer", "check_rescale", "track_drives", "rescale_ops", "chain_dirs", "lane_vectors"]
+           "VecPlacer", "check_rescale", "check_int32_side", "track_drives", "rescale_ops", "chain_dirs", "lane_vectors"]
 
 _PLANES = {INT8: 1, INT32: 4}
 
@@ -68,6 +68,14 @@ def check_rescale(where: str, mult, shift: int, dtype: int, n: int) -> np.ndarra
         raise CompileError(f"{where}: rescale shift must be in {lo}..62 for dtype {dtype}, "
                            f"not {shift!r}")
     return np.broadcast_to(m, (n,)).copy()
+
+
+def check_int32_side(p, where: str) -> None:
+    """Raise :class:`CompileError` unless ``p`` has 4 MEM slices on each side of the VXM (an
+    int32 operand's four byte planes come from four slices of one side)."""
+    if p.mem_slices < 4:
+        raise CompileError(f"{where}: int32 VXM operands need 4 MEM slices on one side of the "
+                           f"VXM; preset {p.name!r} has {p.mem_slices} per side")
 
 
 class VecPlacer:
@@ -252,6 +260,7 @@ def emit_linear(state: ChipState, M: int, K: int, N: int, *, bias, mult, shift: 
     where = f"linear {M}x{K}x{N} on preset {p.name!r}"
     if p.vxm_alus < 1:
         raise CompileError(f"{where}: needs a VXM; preset {p.name!r} has none")
+    check_int32_side(p, where)
     nx, nw, ny = names
     m = check_rescale(where, mult, shift, out_dtype, N)
     b = np.asarray(bias)
@@ -323,6 +332,7 @@ def emit_residual(state: ChipState, R: int, C: int, *, mult, shift: int, earlies
             raise CompileError(f"residual {n_} must be a positive integer, not {v!r}")
     if p.vxm_alus < 1:
         raise CompileError(f"{where}: needs a VXM; preset {p.name!r} has none")
+    check_int32_side(p, where)
     m = check_rescale(where, mult, shift, 2, C)
     na, nx, ny = names
     vl = p.vl
