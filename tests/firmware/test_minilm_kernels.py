@@ -130,3 +130,42 @@ def test_gelu_refuses_what_does_not_fit():
         compile_gelu(BASE, 2, 8, **dict(kw, out_mult=[1, 2, 3]))
     with pytest.raises(CompileError, match="gelu R must be a positive integer"):
         compile_gelu(BASE, 0, 8, **kw)
+
+
+@pytest.mark.parametrize("chip, L, n_real, heads", [("base", 20, 13, 2), ("mini4", 12, 7, 1),
+                                                    ("base", 70, 67, 1)])
+def test_attention_with_padding_keys_matches_attention_head_int(chip, L, n_real, heads):
+    """Self-attention of L tokens of which the last L - n_real are padding (keys masked for
+    every query), head dim 32 (mini4: 16), against ``attention_head_int``; the real queries'
+    rows equal the unpadded sequence's."""
+    from openlpu.firmware.attention import attention_consts, attention_tensor_names, \
+        compile_attention
+    p = preset(chip)
+    d = min(32, p.vl)
+    scale = (1 / 32) ** 2 / np.sqrt(d)
+    mask = np.array([1] * n_real + [0] * (L - n_real))
+    pkg = compile_attention(p, L, L, d, heads=heads, scale=scale, key_mask=mask)
+    assert pkg.meta["padding_keys"] == L - n_real
+    rng = np.random.default_rng(L + n_real)
+    names = attention_tensor_names(heads)
+    consts = attention_consts(scale)
+    inputs, want = {}, {}
+    for h in range(heads):
+        Q, K, V = (rng.integers(-128, 128, (L, d)) for _ in range(3))
+        Q[0], K[1], V[2] = 127, -128, 127                     # edge rows
+        inputs.update({names["Q"][h]: Q, names["K"][h]: K, names["V"][h]: V})
+        want[names["O"][h]] = minilm_int.attention_head_int(Q, K, V, consts, mask)["O"]
+        unpadded = minilm_int.attention_head_int(Q[:n_real], K[:n_real], V[:n_real], consts,
+                                                 np.ones(n_real))["O"]
+        np.testing.assert_array_equal(want[names["O"][h]][:n_real], unpadded)
+    out = _run(p, pkg, inputs)
+    for name, w in want.items():
+        np.testing.assert_array_equal(out[name], w, err_msg=name)
+
+
+def test_attention_key_mask_refused():
+    from openlpu.firmware.attention import compile_attention
+    with pytest.raises(CompileError, match="key_mask must be 8 values 0 or 1"):
+        compile_attention(preset("mini4"), 8, 8, 16, scale=0.01, key_mask=[1] * 7)
+    with pytest.raises(CompileError, match="key_mask must be 8 values 0 or 1"):
+        compile_attention(preset("mini4"), 8, 8, 16, scale=0.01, key_mask=[2] * 8)
