@@ -6,11 +6,13 @@ planes, sign-extended), one VXM pass per stored vector:
 
 1. ``VABS x`` -> ``VMULSHR idx_mult`` (constant register, ``imm = idx_shift``) -> ``VMIN 255``
    (constant register): ``idx`` in 0..255, driven towards the table's MEM slice;
+   (on ``x``'s streams);
 2. ``GATHER``: lane ``l`` reads its byte of word ``base + idx[l]`` of the 256-word table (word
    ``j`` holds ``table[j]`` in every lane; the low byte plane of ``idx`` is the map), driven
    back into the VXM;
 3. ``VCAST`` int8 -> int32 -> ``VMULSHR c_mult`` (constant register) and, in the same cycle on
-   another ALU, ``VRELU x`` (``x`` READ a second time); ``VSUB`` of the two (both chained);
+   another ALU, ``VRELU x`` (``x`` READ a second time, onto a second stream group, which carries
+   the rest of the chain); ``VSUB`` of the two (both chained);
 4. the output rescale: ``VREQ`` with a per-channel multiplier vector (int8) or ``VMULSHR`` +
    ``VCAST`` to int16 and back (int16 stored as int32).
 
@@ -135,7 +137,8 @@ def emit_gelu(state: ChipState, R: int, C: int, *, table, idx_mult: int, idx_shi
     c_base = state.alloc.stripe(f"{ny} constants", c_words, [unit])[0][2]
     src = p.slice(t_name)
     vx = p.slice("vxm")
-    c_stream = vp.stream(d_t, 1)
+    s_r = vp.stream(d_x, 4)     # x read again for the ReLU: its chain drives other streams
+    c_stream = s_r              # the constant bytes, before the first vector
     t0 = earliest + state.lead("READ", src, vx, "VLC")
     consts = ((a_idx, scal["index"][0]), (a_min, 255), (a_c, scal["table"][0]))
     starts = {}
@@ -161,7 +164,7 @@ def emit_gelu(state: ChipState, R: int, C: int, *, table, idx_mult: int, idx_shi
         c32 = flow.vxm("CAST", cq, dtype=INT8, imm=INT32, out_dir=Dir.EAST)
         c = flow.vxm("MULSHR", c32, dtype=INT32, imm=scal["table"][1], b_const=True,
                      a_chain=True, alu=a_c, out_dir=Dir.EAST)
-        r = flow.vxm("RELU", vp.src(x_planes, w, s_x, INT32), dtype=INT32, out_dir=Dir.EAST,
+        r = flow.vxm("RELU", vp.src(x_planes, w, s_r, INT32), dtype=INT32, out_dir=Dir.EAST,
                      t=c.t_drive - lead(p, "VRELU", vx, vx))
         if r.t_drive != c.t_drive:
             raise CompileError(f"{where}: ReLU and correction do not meet")   # not reached
