@@ -68,7 +68,8 @@ def _attention(p, L):
 def cases(p, L):
     """(kernel, label, thunk) of one layer at sequence length L."""
     return [
-        ("linear", f"QKV / O {L}x{HIDDEN}x{HIDDEN} -> int8", lambda: _linear(p, L, HIDDEN, HIDDEN, 0)),
+        ("linear", f"QKV / O {L}x{HIDDEN}x{HIDDEN} -> int8",
+         lambda: _linear(p, L, HIDDEN, HIDDEN, 0)),
         ("linear", f"O {L}x{HIDDEN}x{HIDDEN} -> int32", lambda: _linear(p, L, HIDDEN, HIDDEN, 2)),
         ("linear", f"FFN 1 {L}x{HIDDEN}x{FFN} -> int16", lambda: _linear(p, L, HIDDEN, FFN, 1)),
         ("linear", f"FFN 2 (int8 in) {L}x{FFN}x{HIDDEN} -> int32",

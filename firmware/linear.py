@@ -45,7 +45,8 @@ from .package import Package, TensorDesc
 from .schedule import CompileError
 
 __all__ = ["emit_linear", "compile_linear", "emit_residual", "compile_residual",
-           "VecPlacer", "check_rescale", "check_int32_side", "track_drives", "rescale_ops", "chain_dirs", "lane_vectors"]
+           "VecPlacer", "check_rescale", "check_int32_side", "track_drives", "rescale_ops",
+           "chain_dirs", "rescale_len", "lane_vectors"]
 
 _PLANES = {INT8: 1, INT32: 4}
 

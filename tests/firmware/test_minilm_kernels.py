@@ -78,8 +78,8 @@ def test_linear_refuses_bad_constants():
         compile_linear(BASE, 2, 8, 8, **dict(kw, mult=[1 << 31]))
     with pytest.raises(CompileError, match="shift must be in 31..62 for dtype 0"):
         compile_linear(BASE, 2, 8, 8, **dict(kw, shift=20))
-    with pytest.raises(CompileError, match="int32 VXM operands need 4 MEM slices on one side of the "
-                                           "VXM; preset 'mini4' has 2 per side"):
+    with pytest.raises(CompileError, match="int32 VXM operands need 4 MEM slices on one side "
+                                           "of the VXM; preset 'mini4' has 2 per side"):
         compile_linear(preset("mini4"), 2, 8, 8, **kw)
 
 
