@@ -34,7 +34,7 @@ from openlpu import isa
 from openlpu.isa import Dir
 
 from .chipstate import ChipState, Emitted, lead, transactional
-from .dataflow import INT8, INT16, INT32, Flow, Val, commit
+from .dataflow import INT8, INT32, Flow, Val, commit
 from .linear import (VecPlacer, chain_dirs, check_rescale, lane_vectors, rescale_len,
                      rescale_ops, track_drives)
 from .package import Package, TensorDesc
