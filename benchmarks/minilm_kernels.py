@@ -9,7 +9,8 @@ random values: the schedule does not depend on them) and the script prints
 * ``bound``: what bounds the kernel as built, one unit per cycle: for a linear the MXM's
   ``ABC``s (``M * ceil(K / VL) * ceil(N / VL)``) plus the epilogue pass's vectors at one per
   cycle (the pass follows the matmul); for the VXM passes the VXM ALU slots (ops per vector x
-  vectors / 4 ALUs); for attention its ``ABC``s;
+  vectors / 4 ALUs); for LayerNorm its three chained loops (3 cycles per channel each) and
+  the 8 output ops per channel on 4 ALUs, per row tile; for attention its ``ABC``s;
 * ``ratio`` = cycles / bound, and the compile time.
 
 Usage: ``python benchmarks/minilm_kernels.py [--seq 16 128] [--kernel linear ...]``
@@ -25,8 +26,9 @@ import numpy as np
 
 from openlpu.firmware.attention import compile_attention
 from openlpu.firmware.gelu import compile_gelu
+from openlpu.firmware.layernorm import compile_layer_norm
 from openlpu.firmware.linear import compile_linear, compile_residual, rescale_len
-from openlpu.host.models.minilm_quant import make_rescale, quantize_gelu
+from openlpu.host.models.minilm_quant import make_rescale, quantize_gelu, quantize_layer_norm
 from openlpu.params import preset
 
 HIDDEN, FFN, HEADS, HEAD_DIM = 384, 1536, 12, 32
@@ -58,6 +60,15 @@ def _gelu(p, L, out_dtype):
     return pkg, math.ceil(pkg.meta["vectors"] * ops / 4), f"{ops} ops/vector on 4 ALUs"
 
 
+def _layer_norm(p, L):
+    rng = np.random.default_rng(L)
+    ln = quantize_layer_norm(rng.uniform(0.5, 1.5, HIDDEN), rng.normal(0, 0.1, HIDDEN), 1e-12,
+                             0.01, rng.uniform(0.5, 1.5, HIDDEN) * 0.05, 3 / 32767, "bench")
+    pkg = compile_layer_norm(p, L, ln)
+    bound = pkg.meta["row_tiles"] * (3 * 3 + 2) * HIDDEN
+    return pkg, bound, "3 loops x 3 cycles + 8 ops on 4 ALUs, per channel and row tile"
+
+
 def _attention(p, L):
     mask = np.ones(L, dtype=np.int64)
     mask[L - L // 8:] = 0                       # an eighth of the keys are padding
@@ -75,6 +86,7 @@ def cases(p, L):
         ("linear", f"FFN 2 (int8 in) {L}x{FFN}x{HIDDEN} -> int32",
          lambda: _linear(p, L, FFN, HIDDEN, 2)),
         ("residual", f"{L}x{HIDDEN}", lambda: _residual(p, L)),
+        ("layer_norm", f"{L}x{HIDDEN} -> int8 + int16", lambda: _layer_norm(p, L)),
         ("gelu", f"{L}x{FFN} -> int16", lambda: _gelu(p, L, 1)),
         ("gelu", f"{L}x{FFN} -> int8", lambda: _gelu(p, L, 0)),
         ("attention", f"{HEADS}x({L}x{L}, d={HEAD_DIM}), padding mask", lambda: _attention(p, L)),
@@ -85,10 +97,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seq", type=int, nargs="+", default=[16, 128])
     ap.add_argument("--kernel", nargs="+", default=None,
-                    help="linear, residual, gelu, attention (default: all)")
+                    help="linear, residual, layer_norm, gelu, attention (default: all)")
     args = ap.parse_args(argv)
     p = preset("base")
-    print(f"{'kernel':<10} {'shape':<44} {'cycles':>8} {'bound':>8} {'ratio':>6} "
+    print(f"{'kernel':<11} {'shape':<44} {'cycles':>8} {'bound':>8} {'ratio':>6} "
           f"{'compile s':>9}  bound by")
     for L in args.seq:
         for kind, label, thunk in cases(p, L):
@@ -97,7 +109,7 @@ def main(argv=None):
             t0 = time.perf_counter()
             pkg, bound, what = thunk()
             dt = time.perf_counter() - t0
-            print(f"{kind:<10} {label:<44} {pkg.predicted_cycles:>8} {bound:>8} "
+            print(f"{kind:<11} {label:<44} {pkg.predicted_cycles:>8} {bound:>8} "
                   f"{pkg.predicted_cycles / bound:>6.2f} {dt:>9.1f}  {what}", flush=True)
 
 

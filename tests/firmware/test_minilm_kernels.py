@@ -169,3 +169,36 @@ def test_attention_key_mask_refused():
         compile_attention(preset("mini4"), 8, 8, 16, scale=0.01, key_mask=[1] * 7)
     with pytest.raises(CompileError, match="key_mask must be 8 values 0 or 1"):
         compile_attention(preset("mini4"), 8, 8, 16, scale=0.01, key_mask=[2] * 8)
+
+
+@pytest.mark.parametrize("rows, n", [(70, 40), (16, 384)])
+def test_layer_norm_matches_layer_norm_int(rows, n):
+    """Two row tiles (70 rows) and MiniLM's 384 channels; rows of small variance (the fine
+    range), int16 extremes and large variances (the coarse range), a constant row."""
+    from openlpu.firmware.layernorm import compile_layer_norm
+    from openlpu.host.models.minilm_quant import quantize_layer_norm
+    rng = np.random.default_rng(rows + n)
+    ln = quantize_layer_norm(rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n), 1e-12, 0.01,
+                             rng.uniform(0.5, 1.5, n) * 0.05, 3 / 32767, "t")
+    x = rng.integers(-3000, 3000, (rows, n))
+    x[1] = rng.integers(-3, 3, n)
+    x[2] = 5
+    x[3] = rng.integers(-32768, 32768, n)
+    x[4, ::2], x[4, 1::2] = 32767, -32768
+    x[5:9] = rng.integers(-30000, 30000, (4, n))
+    pkg = compile_layer_norm(BASE, rows, ln)
+    out = _run(BASE, pkg, {"R": x})
+    want = minilm_int.layer_norm_int(x, ln)
+    assert want["fine"].any() and not want["fine"].all()
+    np.testing.assert_array_equal(out["Y8"], want["y8"])
+    np.testing.assert_array_equal(out["Y16"], want["y16"])
+
+
+def test_layer_norm_refuses_what_does_not_fit():
+    from openlpu.firmware.layernorm import compile_layer_norm
+    from openlpu.host.models.minilm_quant import quantize_layer_norm
+    ln = quantize_layer_norm(np.ones(8), np.zeros(8), 1e-12, 0.01, 0.05, 3 / 32767, "t")
+    with pytest.raises(CompileError, match="int32 VXM operands need 4 MEM slices"):
+        compile_layer_norm(preset("mini4"), 4, ln)
+    with pytest.raises(CompileError, match="layer_norm rows must be a positive integer"):
+        compile_layer_norm(BASE, 0, ln)
