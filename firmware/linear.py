@@ -44,7 +44,8 @@ from .dataflow import INT8, INT16, INT32, Flow, MemSrc, commit
 from .package import Package, TensorDesc
 from .schedule import CompileError
 
-__all__ = ["emit_linear", "compile_linear", "emit_residual", "compile_residual",
+__all__ = ["emit_linear", "compile_linear", "emit_linear_wide", "compile_linear_wide",
+           "emit_residual", "compile_residual",
            "VecPlacer", "check_rescale", "check_int32_side", "track_drives", "rescale_ops",
            "chain_dirs", "rescale_len", "lane_vectors"]
 
@@ -365,3 +366,150 @@ def emit_residual(state: ChipState, R: int, C: int, *, mult, shift: int, earlies
         return TensorDesc(name, (R, C), "int32", [[(s, bank, base, 1)] for s, bank, base in planes])
     return Emitted(end=state.end, inputs=[desc(na, a_planes), desc(nx, x_planes)],
                    outputs=[desc(ny, y_planes)], meta={"vectors": words})
+
+
+def _split_flows(state, vp, x_planes, s_x, s_lo, s_c, c_planes, a_desc, M, words):
+    """The byte-plane split of int16 ``X`` (stored as int32) into the stacked int8 operand
+    ``[hi; lo]`` of the matmul (``a_desc``, 2M rows): per stored word ``w`` (column tile
+    ``j``, row ``m``) one flow ``VSRA 8`` -> ``VCAST`` int8 into row ``m`` and one ``VXOR``
+    of the low byte plane with 0x80 into row ``M + m``. Returns the last WRITE cycle."""
+    p = state.params
+    vx = p.slice("vxm").position
+    last = -1
+    t = 0
+    for w in range(words):
+        j, m = divmod(w, M)
+        for half in (0, 1):
+            aw = j * 2 * M + half * M + m
+            sl, bank, addr = a_desc.locate(0, aw)
+            dst = [(p.mem_slice_list[sl].name, bank * p.mem_words + addr)]
+            d = Dir.EAST if p.mem_slice_list[sl].position > vx else Dir.WEST
+            f = Flow(p)
+            if half == 0:
+                y = f.vxm("SRA", vp.src(x_planes, w, s_x, INT32), dtype=INT32, b_imm=8,
+                          out_dir=d)
+                y = f.vxm("CAST", y, dtype=INT32, imm=INT8, a_chain=True, out_dir=d)
+            else:
+                y = f.vxm("XOR", vp.src(x_planes[:1], w, s_lo, INT8),
+                          vp.src(c_planes, 0, s_c, INT8), dtype=INT8, out_dir=d)
+            t_w = f.write(y, dst)
+            off = commit(state, track_drives(f), t)
+            last = max(last, t_w + off)
+    return last
+
+
+@transactional
+def emit_linear_wide(state: ChipState, M: int, K: int, N: int, *, bias, lo_bias,
+                     wide_shift: int, mult, shift: int, out_dtype: int, earliest: int = 0,
+                     names: tuple = ("X", "W", "Y")) -> Emitted:
+    """Emit ``linear_int`` for an int16 ``X`` (M x K, stored as int32; ``LinearQuant.in_dtype``
+    1): two int8 MXM passes over its byte planes, ``hi = x >> 8`` and ``lo = (x & 0xFF) XOR
+    0x80``, as one matmul of the stacked ``[hi; lo]`` (2M x K) with ``W``, then per stored
+    vector ``VSHL(hi @ W, 8 - wide_shift)`` + ``VMULSHR(lo @ W + cb, 1, wide_shift)`` (``VADD``
+    of the two) and the rescale of :func:`emit_linear`. ``cb = lo_bias + bias 2**wide_shift``
+    folds the bias into the rounded low part exactly (``round((v + b 2**p) / 2**p) = round(v /
+    2**p) + b``), provided no int32 overflows: checked for the worst input with the given
+    weights' column sums bound ``K 255 127``.
+
+    Timing: the split pass (two flows per input vector, before the matmul: every split WRITE
+    precedes the matmul's first instruction), the matmul of ``2M`` rows, the epilogue pass
+    (``M ceil(N / VL)`` vectors)."""
+    p = state.params
+    where = f"linear (int16 in) {M}x{K}x{N} on preset {p.name!r}"
+    if p.vxm_alus < 1:
+        raise CompileError(f"{where}: needs a VXM; preset {p.name!r} has none")
+    check_int32_side(p, where)
+    if not isinstance(wide_shift, (int, np.integer)) or not 0 <= wide_shift <= 8:
+        raise CompileError(f"{where}: wide_shift must be in 0..8, not {wide_shift!r}")
+    nx, nw, ny = names
+    m = check_rescale(where, mult, shift, out_dtype, N)
+    b, lb = np.asarray(bias), np.asarray(lo_bias)
+    for what, v in (("bias", b), ("lo_bias", lb)):
+        if v.shape != (N,) or v.dtype.kind not in "iu":
+            raise CompileError(f"{where}: {what} must be {N} integers, not shape {v.shape}")
+    cb = lb.astype(np.int64) + (b.astype(np.int64) << int(wide_shift))
+    if (np.abs(cb) + K * 255 * 127 >= 2 ** 31).any():
+        raise CompileError(f"{where}: lo_bias + bias * 2**wide_shift could overflow int32")
+    vl = p.vl
+    KT, NT = math.ceil(K / vl), math.ceil(N / vl)
+    x_words = M * KT
+    mm_names = (f"{nx} byte planes", nw, f"{ny} accumulator")
+    # where the matmul puts its operand, and when the split can be done: tried on a fork
+    trial = state.fork()
+    vp_t = VecPlacer(trial, where)
+    d_x, x_planes = vp_t.tensor(nx, x_words, 4)
+    s_x = vp_t.stream(d_x, 4)
+    s_lo = vp_t.stream(d_x, 4)
+    d_c, c_planes = vp_t.const(f"{nx} 0x80", np.full((1, vl), 0x80), 1)
+    s_c = vp_t.stream(d_c, 1)
+    mm_t = emit_matmul(trial, 2 * M, K, N, earliest=earliest, names=mm_names)
+    last_t = _split_flows(trial, vp_t, x_planes, s_x, s_lo, s_c, c_planes, mm_t.inputs[0],
+                          M, x_words)
+    mm_start = max(earliest, last_t + 1)
+    # the real placement: X and the constant first (the same words as on the trial), then
+    # the matmul from after the split's last WRITE, then the split itself
+    vp = VecPlacer(state, where)
+    vp.tensor(nx, x_words, 4, d_x)
+    vp.stream(d_x, 4)
+    vp.stream(d_x, 4)
+    vp.const(f"{nx} 0x80", np.full((1, vl), 0x80), 1, d_c)
+    vp.stream(d_c, 1)
+    mm = emit_matmul(state, 2 * M, K, N, earliest=mm_start, names=mm_names)
+    if mm.inputs[0].layout != mm_t.inputs[0].layout:
+        raise CompileError(f"{where}: the matmul operand moved between trial and placement")
+    last = _split_flows(state, vp, x_planes, s_x, s_lo, s_c, c_planes, mm.inputs[0], M,
+                        x_words)
+    if last >= mm_start:
+        raise CompileError(f"{where}: the byte-plane split ends at {last}, after the matmul's "
+                           f"start {mm_start}")
+    # epilogue: word nt*2M + m is hi @ W, nt*2M + M + m is lo @ W (row m, N-tile nt)
+    acc = mm.outputs[0]
+    ve = VecPlacer(state, where)
+    d_acc = ve.reuse(acc)
+    if d_acc is None:
+        raise CompileError(f"{where}: the accumulator's byte planes are on both sides of the VXM")
+    s_hi = ve.stream(d_acc, 4)
+    s_lw = ve.stream(d_acc, 4)
+    d_b, cb_planes = ve.const(f"{ny} bias", lane_vectors(cb, N, vl), 4)
+    s_b = ve.stream(d_b, 4)
+    d_m, mult_planes = ve.const(f"{ny} multipliers", lane_vectors(m, N, vl), 4)
+    s_m = ve.stream(d_m, 4)
+    nplanes = _PLANES[INT8 if out_dtype == 0 else INT32]
+    d_y, y_planes = ve.tensor(ny, M * NT, nplanes)
+    out_dir = Dir.WEST if d_y == Dir.EAST else Dir.EAST
+    other = Dir.WEST if out_dir == Dir.EAST else Dir.EAST
+    dirs = chain_dirs(1 + rescale_len(out_dtype), out_dir)
+    t = mm.end
+    for w in range(M * NT):
+        nt, r = divmod(w, M)
+        flow = Flow(p)
+        lo = flow.vxm("ADD", ve.src_desc(acc, nt * 2 * M + M + r, s_lw, INT32),
+                      ve.src(cb_planes, nt, s_b, INT32), dtype=INT32, out_dir=other)
+        lo = flow.vxm("MULSHR", lo, dtype=INT32, b_imm=1, imm=int(wide_shift), a_chain=True,
+                      out_dir=out_dir)
+        hi = flow.vxm("SHL", ve.src_desc(acc, nt * 2 * M + r, s_hi, INT32), dtype=INT32,
+                      b_imm=8 - int(wide_shift), out_dir=out_dir,
+                      t=flow.ops[-1][1])
+        y = flow.vxm("ADD", hi, lo, dtype=INT32, a_chain=True, b_chain=True, out_dir=dirs[0])
+        z = rescale_ops(flow, y, ve.src(mult_planes, nt, s_m, INT32), int(shift), out_dtype,
+                        dirs[1:])
+        flow.write(z, ve.dst(y_planes, w))
+        t = commit(state, track_drives(flow), t) + 1
+    xdesc = TensorDesc(nx, (M, K), "int32", [[(s, bank, base, 1)] for s, bank, base in x_planes])
+    out = TensorDesc(ny, (M, N), _out_dtype_name(out_dtype),
+                     [[(s, bank, base, 1)] for s, bank, base in y_planes])
+    meta = dict(mm.meta)
+    meta.update(epilogue_vectors=M * NT, split_vectors=2 * x_words, matmul_start=mm_start,
+                matmul_end=mm.end, out_dtype=int(out_dtype))
+    return Emitted(end=state.end, inputs=[xdesc, mm.inputs[1]], outputs=[out], meta=meta)
+
+
+def compile_linear_wide(params, M: int, K: int, N: int, *, bias, lo_bias, wide_shift: int,
+                        mult, shift: int, out_dtype: int, name: str | None = None) -> Package:
+    """One-kernel package of :func:`emit_linear_wide`."""
+    where = f"linear (int16 in) {M}x{K}x{N} on preset {params.name!r}"
+    state = ChipState(params, where)
+    out = emit_linear_wide(state, M, K, N, bias=bias, lo_bias=lo_bias, wide_shift=wide_shift,
+                           mult=mult, shift=shift, out_dtype=out_dtype)
+    return state.package(name=name or f"linear_wide_{M}x{K}x{N}", inputs=out.inputs,
+                         outputs=out.outputs, meta=out.meta)
