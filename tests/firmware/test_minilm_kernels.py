@@ -202,3 +202,35 @@ def test_layer_norm_refuses_what_does_not_fit():
         compile_layer_norm(preset("mini4"), 4, ln)
     with pytest.raises(CompileError, match="layer_norm rows must be a positive integer"):
         compile_layer_norm(BASE, 0, ln)
+
+
+@pytest.mark.parametrize("M, K, N, out_dtype", [(5, 80, 70, 0), (4, 1536, 70, 2),
+                                                (9, 300, 64, 1)])
+def test_int16_operand_linear_matches_linear_int(M, K, N, out_dtype):
+    """int16 X as two int8 MXM passes over its byte planes (wide_shift 0 for K < 1000, 2 for
+    1536, as FFN 2), int16 extremes in the first rows."""
+    from openlpu.firmware.linear import compile_linear_wide
+    rng = np.random.default_rng(M * K + N)
+    lq = quantize_linear(rng.normal(0, 0.05, (N, K)), rng.normal(0, 0.1, N),
+                         rng.uniform(0.5, 1.5, K) * 1e-4,
+                         rng.uniform(0.5, 1.5, N) * (0.01 if out_dtype == 0 else 1e-4),
+                         out_dtype, "t", in_dtype=1)
+    assert lq.wide_shift == (2 if K == 1536 else 0)
+    x = rng.integers(-32768, 32768, (M, K))
+    x[0], x[1] = 32767, -32768
+    pkg = compile_linear_wide(BASE, M, K, N, bias=lq.bias, lo_bias=lq.lo_bias,
+                              wide_shift=lq.wide_shift, mult=lq.out.mult, shift=lq.out.shift,
+                              out_dtype=out_dtype)
+    assert pkg.meta["shape"] == [2 * M, K, N]
+    out = _run(BASE, pkg, {"X": x, "W": lq.weight.astype(np.int64)})
+    np.testing.assert_array_equal(out["Y"], minilm_int.linear_int(x, lq))
+
+
+def test_int16_operand_linear_refuses_an_overflowing_bias():
+    from openlpu.firmware.linear import compile_linear_wide
+    kw = dict(bias=np.full(8, 2 ** 29), lo_bias=np.zeros(8, dtype=np.int64), wide_shift=2,
+              mult=[1 << 30], shift=40, out_dtype=0)
+    with pytest.raises(CompileError, match=r"lo_bias \+ bias \* 2\*\*wide_shift could overflow"):
+        compile_linear_wide(BASE, 2, 64, 8, **kw)
+    with pytest.raises(CompileError, match="wide_shift must be in 0..8"):
+        compile_linear_wide(BASE, 2, 64, 8, **dict(kw, wide_shift=9))
