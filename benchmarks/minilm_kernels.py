@@ -7,8 +7,9 @@ random values: the schedule does not depend on them) and the script prints
 * ``cycles``: the compiler's prediction (the model's count equals it:
   tests/firmware/test_minilm_kernels.py);
 * ``bound``: what bounds the kernel as built, one unit per cycle: for a linear the MXM's
-  ``ABC``s (``M * ceil(K / VL) * ceil(N / VL)``) plus the epilogue pass's vectors at one per
-  cycle (the pass follows the matmul); for the VXM passes the VXM ALU slots (ops per vector x
+  ``ABC``s (``M * ceil(K / VL) * ceil(N / VL)``, twice for an int16 input, plus its split
+  pass's flows) plus the epilogue pass's vectors at one per cycle (the passes follow one
+  another); for the VXM passes the VXM ALU slots (ops per vector x
   vectors / 4 ALUs); for LayerNorm its three chained loops (3 cycles per channel each) and
   the 8 output ops per channel on 4 ALUs, per row tile; for attention its ``ABC``s;
 * ``ratio`` = cycles / bound, and the compile time.
@@ -27,7 +28,8 @@ import numpy as np
 from openlpu.firmware.attention import compile_attention
 from openlpu.firmware.gelu import compile_gelu
 from openlpu.firmware.layernorm import compile_layer_norm
-from openlpu.firmware.linear import compile_linear, compile_residual, rescale_len
+from openlpu.firmware.linear import (compile_linear, compile_linear_wide, compile_residual,
+                                    rescale_len)
 from openlpu.host.models.minilm_quant import make_rescale, quantize_gelu, quantize_layer_norm
 from openlpu.params import preset
 
@@ -42,6 +44,18 @@ def _linear(p, L, K, N, out_dtype):
     vl = p.vl
     bound = L * math.ceil(K / vl) * math.ceil(N / vl) + pkg.meta["epilogue_vectors"]
     return pkg, bound, f"ABC + epilogue ({1 + rescale_len(out_dtype)} ops/vector)"
+
+
+def _linear_wide(p, L, K, N, out_dtype):
+    rng = np.random.default_rng(K + N)
+    rq = make_rescale(rng.uniform(1e-4, 2e-4, N), out_dtype, "bench")
+    pkg = compile_linear_wide(p, L, K, N, bias=rng.integers(-1000, 1000, N),
+                              lo_bias=rng.integers(-10 ** 6, 10 ** 6, N), wide_shift=2,
+                              mult=rq.mult, shift=rq.shift, out_dtype=out_dtype)
+    vl = p.vl
+    bound = (pkg.meta["split_vectors"] + 2 * L * math.ceil(K / vl) * math.ceil(N / vl)
+             + pkg.meta["epilogue_vectors"])
+    return pkg, bound, "split + ABC (2 passes) + epilogue"
 
 
 def _residual(p, L):
@@ -85,6 +99,8 @@ def cases(p, L):
         ("linear", f"FFN 1 {L}x{HIDDEN}x{FFN} -> int16", lambda: _linear(p, L, HIDDEN, FFN, 1)),
         ("linear", f"FFN 2 (int8 in) {L}x{FFN}x{HIDDEN} -> int32",
          lambda: _linear(p, L, FFN, HIDDEN, 2)),
+        ("linear", f"FFN 2 (int16 in) {L}x{FFN}x{HIDDEN} -> int32",
+         lambda: _linear_wide(p, L, FFN, HIDDEN, 2)),
         ("residual", f"{L}x{HIDDEN}", lambda: _residual(p, L)),
         ("layer_norm", f"{L}x{HIDDEN} -> int8 + int16", lambda: _layer_norm(p, L)),
         ("gelu", f"{L}x{FFN} -> int16", lambda: _gelu(p, L, 1)),

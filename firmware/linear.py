@@ -395,6 +395,7 @@ def _split_flows(state, vp, x_planes, s_x, s_lo, s_c, c_planes, a_desc, M, words
             t_w = f.write(y, dst)
             off = commit(state, track_drives(f), t)
             last = max(last, t_w + off)
+            t = off                         # the flows are placed in order
     return last
 
 
