@@ -136,7 +136,7 @@ def attention_tensor_names(heads: int) -> dict:
 
 
 def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, *,
-                      heads: int = 1, scale: float, causal: bool = False,
+                      heads: int = 1, scale: float, causal: bool = False, key_mask=None,
                       name: str | None = None) -> Package:
     """Compile attention for int8 ``Q`` (seq_q x head_dim), ``K``, ``V`` (seq_k x head_dim) per head.
 
@@ -145,19 +145,35 @@ def compile_attention(params: LpuParams, seq_q: int, seq_k: int, head_dim: int, 
     the units of V. Raises :class:`CompileError` when the preset lacks a VXM with four ALUs, the
     scale is not positive or too small for the causal mask to vanish, or a dimension, the memory
     map or an instruction image does not fit.
+
+    ``key_mask`` (``seq_k`` values, 1 a real key, 0 padding; compiled into the program) masks
+    padding keys for every query as the causal mask does (their scores become ``MASKED_S``
+    before the row maximum, so their exponentials are exactly 0): with it the output of the
+    real keys equals that of the unpadded sequence (``minilm_int.attention_head_int``).
     """
     where = f"attention {heads}x({seq_q}x{seq_k}, d={head_dim}) on preset {params.name!r}"
     state = ChipState(params, where)
-    out = emit_attention(state, seq_q, seq_k, head_dim, heads=heads, scale=scale, causal=causal)
+    out = emit_attention(state, seq_q, seq_k, head_dim, heads=heads, scale=scale, causal=causal,
+                         key_mask=key_mask)
     d = head_dim
     return state.package(
         name=name or f"attention_{heads}x{seq_q}x{seq_k}x{d}{'_causal' if causal else ''}",
         inputs=out.inputs, outputs=out.outputs, meta=out.meta)
 
 
+def _key_padding(where, key_mask, seq_k) -> list:
+    """Per key, whether it is padding (``key_mask`` 0); all False without a mask."""
+    if key_mask is None:
+        return [False] * seq_k
+    m = np.asarray(key_mask)
+    if m.shape != (seq_k,) or m.dtype.kind not in "iub" or not np.isin(m, (0, 1)).all():
+        raise CompileError(f"{where}: key_mask must be {seq_k} values 0 or 1")
+    return [not bool(v) for v in m]
+
+
 @transactional
 def emit_attention(state: ChipState, seq_q: int, seq_k: int, head_dim: int, *, heads: int = 1,
-                   scale: float, causal: bool = False, earliest: int = 0,
+                   scale: float, causal: bool = False, key_mask=None, earliest: int = 0,
                    names: dict | None = None) -> Emitted:
     """Emit the attention of :func:`compile_attention` on ``state``: every instruction at or
     after ``earliest``, after the weight loads, ABCs and accumulator rows already claimed on
@@ -166,7 +182,9 @@ def emit_attention(state: ChipState, seq_q: int, seq_k: int, head_dim: int, *, h
     the state's allocator (an :class:`~openlpu.firmware.memalloc.AllocError` names a word
     another kernel holds); the stream registers from ``earliest`` to its last instruction are
     marked as used (:meth:`ChipState.opaque_streams`: the exp pass's search for free drive
-    cycles is local to the kernel)."""
+    cycles is local to the kernel). ``key_mask``: as :func:`compile_attention`; a padding
+    key's score row takes the all-masked pattern in both passes (its exp-pass row has the
+    ``VSEL``, 4 cycles instead of 3, and its ``VEXP`` on ALU A)."""
     p = state.params
     vl, S = p.vl, p.superlanes
     where = f"attention {heads}x({seq_q}x{seq_k}, d={head_dim}) on preset {p.name!r}"
@@ -183,6 +201,7 @@ def emit_attention(state: ChipState, seq_q: int, seq_k: int, head_dim: int, *, h
         consts = attention_consts(float(scale))
     except (TypeError, ValueError) as e:
         raise CompileError(f"{where}: {e}") from None
+    padded = _key_padding(where, key_mask, seq_k)
 
     QT, KB = math.ceil(seq_q / vl), math.ceil(seq_k / vl)
     d = head_dim
@@ -235,7 +254,8 @@ def emit_attention(state: ChipState, seq_q: int, seq_k: int, head_dim: int, *, h
         state.alloc.reserve(f"{tn['O'][0]} attention {what}", unit, 0, words)
     # logical ALUs A..D on VXM ALUs with the units they need (A also runs the VEXP of the
     # rows where D issues a VSEL: a causal mask needs two ALUs with the function pipelines)
-    place = assign_alus(p, where, {"A": ("VMULSHR",) + (("VEXP",) if causal else ()),
+    place = assign_alus(p, where, {"A": ("VMULSHR",) + (("VEXP",) if causal or any(padded)
+                                                         else ()),
                                    "B": (), "C": ("VREQ",), "D": ("VEXP", "VRECIP")})
     alu = {k: f"vxm.alu{i}" for k, i in place.items()}
 
@@ -279,6 +299,8 @@ def emit_attention(state: ChipState, seq_q: int, seq_k: int, head_dim: int, *, h
             nq = min(vl, seq_q - i0)
 
             def mask_addr(j):
+                if padded[j]:
+                    return mask_base + vl              # every lane masked
                 if not causal:
                     return mask_base
                 return mask_base + min(max(j - i0 - off, 0), vl)
@@ -350,7 +372,7 @@ def emit_attention(state: ChipState, seq_q: int, seq_k: int, head_dim: int, *, h
             u = max(c_ready, last_abc + 1 + d_abc + lat_acc + chain, t_b - add_at)
             t_abc_prev = last_abc
             for j in range(kt):
-                masked = j >= jm
+                masked = j >= jm or padded[j]
                 exp_alu = "A" if masked else "D"       # D issues the VSELs of masked rows
 
                 def plan(u):
@@ -488,6 +510,7 @@ def emit_attention(state: ChipState, seq_q: int, seq_k: int, head_dim: int, *, h
     return Emitted(
         end=end, inputs=inputs, outputs=outputs,
         meta={"heads": heads, "seq_q": seq_q, "seq_k": seq_k, "head_dim": d, "causal": causal,
+              **({"padding_keys": int(sum(padded))} if key_mask is not None else {}),
               "scale": float(scale), "mult": consts.mult, "shift": consts.shift,
               "delta": consts.delta, "macs": heads * seq_q * seq_k * d * 2,
               "mxm_busy_cycles": n_abc[0]})
