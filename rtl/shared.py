@@ -259,7 +259,7 @@ def place(m, name: str, component, key, kind: str | None = None) -> None:
     _mark_used(component)               # converted through the key's first instance, not here
 
 
-def _mark_used(obj, depth=3):
+def _mark_used(obj, depth=5):
     """Silence Amaranth's "created but never used" for ``obj`` and the elaboratables it holds
     (e.g. memories made in its constructor): the library module stands for them."""
     if isinstance(obj, Elaboratable):
