@@ -48,3 +48,15 @@ def test_vxm_accuracy_benchmark_runs(capsys):
     out = capsys.readouterr().out
     line = [x for x in out.splitlines() if x.startswith("attention probabilities")][0]
     assert float(line.rsplit(" ", 1)[1]) < 0.01
+
+
+def test_base_rtl_benchmark_checks_on_the_model(capsys):
+    """benchmarks/base_rtl.py (the base kernels on the Verilator RTL) runs its checks; here on
+    the reference model, one kernel, so the script stays working without a base build."""
+    path = _PATH.with_name("base_rtl.py")
+    spec = importlib.util.spec_from_file_location("base_rtl", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--backend", "model", "--only", "rmsnorm"]) == 0
+    out = capsys.readouterr().out
+    assert "RMSNorm 16x384" in out and "exact" in out and ", equal" in out
