@@ -15,7 +15,8 @@ Markers:
     FPGA synthesis and place-and-route (minutes; skipped with a reason when the tools are
     missing).
 ``slow``
-    a test of about 20 s or more in Amaranth's simulator.
+    a test of about 20 s or more in Amaranth's simulator, or an accuracy sweep of a model's
+    reference over its whole sentence or prompt set.
 """
 
 import pytest
@@ -40,7 +41,7 @@ VERILATOR_MODULES = (
 )
 
 # Tests (module path, test-name prefix) that run 20 s or more in Amaranth's simulator,
-# measured on the 2-core machine.
+# measured on the 2-core machine, and the models' accuracy sweeps.
 SLOW_TESTS = (
     ("tests/host/test_serial_bridge.py", "test_matmul_through_bridge[quad"),
     ("tests/rtl/test_chip.py", "test_generate_verilog[default"),
@@ -54,6 +55,9 @@ SLOW_TESTS = (
     ("tests/rtl/test_vxm.py", "test_requantize[quad"),
     ("tests/rtl/test_mxm.py", "test_booth_matmul[quad"),
     ("tests/rtl/test_sxm.py", "test_verilog_convert"),
+    # accuracy sweeps of the model references over many sentences or prompts (numpy, 6-10 s)
+    ("tests/models/test_minilm_int.py", "test_pair_ranking_kept"),
+    ("tests/models/test_decoder.py", "test_task_accuracy"),
 )
 
 _ORDER = {"synth": 0, "verilator": 1, "slow": 2}
