@@ -31,6 +31,23 @@ def _two_matmuls(p, first, second, gap=0):
     return pkg, e1, e2
 
 
+def _check_two_on_the_model(p, pkg, first, second, seed):
+    """Run a two-matmul package on the model: cycles == predicted, C1 and C2 equal to numpy's
+    in every element (operands seeded ``seed + 1`` and ``seed + 2``)."""
+    inputs, want = {}, {}
+    for i, (M, K, N, kw) in enumerate((first, second), 1):
+        A, B = matmul_operands("random", M, K, N, seed + i)
+        inputs.update({f"A{i}": A, f"B{i}": B})
+        want[f"C{i}"] = matmul_reference(A, B, kw.get("requantize"), kw.get("relu", False))
+    dev = Device(ModelBackend(p))
+    dev.load(pkg)
+    dev.write_inputs(inputs)
+    assert dev.run() == pkg.predicted_cycles
+    out = dev.read_outputs()
+    for name, w in want.items():
+        np.testing.assert_array_equal(out[name], w, err_msg=name)
+
+
 @pytest.mark.parametrize("chip, first, second", [
     ("tiny", (8, 8, 8, {}), (13, 20, 11, {})),
     ("default", (64, 64, 64, {}), (32, 96, 40, {})),
@@ -46,18 +63,7 @@ def test_two_matmuls_in_one_program_on_the_model(chip, first, second):
     names1 = {t.name for t in e1.inputs + e1.outputs}
     names2 = {t.name for t in e2.inputs + e2.outputs}
     assert names1 == {"A1", "B1", "C1"} and names2 == {"A2", "B2", "C2"}
-    inputs, want = {}, {}
-    for i, (M, K, N, kw) in enumerate((first, second), 1):
-        A, B = matmul_operands("random", M, K, N, 7 + i)
-        inputs.update({f"A{i}": A, f"B{i}": B})
-        want[f"C{i}"] = matmul_reference(A, B, kw.get("requantize"), kw.get("relu", False))
-    dev = Device(ModelBackend(p))
-    dev.load(pkg)
-    dev.write_inputs(inputs)
-    assert dev.run() == pkg.predicted_cycles
-    out = dev.read_outputs()
-    for name, w in want.items():
-        np.testing.assert_array_equal(out[name], w, err_msg=name)
+    _check_two_on_the_model(p, pkg, first, second, seed=7)
 
 
 def test_second_kernel_takes_free_mem_words():
@@ -97,18 +103,7 @@ def test_a_second_matmul_overlapping_the_first_on_the_model(chip, first, second)
                if s > lw_first) < e1.end
     pkg = state.package(name="overlap", inputs=e1.inputs + e2.inputs,
                         outputs=e1.outputs + e2.outputs)
-    inputs, want = {}, {}
-    for i, (M, K, N, _) in enumerate((first, second), 1):
-        A, B = matmul_operands("random", M, K, N, i)
-        inputs.update({f"A{i}": A, f"B{i}": B})
-        want[f"C{i}"] = matmul_reference(A, B)
-    dev = Device(ModelBackend(p))
-    dev.load(pkg)
-    dev.write_inputs(inputs)
-    assert dev.run() == pkg.predicted_cycles
-    out = dev.read_outputs()
-    for name, w in want.items():
-        np.testing.assert_array_equal(out[name], w, err_msg=name)
+    _check_two_on_the_model(p, pkg, first, second, seed=0)
 
 
 def test_an_overlapping_kernel_that_needs_a_taken_slot_raises():
