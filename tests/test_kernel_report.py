@@ -1,6 +1,7 @@
 """The per-kernel report (benchmarks/kernel_report.py) runs, checks its results and counts right."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,27 @@ def test_base_rtl_benchmark_checks_on_the_model(capsys):
     assert mod.main(["--backend", "model", "--only", "rmsnorm"]) == 0
     out = capsys.readouterr().out
     assert "RMSNorm 16x384" in out and "exact" in out and ", equal" in out
+
+
+def test_speed_table_rows_check_and_bound_on_the_model():
+    """benchmarks/speed_table.py: a decode-shaped row's bound is planes x max(install, M) and its
+    run is exact with measured == predicted; the markdown table names the target."""
+    import numpy as np
+
+    from openlpu import isa
+    from openlpu.host.device import Device
+    spec = importlib.util.spec_from_file_location("speed_table", _PATH.with_name("speed_table.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod                 # its dataclass looks its module up there
+    spec.loader.exec_module(mod)
+    row, pkg, ins, want = mod._decode(np.random.default_rng(1), 8, 384, 384)
+    install = -(-mod.VL // isa.wide_load_feed_rows(mod.P))
+    assert row.bound == 36 * max(install, 8) and row.figure == "ratio"
+    with Device.open("model", mod.P) as dev:
+        cycles, got = dev.run_package(pkg, ins)
+    assert cycles == pkg.predicted_cycles == row.predicted
+    np.testing.assert_array_equal(got["C"], want["C"])
+    row.measured = cycles
+    assert row.value == cycles / row.bound and row.met == (row.value <= 1.25)
+    table = mod._markdown([row], "model")
+    assert "| matmul 8x384x384 |" in table and "<= 1.25x" in table
