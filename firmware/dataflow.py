@@ -14,6 +14,7 @@ and commit them one after the other, which pipelines the rows as densely as the 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 from openlpu import isa, vxm_ops
@@ -40,16 +41,28 @@ class MemSrc:
     dtype: int = INT8
 
 
+# Names of the values VXM and SXM instructions of flows drive (see ``Val.token``).
+_DRIVES = itertools.count(1)
+
+
 @dataclass(frozen=True)
 class Val:
     """A vector on streams ``stream ..`` flowing ``dir``, driven at ``t_drive`` by the slice at
-    ``pos`` (relative time within its flow)."""
+    ``pos`` (relative time within its flow).
+
+    ``token`` names the instruction that drove it when place and time do not: the VXM's ALUs
+    share one position, so two of them driving one stream in one cycle (say the last op of one
+    vector's chain and the first of a later vector's) are two values, which :func:`commit`
+    must see as a conflict. ``None`` (a value driven where and when only one instruction can
+    drive it, e.g. by hand-placed MXM instructions) names the value by place and time alone,
+    as :meth:`ChipState.drive` does."""
     stream: int
     nbytes: int
     dir: Dir
     pos: int
     t_drive: int
     dtype: int
+    token: int | None = None
 
     def arrival(self, q: int, *, chain: bool = False) -> int:
         """Cycle the slice at ``q`` samples it (``chain``: the producer's own output side)."""
@@ -77,13 +90,14 @@ class Flow:
     def _op(self, queue, t, mnemonic, **f):
         self.ops.append((queue, t, mnemonic, f))
 
-    def _occupy(self, d: Dir, stream: int, pos: int, t_drive: int, q_far: int):
+    def _occupy(self, d: Dir, stream: int, pos: int, t_drive: int, q_far: int, token=None):
         """Record the SR slots a value driven at ``t_drive`` by ``pos`` uses up to ``q_far``.
 
-        A value is identified by where and when it was driven, so several consumers of one value
-        share its slots while two different values on one slot are a conflict.
+        A value is identified by where and when it was driven (and by its driving instruction's
+        ``token``, see :class:`Val`), so several consumers of one value share its slots while
+        two different values on one slot are a conflict.
         """
-        vid = (d, stream, pos, t_drive)
+        vid = (d, stream, pos, t_drive) if token is None else (d, stream, pos, t_drive, token)
         self.occ.extend((*k, vid) for k in stream_path(d, stream, pos, t_drive, q_far))
 
     def _pos(self, slice_name):
@@ -100,7 +114,7 @@ class Flow:
                 raise CompileError(f"operand arrives at {src.arrival(q, chain=chain)}, "
                                    f"needed at {t}")
             for b in range(src.nbytes):
-                self._occupy(src.dir, src.stream + b, src.pos, src.t_drive, q)
+                self._occupy(src.dir, src.stream + b, src.pos, src.t_drive, q, src.token)
             return src.stream, src.dir, chain
         p = self.params
         d_read = lead(p, "READ", q, q)
@@ -167,7 +181,7 @@ class Flow:
         if op == "LC":
             return None
         return Val(a_stream, vxm_ops.DTYPE_BYTES[out_dtype], out_dir, q,
-                   t0 + lead(p, idef, q, q), out_dtype)
+                   t0 + lead(p, idef, q, q), out_dtype, next(_DRIVES))
 
     # -- SXM -----------------------------------------------------------------------------------
     def sxm(self, op: str, x, *, side: str, out_stream: int, out_dir: Dir, amount: int = 0,
@@ -191,7 +205,7 @@ class Flow:
             f.update(map_stream=ms, map_dir=md)
         role = idef.roles[0]
         self._op(f"{sx.name}.{role}", t0, op, **f)
-        return Val(out_stream, 1, out_dir, q, t0 + lead(p, idef, q, q), INT8)
+        return Val(out_stream, 1, out_dir, q, t0 + lead(p, idef, q, q), INT8, next(_DRIVES))
 
     # -- MEM writes ----------------------------------------------------------------------------
     def write(self, val: Val, planes) -> int:
@@ -203,7 +217,7 @@ class Flow:
         for b, (sname, addr) in enumerate(planes):
             sl = p.slice(sname)
             t = val.arrival(sl.position)
-            self._occupy(val.dir, val.stream + b, val.pos, val.t_drive, sl.position)
+            self._occupy(val.dir, val.stream + b, val.pos, val.t_drive, sl.position, val.token)
             self._op(f"{sname}.write", t, "WRITE", addr=addr, stream=val.stream + b, dir=val.dir)
             self.banks.append((sl.index, "w", t, p.mem_bank_of(addr)))
             last = max(last, t)
@@ -242,8 +256,8 @@ def commit(state, flow: Flow, earliest: int = 0, *, limit: int = 1 << 16) -> int
 
 
 def _shift_vid(vid, off):
-    d, s, pos, t = vid
-    return (d, s, pos, t + off)
+    d, s, pos, t, *token = vid
+    return (d, s, pos, t + off, *token)
 
 
 def _fits(state, flow, off):

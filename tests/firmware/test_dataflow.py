@@ -63,3 +63,29 @@ def test_misaligned_operands_are_rejected():
                     t=a.t_drive + 5)
     with pytest.raises(CompileError, match="operands arrive at different cycles"):
         flow.vxm("ADD", a, late, dtype=INT8, out_dir=Dir.EAST, a_chain=True, b_chain=True)
+
+
+def _chain_of_two(stream):
+    """x (mem_w0) -> VRELU -> VRELU chained to it -> mem_e0: two ALUs drive ``stream``."""
+    flow = Flow(P)
+    x = MemSrc((("mem_w0", 0),), stream=stream)
+    y = flow.vxm("RELU", x, dtype=INT8, out_dir=Dir.EAST)
+    z = flow.vxm("RELU", y, dtype=INT8, out_dir=Dir.EAST, a_chain=True)
+    flow.write(z, [("mem_e0", P.mem_words)])
+    return flow
+
+
+def test_two_alus_driving_one_stream_in_one_cycle_are_kept_apart():
+    """The VXM's ALUs share one position: a later job's first op issued in the cycle of an
+    earlier job's chained op (another ALU, the same stream, the same drive cycle) would put two
+    values on one stream register, so commit delays it."""
+    sched = Schedule(P)
+    first = _chain_of_two(0)
+    assert commit(sched, first, 0) == 0
+    vrelu = sorted(t for q, t, m, f in first.ops if m == "VRELU")
+    later = _chain_of_two(0)
+    clash = vrelu[1] - vrelu[0]           # the later job's first VRELU beside the chained one
+    drive = {t + isa.BY_MNEMONIC["VRELU"].d_func(P) for t in vrelu}
+    off = commit(sched, later, clash)
+    assert off > clash
+    assert not drive & {off + t + isa.BY_MNEMONIC["VRELU"].d_func(P) for t in vrelu}
