@@ -24,8 +24,9 @@ from openlpu.params import preset as _preset
 __all__ = ["OnnxBackend", "OnnxBackendRep", "PRESET_ORDER", "prepare", "run_model",
            "supports_device"]
 
-#: presets tried in order when none is given (smallest first)
-PRESET_ORDER = ("default", "base")
+#: presets tried in order when none is given (smallest first; "default" has no VXM ALU, so a
+#: requantize needs "mini" or larger)
+PRESET_ORDER = ("default", "mini", "base")
 
 
 class OnnxBackendRep(BackendRep):
