@@ -418,7 +418,8 @@ def import_onnx_model(model_or_path, params=None, *, bindings: dict | None = Non
             raise OnnxImportError(f"output {o.name!r} is not computed by the graph")
         if v in g.inputs or g.values[v].is_const:
             raise OnnxImportError(f"output {o.name!r} is a graph input or constant")
-        g.output(v)
+        # the package's output takes the ONNX name where that is free
+        spec.graph_name = g.output(v, o.name if o.name not in g.values else None).name
         imp.outputs.append(spec)
     return imp
 
