@@ -177,8 +177,8 @@ def import_onnx_model(model_or_path, params=None, *, bindings: dict | None = Non
     def shape2(name, node, what):
         shp = types.get(name, (None, None))[1]
         if shp is None or len(shp) != 2 or None in shp:
-            raise OnnxImportError(f"node {_label(gp, node)!r} ({node.op_type}): {what} {name!r} has "
-                                  f"shape {shp}; only static 2-D tensors are supported")
+            fail(node, f"{what} {name!r} has shape {shp}; only static 2-D tensors are "
+                       f"supported")
         return shp
 
     def graph_input(name, node, kind, *, scale=1.0, zp=0, transpose=False):
@@ -188,8 +188,8 @@ def import_onnx_model(model_or_path, params=None, *, bindings: dict | None = Non
         if old is not None:
             if (old.kind, old.scale, old.zero_point, old.transpose) != \
                     (spec.kind, spec.scale, spec.zero_point, spec.transpose):
-                raise OnnxImportError(f"node {_label(gp, node)!r} ({node.op_type}): input {name!r} is "
-                                      f"read by two nodes needing different conversions")
+                fail(node, f"input {name!r} is read by two nodes needing different "
+                           f"conversions")
             return old.graph_name
         M, N = shape2(name, node, "input")
         g.input(spec.graph_name, (N, M) if transpose else (M, N), scale=float(scale))
@@ -239,10 +239,14 @@ def import_onnx_model(model_or_path, params=None, *, bindings: dict | None = Non
                     graph_input(name, node, "int", scale=scale, zp=zp, transpose=allow_input_t))
         fail(node, f"{what} {name!r} is not an integer tensor this import can read ({h})")
 
-    def matmul_of(node, a, b, za, zb, a_scale=1.0, b_scale=1.0):
+    def matmul_of(node, a, b, za, zb, a_scale=1.0, b_scale=1.0, op_scales=False):
         ka, av = int8_operand(node, a, za, "A", scale=a_scale)
         if ka != "value":
             fail(node, f"A {a!r} is a constant; the first operand must be an activation")
+        if op_scales and \
+                not np.isclose(g.values[av].quant.scales()[0], a_scale, rtol=1e-6):
+            fail(node, f"a_scale {a_scale} differs from the scale {g.values[av].quant.scale} "
+                       f"{a!r} was quantized to")
         kb, bv = int8_operand(node, b, zb, "B", allow_input_t=True)
         try:
             if kb == "const":
@@ -288,7 +292,7 @@ def import_onnx_model(model_or_path, params=None, *, bindings: dict | None = Non
                 ydt = str(const(node, ins[7], "y_zero_point").dtype)
                 if ydt != "int8":
                     fail(node, f"the output is {ydt}; only int8 outputs are supported")
-                acc = matmul_of(node, ins[0], ins[3], za, zb, a_s, b_s)
+                acc = matmul_of(node, ins[0], ins[3], za, zb, a_s, b_s, op_scales=True)
                 y = g.requantize(acc, float(np.float32(y_s)), name=g._new_name(f"{nn}.rq"))
                 env[outs[0]] = _Int(y.name, 0, "int8")
             elif op == "DequantizeLinear":

@@ -306,6 +306,20 @@ def test_weight_outside_int8_after_zero_point_is_named():
         import_onnx(model)
 
 
+def test_qlinearmatmul_scale_mismatch_is_named():
+    rng = np.random.default_rng(1)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s_x", "zp"], ["xq"], name="qx"),
+             helper.make_node("QLinearMatMul", ["xq", "s_a", "zp", "B", "s_b", "zp", "s_y",
+                                                "zp"], ["y"], name="qmm")]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+                   [helper.make_tensor_value_info("y", TensorProto.INT8, [4, 3])],
+                   [_f("s_x", 0.1), _f("s_a", 0.2), _f("s_b", 0.01), _f("s_y", 0.5),
+                    _i8("zp", 0), _i8("B", _edge(rng, (8, 3)))])
+    with pytest.raises(OnnxImportError, match=r"'qmm' \(QLinearMatMul\): a_scale 0.2\d* "
+                                              r"differs"):
+        import_onnx(model)
+
+
 def test_input_outside_int8_after_zero_point_is_named():
     tc = _cases("MatMulInteger")["test_matmulinteger"]
     ins, _ = tc.data_sets[0]
@@ -314,3 +328,32 @@ def test_input_outside_int8_after_zero_point_is_named():
     with pytest.raises(OnnxImportError, match=r"input 'A': values minus the zero point 12 "
                                               r"span \[-12, 188\]"):
         OnnxBackend.prepare(tc.model).run(ins)
+
+
+@pytest.mark.parametrize("backend", ["verilator"])
+def test_qdq_mlp_on_the_rtl(backend):
+    """The QDQ MLP (two linears and a relu) as an ONNX file, compiled for preset "mini" (the
+    smallest with VXM ALUs for the requantizes) and run on the Verilator RTL: the integer
+    reference's outputs, measured == predicted cycles."""
+    import tempfile
+    from pathlib import Path
+
+    from openlpu.host.device import Device
+    rng = np.random.default_rng(3)
+    model = mlp_model(rng, 8, 32, 32, 16)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "mlp.onnx"
+        onnx.save(model, path)
+        imp = import_onnx_model(path)
+    params = preset("mini")
+    pkg = compile_graph(imp.graph, params)
+    X = (rng.standard_normal((8, 32)) * 3).astype(np.float32)
+    feeds = imp.convert_inputs({"x": X})
+    with Device.open(backend, params) as dev:
+        cycles, outs = dev.run_package(pkg, feeds)
+    print("verilator mini: cycles", cycles, "predicted", pkg.predicted_cycles)
+    assert cycles == pkg.predicted_cycles
+    want = run_graph(imp.graph, feeds)
+    np.testing.assert_array_equal(outs["yq"], want["yq"])
+    got = imp.convert_outputs(outs)["yq"]
+    assert np.max(np.abs(got.astype(int) - _ort(model, {"x": X})[0])) <= 1
