@@ -274,6 +274,18 @@ def test_qdq_softmax_imports_and_agrees_with_onnxruntime():
 SOFTMAX_LSB = 1
 
 
+def test_import_from_file_is_deterministic(tmp_path):
+    model = mlp_model(np.random.default_rng(3), 8, 32, 32, 16)
+    path = tmp_path / "mlp.onnx"
+    onnx.save(model, path)
+    a, b = import_onnx(model), import_onnx(path)
+    assert a.dump() == b.dump()
+    assert [n.op for n in a.nodes] == ["matmul", "requantize", "relu", "matmul", "requantize"]
+    assert a.outputs == ["yq"]
+    p = preset("mini")
+    assert compile_graph(a, p).to_bytes() == compile_graph(b, p).to_bytes()
+
+
 # -- errors --------------------------------------------------------------------------------------
 def test_unsupported_operator_names_the_node():
     nodes = [helper.make_node("DequantizeLinear", ["x", "s", "zp"], ["xd"], name="dqx"),
