@@ -3,6 +3,7 @@
 Subcommands (each has ``--help``)::
 
     openlpu compile SPEC.py -o prog.lpu [--preset P]   a Python file defining program(params)
+    openlpu compile MODEL.onnx -o prog.lpu [--preset P]   a quantized ONNX model
     openlpu run prog.lpu --backend model|amaranth|verilator|serial [--inputs in.npz]
                          [--outputs out.npz] [--max-cycles N] [--timeout S] [--port DEV]
     openlpu disasm prog.lpu [--queue Q]
@@ -112,6 +113,8 @@ def cmd_compile(args) -> int:
     spec = Path(args.spec)
     if not spec.is_file():
         raise CliError(f"{spec}: no such file")
+    if spec.suffix == ".onnx":
+        return _compile_onnx(spec, args)
     ns = runpy.run_path(str(spec))
     build = ns.get("program")
     if not callable(build):
@@ -124,6 +127,28 @@ def cmd_compile(args) -> int:
     pkg = build(params)
     if not isinstance(pkg, Package):
         raise CliError(f"{spec}: program(params) returned {type(pkg).__name__}, not a Package")
+    pkg.save(args.output)
+    print(f"{args.output}: {pkg.name} for preset {params.name!r}, {pkg.predicted_cycles} "
+          f"cycles predicted, compiled in {time.perf_counter() - t0:.2f} s")
+    return 0
+
+
+def _compile_onnx(path, args) -> int:
+    """``openlpu compile MODEL.onnx``: the ONNX import (docs/compiler.md, *ONNX import*), then
+    the graph compiler; the package's inputs and outputs are the graph's int8 tensors."""
+    from openlpu.firmware.graph import GraphError, compile_graph
+    from openlpu.firmware.graph.onnx_import import import_onnx
+    from openlpu.firmware.schedule import CompileError
+    from openlpu.params import preset
+    try:
+        params = preset(args.preset)
+    except (KeyError, ValueError) as e:
+        raise CliError(str(e)) from None
+    t0 = time.perf_counter()
+    try:
+        pkg = compile_graph(import_onnx(path, params), params)
+    except (GraphError, CompileError) as e:
+        raise CliError(f"{path}: {e}") from None
     pkg.save(args.output)
     print(f"{args.output}: {pkg.name} for preset {params.name!r}, {pkg.predicted_cycles} "
           f"cycles predicted, compiled in {time.perf_counter() - t0:.2f} s")
@@ -274,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="openlpu", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
 
-    c = sub.add_parser("compile", help="compile a program spec (SPEC.py defines program(params))")
+    c = sub.add_parser("compile", help="compile a program spec (SPEC.py defines program(params)) "
+                                       "or a quantized ONNX model (MODEL.onnx)")
     c.add_argument("spec")
     c.add_argument("-o", "--output", required=True)
     c.add_argument("--preset", default="default")

@@ -145,3 +145,34 @@ def test_user_errors_exit_2_with_a_message(tmp_path, capsys):
     assert code == 2 and "defines no function program(params)" in err
     code, _, err = _main(capsys, "timeline", prog, "-o", tmp_path / "t.png", "--start", 10 ** 6)
     assert code == 2 and "nothing issues" in err
+
+
+def test_compile_onnx_model(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    import onnx
+    from openlpu.firmware.graph.onnx_import import import_onnx_model
+    from openlpu.host.device import Device
+    from openlpu.verification.graph_ref import run_graph
+    from tests.firmware.test_onnx_import import mlp_model
+    model = mlp_model(np.random.default_rng(3), 8, 32, 32, 16)
+    path = tmp_path / "mlp.onnx"
+    onnx.save(model, path)
+    prog = tmp_path / "mlp.lpu"
+    code, out, _ = _main(capsys, "compile", path, "-o", prog, "--preset", "mini")
+    assert code == 0 and "for preset 'mini'" in out
+    pkg = Package.load(prog)
+    imp = import_onnx_model(model)
+    X = np.random.default_rng(4).integers(-128, 128, (8, 32))
+    with Device.open("model", preset("mini")) as dev:
+        cycles, outs = dev.run_package(pkg, {"x": X})
+    assert cycles == pkg.predicted_cycles
+    want = run_graph(imp.graph, {"x": X})
+    np.testing.assert_array_equal(outs["yq"], want["yq"])     # the ONNX output name
+    # a model the import cannot read: exit 2 naming the node
+    bad = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Sigmoid", ["x"], ["y"], name="gate")], "bad",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4, 8])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4, 8])]))
+    onnx.save(bad, tmp_path / "bad.onnx")
+    code, _, err = _main(capsys, "compile", tmp_path / "bad.onnx", "-o", tmp_path / "b.lpu")
+    assert code == 2 and "node 'gate' (Sigmoid): operator not supported" in err
