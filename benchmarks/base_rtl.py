@@ -24,6 +24,8 @@ from openlpu.firmware.schedule import issue_counts
 from openlpu.host.device import Device
 from openlpu.params import preset
 from openlpu.verification import reference as ref
+from openlpu.verification.matmul_check import CHAIN_REQUANTIZE, chained_matmuls
+from openlpu.vxm_ops import requantize as ref_requantize
 
 P = preset("base")
 EDGES = np.array([-128, 127, 0, 1])
@@ -68,6 +70,16 @@ def _matmul(rng, M, K, N):
             {"C": A.astype(np.int64) @ B})
 
 
+def _chained(rng, M, K, N):
+    """Two matmuls in one program, the second reading the first's int8 result where it is
+    (wide weight loads from the slices that result leaves)."""
+    pkg, _ = chained_matmuls(P, M, K, N)
+    A, B1, B2 = _int8(rng, (M, K)), _int8(rng, (K, K)), _int8(rng, (K, N))
+    H = ref_requantize(A.astype(np.int64) @ B1, *CHAIN_REQUANTIZE)
+    return (f"chained matmuls {M}x{K}x{K}, {M}x{K}x{N}", pkg, {"A": A, "B1": B1, "B2": B2},
+            {"C": H @ B2})
+
+
 CASES = {
     "attention": lambda rng: [_attention(rng, 64, 64, 32, 2, True),
                               _attention(rng, 16, 40, 32, 1, False),
@@ -75,6 +87,7 @@ CASES = {
     "softmax": lambda rng: [_softmax(rng, 64)],
     "rmsnorm": lambda rng: [_rmsnorm(rng, 16)],
     "matmul": lambda rng: [_matmul(rng, 16, 384, 1152), _matmul(rng, 64, 384, 1536)],
+    "chained": lambda rng: [_chained(rng, 1, 384, 1536), _chained(rng, 8, 384, 128)],
 }
 
 

@@ -382,7 +382,8 @@ def emit_matmul(state: ChipState, M: int, K: int, N: int, *, earliest: int = 0,
     kernel left in MEM (one byte plane, row-wise: stored word ``j*M + m`` = row ``m``, K-tile
     ``j``, which is how a matmul with the requantize epilogue and an elementwise op store
     their int8 results), read where it is; only ``B`` and ``C`` are allocated (C in banks A does
-    not use, ``B^T`` in slices A does not use; no single-bank placement, no wide loads). The
+    not use, ``B^T`` in slices A does not use; no single-bank placement; wide loads from the
+    slices A leaves, when they predict fewer cycles). The
     returned ``inputs`` list then holds ``A``'s descriptor as given. ``inputs=(A or None, B)``:
     likewise ``B``, an int8 ``K x N`` layout stored transposed (stored word ``j*N + n`` = column
     ``n`` of B, K-tile ``j``: a row-wise ``N x K`` tensor ``Y`` read as ``B = Y^T``, so
@@ -423,18 +424,14 @@ def emit_matmul(state: ChipState, M: int, K: int, N: int, *, earliest: int = 0,
     rq = requantize is not None
     args = (M, K, N, requantize, relu, earliest, tuple(names))
     lw_state = state.fork()
-    out = _emit_lw(lw_state, WA, WB, WC, rq, args, a_fixed and a_fixed.layout[0],
-                   b_fixed and b_fixed.layout[0])
-    if a_fixed or b_fixed:
-        out.inputs[0] = a_fixed or out.inputs[0]
-        out.inputs[1] = b_fixed or out.inputs[1]
-        state.adopt(lw_state)
-        return out
-    wide_rows = _wide_limit(p, rq, M)
+    a_given = a_fixed and a_fixed.layout[0]
+    out = _emit_lw(lw_state, WA, WB, WC, rq, args, a_given, b_fixed and b_fixed.layout[0])
+    wide_rows = None if b_fixed else _wide_limit(p, rq, M)
     if wide_rows:
         try:    # a wide placement that does not fit (MEM, streams, imem) leaves the LW one
             ws = state.fork()
-            plan = _plan_striped(p, ws.alloc, WA, WB, WC, rq, relu, names, wide=wide_rows)
+            plan = _plan_striped(p, ws.alloc, WA, WB, WC, rq, relu, names, wide=wide_rows,
+                                 a_fixed=a_given)
             wide = plan and _emit_planned(ws, *args, *plan)
             if wide:
                 ws.emit()                   # raises ImemOverflow
@@ -442,8 +439,12 @@ def emit_matmul(state: ChipState, M: int, K: int, N: int, *, earliest: int = 0,
             wide = None
         if wide and ws.last_effect < lw_state.last_effect:
             state.adopt(ws)
-            return wide
-    state.adopt(lw_state)
+            out, lw_state = wide, None
+    if lw_state is not None:
+        state.adopt(lw_state)
+    if a_fixed or b_fixed:
+        out.inputs[0] = a_fixed or out.inputs[0]
+        out.inputs[1] = b_fixed or out.inputs[1]
     return out
 
 

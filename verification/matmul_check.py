@@ -9,7 +9,8 @@ import numpy as np
 from openlpu import isa, vxm_ops
 
 __all__ = ["matmul_operands", "matmul_reference", "run_matmul", "check_placement",
-           "check_wide", "weights_loaded", "compiled_matmul"]
+           "check_wide", "weights_loaded", "compiled_matmul", "chained_matmuls",
+           "run_chained"]
 
 
 def matmul_operands(kind, M, K, N, seed):
@@ -114,3 +115,37 @@ def compiled_matmul(chip: str, M: int, K: int, N: int, **kw):
     if key not in _COMPILED:
         _COMPILED[key] = compile_matmul(preset(chip), M, K, N, **kw)
     return _COMPILED[key]
+
+
+#: The first matmul's epilogue in :func:`chained_matmuls` (int8 result the second one reads).
+CHAIN_REQUANTIZE = ((1 << 30) + 12345, 6)
+
+
+def chained_matmuls(params, M: int, K: int, N: int):
+    """One program of two matmuls: ``H = requantize(A @ B1)`` (M x K x K, fused epilogue,
+    int8 in MEM), then ``C = H @ B2`` (M x K x N) reading ``H`` where the first left it
+    (``inputs=(H, None)``). Returns ``(package, second matmul's Emitted)``."""
+    from openlpu.firmware.chipstate import ChipState
+    from openlpu.firmware.compiler import emit_matmul
+    state = ChipState(params, f"chained matmuls {M}x{K}x{N}")
+    first = emit_matmul(state, M, K, K, requantize=CHAIN_REQUANTIZE, names=("A", "B1", "H"))
+    second = emit_matmul(state, M, K, N, earliest=first.end, inputs=(first.outputs[0], None),
+                         names=("H", "B2", "C"))
+    pkg = state.package(name=f"chained_{M}x{K}x{N}", inputs=first.inputs + second.inputs[1:],
+                        outputs=second.outputs)
+    return pkg, second
+
+
+def run_chained(dev, pkg, kind, seed, *, timeout_s=None):
+    """Run a :func:`chained_matmuls` package on ``dev`` with :func:`matmul_operands` data;
+    asserts measured == predicted cycles and ``C`` equal to numpy's in every element."""
+    shapes = {t.name: tuple(t.shape) for t in pkg.inputs + pkg.outputs}
+    (M, K), N = shapes["A"], shapes["C"][1]
+    A, B1 = matmul_operands(kind, M, K, K, seed)
+    _, B2 = matmul_operands(kind, M, K, N, seed + 1)
+    dev.load(pkg)
+    dev.write_inputs({"A": A, "B1": B1, "B2": B2})
+    kw = {} if timeout_s is None else {"timeout_s": timeout_s}
+    assert dev.run(**kw) == pkg.predicted_cycles
+    H = matmul_reference(A, B1, CHAIN_REQUANTIZE)
+    np.testing.assert_array_equal(dev.read_outputs()["C"], matmul_reference(H, B2))

@@ -105,3 +105,23 @@ def test_wide_load_not_tried_for_large_chunks(monkeypatch):
     compile_matmul(preset("default"), 64, 64, 64)          # one chunk of 64 rows > VL + 1
     compile_matmul(preset("default"), 16, 64, 64)
     assert calls[0] == 0 and calls[1][0] >= 2
+
+
+@pytest.mark.parametrize("chip, shape", [("base", (1, 128, 256)), ("base", (8, 384, 128)),
+                                         ("base", (3, 64, 200))],
+                         ids=lambda v: str(v))
+def test_a_matmul_reading_a_given_input_loads_wide(chip, shape):
+    """A matmul whose A another kernel left in MEM (``inputs=(A, None)``) installs its weights
+    with LWW from the slices A leaves when that is faster: with a few rows (decode-shaped) it
+    is weight-load bound, at LW's one row per cycle 6 to 16 times slower. (On mini4 the
+    slices the first matmul leaves are too few for a wide load.)"""
+    from openlpu.verification.matmul_check import chained_matmuls, run_chained
+    p = _chip(chip)
+    pkg, second = chained_matmuls(p, *shape)
+    rows = second.meta["wide_load_rows"]
+    assert 2 <= rows <= isa.wide_load_feed_rows(p)
+    h_slices = {s for s, *_ in second.inputs[0].layout[0]}
+    assert not h_slices & {s for s, *_ in second.inputs[1].layout[0]}   # B2^T beside H
+    words = pkg.queues["mxm_w.weights"]
+    assert "LWW" in issue_counts(words)
+    run_chained(Device(ModelBackend(p)), pkg, "random", seed=sum(shape))
