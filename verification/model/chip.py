@@ -222,19 +222,19 @@ class LpuModel:
         memo = {}                         # (word, role) -> entry: most words repeat (NOPs)
         for q in self.params.queues:
             prog = []
-            for w in self.imem[q.index]:
-                key = (int(w), q.role)
-                entry = memo.get(key)
+            role = q.role
+            for w in self.imem[q.index].tolist():
+                entry = memo.get((w, role))
                 if entry is None:
                     try:
-                        idef, f = isa.decode(key[0])
+                        idef, f = isa.decode(w)
                         why = isa.unavailable_reason(idef, q.role, self.params)
                         if why:
                             raise isa.IsaError(why)
                         entry = (idef, f)
                     except isa.IsaError as e:
                         entry = (None, str(e))
-                    memo[key] = entry
+                    memo[(w, role)] = entry
                 prog.append(entry)
             progs.append(prog)
         return progs
