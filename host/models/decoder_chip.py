@@ -197,18 +197,21 @@ def weight_bytes_per_token(cfg) -> int:
 class ChipGeneration:
     """What :func:`generate` returns: the generated ``tokens``, the int32 ``logits`` each was
     chosen from (one row per token), and per step (the prefill, then each decode step) the
-    measured and predicted ``cycles`` (sums over the step's programs) and the program count."""
+    measured and predicted ``cycles`` (sums over the step's programs), the program count and
+    ``detail``: per step, ``(package name, measured cycles)`` of each program in run order."""
     tokens: list
     logits: np.ndarray
     cycles: list            # measured, per step
     predicted: list         # predicted, per step
     programs: list          # programs run, per step
+    detail: list = field(default_factory=list)
 
 
 class _Runner:
     def __init__(self, dev, progs: DecoderPrograms):
         self.dev, self.progs = dev, progs
         self.cycles = self.predicted = self.count = 0
+        self.detail = []
 
     def run(self, kind, layer, rows, inputs, keys=0):
         prog = self.progs.get(kind, layer, rows, keys)
@@ -216,6 +219,7 @@ class _Runner:
         self.cycles += cyc
         self.predicted += prog.pkg.predicted_cycles
         self.count += 1
+        self.detail.append((prog.pkg.name, cyc))
         return out
 
 
@@ -273,7 +277,7 @@ def generate(dev, weights: DecoderWeights, prompt, n_tokens: int, *, stop: bool 
                          f"{dev.params.name!r}")
     cache_k = [None] * cfg.n_layers
     cache_v = [None] * cfg.n_layers
-    tokens, logits, cycles, predicted, counts = [], [], [], [], []
+    tokens, logits, cycles, predicted, counts, detail = [], [], [], [], [], []
     x = weights.embed(prompt, 0)
     pos = len(prompt)
     while True:
@@ -286,10 +290,11 @@ def generate(dev, weights: DecoderWeights, prompt, n_tokens: int, *, stop: bool 
         cycles.append(r.cycles)
         predicted.append(r.predicted)
         counts.append(r.count)
+        detail.append(r.detail)
         if on_token is not None:
             on_token(len(tokens) - 1, t, r.cycles)
         if len(tokens) == n_tokens or (stop and t == Tokenizer.EOS):
             break
         x = weights.embed([t], pos)
         pos += 1
-    return ChipGeneration(tokens, np.array(logits), cycles, predicted, counts)
+    return ChipGeneration(tokens, np.array(logits), cycles, predicted, counts, detail)
