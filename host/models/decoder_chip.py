@@ -12,8 +12,9 @@ program (per layer)       kernels on one :class:`~openlpu.firmware.chipstate.Chi
 ``attn@<keys>``           ``emit_attention`` of the rows against ``keys`` cached K/V rows,
                           4 heads, causal (one program per key count, compiled on first use)
 ``wo_res``                ``emit_matmul`` (requantize) then the saturating residual add
-                          (:data:`~openlpu.verification` ``SAT_ADD_OPS``: seven
-                          ``emit_elementwise`` ops chained by ``inputs=``) on its result
+                          (:data:`SAT_ADD`: seven ``emit_elementwise`` ops chained by
+                          ``inputs=``; ``emit_copy`` moves an operand that shares a MEM slice
+                          with the other) on its result
 ``ffn_res``               ``emit_matmul`` (requantize + ReLU) -> ``emit_matmul`` reading its
                           int8 result in place -> the saturating residual add
 ========================  ===================================================================
@@ -32,9 +33,11 @@ program's inputs. ``emit_rmsnorm`` and ``emit_attention`` use fixed MEM words (t
 for every layer: both layers' caches cannot sit where the attention kernel reads them), so the
 cache is not resident in MEM; see ``docs/models.md``.
 
-The saturating add is spelled out here with the chip's op names; the integer reference
-(``verification/models/decoder_ref.py``) defines the same sequence and the tests check the
-logits and tokens against it in every element. Production code: no ``openlpu.verification``.
+Timing: a step's cycles are the sum of its programs' cycles (each run from its own START to
+its HALT, exactly :attr:`Package.predicted_cycles`); the host's writes and reads in between are
+not chip cycles. The saturating add is spelled out here with the chip's op names; the integer
+reference (``verification/models/decoder_ref.py``, ``SAT_ADD_OPS``) defines the same sequence
+and the tests check the logits and tokens against it in every element.
 """
 
 from __future__ import annotations
