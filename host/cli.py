@@ -282,7 +282,6 @@ def cmd_generate(args) -> int:
     from openlpu.host.models.decoder import ReverseTask, Tokenizer, load_weights
     from openlpu.host.models.decoder_chip import DecoderPrograms, weight_bytes_per_token
     from openlpu.params import preset
-    from openlpu import isa as _isa
     tok, task = Tokenizer(), ReverseTask()
     if args.prompt is None:
         prompt = task.heldout(1)[0][0]
@@ -324,7 +323,7 @@ def cmd_generate(args) -> int:
     if len(g.cycles) > 1:
         dec = g.cycles[1:]
         wb = weight_bytes_per_token(w.cfg)
-        bpc = p.vl * _isa.wide_load_feed_rows(p)
+        bpc = p.vl * isa.wide_load_feed_rows(p)
         print(f"prefill {g.cycles[0]} cycles; decode {sum(dec) / len(dec):.0f} cycles/token "
               f"(min {min(dec)}, max {max(dec)}); weight-streaming bound {wb} B / {bpc} B per "
               f"cycle = {math.ceil(wb / bpc)} cycles/token")

@@ -160,7 +160,7 @@ class DecoderPrograms:
         elif kind == "wo_res":
             lc = c.layers[layer]
             o = emit_matmul(st, rows, d, d, requantize=lc.rq_o, names=("O", "WO", "A"))
-            end, y, extra = _emit_sat_add(st, rows, d, "res.", o.outputs[0], None, o.end)
+            _, y, extra = _emit_sat_add(st, rows, d, "res.", o.outputs[0], None, o.end)
             ins = list(o.inputs) + extra
             outs = [y]
             consts = {"WO": w.q[pre + "wo"]}
@@ -170,7 +170,7 @@ class DecoderPrograms:
                             names=("H2", "W1", "U"))
             f = emit_matmul(st, rows, cfg.d_ff, d, requantize=lc.rq_ff2, names=("U", "W2", "F"),
                             inputs=(u.outputs[0], None), earliest=u.end)
-            end, y, extra = _emit_sat_add(st, rows, d, "res.", f.outputs[0], None, f.end)
+            _, y, extra = _emit_sat_add(st, rows, d, "res.", f.outputs[0], None, f.end)
             ins = [u.inputs[0], u.inputs[1], f.inputs[1]] + extra
             outs = [y]
             consts = {"W1": w.q[pre + "w1"], "W2": w.q[pre + "w2"]}
