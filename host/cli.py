@@ -9,6 +9,7 @@ Subcommands (each has ``--help``)::
     openlpu disasm prog.lpu [--queue Q]
     openlpu inspect prog.lpu [--json]
     openlpu timeline prog.lpu -o timeline.png [--start C] [--cycles N]
+    openlpu generate [--prompt DIGITS] --tokens N [--backend model|verilator]
 
 A program is a package file (``Package.save``; ``docs/architecture.md``, *Packages*). ``run``
 prints the measured cycles beside the predicted ones and the MXM utilization (cycles in which
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import runpy
 import sys
 import time
@@ -295,6 +297,68 @@ def cmd_timeline(args) -> int:
     return 0
 
 
+def cmd_generate(args) -> int:
+    """The decoder generating tokens on the chip (``host/models/decoder_chip.py``): prefill of
+    the prompt, one decode step per further token, each token printed as it comes; the last
+    lines compare tokens and logits with the integer reference and the decode cycles with the
+    weight-streaming bound."""
+    from openlpu.host.demo import generate_and_check
+    from openlpu.host.device import Device, DeviceError
+    from openlpu.host.models.decoder import ReverseTask, Tokenizer, load_weights
+    from openlpu.host.models.decoder_chip import DecoderPrograms, weight_bytes_per_token
+    from openlpu.params import preset
+    tok, task = Tokenizer(), ReverseTask()
+    if args.prompt is None:
+        prompt = task.heldout(1)[0][0]
+    else:
+        text = args.prompt
+        if not (text.startswith("^") and text.endswith("=")):
+            text = "^" + text.strip("^=") + "="
+        try:
+            prompt = tok.encode(text)
+        except ValueError as e:
+            raise CliError(str(e)) from None
+    if args.tokens < 1:
+        raise CliError(f"--tokens must be at least 1, not {args.tokens}")
+    w = load_weights(float_path=None)
+    if len(prompt) + args.tokens - 1 > w.cfg.context:
+        raise CliError(f"prompt of {len(prompt)} tokens + {args.tokens} generated exceeds the "
+                       f"context of {w.cfg.context}")
+    p = preset(args.preset)
+    progs = DecoderPrograms(w, p)
+    print(f"decoder on {args.backend} ({p.name}): prompt {tok.decode(prompt)!r} "
+          f"({len(prompt)} tokens), generating {args.tokens}", flush=True)
+    t0 = time.perf_counter()
+
+    def on_token(i, t, cycles):
+        what = "prefill" if i == 0 else "decode"
+        print(f"token {i + 1}/{args.tokens}: {tok.decode([t])!r}  ({what}, {cycles} cycles, "
+              f"{time.perf_counter() - t0:.1f} s)", flush=True)
+    try:
+        with Device.open(args.backend, p) as dev:
+            r = generate_and_check(dev, prompt, args.tokens, on_token=on_token, weights=w,
+                                   programs=progs)
+    except (DeviceError, ValueError, TimeoutError) as e:
+        raise CliError(f"{args.backend}: {e}") from None
+    g = r["gen"]
+    print(f"generated: {tok.decode(g.tokens)!r}")
+    exact = g.cycles == g.predicted
+    print(f"cycles: measured == predicted in every step: {'yes' if exact else 'NO'}; "
+          f"{len(progs)} programs compiled")
+    if len(g.cycles) > 1:
+        dec = g.cycles[1:]
+        wb = weight_bytes_per_token(w.cfg)
+        bpc = p.vl * isa.wide_load_feed_rows(p)
+        print(f"prefill {g.cycles[0]} cycles; decode {sum(dec) / len(dec):.0f} cycles/token "
+              f"(min {min(dec)}, max {max(dec)}); weight-streaming bound {wb} B / {bpc} B per "
+              f"cycle = {math.ceil(wb / bpc)} cycles/token")
+    ok = r["tokens_match"] and r["logits_match"]
+    print(f"integer reference: {'MATCH' if ok else 'MISMATCH'} (tokens "
+          f"{'equal' if r['tokens_match'] else 'differ: ' + tok.decode(r['ref_tokens'])}, "
+          f"{r['mismatches']} logit elements differ)")
+    return 0 if ok and exact else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="openlpu", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -335,6 +399,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--cycles", type=int, default=0, help="cycles drawn (default: to the end)")
     t.add_argument("--dpi", type=int, default=120)
     t.set_defaults(fn=cmd_timeline)
+
+    g = sub.add_parser("generate", help="the decoder generating tokens on the chip, checked "
+                                        "against the integer reference")
+    g.add_argument("--prompt", default=None,
+                   help="digits to reverse, e.g. 12345 (default: the first held-out prompt)")
+    g.add_argument("--tokens", type=int, required=True, help="tokens to generate")
+    g.add_argument("--backend", default="model", choices=["model", "verilator"])
+    g.add_argument("--preset", default="base")
+    g.set_defaults(fn=cmd_generate)
     return ap
 
 

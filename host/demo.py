@@ -88,6 +88,24 @@ def measure_speed(dev: Device, seconds: float = 1.0) -> float:
     return cycles / (time.perf_counter() - t0)
 
 
+def generate_and_check(dev: Device, prompt, n_tokens: int, on_token=None, weights=None,
+                       programs=None) -> dict:
+    """Greedy generation with the decoder on ``dev`` (``host/models/decoder_chip.generate``),
+    checked against the bit-exact integer reference (``decoder_ref.int_generate``, the same
+    number of tokens): ``{"gen": ChipGeneration, "ref_tokens", "tokens_match", "logits_match",
+    "mismatches"}`` (``mismatches``: logit elements that differ)."""
+    from openlpu.host.models.decoder import load_weights
+    from openlpu.host.models.decoder_chip import generate
+    from openlpu.verification.models.decoder_ref import int_generate
+    w = weights if weights is not None else load_weights(float_path=None)
+    g = generate(dev, w, prompt, n_tokens, programs=programs, on_token=on_token)
+    ref_tokens, ref_logits = int_generate(w, prompt, n_tokens, stop=False)
+    same_shape = ref_logits.shape == g.logits.shape
+    mism = int((ref_logits != g.logits).sum()) if same_shape else int(ref_logits.size)
+    return {"gen": g, "ref_tokens": list(ref_tokens), "tokens_match": list(ref_tokens) == g.tokens,
+            "logits_match": same_shape and mism == 0, "mismatches": mism}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="default", choices=sorted(PRESETS))

@@ -219,17 +219,23 @@ class LpuModel:
     def _decode_queues(self):
         """Per queue: list of (InstrDef, fields) or an error marker, in program order."""
         progs = []
+        memo = {}                         # (word, role) -> entry: most words repeat (NOPs)
         for q in self.params.queues:
             prog = []
-            for w in self.imem[q.index]:
-                try:
-                    idef, f = isa.decode(int(w))
-                    why = isa.unavailable_reason(idef, q.role, self.params)
-                    if why:
-                        raise isa.IsaError(why)
-                    prog.append((idef, f))
-                except isa.IsaError as e:
-                    prog.append((None, str(e)))
+            role = q.role
+            for w in self.imem[q.index].tolist():
+                entry = memo.get((w, role))
+                if entry is None:
+                    try:
+                        idef, f = isa.decode(w)
+                        why = isa.unavailable_reason(idef, q.role, self.params)
+                        if why:
+                            raise isa.IsaError(why)
+                        entry = (idef, f)
+                    except isa.IsaError as e:
+                        entry = (None, str(e))
+                    memo[(w, role)] = entry
+                prog.append(entry)
             progs.append(prog)
         return progs
 
