@@ -260,22 +260,23 @@ def _plan_striped(p, alloc, WA, WB, WC, requant, relu, names, b_per_slice=True, 
     vxm_pos = p.slice("vxm").position
     reserved = {p.streams - 1} if requant else set()
 
+    def allowed(x, s, taken):
+        """Whether slice ``s`` may READ westward onto stream ``x``: not a stream in ``taken``,
+        not the epilogue's constant stream, and east of the VXM not one the VXM drives."""
+        east_of_vxm = p.mem_slice_list[s].position > vxm_pos
+        return x not in taken and x not in reserved and not (requant and east_of_vxm and x < 4)
+
     def streams_for(stripes, taken, per_slice):
         """A westward stream per slice of ``stripes`` (or one for all of them), none in
         ``taken``; adds the chosen ones to ``taken``."""
         slices = list(dict.fromkeys(s for s, *_ in stripes))
-
-        def allowed(x, s):
-            east_of_vxm = p.mem_slice_list[s].position > vxm_pos
-            return x not in taken and x not in reserved and not (requant and east_of_vxm
-                                                                 and x < 4)
         by_slice = {}
         groups = [[s] for s in slices] if per_slice else [slices]
         for group in groups:
-            pool = [x for x in range(p.streams) if all(allowed(x, s) for s in group)]
+            pool = [x for x in range(p.streams) if all(allowed(x, s, taken) for s in group)]
             if not pool:                            # reuse this tensor's own streams
                 own = [x for x in dict.fromkeys(by_slice.values())
-                       if all(allowed(x, s) or x in by_slice.values() for s in group)]
+                       if all(allowed(x, s, taken) or x in by_slice.values() for s in group)]
                 if not own:
                     raise CompileError(f"{where}: no westward stream is left for the operand "
                                        f"slice(s) {', '.join(p.mem_slice_list[s].name for s in group)}")
@@ -289,8 +290,10 @@ def _plan_striped(p, alloc, WA, WB, WC, requant, relu, names, b_per_slice=True, 
     taken = set()
     A = _Operand(p, stripes_a, streams_for(stripes_a, taken, False))
     if wide:
+        b_slices_in_order = [s for s, *_ in stripes_b]
         s0 = next((x for x in range(p.streams - len(stripes_b) + 1)
-                   if not taken & set(range(x, x + len(stripes_b)))), None)
+                   if all(allowed(x + i, s, taken) for i, s in enumerate(b_slices_in_order))),
+                  None)
         if s0 is None:
             return None
         B = _Operand(p, stripes_b, list(range(s0, s0 + len(stripes_b))))
@@ -314,16 +317,18 @@ def _wide_limit(p, requant, M):
     on ``p`` and the fewest with which every plane hides behind its tile's ``ABC``s; 0 for none.
 
     ``limit`` is ``isa.wide_load_feed_rows`` (one row per MEM slice per cycle), less A's slice
-    and stream. 0 with the fused epilogue (its constant and VXM streams are not planned for
-    it) and when every accumulator chunk has more rows than ``VL + 1`` (the ``LW`` instructions
-    of a plane then hide behind the ``ABC``s and the wide load gives nothing).
+    and stream, and with the fused epilogue less ``mem_e0`` and the multiplier's stream (the
+    streams the VXM drives are left to the slices west of it, :func:`_plan_striped`). 0 when
+    every accumulator chunk has more rows than ``VL + 1`` (the ``LW`` instructions of a plane
+    then hide behind the ``ABC``s and the wide load gives nothing).
     """
-    if requant:
-        return 0
     mm_min = min(p.mxm_acc_words, M - (math.ceil(M / p.mxm_acc_words) - 1) * p.mxm_acc_words)
     if mm_min > p.vl + 1:
         return 0
-    limit = min(isa.wide_load_feed_rows(p), 2 * p.mem_slices - 1, p.streams - 1)
+    # A's slice and stream; with the epilogue also mem_e0 (it streams the multiplier) and the
+    # multiplier's stream
+    limit = min(isa.wide_load_feed_rows(p), 2 * p.mem_slices - 1 - requant,
+                p.streams - 1 - requant)
     if limit < 2:
         return 0
     # a tile's plane (ceil(VL / c) cycles) and IW hide behind its mm ABCs when ceil(VL / c) < mm
@@ -346,8 +351,9 @@ def compile_matmul(params: LpuParams, M: int, K: int, N: int, *, name: str | Non
     either way: one ``ABC`` and one ``LW`` per cycle, each from the stream its word's slice feeds.
 
     Wide weight loads: when an accumulator chunk has at most ``VL + 1`` rows (the ``LW``
-    instructions of a plane, one per cycle, then bound the schedule), there is no epilogue and
-    ``isa.wide_load_feed_rows`` with the slices and streams A leaves allow ``count >= 2``, the
+    instructions of a plane, one per cycle, then bound the schedule) and
+    ``isa.wide_load_feed_rows`` with the slices and streams A (and the epilogue) leave allow
+    ``count >= 2``, the
     matmul is also scheduled with ``B^T`` striped over ``count`` slices and each plane
     installed by ``LWW`` instructions of ``count`` rows from streams ``s0 .. s0 + count - 1``
     (``meta["wide_load_rows"] = count``); that package is returned if it predicts fewer

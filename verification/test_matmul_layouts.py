@@ -47,19 +47,22 @@ def test_striped_matmul_on_verilator(devices, case, kind):
     run_matmul(dev, pkg, A, B, timeout_s=600, **kw)
 
 
-WIDE_CASES = [  # (preset, (M, K, N)): few rows per chunk, weights installed with LWW
-    ("mini4", (16, 48, 64)),                             # 3 rows per LWW; B^T needs 3 banks
-    ("mini4", (4, 32, 40)),                              # 3+3+3+3+3+1 rows a plane, partial N-tile
+WIDE_CASES = [  # (preset, (M, K, N), options): few rows per chunk, weights installed with LWW
+    ("mini4", (16, 48, 64), {}),                         # 3 rows per LWW; B^T needs 3 banks
+    ("mini4", (4, 32, 40), {}),                          # 3+3+3+3+3+1 rows a plane, partial N-tile
+    ("mini4", (1, 32, 48), {"requantize": ((1 << 30) + 12345, 2)}),     # with the epilogue
+    ("mini4", (4, 32, 40), {"requantize": (-(3 << 28), 6), "relu": True}),
 ]
 
 
 @pytest.mark.parametrize("kind", ["random", "min", "max", "zero", "one"])
 @pytest.mark.parametrize("case", range(len(WIDE_CASES)),
-                         ids=[f"{c[0]}-{'x'.join(map(str, c[1]))}" for c in WIDE_CASES])
+                         ids=[f"{c[0]}-{'x'.join(map(str, c[1]))}-{'-'.join(c[2]) or 'int32'}"
+                              for c in WIDE_CASES])
 def test_wide_load_matmul_on_verilator(devices, case, kind):
-    name, (M, K, N) = WIDE_CASES[case]
+    name, (M, K, N), kw = WIDE_CASES[case]
     dev = devices(name)
-    pkg = compile_matmul(preset(name), M, K, N)
+    pkg = compile_matmul(preset(name), M, K, N, **kw)
     assert pkg.meta.get("wide_load_rows", 0) >= 2
     A, B = matmul_operands(kind, M, K, N, seed=M * 100 + K + 7 * case)
-    run_matmul(dev, pkg, A, B, timeout_s=600)
+    run_matmul(dev, pkg, A, B, timeout_s=600, **kw)

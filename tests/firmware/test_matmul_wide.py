@@ -29,7 +29,7 @@ def test_wide_load_only_when_it_is_faster():
     # LWs hidden behind the ABCs: the single-bank package is kept, byte for byte
     a = compile_matmul(preset("mini4"), 32, 48, 32)
     assert "wide_load_rows" not in a.meta and "LWW" not in issue_counts(a.queues["mxm_w.weights"])
-    # the fused epilogue keeps the LW placement
+    # with the fused epilogue too, a shape whose LWs hide behind the ABCs keeps LW
     r = compile_matmul(preset("mini4"), 16, 48, 64, requantize=((1 << 30) + 12345, 2))
     assert "wide_load_rows" not in r.meta
 
@@ -74,7 +74,7 @@ def test_wide_matmul_on_the_model(chip, shape, kind):
     run_wide(ModelBackend(_chip(chip)), chip, shape, kind)
 
 
-#: Shapes that do not use wide loads (chunks of more than VL + 1 rows, or the fused epilogue):
+#: Shapes that do not use wide loads (chunks of more than VL + 1 rows, or LWs that hide anyway):
 #: their packages are the ones compile_matmul builds with wide loads disabled, byte for byte
 #: (checked against main before wide loads: the same sha256 on every shape here).
 UNCHANGED = [
