@@ -8,7 +8,8 @@ with attributes (``attrs``, JSON-able). Every value is defined once: by ``g.inpu
 ``g.const`` or one node.
 
 The builder methods of :class:`Graph` (``g.input``, ``g.const``, ``g.matmul``, ``g.linear``,
-``g.requantize``, ``g.relu``, ``g.add``, ``g.softmax``, ``g.output``) infer each output's shape,
+``g.requantize``, ``g.rescale``, ``g.relu``, ``g.add``, ``g.softmax``, ``g.gelu``,
+``g.residual``, ``g.output``) infer each output's shape,
 dtype and quantization and raise :class:`GraphError` naming the node when operands do not fit.
 The graph is plain data: :meth:`Graph.to_json` / :meth:`Graph.dump` give it as JSON and text,
 the same graph always the same text (node order is insertion order until the ``import`` pass
@@ -40,7 +41,14 @@ OPS = {
     "relu": "max(x, 0) on int8",
     "add": "int8 + int8 (VXM ADD, wraps on overflow), operands of one scale",
     "softmax": "row softmax of int8 X with real unit `scale` -> int8 round(127 p)",
-    "qlinear": "fused matmul [+ bias] + requantize [+ relu] (made by the tidy pass)",
+    "rescale": "int32 -> int8 / int16 / int32: saturate(round_half_up(x * mult[c] / "
+               "2**shift)), one shift for all channels (VREQ for int8, VMULSHR [+ VCAST])",
+    "gelu": "int16 -> int8 (or int16) GELU: relu(x) minus a correction read from a 256-entry "
+            "table (minilm_int.gelu_int)",
+    "residual": "int32 a + int16 x brought to a's unit (VMULSHR), saturated to int16 "
+                "(minilm_int.residual_int)",
+    "qlinear": "fused matmul [+ bias] + requantize [+ relu] or + rescale (made by the tidy "
+               "pass)",
 }
 
 
@@ -333,18 +341,88 @@ class Graph:
         return self._node("softmax", [x], [(f"{nn}.out", x.shape, "int8", Quant(1 / 127))],
                           {"scale": float(sx[0])}, nn)[0]
 
+    def rescale(self, acc, out_scale: float, *, dtype: str = "int8",
+                name: str | None = None) -> Value:
+        """int32 -> ``dtype`` (int8, int16 or int32) of real unit ``out_scale``: ``saturate(
+        round_half_up(acc * mult[c] / 2**shift))`` with one multiplier per channel of a
+        per-channel accumulator and one shift for all (chosen by the quantize pass)."""
+        nn = name or self._new_name("rescale")
+        acc = self._value(acc, nn, "input")
+        _want(nn, acc, "int32", 2)
+        if not (isinstance(out_scale, (int, float)) and out_scale > 0):
+            raise GraphError(f"node {nn!r} (rescale): out_scale must be a positive number, "
+                             f"not {out_scale!r}")
+        if dtype not in DTYPE_RANGE:
+            raise GraphError(f"node {nn!r} (rescale): dtype {dtype!r} is not one of "
+                             f"{', '.join(DTYPE_RANGE)}")
+        return self._node("rescale", [acc], [(f"{nn}.out", acc.shape, dtype,
+                                               Quant(float(out_scale)))],
+                          {"out_scale": float(out_scale), "dtype": dtype}, nn)[0]
+
     def linear(self, x, w, bias=None, *, out_scale: float, relu: bool = False,
-               transpose_b: bool = False, name: str | None = None) -> Value:
-        """``requantize(x @ w [+ bias], out_scale)`` [then relu]: int8 out. Builds the matmul,
-        bias_add, requantize and relu nodes (the tidy pass fuses them into one qlinear)."""
+               out_dtype: str = "int8", transpose_b: bool = False,
+               name: str | None = None) -> Value:
+        """``x @ w [+ bias]`` brought to ``out_scale`` [then relu]. Builds matmul, bias_add and
+        requantize (+ relu) nodes for an int8 output of one scale and no bias, else matmul,
+        bias_add and :meth:`rescale` nodes (int8, int16 or int32 ``out_dtype``, per-channel
+        weight scales; no relu); the tidy pass fuses either chain into one qlinear."""
         base = name or self._new_name("linear")
+        wv = self._value(w, base, "weight")
+        epi = bias is not None or out_dtype != "int8" or wv.quant.axis is not None
+        if epi and relu:
+            raise GraphError(f"node {base!r} (linear): relu is not available with a bias, "
+                             f"per-channel weight scales or a {out_dtype} output (the rescale "
+                             f"epilogue has no ReLU)")
+        if epi and transpose_b:
+            raise GraphError(f"node {base!r} (linear): a bias, per-channel scales or a "
+                             f"{out_dtype} output need constant weights (transpose_b=False)")
         y = self.matmul(x, w, transpose_b=transpose_b, name=f"{base}.matmul")
         if bias is not None:
             y = self.bias_add(y, bias, name=f"{base}.bias")
+        if epi:
+            return self.rescale(y, out_scale, dtype=out_dtype, name=f"{base}.rescale")
         y = self.requantize(y, out_scale, name=f"{base}.requantize")
         if relu:
             y = self.relu(y, name=f"{base}.relu")
         return y
+
+    def gelu(self, x, out_scale: float, *, out_dtype: str = "int8",
+             name: str | None = None) -> Value:
+        """GELU of an int16 ``x`` (one scale, the real unit) -> ``out_dtype`` (int8 or int16) of
+        unit ``out_scale``: ``relu(x)`` minus ``c(|x|) = |x| Phi(-|x|)`` read from a 256-entry
+        table (the chip's ``GATHER``; ``minilm_int.gelu_int``)."""
+        nn = name or self._new_name("gelu")
+        x = self._value(x, nn, "input")
+        _want(nn, x, "int16", 2)
+        if x.quant.scales().size != 1:
+            raise GraphError(f"node {nn!r} (gelu): needs one scale, {x.name} is per-channel")
+        if not (isinstance(out_scale, (int, float)) and out_scale > 0):
+            raise GraphError(f"node {nn!r} (gelu): out_scale must be a positive number, "
+                             f"not {out_scale!r}")
+        if out_dtype not in ("int8", "int16"):
+            raise GraphError(f"node {nn!r} (gelu): out_dtype must be int8 or int16, not "
+                             f"{out_dtype!r}")
+        return self._node("gelu", [x], [(f"{nn}.out", x.shape, out_dtype,
+                                          Quant(float(out_scale)))],
+                          {"out_scale": float(out_scale), "dtype": out_dtype}, nn)[0]
+
+    def residual(self, a, x, *, name: str | None = None) -> Value:
+        """Saturating add with scale alignment: an int32 ``a`` (the branch, its scale the
+        result's unit) plus an int16 ``x`` (the skip input, any one scale) rescaled to ``a``'s
+        unit, saturated to int16 (``minilm_int.residual_int``)."""
+        nn = name or self._new_name("residual")
+        a, x = self._value(a, nn, "input"), self._value(x, nn, "input")
+        _want(nn, a, "int32", 2)
+        _want(nn, x, "int16", 2)
+        if a.shape != x.shape:
+            raise GraphError(f"node {nn!r} (residual): shapes {a.shape} ({a.name}) and "
+                             f"{x.shape} ({x.name}) differ")
+        for v in (a, x):
+            if v.quant.scales().size != 1:
+                raise GraphError(f"node {nn!r} (residual): needs one scale, {v.name} is "
+                                 f"per-channel")
+        return self._node("residual", [a, x], [(f"{nn}.out", a.shape, "int16",
+                                                 Quant(float(a.quant.scales()[0])))], {}, nn)[0]
 
     # -- views -----------------------------------------------------------------------------------
     def to_json(self) -> dict:

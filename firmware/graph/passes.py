@@ -9,11 +9,18 @@ import   checks the graph (every operand defined, outputs computed, no cycle,  G
          insertion order), copying it
 tidy     drops nodes no output depends on; fuses ``matmul [-> bias_add] ->     Graph
          requantize [-> relu]`` chains whose intermediates have one consumer
-         and are no output into one ``qlinear``
+         and are no output into one ``qlinear`` (likewise ``matmul [->
+         bias_add] -> rescale``)
 quantize chooses every requantize's ``(multiplier, shift)`` from the scales    Graph
-         (:func:`~openlpu.firmware.graph.quant.multiplier_for`); zero points 0
+         (:func:`~openlpu.firmware.graph.quant.multiplier_for`), every rescale's,
+         gelu's and residual's per-channel multipliers and common shift
+         (:func:`~openlpu.firmware.graph.quant.rescale_for`, ``gelu_quant``);
+         zero points 0
 lower    one kernel per node (:class:`Kernel`: emitter and its arguments;     KernelPlan
-         a linear feeding a softmax is computed transposed); errors name a
+         a linear feeding a softmax is computed transposed; a qlinear with a
+         bias or a rescale is :func:`~openlpu.firmware.linear.emit_linear`,
+         gelu :func:`~openlpu.firmware.gelu.emit_gelu`, residual
+         :func:`~openlpu.firmware.linear.emit_residual`); errors name a
          node no kernel implements
 allocate tensor lifetimes: the kernel that writes each value, the last that    KernelPlan
          reads it; an intermediate's MEM is freed after its last reader
@@ -50,12 +57,14 @@ from openlpu.params import LpuParams
 
 from ..chipstate import ChipState
 from ..compiler import emit_elementwise, emit_matmul
+from ..gelu import emit_gelu
+from ..linear import emit_linear, emit_residual
 from ..norm import emit_softmax
 from ..package import TensorDesc
 from ..schedule import CompileError
 from .ir import Graph, GraphError, Node, Quant
 from .kernels import emit_copy
-from .quant import multiplier_for
+from .quant import DTYPE_CODE, gelu_quant, multiplier_for, rescale_for
 
 __all__ = ["PASSES", "compile_graph", "Kernel", "KernelPlan", "Scheduled", "GraphCompileError"]
 
@@ -134,7 +143,7 @@ def tidy(g: Graph, params: LpuParams) -> Graph:
         if bias:
             chain.append(bias)
             v = bias.outputs[0]
-        rq = sole(v, "requantize")
+        rq = sole(v, "requantize") or sole(v, "rescale")
         if rq is None:
             out_nodes.append(n)
             if bias:
@@ -143,12 +152,15 @@ def tidy(g: Graph, params: LpuParams) -> Graph:
             continue
         chain.append(rq)
         v = rq.outputs[0]
-        relu = sole(v, "relu")
+        relu = sole(v, "relu") if rq.op == "requantize" else None
         if relu:
             chain.append(relu)
             v = relu.outputs[0]
         inputs = list(n.inputs) + ([bias.inputs[1]] if bias else [])
-        attrs = {k: rq.attrs[k] for k in ("out_scale", "multiplier", "shift") if k in rq.attrs}
+        attrs = {k: rq.attrs[k] for k in ("out_scale", "multiplier", "shift", "dtype", "mult")
+                 if k in rq.attrs}
+        if rq.op == "rescale":
+            attrs["epilogue"] = "rescale"
         attrs.update(relu=bool(relu), bias=bool(bias),
                      transpose_b=bool(n.attrs.get("transpose_b")),
                      acc_scale=g.values[n.outputs[0]].quant.to_json()["scale"])
@@ -177,7 +189,20 @@ def quantize(g: Graph, params: LpuParams) -> Graph:
                 raise GraphError(f"node {n.name!r}: {v} has zero point "
                                  f"{g.values[v].quant.zero_point}; only symmetric (0) is "
                                  f"compiled")
-        if n.op not in ("requantize", "qlinear") or "multiplier" in n.attrs:
+        try:
+            if n.op == "gelu" and "idx_mult" not in n.attrs:
+                n.attrs.update(_gelu_attrs(g, n))
+            if n.op == "residual" and "mult" not in n.attrs:
+                rq = residual_rescale(g, n)
+                n.attrs.update(mult=int(rq.mult[0]), shift=int(rq.shift))
+            if (n.op == "rescale" or n.attrs.get("epilogue") == "rescale") and \
+                    "mult" not in n.attrs:
+                rq = node_rescale(g, n)
+                n.attrs.update(mult=[int(m) for m in rq.mult], shift=int(rq.shift))
+        except ValueError as e:
+            raise GraphError(str(e)) from None
+        if n.op not in ("requantize", "qlinear") or "multiplier" in n.attrs or \
+                n.attrs.get("epilogue") == "rescale":
             continue
         if n.op == "qlinear":
             acc = np.asarray(n.attrs["acc_scale"], dtype=np.float64).reshape(-1)
@@ -194,6 +219,40 @@ def quantize(g: Graph, params: LpuParams) -> Graph:
             n.attrs["multiplier"] = [m for m, _ in pairs]
             n.attrs["shift"] = [s for _, s in pairs]
     return g
+
+
+def _acc_scales(g: Graph, n: Node) -> np.ndarray:
+    if n.op == "qlinear":
+        return np.asarray(n.attrs["acc_scale"], dtype=np.float64).reshape(-1)
+    return g.values[n.inputs[0]].quant.scales()
+
+
+def node_rescale(g: Graph, n: Node):
+    """The ``Rescale`` of a rescale node or a qlinear with the rescale epilogue: the
+    accumulator's scale(s) over ``out_scale``, one shift (:func:`~.quant.rescale_for`)."""
+    return rescale_for(_acc_scales(g, n) / n.attrs["out_scale"], n.attrs["dtype"],
+                       f"node {n.name!r}")
+
+
+def residual_rescale(g: Graph, n: Node):
+    """The ``Rescale`` of a residual's skip input into the branch's unit (int32)."""
+    sa = g.values[n.inputs[0]].quant.scales()[0]
+    sx = g.values[n.inputs[1]].quant.scales()[0]
+    return rescale_for(sx / sa, "int32", f"node {n.name!r}")
+
+
+def node_gelu_quant(g: Graph, n: Node):
+    """The ``GeluQuant`` of a gelu node from its input's scale and ``out_scale``."""
+    return gelu_quant(float(g.values[n.inputs[0]].quant.scales()[0]), n.attrs["out_scale"],
+                      n.attrs["dtype"], f"node {n.name!r}")
+
+
+def _gelu_attrs(g: Graph, n: Node) -> dict:
+    q = node_gelu_quant(g, n)
+    return {"idx_mult": int(q.idx.mult[0]), "idx_shift": int(q.idx.shift),
+            "c_mult": int(q.c_to_x.mult[0]), "c_shift": int(q.c_to_x.shift),
+            "out_mult": [int(m) for m in np.broadcast_to(q.out.mult, (1,))],
+            "out_shift": int(q.out.shift)}
 
 
 # -- lower ----------------------------------------------------------------------------------------
@@ -258,10 +317,28 @@ def lower(g: Graph, params: LpuParams) -> KernelPlan:
             N = w.shape[0] if tb else w.shape[1]
             args = {"M": M, "K": K, "N": N, "requantize": None, "relu": False,
                     "transpose_b": tb}
+            epi = n.op == "qlinear" and (n.attrs.get("epilogue") == "rescale" or
+                                         (n.attrs.get("bias") and not n.attrs.get("relu")
+                                          and not isinstance(n.attrs["multiplier"], list)))
+            if epi:
+                # emit_linear: int32 bias and per-channel rescale (a requantize's (m, s) is
+                # the rescale (m, 31 + s) into int8)
+                if n.attrs.get("epilogue") == "rescale":
+                    mult, shift = list(n.attrs["mult"]), int(n.attrs["shift"])
+                    dt = DTYPE_CODE[n.attrs["dtype"]]
+                else:
+                    mult, shift, dt = [int(n.attrs["multiplier"])], 31 + int(n.attrs["shift"]), 0
+                ins_ = list(n.inputs[:2]) + ([n.inputs[2]] if n.attrs.get("bias") else [])
+                ks.append(Kernel(n.name, "linear", ins_, list(n.outputs),
+                                 {"M": M, "K": K, "N": N, "mult": mult, "shift": shift,
+                                  "out_dtype": dt}))
+                continue
             if n.op == "qlinear":
                 if n.attrs.get("bias"):
-                    raise GraphCompileError(f"node {n.name!r}: the int32 bias epilogue is not "
-                                            f"lowered yet (qlinear with a bias)")
+                    raise GraphCompileError(f"node {n.name!r}: a bias with a ReLU or with "
+                                            f"per-channel requantize multipliers is not "
+                                            f"lowered (g.linear(..., out_dtype=...) without "
+                                            f"relu takes the rescale epilogue)")
                 m, s = n.attrs["multiplier"], n.attrs["shift"]
                 if isinstance(m, list):
                     raise GraphCompileError(f"node {n.name!r}: per-channel requantize "
@@ -284,6 +361,19 @@ def lower(g: Graph, params: LpuParams) -> KernelPlan:
                 prod.args["transposed"] = True
             ks.append(Kernel(n.name, "softmax", [x.name], list(n.outputs),
                              {"rows": rows, "cols": cols, "scale": n.attrs["scale"]}))
+        elif n.op == "gelu":
+            R, C = ins[0].shape
+            a = n.attrs
+            ks.append(Kernel(n.name, "gelu", list(n.inputs), list(n.outputs),
+                             {"R": R, "C": C, "idx_mult": a["idx_mult"],
+                              "idx_shift": a["idx_shift"], "c_mult": a["c_mult"],
+                              "c_shift": a["c_shift"], "out_mult": a["out_mult"],
+                              "out_shift": a["out_shift"], "out_dtype": DTYPE_CODE[a["dtype"]]}))
+        elif n.op == "residual":
+            R, C = ins[0].shape
+            ks.append(Kernel(n.name, "residual", list(n.inputs), list(n.outputs),
+                             {"R": R, "C": C, "mult": n.attrs["mult"],
+                              "shift": n.attrs["shift"]}))
         elif n.op in ("add", "relu"):
             R, C = ins[0].shape
             ks.append(Kernel(n.name, "elementwise", list(n.inputs), list(n.outputs),
@@ -291,7 +381,10 @@ def lower(g: Graph, params: LpuParams) -> KernelPlan:
         else:
             why = {"requantize": "a requantize must follow a matmul directly (the fused "
                                  "epilogue); an int32 tensor in MEM is not requantized",
-                   "bias_add": "a bias_add must be between a matmul and a requantize",
+                   "bias_add": "a bias_add must be between a matmul and a requantize or "
+                               "rescale",
+                   "rescale": "a rescale must follow a matmul (or its bias_add) directly "
+                              "(the linear epilogue)",
                    }.get(n.op, "no kernel implements it yet")
             raise GraphCompileError(f"node {n.name!r} ({n.op}): {why}")
     return KernelPlan(g, ks)
@@ -544,6 +637,37 @@ def _emit(state, g, k: Kernel, layouts, earliest):
         return emit_matmul(state, a["M"], a["K"], a["N"], earliest=earliest, requantize=rq,
                            relu=a["relu"], names=(x, w, k.outputs[0]),
                            inputs=given if any(d is not None for d in given) else None)
+    if k.kind == "linear":
+        x, w = k.inputs[:2]
+        if w in layouts:
+            raise CompileError(f"the weights {w} are read by two kernels; give each its own "
+                               f"constant")
+        N = a["N"]
+        bias = g.values[k.inputs[2]].data if len(k.inputs) > 2 else np.zeros(N, np.int64)
+        gx = layouts.get(x)
+        return emit_linear(state, a["M"], a["K"], N, bias=np.asarray(bias, dtype=np.int64),
+                           mult=np.asarray(a["mult"], dtype=np.int64), shift=a["shift"],
+                           out_dtype=a["out_dtype"], earliest=earliest,
+                           names=(x, w, k.outputs[0]),
+                           inputs=(gx,) if gx is not None else None)
+    if k.kind == "gelu":
+        (x,), y = k.inputs, k.outputs[0]
+        from openlpu.host.models.minilm_quant import gelu_table
+        gx = layouts.get(x)
+        return emit_gelu(state, a["R"], a["C"], table=gelu_table()[0],
+                         idx_mult=a["idx_mult"], idx_shift=a["idx_shift"], c_mult=a["c_mult"],
+                         c_shift=a["c_shift"], out_mult=np.asarray(a["out_mult"], np.int64),
+                         out_shift=a["out_shift"], out_dtype=a["out_dtype"],
+                         earliest=earliest, names=(x, y),
+                         inputs=(gx,) if gx is not None else None)
+    if k.kind == "residual":
+        (va, vx), y = k.inputs, k.outputs[0]
+        if va == vx:
+            raise CompileError(f"both operands are {va}; not lowered")
+        given = (layouts.get(va), layouts.get(vx))
+        return emit_residual(state, a["R"], a["C"], mult=int(a["mult"]), shift=a["shift"],
+                             earliest=earliest, names=(va, vx, y),
+                             inputs=given if any(d is not None for d in given) else None)
     if k.kind == "elementwise":
         names = (k.inputs + [f"{k.outputs[0]}.unused"])[:2] + [k.outputs[0]]
         given = [layouts.get(v) for v in k.inputs]

@@ -1,0 +1,152 @@
+"""Transformer blocks from the graph API (firmware/graph) compiled into ONE program: the MLP block
+of a MiniLM layer (linear + int32 bias -> int16, GELU -> int8, linear + bias -> int32, residual
+add with the block input, saturated to int16), run on the reference model and the Verilator RTL
+of preset ``base`` (the only preset with the four MEM slices per side the int32 VXM operands
+need), equal to the graph's integer reference (verification/graph_ref.py, which evaluates these
+ops with verification/models/minilm_int.py) in every element, measured == predicted cycles;
+the new builder ops' errors name the node."""
+
+import numpy as np
+import pytest
+
+from openlpu.firmware.graph import Graph, GraphCompileError, GraphError, compile_graph
+from openlpu.host.device import Device
+from openlpu.params import preset
+from openlpu.verification.graph_ref import evaluate, evaluate_plan, run_graph
+
+M, D, F = 8, 64, 128        # tokens, model width, FFN width
+SX = 0.05                   # the block input's int8 unit (its int16 copy: SX / 64)
+
+
+def mlp_block(seed=0, edge=False):
+    """``y = residual(fc2(gelu(fc1(x8))), x16)``; returns (graph, inputs). With ``edge`` the
+    inputs hold the int8 / int16 extremes and the biases the values that drive fc1 into
+    int16 saturation."""
+    rng = np.random.default_rng(seed)
+    X8 = rng.integers(-128, 128, (M, D))
+    W1, W2 = rng.integers(-128, 128, (D, F)), rng.integers(-128, 128, (F, D))
+    b1, b2 = rng.integers(-20000, 20000, F), rng.integers(-20000, 20000, D)
+    if edge:
+        X8[0], X8[1], X8[2, ::2] = 127, -128, 0
+        W1[:, 0], W1[:, 1] = 127, -128
+        b1[2], b1[3] = 2 ** 31 - 1 - 128 * 128 * D, -(2 ** 31) + 128 * 128 * D
+    X16 = np.clip(X8 * 64 + rng.integers(-32, 32, (M, D)), -(1 << 15), (1 << 15) - 1)
+    if edge:
+        X16[3], X16[4] = (1 << 15) - 1, -(1 << 15)
+    g = Graph("mlp_block")
+    x8 = g.input("x8", (M, D), scale=SX)
+    x16 = g.input("x16", (M, D), "int16", scale=SX / 64)
+    s1 = SX * 0.01
+    s_h = float(s1 * np.percentile(np.abs(X8 @ W1), 99) / 20000)
+    h = g.linear(x8, g.const("W1", W1, scale=0.01), g.const("b1", b1, "int32"),
+                 out_scale=s_h, out_dtype="int16", name="fc1")
+    s_g = s_h * 20000 / 100
+    a = g.gelu(h, out_scale=s_g, name="gelu")
+    s2 = s_g * 0.01
+    y = g.linear(a, g.const("W2", W2, scale=0.01), g.const("b2", b2, "int32"),
+                 out_scale=s2 * 40, out_dtype="int32", name="fc2")
+    g.output(g.residual(y, x16, name="res"), "y")
+    return g, {"x8": X8, "x16": X16}
+
+
+def _run(backend, g, inputs):
+    p = preset("base")
+    pkg = compile_graph(g, p)
+    assert [t.name for t in pkg.inputs] == g.inputs
+    assert [t.name for t in pkg.outputs] == g.outputs
+    assert [k["name"] for k in pkg.meta["kernels"]] == ["fc1", "gelu", "fc2", "res"]
+    with Device.open(backend, p) as dev:
+        cycles, out = dev.run_package(pkg, inputs)
+    assert cycles == pkg.predicted_cycles
+    return pkg, out
+
+
+@pytest.mark.parametrize("backend", ["model", "verilator"])
+def test_mlp_block(backend):
+    g, inputs = mlp_block(seed=0)
+    want = run_graph(g, inputs)["y"]
+    vals = evaluate(g, inputs)
+    # the data exercise every stage: spread, and fc1 / the residual partly saturated
+    for v in ("fc1.rescale.out", "gelu.out", "fc2.rescale.out", "y"):
+        assert np.unique(vals[v]).size > 40, v
+    assert np.mean(np.abs(want) == 32767) < 0.3
+    _, out = _run(backend, g, inputs)
+    np.testing.assert_array_equal(out["y"], want)
+
+
+def test_mlp_block_edges_and_passes():
+    g, inputs = mlp_block(seed=3, edge=True)
+    want = run_graph(g, inputs)["y"]
+    h = evaluate(g, inputs)["fc1.rescale.out"]
+    assert (h == 32767).any() and (h == -32768).any()      # int16 saturation of fc1
+    # every pass's representation agrees with the reference
+    for stop in ("import", "tidy", "quantize"):
+        np.testing.assert_array_equal(run_graph(compile_graph(g, preset("base"), stop), inputs)
+                                      ["y"], want, err_msg=stop)
+    plan = compile_graph(g, preset("base"), "lower")
+    assert [k.kind for k in plan.kernels] == ["linear", "gelu", "linear", "residual"]
+    np.testing.assert_array_equal(evaluate_plan(plan, inputs)["y"], want)
+    _, out = _run("model", g, inputs)
+    np.testing.assert_array_equal(out["y"], want)
+
+
+def test_mlp_block_reference_is_minilm_int():
+    """graph_ref's values are minilm_int's functions on the Rescale / GeluQuant the quantize
+    pass chose (an independent re-evaluation with those functions)."""
+    from openlpu.host.models.minilm_quant import Rescale
+    from openlpu.verification.models.minilm_int import gelu_int, rescale, residual_int
+    from openlpu.firmware.graph.passes import node_gelu_quant
+    g, inputs = mlp_block(seed=5)
+    q = compile_graph(g, preset("base"), "quantize")
+    n = {x.name: x for x in q.nodes}
+    c = {v.name: v.data for v in q.values.values() if v.is_const}
+    h = rescale(inputs["x8"] @ c["W1"] + c["b1"],
+                Rescale(np.asarray(n["fc1"].attrs["mult"]), n["fc1"].attrs["shift"], 1))
+    a = gelu_int(h, node_gelu_quant(q, n["gelu"]))
+    y = rescale(a @ c["W2"] + c["b2"],
+                Rescale(np.asarray(n["fc2"].attrs["mult"]), n["fc2"].attrs["shift"], 2))
+    r = residual_int(y, inputs["x16"], Rescale(np.asarray([n["res"].attrs["mult"]]),
+                                              n["res"].attrs["shift"], 2))
+    np.testing.assert_array_equal(run_graph(g, inputs)["y"], r)
+    # and the float meaning: fc1's int16 output is x @ W1 + b1 in units of its out_scale
+    s = g.values["fc1.rescale.out"].quant.scale
+    real = (inputs["x8"] * SX) @ (c["W1"] * 0.01) + c["b1"] * SX * 0.01
+    assert np.max(np.abs(np.clip(real / s, -32768, 32767) - h)) <= 1
+
+
+def test_block_errors():
+    g = Graph("e")
+    x8 = g.input("x", (8, 64))
+    w = g.const("W", np.ones((64, 64), int))
+    with pytest.raises(GraphError, match="'fc' .*relu is not available"):
+        g.linear(x8, w, g.const("b", np.zeros(64, int), "int32"), out_scale=1.0, relu=True,
+                 name="fc")
+    with pytest.raises(GraphError, match="'gg'.*needs int16"):
+        g.gelu(x8, 1.0, name="gg")
+    with pytest.raises(GraphError, match="'gg'.*out_dtype must be int8 or int16"):
+        g.gelu(g.input("h", (8, 64), "int16"), 1.0, out_dtype="int32", name="gg")
+    y = g.linear(x8, w, out_scale=1.0, out_dtype="int32", name="fc2")
+    with pytest.raises(GraphError, match="'rr'.*shapes"):
+        g.residual(y, g.input("s", (8, 32), "int16"), name="rr")
+    with pytest.raises(GraphError, match="'rr'.*needs int16"):
+        g.residual(y, x8, name="rr")
+    with pytest.raises(GraphError, match="'rs'.*dtype 'int4'"):
+        g.rescale(y, 1.0, dtype="int4", name="rs")
+    # a rescale that is not a matmul's epilogue has no kernel
+    g2 = Graph("e2")
+    a = g2.input("a", (8, 64), "int32", scale=0.001)
+    g2.output(g2.rescale(a, 1.0, name="lone"))
+    with pytest.raises(GraphCompileError, match="'lone'.*must follow a matmul"):
+        compile_graph(g2, preset("base"))
+    # an out_scale the int8 rescale cannot reach names the node
+    g3 = Graph("e3")
+    x = g3.input("x", (8, 64), scale=1.0)
+    g3.output(g3.linear(x, g3.const("W", np.ones((64, 64), int)), out_scale=1e-6,
+                        out_dtype="int8", name="big", bias=g3.const("b", np.zeros(64, int),
+                                                                    "int32")))
+    with pytest.raises(GraphError, match="'big'"):
+        compile_graph(g3, preset("base"))
+    # the int32 VXM operands need four MEM slices per side: preset mini has two
+    g4, _ = mlp_block()
+    with pytest.raises(GraphCompileError, match="'fc1'.*4 MEM slices"):
+        compile_graph(g4, preset("mini"))
