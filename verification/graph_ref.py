@@ -21,8 +21,10 @@ from openlpu.firmware.norm import softmax_consts
 from openlpu.firmware.graph.passes import node_gelu_quant, node_rescale, residual_rescale
 from openlpu.host.models.minilm_quant import GeluQuant, Rescale
 
-from .models.minilm_int import gelu_int, rescale, residual_int
-from .reference import softmax_int
+from openlpu.firmware.attention import attention_consts
+
+from .models.minilm_int import attention_head_int, gelu_int, rescale, residual_int
+from .reference import attention_int, softmax_int
 
 __all__ = ["evaluate", "run_graph", "evaluate_plan"]
 
@@ -84,6 +86,18 @@ def _node(g: Graph, n, vals):
         if "mult" in n.attrs:
             rq = Rescale(np.asarray([n.attrs["mult"]]), int(n.attrs["shift"]), 2)
         return residual_int(x[0], x[1], rq)
+    if n.op == "attention":
+        H = n.attrs["heads"]
+        d = x[0].shape[1] // H
+        c = attention_consts(n.attrs["scale"])
+        out = []
+        for h in range(H):
+            q, k, v = (t[:, h * d:(h + 1) * d] for t in x)
+            if "key_mask" in n.attrs:
+                out.append(attention_head_int(q, k, v, c, np.asarray(n.attrs["key_mask"]))["O"])
+            else:
+                out.append(attention_int(q, k, v, c, causal=n.attrs["causal"])["O"])
+        return np.concatenate(out, axis=1)
     if n.op == "qlinear":
         w = x[1].T if n.attrs.get("transpose_b") else x[1]
         acc = x[0].astype(np.int64) @ w.astype(np.int64)

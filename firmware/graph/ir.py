@@ -9,7 +9,7 @@ with attributes (``attrs``, JSON-able). Every value is defined once: by ``g.inpu
 
 The builder methods of :class:`Graph` (``g.input``, ``g.const``, ``g.matmul``, ``g.linear``,
 ``g.requantize``, ``g.rescale``, ``g.relu``, ``g.add``, ``g.softmax``, ``g.gelu``,
-``g.residual``, ``g.output``) infer each output's shape,
+``g.residual``, ``g.attention``, ``g.output``) infer each output's shape,
 dtype and quantization and raise :class:`GraphError` naming the node when operands do not fit.
 The graph is plain data: :meth:`Graph.to_json` / :meth:`Graph.dump` give it as JSON and text,
 the same graph always the same text (node order is insertion order until the ``import`` pass
@@ -47,6 +47,9 @@ OPS = {
             "table (minilm_int.gelu_int)",
     "residual": "int32 a + int16 x brought to a's unit (VMULSHR), saturated to int16 "
                 "(minilm_int.residual_int)",
+    "attention": "multi-head softmax(q k^T scale [+ masks]) v of int8 (seq, heads*d) "
+                 "tensors, heads split and merged by columns -> int8 in v's unit "
+                 "(reference.attention_int / minilm_int.attention_head_int)",
     "qlinear": "fused matmul [+ bias] + requantize [+ relu] or + rescale (made by the tidy "
                "pass)",
 }
@@ -423,6 +426,49 @@ class Graph:
                                  f"per-channel")
         return self._node("residual", [a, x], [(f"{nn}.out", a.shape, "int16",
                                                  Quant(float(a.quant.scales()[0])))], {}, nn)[0]
+
+    def attention(self, q, k, v, *, heads: int, causal: bool = False, key_mask=None,
+                  scale: float | None = None, name: str | None = None) -> Value:
+        """Multi-head attention of int8 ``q`` (Lq, heads*d), ``k`` and ``v`` (Lk, heads*d):
+        head ``h`` is columns ``h*d ..`` of each (split inside the op), its output columns
+        ``h*d ..`` of the result (merged), int8 (Lq, heads*d) in ``v``'s unit. Scores are
+        ``q k^T * scale`` (default ``scale_q scale_k / sqrt(d)``); ``causal``: query ``i`` sees
+        keys ``j <= i + Lk - Lq``; ``key_mask`` (Lk values, 1 a real key, 0 padding) masks
+        padding keys for every query (not together with ``causal``)."""
+        nn = name or self._new_name("attention")
+        q, k, v = (self._value(t, nn, w) for t, w in ((q, "q"), (k, "k"), (v, "v")))
+        for t in (q, k, v):
+            _want(nn, t, "int8", 2)
+            if t.quant.scales().size != 1:
+                raise GraphError(f"node {nn!r} (attention): needs one scale, {t.name} is "
+                                 f"per-channel")
+        if not isinstance(heads, int) or isinstance(heads, bool) or heads < 1 or \
+                q.shape[1] % heads:
+            raise GraphError(f"node {nn!r} (attention): heads={heads!r} does not divide the "
+                             f"{q.shape[1]} columns of {q.name}")
+        if k.shape != v.shape or k.shape[1] != q.shape[1]:
+            raise GraphError(f"node {nn!r} (attention): q {q.shape}, k {k.shape} and v "
+                             f"{v.shape} must share their columns and k, v their rows")
+        d = q.shape[1] // heads
+        attrs = {"heads": heads, "causal": bool(causal)}
+        if key_mask is not None:
+            m = np.asarray(key_mask)
+            if m.shape != (k.shape[0],) or m.dtype.kind not in "iub" or \
+                    not np.isin(m, (0, 1)).all():
+                raise GraphError(f"node {nn!r} (attention): key_mask must be {k.shape[0]} "
+                                 f"values 0 or 1")
+            if causal:
+                raise GraphError(f"node {nn!r} (attention): causal together with a key_mask "
+                                 f"is not supported")
+            attrs["key_mask"] = [int(x) for x in m]
+        if scale is None:
+            scale = float(q.quant.scales()[0] * k.quant.scales()[0] / np.sqrt(d))
+        if not (isinstance(scale, (int, float)) and scale > 0):
+            raise GraphError(f"node {nn!r} (attention): scale must be a positive number, not "
+                             f"{scale!r}")
+        attrs["scale"] = float(scale)
+        return self._node("attention", [q, k, v], [(f"{nn}.out", q.shape, "int8",
+                                                     copy.copy(v.quant))], attrs, nn)[0]
 
     # -- views -----------------------------------------------------------------------------------
     def to_json(self) -> dict:

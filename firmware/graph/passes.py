@@ -20,8 +20,9 @@ lower    one kernel per node (:class:`Kernel`: emitter and its arguments;     Ke
          a linear feeding a softmax is computed transposed; a qlinear with a
          bias or a rescale is :func:`~openlpu.firmware.linear.emit_linear`,
          gelu :func:`~openlpu.firmware.gelu.emit_gelu`, residual
-         :func:`~openlpu.firmware.linear.emit_residual`); errors name a
-         node no kernel implements
+         :func:`~openlpu.firmware.linear.emit_residual`, attention
+         :func:`~openlpu.firmware.attention.emit_attention` (a linear feeding
+         its v computed transposed); errors name a node no kernel implements
 allocate tensor lifetimes: the kernel that writes each value, the last that    KernelPlan
          reads it; an intermediate's MEM is freed after its last reader
 schedule places every kernel on one :class:`ChipState` in order, each from     Scheduled
@@ -55,7 +56,8 @@ import numpy as np
 
 from openlpu.params import LpuParams
 
-from ..chipstate import ChipState
+from ..attention import emit_attention
+from ..chipstate import ChipState, Emitted
 from ..compiler import emit_elementwise, emit_matmul
 from ..gelu import emit_gelu
 from ..linear import emit_linear, emit_residual
@@ -361,6 +363,47 @@ def lower(g: Graph, params: LpuParams) -> KernelPlan:
                 prod.args["transposed"] = True
             ks.append(Kernel(n.name, "softmax", [x.name], list(n.outputs),
                              {"rows": rows, "cols": cols, "scale": n.attrs["scale"]}))
+        elif n.op == "attention":
+            q, k_, v = ins
+            H = n.attrs["heads"]
+            Lq, Lk, d = q.shape[0], k_.shape[0], q.shape[1] // H
+            vl = params.vl
+            if H > 1 and (d != vl or Lq > vl or Lk > vl):
+                raise GraphCompileError(
+                    f"node {n.name!r} (attention): {H} heads of dimension {d} over {Lq} queries "
+                    f"and {Lk} keys; the head split in place needs head_dim == VL ({vl}) and "
+                    f"at most VL queries and keys (one column tile per head)")
+            for t in (q, k_):
+                pq = next((kk for kk in ks if t.name in kk.outputs), None)
+                if pq is not None and pq.args.get("transposed"):
+                    raise GraphCompileError(f"node {n.name!r} (attention): {t.name} is also "
+                                            f"read transposed")
+                if pq is not None and d % vl:
+                    # the kernel sums q.k over all VL lanes; a matmul's result lanes beyond
+                    # its N columns are not zero (they hold what the weight buffer held)
+                    raise GraphCompileError(
+                        f"node {n.name!r} (attention): {t.name} is computed with head_dim "
+                        f"{d}, not a multiple of VL ({vl}); the lanes beyond it would not "
+                        f"be zero")
+            pv = next((kk for kk in ks if v.name in kk.outputs), None)
+            if pv is not None and Lk % vl:
+                raise GraphCompileError(
+                    f"node {n.name!r} (attention): {v.name} is computed (stored transposed, "
+                    f"lanes = keys) for {Lk} keys, not a multiple of VL ({vl}); the lanes "
+                    f"beyond them would not be zero (pad the sequence, with key_mask)")
+            if pv is not None:
+                # the kernel reads V^T: its producer computes v^T = W^T @ x^T (as for softmax)
+                if pv.kind != "matmul" or not pv.args["requantize"] or pv.args["transpose_b"]:
+                    raise GraphCompileError(
+                        f"node {n.name!r} (attention): reads v transposed; {v.name} (from "
+                        f"{pv.name!r}) is stored row-wise and only a linear without bias "
+                        f"(requantize epilogue, constant weights) is computed transposed")
+                pv.args["transposed"] = True
+            args = {"seq_q": Lq, "seq_k": Lk, "head_dim": d, "heads": H,
+                    "causal": n.attrs["causal"], "scale": n.attrs["scale"]}
+            if "key_mask" in n.attrs:
+                args["key_mask"] = list(n.attrs["key_mask"])
+            ks.append(Kernel(n.name, "attention", list(n.inputs), list(n.outputs), args))
         elif n.op == "gelu":
             R, C = ins[0].shape
             a = n.attrs
@@ -472,17 +515,20 @@ def schedule(plan: KernelPlan, params: LpuParams) -> Scheduled:
     dirty = {}                                      # (slice, bank) -> words freed in the run
     fixed = {}                                      # kernel index -> placeholder owners
     for i, k in enumerate(plan.kernels):
-        if k.kind == "softmax":
+        if k.kind in ("softmax", "attention"):
             if any(fixed):
-                raise GraphCompileError(f"node {k.name!r} (softmax): one softmax per program "
-                                        f"(its MEM words are fixed)")
+                raise GraphCompileError(f"node {k.name!r} ({k.kind}): one softmax or attention "
+                                        f"per program (their MEM words are fixed)")
             # a kernel with fixed MEM words: hold them from the start, so that the kernels
             # before it leave them free, and let them go just before it
             dry = ChipState(params)
             try:
-                emit_softmax(dry, k.args["rows"], k.args["cols"], scale=k.args["scale"])
+                if k.kind == "softmax":
+                    emit_softmax(dry, k.args["rows"], k.args["cols"], scale=k.args["scale"])
+                else:
+                    _emit_attention(dry, k.args)
             except CompileError as e:
-                raise GraphCompileError(f"node {k.name!r} (softmax): {e}") from None
+                raise GraphCompileError(f"node {k.name!r} ({k.kind}): {e}") from None
             fixed[i] = []
             for owner, ranges in sorted(dry.alloc._owned.items()):
                 for n_, (sl, bk, s0, e0) in enumerate(ranges):
@@ -600,6 +646,12 @@ def _flip(d):
                       transposed=not d.transposed)
 
 
+def _emit_attention(state, a, earliest=0, inputs=None):
+    return emit_attention(state, a["seq_q"], a["seq_k"], a["head_dim"], heads=a["heads"],
+                          scale=a["scale"], causal=a["causal"], key_mask=a.get("key_mask"),
+                          earliest=earliest, inputs=inputs)
+
+
 def _emit(state, g, k: Kernel, layouts, earliest):
     a = k.args
     if k.kind == "matmul" and a.get("transposed"):
@@ -650,6 +702,33 @@ def _emit(state, g, k: Kernel, layouts, earliest):
                            out_dtype=a["out_dtype"], earliest=earliest,
                            names=(x, w, k.outputs[0]),
                            inputs=(gx,) if gx is not None else None)
+    if k.kind == "attention":
+        p = state.params
+        if len(set(k.inputs)) != 3:
+            raise CompileError("q, k and v must be three different values")
+        w0, w1 = p.slice("mem_w0").index, p.slice("mem_w1").index
+        given = []
+        for v, unit, tr in zip(k.inputs, ((w1, 1), (w0, 0), (w1, 0)), (False, False, True)):
+            d = layouts.get(v)
+            if d is None:
+                # a graph input: placed where the kernel reads it (the host writes it there)
+                val = g.values[v]
+                d = TensorDesc(v, val.shape, "int8", [unit], base=0, transposed=tr)
+                state.alloc.reserve(v, unit, 0, d.words(p.vl))
+            elif d.layout != [[(unit[0], unit[1], 0, 1)]] or bool(d.transposed) != tr:
+                if bool(d.transposed) != tr:
+                    raise CompileError(f"{v} is stored {'row-wise' if tr else 'transposed'}")
+                cp = emit_copy(state, d, f"{v}@{k.name}", earliest=earliest, unit=unit, base=0)
+                d, earliest = cp.outputs[0], cp.end
+            given.append(d)
+        earliest = max(earliest, state.stream_hi + 1)
+        out = _emit_attention(state, a, earliest, tuple(given))
+        H, d = a["heads"], a["head_dim"]
+        o = TensorDesc(k.outputs[0], (a["seq_q"], H * d), "int8",
+                       [(p.slice("mem_e0").index, 1)], base=0, transposed=True)
+        ins = [TensorDesc(v, t.shape, t.dtype, t.planes, base=t.base, transposed=t.transposed)
+               for v, t in zip(k.inputs, given)]
+        return Emitted(end=out.end, inputs=ins, outputs=[o], meta=out.meta)
     if k.kind == "gelu":
         (x,), y = k.inputs, k.outputs[0]
         from openlpu.host.models.minilm_quant import gelu_table
