@@ -150,3 +150,116 @@ def test_block_errors():
     g4, _ = mlp_block()
     with pytest.raises(GraphCompileError, match="'fc1'.*4 MEM slices"):
         compile_graph(g4, preset("mini"))
+
+
+L, DM, HEADS = 64, 128, 2   # tokens (one VL on base), model width, heads of dimension 64
+
+
+def attention_block(seed=0, causal=False, pad=16, edge=False):
+    """``o = attention(x Wq, x Wk, x Wv; heads=2, key padding mask)``: the three projections
+    (int8, requantized) and the multi-head attention with the last ``pad`` keys masked, heads
+    split and merged by columns; returns (graph, inputs)."""
+    rng = np.random.default_rng(seed)
+    X = rng.integers(-128, 128, (L, DM))
+    if edge:
+        X[0], X[1] = 127, -128
+    g = Graph("attention_block")
+    x = g.input("x", (L, DM), scale=SX)
+    qkv = []
+    for n, spread in (("q", 40), ("k", 40), ("v", 50)):
+        W = rng.integers(-128, 128, (DM, DM))
+        s = float(SX * 0.01 * (X @ W).std() / spread)
+        qkv.append(g.linear(x, g.const(f"W{n}", W, scale=0.01), out_scale=s, name=n))
+    mask = None if causal else np.array([1] * (L - pad) + [0] * pad)
+    g.output(g.attention(*qkv, heads=HEADS, causal=causal, key_mask=mask, name="attn"), "o")
+    return g, {"x": X}
+
+
+def _run_attention(backend, g, inputs):
+    p = preset("base")
+    pkg = compile_graph(g, p)
+    assert [k["name"] for k in pkg.meta["kernels"]] == ["q", "k", "v", "attn"]
+    with Device.open(backend, p) as dev:
+        cycles, out = dev.run_package(pkg, inputs)
+    assert cycles == pkg.predicted_cycles
+    return out
+
+
+@pytest.mark.parametrize("backend", ["model", "verilator"])
+def test_attention_block_padding_mask(backend):
+    g, inputs = attention_block(seed=0)
+    want = run_graph(g, inputs)["o"]
+    assert np.unique(want).size > 100 and np.mean(np.abs(want) >= 127) < 0.2
+    out = _run_attention(backend, g, inputs)
+    np.testing.assert_array_equal(out["o"], want)
+
+
+def test_attention_block_reference_per_head():
+    """The graph reference is minilm_int's attention of each head's columns (split and merged
+    by columns), and the padding keys do not matter: the output equals that of the sequence
+    with other values in the padded rows of k and v."""
+    from openlpu.firmware.attention import attention_consts
+    from openlpu.verification.models.minilm_int import attention_head_int
+    g, inputs = attention_block(seed=1)
+    vals = evaluate(g, inputs)
+    q, k, v = (vals[f"{n}.requantize.out"] for n in "qkv")
+    c = attention_consts(g.nodes[-1].attrs["scale"])
+    mask = np.array([1] * (L - 16) + [0] * 16)
+    d = DM // HEADS
+    heads = [attention_head_int(q[:, h * d:(h + 1) * d], k[:, h * d:(h + 1) * d],
+                                v[:, h * d:(h + 1) * d], c, mask)["O"] for h in range(HEADS)]
+    np.testing.assert_array_equal(vals["o"], np.concatenate(heads, axis=1))
+    # real keys only: the same as attention over the unpadded keys
+    for h in range(HEADS):
+        sl = slice(h * d, (h + 1) * d)
+        short = attention_head_int(q[:, sl], k[:L - 16, sl], v[:L - 16, sl], c,
+                                   np.ones(L - 16))["O"]
+        np.testing.assert_array_equal(heads[h], short)
+
+
+def test_attention_block_causal_and_edges():
+    for causal, edge in ((True, False), (False, True)):
+        g, inputs = attention_block(seed=2, causal=causal, edge=edge)
+        want = run_graph(g, inputs)["o"]
+        for stop in ("tidy", "quantize"):
+            np.testing.assert_array_equal(run_graph(compile_graph(g, preset("base"), stop),
+                                                    inputs)["o"], want)
+        out = _run_attention("model", g, inputs)
+        np.testing.assert_array_equal(out["o"], want, err_msg=f"causal={causal}")
+
+
+def test_attention_errors():
+    g = Graph("a")
+    q = g.input("q", (16, 128))
+    k = g.input("k", (16, 128))
+    with pytest.raises(GraphError, match="'at'.*heads=3 does not divide"):
+        g.attention(q, k, k, heads=3, name="at")
+    with pytest.raises(GraphError, match="'at'.*key_mask must be 16 values"):
+        g.attention(q, k, k, heads=2, key_mask=[1] * 15, name="at")
+    with pytest.raises(GraphError, match="'at'.*causal together with a key_mask"):
+        g.attention(q, k, k, heads=2, causal=True, key_mask=[1] * 16, name="at")
+    with pytest.raises(GraphError, match="'at'.*share their columns"):
+        g.attention(q, k, g.input("v", (16, 64)), heads=2, name="at")
+    # heads of dimension 32 (< VL) are not split in place
+    g2 = Graph("b")
+    vs = [g2.input(n, (16, 128)) for n in "qkv"]
+    g2.output(g2.attention(*vs, heads=4, name="at"))
+    with pytest.raises(GraphCompileError, match="'at'.*head_dim == VL"):
+        compile_graph(g2, preset("base"))
+    # a computed v for fewer keys than VL: its padding lanes would not be zero
+    g3 = Graph("c")
+    x = g3.input("x", (16, 128), scale=SX)
+    qkv = [g3.linear(x, g3.const(f"W{n}", np.ones((128, 128), int), scale=0.01),
+                     out_scale=1.0, name=n) for n in "qkv"]
+    g3.output(g3.attention(*qkv, heads=2, name="at"))
+    with pytest.raises(GraphCompileError, match="'at'.*16 keys, not a multiple of VL"):
+        compile_graph(g3, preset("base"))
+    # a v read transposed must come from a linear without bias
+    g4 = Graph("d")
+    x = g4.input("x", (64, 128), scale=SX)
+    q, k = (g4.input(n, (64, 128)) for n in "qk")
+    v = g4.linear(x, g4.const("W", np.ones((128, 128), int), scale=0.01),
+                  g4.const("b", np.zeros(128, int), "int32"), out_scale=1.0, name="vb")
+    g4.output(g4.attention(q, k, v, heads=2, name="at"))
+    with pytest.raises(GraphCompileError, match="'at'.*reads v transposed"):
+        compile_graph(g4, preset("base"))
