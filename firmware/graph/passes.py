@@ -66,7 +66,7 @@ from ..package import TensorDesc
 from ..schedule import CompileError
 from .ir import Graph, GraphError, Node, Quant
 from .kernels import emit_copy
-from .quant import DTYPE_CODE, gelu_quant, multiplier_for, rescale_for
+from .quant import DTYPE_CODE, gelu_quant, gelu_table, multiplier_for, rescale_for
 
 __all__ = ["PASSES", "compile_graph", "Kernel", "KernelPlan", "Scheduled", "GraphCompileError"]
 
@@ -260,7 +260,8 @@ def _gelu_attrs(g: Graph, n: Node) -> dict:
 # -- lower ----------------------------------------------------------------------------------------
 @dataclass
 class Kernel:
-    """One emitter call: ``kind`` (``matmul``, ``elementwise``), the node it implements, the
+    """One emitter call: ``kind`` (``matmul``, ``linear``, ``elementwise``, ``softmax``,
+    ``gelu``, ``residual``, ``attention``), the node it implements, the
     value names it reads and writes and the emitter's arguments."""
     name: str
     kind: str
@@ -587,7 +588,8 @@ def _emit_somewhere(state, g, k, layouts, earliest):
     except CompileError:
         if state.end <= earliest:
             raise
-        return _emit(state, g, k, layouts, state.end), state.end
+        t = state.end           # (read before the emission moves it)
+        return _emit(state, g, k, layouts, t), t
 
 
 def _preloaded(state, g, k, out, before) -> set:
@@ -731,9 +733,8 @@ def _emit(state, g, k: Kernel, layouts, earliest):
         return Emitted(end=out.end, inputs=ins, outputs=[o], meta=out.meta)
     if k.kind == "gelu":
         (x,), y = k.inputs, k.outputs[0]
-        from openlpu.host.models.minilm_quant import gelu_table
         gx = layouts.get(x)
-        return emit_gelu(state, a["R"], a["C"], table=gelu_table()[0],
+        return emit_gelu(state, a["R"], a["C"], table=gelu_table(),
                          idx_mult=a["idx_mult"], idx_shift=a["idx_shift"], c_mult=a["c_mult"],
                          c_shift=a["c_shift"], out_mult=np.asarray(a["out_mult"], np.int64),
                          out_shift=a["out_shift"], out_dtype=a["out_dtype"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["multiplier_for", "DTYPE_CODE", "rescale_for", "gelu_quant"]
+__all__ = ["multiplier_for", "DTYPE_CODE", "rescale_for", "gelu_quant", "gelu_table"]
 
 #: dtype name -> the ``Rescale`` / emitter dtype code (0 int8, 1 int16, 2 int32)
 DTYPE_CODE = {"int8": 0, "int16": 1, "int32": 2}
@@ -49,3 +49,10 @@ def multiplier_for(factor: float, where: str = "requantize") -> tuple[int, int]:
                          f"multiplier expresses (2**-62)")
     raise ValueError(f"{where}: factor {factor:.6g} is not below 1 (in_scale * w_scale / "
                      f"out_scale); VREQ only scales down")
+
+
+def gelu_table():
+    """The 256 GELU correction entries the gelu kernel's ``GATHER`` reads
+    (``minilm_quant.gelu_table``)."""
+    from openlpu.host.models.minilm_quant import gelu_table as table
+    return table()[0]
