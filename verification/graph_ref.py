@@ -16,7 +16,7 @@ import numpy as np
 
 from openlpu import vxm_ops
 from openlpu.firmware.graph import Graph, KernelPlan, multiplier_for
-from openlpu.firmware.norm import softmax_consts
+from openlpu.firmware.norm import rmsnorm_consts, softmax_consts
 
 from openlpu.firmware.graph.passes import node_gelu_quant, node_rescale, residual_rescale
 from openlpu.host.models.minilm_quant import GeluQuant, Rescale
@@ -24,7 +24,7 @@ from openlpu.host.models.minilm_quant import GeluQuant, Rescale
 from openlpu.firmware.attention import attention_consts
 
 from .models.minilm_int import attention_head_int, gelu_int, rescale, residual_int
-from .reference import attention_int, softmax_int
+from .reference import attention_int, rmsnorm_int, softmax_int
 
 __all__ = ["evaluate", "run_graph", "evaluate_plan"]
 
@@ -77,6 +77,11 @@ def _node(g: Graph, n, vals):
         return vxm_ops.binary_op("ADD", x[0], x[1], 0)
     if n.op == "softmax":
         return softmax_int(x[0], softmax_consts(n.attrs["scale"]))["Y"]
+    if n.op == "rmsnorm":
+        a = n.attrs
+        c = rmsnorm_consts(x[0].shape[1], np.asarray(a["gamma"]), a["eps"], a["in_scale"],
+                           a["out_scale"])
+        return rmsnorm_int(x[0], c)["Y"]
     if n.op == "rescale":
         return rescale(x[0], _rescale(g, n))
     if n.op == "gelu":

@@ -9,7 +9,7 @@ with attributes (``attrs``, JSON-able). Every value is defined once: by ``g.inpu
 
 The builder methods of :class:`Graph` (``g.input``, ``g.const``, ``g.matmul``, ``g.linear``,
 ``g.requantize``, ``g.rescale``, ``g.relu``, ``g.add``, ``g.softmax``, ``g.gelu``,
-``g.residual``, ``g.attention``, ``g.output``) infer each output's shape,
+``g.residual``, ``g.attention``, ``g.rmsnorm``, ``g.output``) infer each output's shape,
 dtype and quantization and raise :class:`GraphError` naming the node when operands do not fit.
 The graph is plain data: :meth:`Graph.to_json` / :meth:`Graph.dump` give it as JSON and text,
 the same graph always the same text (node order is insertion order until the ``import`` pass
@@ -43,6 +43,8 @@ OPS = {
     "softmax": "row softmax of int8 X with real unit `scale` -> int8 round(127 p)",
     "rescale": "int32 -> int8 / int16 / int32: saturate(round_half_up(x * mult[c] / "
                "2**shift)), one shift for all channels (VREQ for int8, VMULSHR [+ VCAST])",
+    "rmsnorm": "row RMSNorm of int8 x: x / sqrt(mean(x^2) + eps) * gamma -> int8 of unit "
+               "out_scale (reference.rmsnorm_int)",
     "gelu": "int16 -> int8 (or int16) GELU: relu(x) minus a correction read from a 256-entry "
             "table (minilm_int.gelu_int)",
     "residual": "int32 a + int16 x brought to a's unit (VMULSHR), saturated to int16 "
@@ -388,6 +390,30 @@ class Graph:
         if relu:
             y = self.relu(y, name=f"{base}.relu")
         return y
+
+    def rmsnorm(self, x, gamma, *, eps: float, out_scale: float,
+                name: str | None = None) -> Value:
+        """RMSNorm over each row of int8 ``x`` (one scale, the real unit): ``x / sqrt(mean(x^2)
+        + eps) * gamma`` (``gamma``: one real value per column) -> int8 of unit ``out_scale``
+        (the chip's algorithm, ``reference.rmsnorm_int``)."""
+        nn = name or self._new_name("rmsnorm")
+        x = self._value(x, nn, "input")
+        _want(nn, x, "int8", 2)
+        if x.quant.scales().size != 1:
+            raise GraphError(f"node {nn!r} (rmsnorm): needs one scale, {x.name} is per-channel")
+        g_ = np.asarray(gamma, dtype=np.float64).reshape(-1)
+        if g_.size != x.shape[1] or not np.all(np.isfinite(g_)):
+            raise GraphError(f"node {nn!r} (rmsnorm): gamma must be {x.shape[1]} finite values, "
+                             f"not {g_.size}")
+        for what, v in (("eps", eps), ("out_scale", out_scale)):
+            if not (isinstance(v, (int, float)) and v > 0):
+                raise GraphError(f"node {nn!r} (rmsnorm): {what} must be a positive number, "
+                                 f"not {v!r}")
+        return self._node("rmsnorm", [x], [(f"{nn}.out", x.shape, "int8",
+                                             Quant(float(out_scale)))],
+                          {"gamma": [float(v) for v in g_], "eps": float(eps),
+                           "in_scale": float(x.quant.scales()[0]),
+                           "out_scale": float(out_scale)}, nn)[0]
 
     def gelu(self, x, out_scale: float, *, out_dtype: str = "int8",
              name: str | None = None) -> Value:

@@ -19,7 +19,8 @@ quantize chooses every requantize's ``(multiplier, shift)`` from the scales    G
 lower    one kernel per node (:class:`Kernel`: emitter and its arguments;     KernelPlan
          a linear feeding a softmax is computed transposed; a qlinear with a
          bias or a rescale is :func:`~openlpu.firmware.linear.emit_linear`,
-         gelu :func:`~openlpu.firmware.gelu.emit_gelu`, residual
+         rmsnorm :func:`~openlpu.firmware.norm.emit_rmsnorm` (as softmax), gelu
+         :func:`~openlpu.firmware.gelu.emit_gelu`, residual
          :func:`~openlpu.firmware.linear.emit_residual`, attention
          :func:`~openlpu.firmware.attention.emit_attention` (a linear feeding
          its v computed transposed); errors name a node no kernel implements
@@ -61,7 +62,7 @@ from ..chipstate import ChipState, Emitted
 from ..compiler import emit_elementwise, emit_matmul
 from ..gelu import emit_gelu
 from ..linear import emit_linear, emit_residual
-from ..norm import emit_softmax
+from ..norm import emit_rmsnorm, emit_softmax
 from ..package import TensorDesc
 from ..schedule import CompileError
 from .ir import Graph, GraphError, Node, Quant
@@ -261,8 +262,8 @@ def _gelu_attrs(g: Graph, n: Node) -> dict:
 @dataclass
 class Kernel:
     """One emitter call: ``kind`` (``matmul``, ``linear``, ``elementwise``, ``softmax``,
-    ``gelu``, ``residual``, ``attention``), the node it implements, the
-    value names it reads and writes and the emitter's arguments."""
+    ``rmsnorm``, ``gelu``, ``residual``, ``attention``), the node it implements, the value names
+    it reads and writes and the emitter's arguments."""
     name: str
     kind: str
     inputs: list
@@ -349,21 +350,25 @@ def lower(g: Graph, params: LpuParams) -> KernelPlan:
                                             f"takes one multiplier)")
                 args.update(requantize=[int(m), int(s)], relu=bool(n.attrs["relu"]))
             ks.append(Kernel(n.name, "matmul", list(n.inputs[:2]), list(n.outputs), args))
-        elif n.op == "softmax":
+        elif n.op in ("softmax", "rmsnorm"):
             x = ins[0]
             rows, cols = x.shape
             prod = next((k for k in ks if x.name in k.outputs), None)
             if prod is not None:
-                # the softmax reads X column-wise: its producer computes X^T = W^T @ x^T
+                # the kernel reads X column-wise: its producer computes X^T = W^T @ x^T
                 # (weights as A, x's rows as the B^T words), which stores X column-wise
                 if prod.kind != "matmul" or not prod.args["requantize"]:
                     raise GraphCompileError(
-                        f"node {n.name!r} (softmax): reads its input column-wise; {x.name} "
+                        f"node {n.name!r} ({n.op}): reads its input column-wise; {x.name} "
                         f"(from {prod.name!r}) is stored row-wise and a transpose is not "
-                        f"lowered yet (a softmax may follow a linear directly)")
+                        f"lowered yet (a {n.op} may follow a linear without bias directly)")
                 prod.args["transposed"] = True
-            ks.append(Kernel(n.name, "softmax", [x.name], list(n.outputs),
-                             {"rows": rows, "cols": cols, "scale": n.attrs["scale"]}))
+            if n.op == "softmax":
+                args = {"rows": rows, "cols": cols, "scale": n.attrs["scale"]}
+            else:
+                args = {"rows": rows, "cols": cols, **{k: n.attrs[k] for k in
+                                                       ("gamma", "eps", "in_scale", "out_scale")}}
+            ks.append(Kernel(n.name, n.op, [x.name], list(n.outputs), args))
         elif n.op == "attention":
             q, k_, v = ins
             H = n.attrs["heads"]
@@ -516,16 +521,18 @@ def schedule(plan: KernelPlan, params: LpuParams) -> Scheduled:
     dirty = {}                                      # (slice, bank) -> words freed in the run
     fixed = {}                                      # kernel index -> placeholder owners
     for i, k in enumerate(plan.kernels):
-        if k.kind in ("softmax", "attention"):
+        if k.kind in ("softmax", "rmsnorm", "attention"):
             if any(fixed):
-                raise GraphCompileError(f"node {k.name!r} ({k.kind}): one softmax or attention "
-                                        f"per program (their MEM words are fixed)")
+                raise GraphCompileError(f"node {k.name!r} ({k.kind}): one softmax, rmsnorm or "
+                                        f"attention per program (their MEM words are fixed)")
             # a kernel with fixed MEM words: hold them from the start, so that the kernels
             # before it leave them free, and let them go just before it
             dry = ChipState(params)
             try:
                 if k.kind == "softmax":
                     emit_softmax(dry, k.args["rows"], k.args["cols"], scale=k.args["scale"])
+                elif k.kind == "rmsnorm":
+                    _emit_rmsnorm(dry, k.args)
                 else:
                     _emit_attention(dry, k.args)
             except CompileError as e:
@@ -648,6 +655,12 @@ def _flip(d):
                       transposed=not d.transposed)
 
 
+def _emit_rmsnorm(state, a, earliest=0, names=("X", "Y"), inputs=None):
+    return emit_rmsnorm(state, a["rows"], a["cols"], gamma=np.asarray(a["gamma"]), eps=a["eps"],
+                        in_scale=a["in_scale"], out_scale=a["out_scale"], earliest=earliest,
+                        names=names, inputs=inputs)
+
+
 def _emit_attention(state, a, earliest=0, inputs=None):
     return emit_attention(state, a["seq_q"], a["seq_k"], a["head_dim"], heads=a["heads"],
                           scale=a["scale"], causal=a["causal"], key_mask=a.get("key_mask"),
@@ -666,7 +679,7 @@ def _emit(state, g, k: Kernel, layouts, earliest):
         return emit_matmul(state, a["N"], a["K"], a["M"], earliest=earliest, requantize=rq,
                            relu=a["relu"], names=(w, x, k.outputs[0]),
                            inputs=given if any(d is not None for d in given) else None)
-    if k.kind == "softmax":
+    if k.kind in ("softmax", "rmsnorm"):
         (x,), y = k.inputs, k.outputs[0]
         w0 = state.params.slice("mem_w0").index
         given = layouts.get(x)
@@ -676,6 +689,9 @@ def _emit(state, g, k: Kernel, layouts, earliest):
                                unit=(w0, 0), base=0)
                 given, earliest = cp.outputs[0], cp.end
         earliest = max(earliest, state.stream_hi + 1)
+        if k.kind == "rmsnorm":
+            return _emit_rmsnorm(state, a, earliest, (x, y),
+                                 (given,) if given is not None else None)
         return emit_softmax(state, a["rows"], a["cols"], scale=a["scale"], earliest=earliest,
                             names=(x, y), inputs=(given,) if given is not None else None)
     if k.kind == "matmul":

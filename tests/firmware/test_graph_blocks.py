@@ -208,3 +208,50 @@ def test_attention_errors():
     g4.output(g4.attention(q, k, v, heads=2, name="at"))
     with pytest.raises(GraphCompileError, match="'at'.*reads v transposed"):
         compile_graph(g4, preset("base"))
+
+
+@pytest.mark.parametrize("chip,shape", [("mini", (8, 16, 16)), ("base", (64, 128, 384))])
+def test_linear_rmsnorm(chip, shape):
+    """``rmsnorm(linear(x))`` in one program: the linear computed transposed (the RMSNorm reads
+    its input column-wise from fixed words), and an RMSNorm of a graph input."""
+    M, K, N = shape
+    rng = np.random.default_rng(7)
+    X, W = rng.integers(-128, 128, (M, K)), rng.integers(-128, 128, (K, N))
+    X[0] = 127
+    gamma = rng.uniform(0.5, 1.5, N)
+    g = Graph("linear_rmsnorm")
+    x = g.input("x", (M, K), scale=SX)
+    h = g.linear(x, g.const("W", W, scale=0.01), out_scale=float(SX * 0.01 * (X @ W).std() / 40),
+                 name="fc")
+    g.output(g.rmsnorm(h, gamma, eps=1e-5, out_scale=3 / 127, name="norm"), "y")
+    p = preset(chip)
+    pkg = compile_graph(g, p)
+    assert [k["kind"] for k in pkg.meta["kernels"]] == ["matmul", "rmsnorm"]
+    want = run_graph(g, {"x": X})["y"]
+    assert np.unique(want).size > 50 and np.mean(np.abs(want) >= 127) < 0.1
+    with Device.open("model", p) as dev:
+        cycles, out = dev.run_package(pkg, {"x": X})
+    assert cycles == pkg.predicted_cycles
+    np.testing.assert_array_equal(out["y"], want)
+    # of a graph input
+    g2 = Graph("rmsnorm")
+    g2.output(g2.rmsnorm(g2.input("x", (M, K), scale=SX), gamma[:K], eps=1e-5,
+                         out_scale=3 / 127), "y")
+    pkg = compile_graph(g2, p)
+    with Device.open("model", p) as dev:
+        cycles, out = dev.run_package(pkg, {"x": X})
+    assert cycles == pkg.predicted_cycles
+    np.testing.assert_array_equal(out["y"], run_graph(g2, {"x": X})["y"])
+
+
+def test_rmsnorm_errors():
+    g = Graph("e")
+    x = g.input("x", (8, 16))
+    with pytest.raises(GraphError, match="'n'.*gamma must be 16 finite values"):
+        g.rmsnorm(x, np.ones(15), eps=1e-5, out_scale=0.01, name="n")
+    with pytest.raises(GraphError, match="'n'.*eps must be a positive number"):
+        g.rmsnorm(x, np.ones(16), eps=0, out_scale=0.01, name="n")
+    a = g.add(x, x, name="sum")
+    g.output(g.rmsnorm(a, np.ones(16), eps=1e-5, out_scale=0.01, name="n"))
+    with pytest.raises(GraphCompileError, match="'n' \\(rmsnorm\\): reads its input column-wise"):
+        compile_graph(g, preset("mini"))
