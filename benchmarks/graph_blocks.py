@@ -1,5 +1,6 @@
 """The transformer blocks of the graph compiler on the base chip: the MiniLM MLP block (linear +
-bias -> int16, GELU, linear + bias -> int32, residual add) and a 2-head attention block (q/k/v
+bias -> int16, GELU, linear + bias -> int32, residual add; small and at MiniLM's FFN size,
+16 tokens x 384 -> 1536 -> 384) and a 2-head attention block (q/k/v
 projections, attention with a padding mask), each compiled from the graph API into ONE program
 (``openlpu.verification.graph_blocks``), run on the chosen backend and checked in every element
 against the graph's integer reference (``verification/graph_ref.py``); prints measured cycles
@@ -34,6 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", default="verilator", choices=["verilator", "model"])
     args = ap.parse_args(argv)
     cases = [("MLP block 8x64 -> 128 -> 64", mlp_block(seed=0)),
+             ("MiniLM FFN block 16x384 -> 1536 -> 384", mlp_block(seed=0, shape=(16, 384, 1536))),
              ("attention block 64x128, 2 heads, mask", attention_block(seed=0))]
     bad = 0
     t0 = time.perf_counter()
@@ -52,7 +54,7 @@ def main(argv=None) -> int:
             abc = sum(issue_counts(w).get("ABC", 0) for w in pkg.queues.values())
             ok = wrong == 0 and cycles == pkg.predicted_cycles
             bad += not ok
-            print(f"  {label:38s} {'exact' if wrong == 0 else f'{wrong} WRONG'}  {cycles} cycles"
+            print(f"  {label:40s} {'exact' if wrong == 0 else f'{wrong} WRONG'}  {cycles} cycles"
                   f" (predicted {pkg.predicted_cycles}"
                   f"{', equal' if cycles == pkg.predicted_cycles else ', DIFFERENT'})"
                   f"  {len(pkg.meta['kernels'])} kernels  MXM {100 * abc / cycles:.1f} %"

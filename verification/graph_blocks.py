@@ -12,10 +12,12 @@ M, D, F = 8, 64, 128        # tokens, model width, FFN width
 SX = 0.05                   # the block input's int8 unit (its int16 copy: SX / 64)
 
 
-def mlp_block(seed=0, edge=False):
-    """``y = residual(fc2(gelu(fc1(x8))), x16)``; returns (graph, inputs). With ``edge`` the
-    inputs hold the int8 / int16 extremes and the biases the values that drive fc1 into
-    int16 saturation."""
+def mlp_block(seed=0, edge=False, shape=(M, D, F)):
+    """``y = residual(fc2(gelu(fc1(x8))), x16)`` for ``shape`` = (tokens, width, FFN width);
+    returns (graph, inputs). With ``edge`` the inputs hold the int8 / int16 extremes and the
+    biases the values that drive fc1 into int16 saturation. MiniLM's FFN is
+    ``shape=(L, 384, 1536)``."""
+    M, D, F = shape
     rng = np.random.default_rng(seed)
     X8 = rng.integers(-128, 128, (M, D))
     W1, W2 = rng.integers(-128, 128, (D, F)), rng.integers(-128, 128, (F, D))

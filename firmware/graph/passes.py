@@ -584,6 +584,9 @@ def schedule(plan: KernelPlan, params: LpuParams) -> Scheduled:
         cycles.append((earliest, out.end))
         for v in plan.frees.get(i, ()):
             pending.append((out.end, v))
+        if k.kind == "linear":
+            # emit_linear's int32 accumulator is read by its own epilogue only
+            pending.append((out.end, f"{k.outputs[0]} accumulator"))
     return Scheduled(plan, state, layouts, cycles)
 
 
