@@ -210,8 +210,10 @@ def test_attention_errors():
         compile_graph(g4, preset("base"))
 
 
-@pytest.mark.parametrize("chip,shape", [("mini", (8, 16, 16)), ("base", (64, 128, 384))])
-def test_linear_rmsnorm(chip, shape):
+@pytest.mark.parametrize("chip,shape,backend", [("mini", (8, 16, 16), "model"),
+                                                ("base", (64, 128, 384), "model"),
+                                                ("base", (64, 128, 384), "verilator")])
+def test_linear_rmsnorm(chip, shape, backend):
     """``rmsnorm(linear(x))`` in one program: the linear computed transposed (the RMSNorm reads
     its input column-wise from fixed words), and an RMSNorm of a graph input."""
     M, K, N = shape
@@ -229,7 +231,7 @@ def test_linear_rmsnorm(chip, shape):
     assert [k["kind"] for k in pkg.meta["kernels"]] == ["matmul", "rmsnorm"]
     want = run_graph(g, {"x": X})["y"]
     assert np.unique(want).size > 50 and np.mean(np.abs(want) >= 127) < 0.1
-    with Device.open("model", p) as dev:
+    with Device.open(backend, p) as dev:
         cycles, out = dev.run_package(pkg, {"x": X})
     assert cycles == pkg.predicted_cycles
     np.testing.assert_array_equal(out["y"], want)
@@ -238,7 +240,7 @@ def test_linear_rmsnorm(chip, shape):
     g2.output(g2.rmsnorm(g2.input("x", (M, K), scale=SX), gamma[:K], eps=1e-5,
                          out_scale=3 / 127), "y")
     pkg = compile_graph(g2, p)
-    with Device.open("model", p) as dev:
+    with Device.open(backend, p) as dev:
         cycles, out = dev.run_package(pkg, {"x": X})
     assert cycles == pkg.predicted_cycles
     np.testing.assert_array_equal(out["y"], run_graph(g2, {"x": X})["y"])
@@ -255,3 +257,37 @@ def test_rmsnorm_errors():
     g.output(g.rmsnorm(a, np.ones(16), eps=1e-5, out_scale=0.01, name="n"))
     with pytest.raises(GraphCompileError, match="'n' \\(rmsnorm\\): reads its input column-wise"):
         compile_graph(g, preset("mini"))
+
+
+def test_linear_per_channel_and_bias_requantize():
+    """Per-channel weight scales (one rescale multiplier per output channel, one shift) into
+    int8, and a hand-built matmul -> bias_add -> requantize chain (the requantize's (m, s) as
+    the rescale (m, 31 + s)), chained in one program on base."""
+    rng = np.random.default_rng(11)
+    X, W1, W2 = (rng.integers(-128, 128, s) for s in ((8, 64), (64, 128), (128, 64)))
+    b2 = rng.integers(-30000, 30000, 64)
+    ws = rng.uniform(0.002, 0.02, 128)
+    s_h = float(SX * (np.abs(X @ W1) * ws).mean() / 30)
+
+    def build(s_y):
+        g = Graph("per_channel")
+        x = g.input("x", (8, 64), scale=SX)
+        h = g.linear(x, g.const("W1", W1, scale=ws, axis=1), out_scale=s_h, name="fc1")
+        acc = g.bias_add(g.matmul(h, g.const("W2", W2, scale=0.01), name="mm"),
+                         g.const("b2", b2, "int32"), name="bias")
+        g.output(g.requantize(acc, out_scale=s_y, name="rq"), "y")
+        return g
+    acc = evaluate(build(1.0), {"x": X})["bias.out"]
+    g = build(float(s_h * 0.01 * acc.std() / 40))
+    q = compile_graph(g, preset("base"), "quantize")
+    m = q.nodes[0].attrs["mult"]
+    assert len(set(m)) > 100                          # the multipliers differ per channel
+    plan = compile_graph(g, preset("base"), "lower")
+    assert [k.kind for k in plan.kernels] == ["linear", "linear"]
+    vals = evaluate(g, {"x": X})
+    assert np.unique(vals["fc1.rescale.out"]).size > 50 and np.unique(vals["y"]).size > 50
+    pkg = compile_graph(g, preset("base"))
+    with Device.open("model", preset("base")) as dev:
+        cycles, out = dev.run_package(pkg, {"x": X})
+    assert cycles == pkg.predicted_cycles
+    np.testing.assert_array_equal(out["y"], vals["y"])
