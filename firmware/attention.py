@@ -171,10 +171,36 @@ def _key_padding(where, key_mask, seq_k) -> list:
     return [not bool(v) for v in m]
 
 
+def _given_qkv(where, inputs, heads, seq_q, seq_k, d, vl, w0, w1) -> dict:
+    """The given ``inputs=(Q, K, V)`` of :func:`emit_attention` checked against the memory map:
+    ``{"Q": desc, "K": desc, "V^T": desc}`` (only the given ones)."""
+    if inputs is None:
+        return {}
+    if not isinstance(inputs, (tuple, list)) or len(inputs) != 3:
+        raise CompileError(f"{where}: emit_attention takes inputs=(Q, K, V)")
+    if heads > 1 and (d != vl or seq_q > vl or seq_k > vl):
+        raise CompileError(f"{where}: given layouts of several heads need head_dim == VL "
+                           f"({vl}) and seq_q, seq_k <= VL (one row-wise tile per head)")
+    out = {}
+    for what, desc, rows, unit, tr in (("Q", inputs[0], seq_q, (w1.index, 1), False),
+                                       ("K", inputs[1], seq_k, (w0.index, 0), False),
+                                       ("V^T", inputs[2], seq_k, (w1.index, 0), True)):
+        if desc is None:
+            continue
+        if not isinstance(desc, TensorDesc) or desc.dtype != "int8" or \
+                tuple(desc.shape) != (rows, heads * d) or bool(desc.transposed) != tr or \
+                desc.layout != [[(unit[0], unit[1], 0, 1)]]:
+            raise CompileError(f"{where}: the given {what[0]} ({getattr(desc, 'name', desc)!r}) "
+                               f"must be int8 ({rows}, {heads * d}){' stored transposed' * tr}, "
+                               f"dense from word 0 of MEM slice {unit[0]} bank {unit[1]}")
+        out[what] = desc
+    return out
+
+
 @transactional
 def emit_attention(state: ChipState, seq_q: int, seq_k: int, head_dim: int, *, heads: int = 1,
                    scale: float, causal: bool = False, key_mask=None, earliest: int = 0,
-                   names: dict | None = None) -> Emitted:
+                   names: dict | None = None, inputs: tuple | None = None) -> Emitted:
     """Emit the attention of :func:`compile_attention` on ``state``: every instruction at or
     after ``earliest``, after the weight loads, ABCs and accumulator rows already claimed on
     the state. ``names`` (as :func:`attention_tensor_names` returns them, the default) names
@@ -184,7 +210,16 @@ def emit_attention(state: ChipState, seq_q: int, seq_k: int, head_dim: int, *, h
     marked as used (:meth:`ChipState.opaque_streams`: the exp pass's search for free drive
     cycles is local to the kernel). ``key_mask``: as :func:`compile_attention`; a padding
     key's score row takes the all-masked pattern in both passes (its exp-pass row has the
-    ``VSEL``, 4 cycles instead of 3, and its ``VEXP`` on ALU A)."""
+    ``VSEL``, 4 cycles instead of 3, and its ``VEXP`` on ALU A).
+
+    ``inputs=(Q, K, V)`` (each a :class:`TensorDesc` or None): a tensor of all heads that another
+    kernel wrote (or copied) to exactly the words of the memory map, int8, one plane dense from
+    word 0 of its bank: ``Q`` in ``mem_w1`` bank 1 and ``K`` in ``mem_w0`` bank 0 row-wise
+    (``(seq, heads * head_dim)``), ``V`` in ``mem_w1`` bank 0 stored transposed; those words
+    are then not reserved again (the writer holds them) and the returned ``inputs`` hold the
+    given descriptor in place of the per-head ones. Every head's words must be where the map
+    puts them: with more than one head this needs ``head_dim == VL`` and ``seq_q, seq_k <=
+    VL`` (a row-wise tile per head)."""
     p = state.params
     vl, S = p.vl, p.superlanes
     where = f"attention {heads}x({seq_q}x{seq_k}, d={head_dim}) on preset {p.name!r}"
@@ -244,14 +279,18 @@ def emit_attention(state: ChipState, seq_q: int, seq_k: int, head_dim: int, *, h
     n_abc = [0]
     # MEM words: the memory map of the module docstring, reserved in the state's allocator
     tn = names or attention_tensor_names(heads)
-    for unit, words, what in (((w0.index, 0), heads * seq_k, "K"),
-                              ((w0.index, 1), seq_k, "lo scratch"),
-                              ((w1.index, 0), v_ones + vl, "V^T and ones rows"),
-                              ((w1.index, 1), heads * seq_q, "Q"),
-                              ((e0.index, 0), mask_base + vl + 1, "constants and masks"),
-                              ((e0.index, 1), heads * QT * d, "O^T"),
-                              ((e1.index, 0), seq_k, "e8 scratch")):
-        state.alloc.reserve(f"{tn['O'][0]} attention {what}", unit, 0, words)
+    given = _given_qkv(where, inputs, heads, seq_q, seq_k, d, vl, w0, w1)
+    for unit, base, words, what in (
+            ((w0.index, 0), 0, heads * seq_k, "K"),
+            ((w0.index, 1), 0, seq_k, "lo scratch"),
+            ((w1.index, 0), 0, v_ones, "V^T"),
+            ((w1.index, 0), v_ones, vl, "ones rows"),
+            ((w1.index, 1), 0, heads * seq_q, "Q"),
+            ((e0.index, 0), 0, mask_base + vl + 1, "constants and masks"),
+            ((e0.index, 1), 0, heads * QT * d, "O^T"),
+            ((e1.index, 0), 0, seq_k, "e8 scratch")):
+        if given.get(what) is None:
+            state.alloc.reserve(f"{tn['O'][0]} attention {what}", unit, base, words)
     # logical ALUs A..D on VXM ALUs with the units they need (A also runs the VEXP of the
     # rows where D issues a VSEL: a causal mask needs two ALUs with the function pipelines)
     place = assign_alus(p, where, {"A": ("VMULSHR",) + (("VEXP",) if causal or any(padded)
@@ -497,9 +536,9 @@ def emit_attention(state: ChipState, seq_q: int, seq_k: int, head_dim: int, *, h
     for i in sorted(set(place.values())):
         state.claim(f"vxm.alu{i} constant register", earliest, end - 1, where)
     state.opaque_streams(earliest, end - 1, where, after=stream_mark)
-    inputs, outputs = [], []
+    ins, outputs = [], []
     for h in range(heads):
-        inputs += [
+        ins += [
             TensorDesc(tn["Q"][h], (seq_q, d), "int8", [(w1.index, 1)], base=h * seq_q),
             TensorDesc(tn["K"][h], (seq_k, d), "int8", [(w0.index, 0)], base=h * seq_k),
             TensorDesc(tn["V"][h], (seq_k, d), "int8", [(w1.index, 0)], base=h * KB * d,
@@ -507,6 +546,8 @@ def emit_attention(state: ChipState, seq_q: int, seq_k: int, head_dim: int, *, h
         ]
         outputs.append(TensorDesc(tn["O"][h], (seq_q, d), "int8", [(e0.index, 1)],
                                   base=h * QT * d, transposed=True))
+    inputs = [given[w] for w in ("Q", "K", "V^T") if w in given]
+    inputs += [t for i, t in enumerate(ins) if ("Q", "K", "V^T")[i % 3] not in given]
     return Emitted(
         end=end, inputs=inputs, outputs=outputs,
         meta={"heads": heads, "seq_q": seq_q, "seq_k": seq_k, "head_dim": d, "causal": causal,

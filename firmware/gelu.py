@@ -35,8 +35,8 @@ from openlpu.isa import Dir
 
 from .chipstate import ChipState, Emitted, lead, transactional
 from .dataflow import INT8, INT32, Flow, Val, commit
-from .linear import (VecPlacer, chain_dirs, check_rescale, lane_vectors, rescale_len,
-                     rescale_ops, track_drives)
+from .linear import (VecPlacer, chain_dirs, check_rescale, given_planes, lane_vectors,
+                     rescale_len, rescale_ops, track_drives)
 from .package import Package, TensorDesc
 from .schedule import CompileError
 from .vxmconst import CONST_WORDS, load_const
@@ -78,13 +78,18 @@ def compile_gelu(params, R: int, C: int, *, table, idx_mult: int, idx_shift: int
 @transactional
 def emit_gelu(state: ChipState, R: int, C: int, *, table, idx_mult: int, idx_shift: int,
               c_mult: int, c_shift: int, out_mult, out_shift: int, out_dtype: int,
-              earliest: int = 0, names: tuple = ("X", "Y")) -> Emitted:
+              earliest: int = 0, names: tuple = ("X", "Y"),
+              inputs: tuple | None = None) -> Emitted:
     """Emit ``Y = gelu_int(X)`` (module docstring) on ``state`` from ``earliest`` on.
 
     ``table``: 256 values 0..127; ``idx_*`` and ``c_*``: the scalar ``GeluQuant.idx`` and
     ``c_to_x`` rescales (int32 ``MULSHR``); ``out_mult`` (one or ``C`` values) and ``out_shift``
     the output rescale, ``out_dtype`` 0 (int8) or 1 (int16, stored as int32). ``X`` is int16
-    stored as int32. Raises :class:`CompileError` naming a bad argument or what does not fit."""
+    stored as int32. ``inputs=(X,)``: the int32 layout another kernel left in MEM (four byte
+    planes each dense in one bank, on one side of the VXM, as
+    :func:`~openlpu.firmware.linear.emit_linear` stores an int16 result), read in place;
+    ``earliest`` at or after its writer's end. Raises :class:`CompileError` naming a bad
+    argument or what does not fit."""
     p = state.params
     where = f"gelu {R}x{C} on preset {p.name!r}"
     for n_, v in (("R", R), ("C", C)):
@@ -115,8 +120,14 @@ def emit_gelu(state: ChipState, R: int, C: int, *, table, idx_mult: int, idx_shi
     vl = p.vl
     CT = math.ceil(C / vl)
     words = R * CT
+    if inputs is not None and (not isinstance(inputs, (tuple, list)) or len(inputs) != 1):
+        raise CompileError(f"{where}: emit_gelu takes inputs=(X,)")
+    gx = inputs[0] if inputs is not None else None
     vp = VecPlacer(state, where)
-    d_x, x_planes = vp.tensor(nx, words, 4)
+    if gx is not None:
+        d_x, x_planes = given_planes(vp, gx, (R, C), f"{where}: X")
+    else:
+        d_x, x_planes = vp.tensor(nx, words, 4)
     s_x = vp.stream(d_x, 4)
     d_m, m_planes = vp.const(f"{ny} output multipliers", lane_vectors(om, C, vl), 4)
     s_m = vp.stream(d_m, 4)
@@ -181,6 +192,6 @@ def emit_gelu(state: ChipState, R: int, C: int, *, table, idx_mult: int, idx_shi
 
     def desc(name, planes, dtype):
         return TensorDesc(name, (R, C), dtype, [[(s, bank, base, 1)] for s, bank, base in planes])
-    return Emitted(end=end, inputs=[desc(nx, x_planes, "int32")],
+    return Emitted(end=end, inputs=[gx or desc(nx, x_planes, "int32")],
                    outputs=[desc(ny, y_planes, "int8" if out_dtype == 0 else "int32")],
                    meta={"vectors": words, "pass_start": first, "out_dtype": out_dtype})

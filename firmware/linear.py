@@ -47,7 +47,7 @@ from .schedule import CompileError
 __all__ = ["emit_linear", "compile_linear", "emit_linear_wide", "compile_linear_wide",
            "emit_residual", "compile_residual",
            "VecPlacer", "check_rescale", "check_int32_side", "track_drives", "rescale_ops",
-           "chain_dirs", "rescale_len", "lane_vectors"]
+           "chain_dirs", "rescale_len", "lane_vectors", "given_planes"]
 
 _PLANES = {INT8: 1, INT32: 4}
 
@@ -170,6 +170,25 @@ class VecPlacer:
                 for s, bank, base in planes]
 
 
+def given_planes(vp: VecPlacer, desc, shape, what: str):
+    """``(dir into the VXM, [(slice, bank, base)])`` of an int32 layout another kernel left in
+    MEM (four byte planes, each dense in one bank, all on one side of the VXM), for a pass of
+    ``vp`` to read in place; raises :class:`CompileError` naming ``what`` when it is not."""
+    if not isinstance(desc, TensorDesc):
+        raise CompileError(f"{what}: an input layout must be a TensorDesc, not "
+                           f"{type(desc).__name__}")
+    if tuple(desc.shape) != tuple(shape) or desc.dtype != "int32" or desc.transposed or \
+            len(desc.planes) != 4 or any(len(pl) != 1 or pl[0][3] != 1 for pl in desc.layout):
+        raise CompileError(f"{what}: tensor {desc.name!r} is {desc.dtype} {tuple(desc.shape)} "
+                           f"in {len(desc.planes)} planes; the pass reads an int32 {tuple(shape)} "
+                           f"row-wise, four planes each dense in one bank")
+    d = vp.reuse(desc)
+    if d is None:
+        raise CompileError(f"{what}: tensor {desc.name!r} has byte planes on both sides of the "
+                           f"VXM")
+    return d, [(pl[0][0], pl[0][1], pl[0][2]) for pl in desc.layout]
+
+
 def lane_vectors(values, n: int, vl: int) -> np.ndarray:
     """``n`` per-channel values as ``ceil(n / VL)`` vectors of VL lanes (zero padded)."""
     nt = math.ceil(n / vl)
@@ -248,11 +267,16 @@ def compile_linear(params, M: int, K: int, N: int, *, bias, mult, shift: int, ou
 
 @transactional
 def emit_linear(state: ChipState, M: int, K: int, N: int, *, bias, mult, shift: int,
-                out_dtype: int, earliest: int = 0, names: tuple = ("X", "W", "Y")) -> Emitted:
+                out_dtype: int, earliest: int = 0, names: tuple = ("X", "W", "Y"),
+                inputs: tuple | None = None) -> Emitted:
     """Emit ``Y = rescale(X @ W + bias)`` on ``state``: int8 ``X`` (M x K) and ``W`` (K x N),
     int32 ``bias`` (N values), per-channel ``mult`` (N values or one, 1..2**31-1) and ``shift``
     (the :class:`~openlpu.host.models.minilm_quant.Rescale` fields), ``out_dtype`` 0 (int8,
     ``VREQ``), 1 (int16, stored as int32) or 2 (int32).
+
+    ``inputs=(X,)``: the :class:`TensorDesc` of an int8 ``X`` another kernel left in MEM
+    (row-wise, as :func:`~openlpu.firmware.compiler.emit_matmul` takes ``inputs=(A, None)``),
+    read where it is; ``earliest`` must be at or after that kernel's end.
 
     Timing: the matmul (:func:`~openlpu.firmware.compiler.emit_matmul`), then from its end the
     epilogue pass, at best one vector (one row of one N-tile: ``M * ceil(N / VL)`` in all) per
@@ -270,7 +294,11 @@ def emit_linear(state: ChipState, M: int, K: int, N: int, *, bias, mult, shift: 
         raise CompileError(f"{where}: bias must be {N} integers, not shape {b.shape}")
     if (np.abs(b.astype(np.int64)) >= 2 ** 31).any():
         raise CompileError(f"{where}: a bias does not fit int32")
-    mm = emit_matmul(state, M, K, N, earliest=earliest, names=(nx, nw, f"{ny} accumulator"))
+    if inputs is not None and (not isinstance(inputs, (tuple, list)) or len(inputs) != 1):
+        raise CompileError(f"{where}: emit_linear takes inputs=(X,)")
+    given = tuple(inputs) + (None,) if inputs is not None and inputs[0] is not None else None
+    mm = emit_matmul(state, M, K, N, earliest=earliest, names=(nx, nw, f"{ny} accumulator"),
+                     inputs=given)
     acc = mm.outputs[0]
     vp = VecPlacer(state, where)
     d_acc = vp.reuse(acc)
@@ -321,12 +349,17 @@ def compile_residual(params, R: int, C: int, *, mult, shift: int,
 
 @transactional
 def emit_residual(state: ChipState, R: int, C: int, *, mult, shift: int, earliest: int = 0,
-                  names: tuple = ("A", "X", "Y")) -> Emitted:
+                  names: tuple = ("A", "X", "Y"), inputs: tuple | None = None) -> Emitted:
     """Emit ``Y = cast16(VADD(A, MULSHR(X, mult, shift)))`` (``minilm_int.residual_int``):
     ``A`` the int32 branch (R x C, already in residual units), ``X`` the int16 skip input and
     ``Y`` int16 (both stored as int32), ``mult`` one or ``C`` multipliers (a constant vector
     per column tile). Per vector: ``VMULSHR`` -> ``VADD`` (chained) -> ``VCAST`` to int16 ->
-    ``VCAST`` back to int32; one vector per cycle at best (``R * ceil(C / VL)`` vectors)."""
+    ``VCAST`` back to int32; one vector per cycle at best (``R * ceil(C / VL)`` vectors).
+    ``inputs=(A, X)`` (either may be None): layouts other kernels left in MEM (int32, four
+    byte planes each dense in one bank of its own slice, all on one side of the VXM, stored
+    word ``j*R + r`` = row ``r``, column tile ``j``: how :func:`emit_linear` and
+    :func:`~openlpu.firmware.gelu.emit_gelu` store int16 / int32 results), read where they
+    are; ``earliest`` at or after their writers' end."""
     p = state.params
     where = f"residual {R}x{C} on preset {p.name!r}"
     for n_, v in (("R", R), ("C", C)):
@@ -340,12 +373,24 @@ def emit_residual(state: ChipState, R: int, C: int, *, mult, shift: int, earlies
     vl = p.vl
     CT = math.ceil(C / vl)
     words = R * CT
+    if inputs is not None and (not isinstance(inputs, (tuple, list)) or len(inputs) != 2):
+        raise CompileError(f"{where}: emit_residual takes inputs=(A, X)")
+    ga, gx = inputs if inputs is not None else (None, None)
     vp = VecPlacer(state, where)
-    d_x, x_planes = vp.tensor(nx, words, 4)
+    for d in (ga, gx):
+        if d is not None:
+            vp.reuse(d)
+    if gx is not None:
+        d_x, x_planes = given_planes(vp, gx, (R, C), f"{where}: X")
+    else:
+        d_x, x_planes = vp.tensor(nx, words, 4)
     s_x = vp.stream(d_x, 4)
     d_m, m_planes = vp.const(f"{ny} multipliers", lane_vectors(m, C, vl), 4)
     s_m = vp.stream(d_m, 4)
-    d_a, a_planes = vp.tensor(na, words, 4)
+    if ga is not None:
+        d_a, a_planes = given_planes(vp, ga, (R, C), f"{where}: A")
+    else:
+        d_a, a_planes = vp.tensor(na, words, 4)
     s_a = vp.stream(d_a, 4)
     d_y, y_planes = vp.tensor(ny, words, 4)
     dirs = chain_dirs(4, Dir.WEST if d_y == Dir.EAST else Dir.EAST)
@@ -364,7 +409,7 @@ def emit_residual(state: ChipState, R: int, C: int, *, mult, shift: int, earlies
 
     def desc(name, planes):
         return TensorDesc(name, (R, C), "int32", [[(s, bank, base, 1)] for s, bank, base in planes])
-    return Emitted(end=state.end, inputs=[desc(na, a_planes), desc(nx, x_planes)],
+    return Emitted(end=state.end, inputs=[ga or desc(na, a_planes), gx or desc(nx, x_planes)],
                    outputs=[desc(ny, y_planes)], meta={"vectors": words})
 
 

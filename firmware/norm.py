@@ -494,13 +494,23 @@ def compile_rmsnorm(params: LpuParams, rows: int, dim: int, *, gamma, eps: float
 
 @transactional
 def emit_rmsnorm(state: ChipState, rows: int, dim: int, *, gamma, eps: float, in_scale: float,
-                 out_scale: float, earliest: int = 0, names: tuple = ("X", "Y")) -> Emitted:
+                 out_scale: float, earliest: int = 0, names: tuple = ("X", "Y"),
+                 inputs: tuple | None = None) -> Emitted:
     """Emit the RMSNorm of :func:`compile_rmsnorm` on ``state`` from ``earliest`` on (as
     :func:`emit_softmax`: fixed MEM words reserved in the state's allocator, ``X`` words 0.. of
     ``mem_w0`` bank 0, the one-hot vectors of ``mem_w1`` bank 0, ``Y`` of ``mem_e0`` bank 1,
-    the constants of ``mem_e0`` bank 0)."""
+    the constants of ``mem_e0`` bank 0). ``inputs=(X,)``: as :func:`emit_softmax`'s, an int8
+    ``X`` another kernel wrote column-wise at words 0.. of ``mem_w0`` bank 0, not reserved
+    again."""
     p = state.params
     where = _check(p, "rmsnorm", rows, dim, "dim")
+    given = inputs[0] if inputs else None
+    if given is not None and (tuple(given.shape) != (rows, dim) or given.dtype != "int8"
+                              or not given.transposed
+                              or given.layout != [[(p.slice("mem_w0").index, 0, 0, 1)]]):
+        raise CompileError(f"{where}: input {given.name!r} must be int8 {(rows, dim)} "
+                           f"column-wise from word 0 of mem_w0 bank 0, is {given.dtype} "
+                           f"{tuple(given.shape)} {given.layout}")
     try:
         consts = rmsnorm_consts(dim, gamma, eps, in_scale, out_scale)
     except (TypeError, ValueError) as e:
@@ -515,7 +525,8 @@ def emit_rmsnorm(state: ChipState, rows: int, dim: int, *, gamma, eps: float, in
                         "Y (row tiles x dim) in mem_e0 bank 1": RT * dim})
     w0, w1, e0, bank1 = k.w0, k.w1, k.e0, p.mem_words
     nx, ny = names
-    k.reserve(nx, (w0.index, 0), RT * dim)
+    if given is None:
+        k.reserve(nx, (w0.index, 0), RT * dim)
     k.reserve(f"{ny} one-hot vectors", (w1.index, 0), vl + dim)
     k.reserve(ny, (e0.index, 1), RT * dim)
     k.reserve(f"{ny} constants", (e0.index, 0), 3 * CONST_WORDS)
@@ -594,7 +605,8 @@ def emit_rmsnorm(state: ChipState, rows: int, dim: int, *, gamma, eps: float, in
         vxm_free = v + 1                         # pass 1 drives (C, D) follow pass 2's (A, B)
 
     return k.finish(
-        inputs=[TensorDesc(nx, (rows, dim), "int8", [(w0.index, 0)], base=0, transposed=True)],
+        inputs=[given or TensorDesc(nx, (rows, dim), "int8", [(w0.index, 0)], base=0,
+                                    transposed=True)],
         outputs=[TensorDesc(ny, (rows, dim), "int8", [(e0.index, 1)], base=0,
                             transposed=True)],
         meta={"rows": rows, "dim": dim, "eps": float(eps), "in_scale": float(in_scale),

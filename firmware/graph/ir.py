@@ -8,7 +8,8 @@ with attributes (``attrs``, JSON-able). Every value is defined once: by ``g.inpu
 ``g.const`` or one node.
 
 The builder methods of :class:`Graph` (``g.input``, ``g.const``, ``g.matmul``, ``g.linear``,
-``g.requantize``, ``g.relu``, ``g.add``, ``g.softmax``, ``g.output``) infer each output's shape,
+``g.requantize``, ``g.rescale``, ``g.relu``, ``g.add``, ``g.softmax``, ``g.gelu``,
+``g.residual``, ``g.attention``, ``g.rmsnorm``, ``g.output``) infer each output's shape,
 dtype and quantization and raise :class:`GraphError` naming the node when operands do not fit.
 The graph is plain data: :meth:`Graph.to_json` / :meth:`Graph.dump` give it as JSON and text,
 the same graph always the same text (node order is insertion order until the ``import`` pass
@@ -40,7 +41,19 @@ OPS = {
     "relu": "max(x, 0) on int8",
     "add": "int8 + int8 (VXM ADD, wraps on overflow), operands of one scale",
     "softmax": "row softmax of int8 X with real unit `scale` -> int8 round(127 p)",
-    "qlinear": "fused matmul [+ bias] + requantize [+ relu] (made by the tidy pass)",
+    "rescale": "int32 -> int8 / int16 / int32: saturate(round_half_up(x * mult[c] / "
+               "2**shift)), one shift for all channels (VREQ for int8, VMULSHR [+ VCAST])",
+    "rmsnorm": "row RMSNorm of int8 x: x / sqrt(mean(x^2) + eps) * gamma -> int8 of unit "
+               "out_scale (reference.rmsnorm_int)",
+    "gelu": "int16 -> int8 (or int16) GELU: relu(x) minus a correction read from a 256-entry "
+            "table (minilm_int.gelu_int)",
+    "residual": "int32 a + int16 x brought to a's unit (VMULSHR), saturated to int16 "
+                "(minilm_int.residual_int)",
+    "attention": "multi-head softmax(q k^T scale [+ masks]) v of int8 (seq, heads*d) "
+                 "tensors, heads split and merged by columns -> int8 in v's unit "
+                 "(reference.attention_int / minilm_int.attention_head_int)",
+    "qlinear": "fused matmul [+ bias] + requantize [+ relu] or + rescale (made by the tidy "
+               "pass)",
 }
 
 
@@ -333,18 +346,155 @@ class Graph:
         return self._node("softmax", [x], [(f"{nn}.out", x.shape, "int8", Quant(1 / 127))],
                           {"scale": float(sx[0])}, nn)[0]
 
+    def rescale(self, acc, out_scale: float, *, dtype: str = "int8",
+                name: str | None = None) -> Value:
+        """int32 -> ``dtype`` (int8, int16 or int32) of real unit ``out_scale``: ``saturate(
+        round_half_up(acc * mult[c] / 2**shift))`` with one multiplier per channel of a
+        per-channel accumulator and one shift for all (chosen by the quantize pass)."""
+        nn = name or self._new_name("rescale")
+        acc = self._value(acc, nn, "input")
+        _want(nn, acc, "int32", 2)
+        if not (isinstance(out_scale, (int, float)) and out_scale > 0):
+            raise GraphError(f"node {nn!r} (rescale): out_scale must be a positive number, "
+                             f"not {out_scale!r}")
+        if dtype not in DTYPE_RANGE:
+            raise GraphError(f"node {nn!r} (rescale): dtype {dtype!r} is not one of "
+                             f"{', '.join(DTYPE_RANGE)}")
+        return self._node("rescale", [acc], [(f"{nn}.out", acc.shape, dtype,
+                                               Quant(float(out_scale)))],
+                          {"out_scale": float(out_scale), "dtype": dtype}, nn)[0]
+
     def linear(self, x, w, bias=None, *, out_scale: float, relu: bool = False,
-               transpose_b: bool = False, name: str | None = None) -> Value:
-        """``requantize(x @ w [+ bias], out_scale)`` [then relu]: int8 out. Builds the matmul,
-        bias_add, requantize and relu nodes (the tidy pass fuses them into one qlinear)."""
+               out_dtype: str = "int8", transpose_b: bool = False,
+               name: str | None = None) -> Value:
+        """``x @ w [+ bias]`` brought to ``out_scale`` [then relu]. Builds matmul, bias_add and
+        requantize (+ relu) nodes for an int8 output of one scale and no bias, else matmul,
+        bias_add and :meth:`rescale` nodes (int8, int16 or int32 ``out_dtype``, per-channel
+        weight scales; no relu); the tidy pass fuses either chain into one qlinear."""
         base = name or self._new_name("linear")
+        wv = self._value(w, base, "weight")
+        epi = bias is not None or out_dtype != "int8" or wv.quant.axis is not None
+        if epi and relu:
+            raise GraphError(f"node {base!r} (linear): relu is not available with a bias, "
+                             f"per-channel weight scales or a {out_dtype} output (the rescale "
+                             f"epilogue has no ReLU)")
+        if epi and transpose_b:
+            raise GraphError(f"node {base!r} (linear): a bias, per-channel scales or a "
+                             f"{out_dtype} output need constant weights (transpose_b=False)")
         y = self.matmul(x, w, transpose_b=transpose_b, name=f"{base}.matmul")
         if bias is not None:
             y = self.bias_add(y, bias, name=f"{base}.bias")
+        if epi:
+            return self.rescale(y, out_scale, dtype=out_dtype, name=f"{base}.rescale")
         y = self.requantize(y, out_scale, name=f"{base}.requantize")
         if relu:
             y = self.relu(y, name=f"{base}.relu")
         return y
+
+    def rmsnorm(self, x, gamma, *, eps: float, out_scale: float,
+                name: str | None = None) -> Value:
+        """RMSNorm over each row of int8 ``x`` (one scale, the real unit): ``x / sqrt(mean(x^2)
+        + eps) * gamma`` (``gamma``: one real value per column) -> int8 of unit ``out_scale``
+        (the chip's algorithm, ``reference.rmsnorm_int``)."""
+        nn = name or self._new_name("rmsnorm")
+        x = self._value(x, nn, "input")
+        _want(nn, x, "int8", 2)
+        if x.quant.scales().size != 1:
+            raise GraphError(f"node {nn!r} (rmsnorm): needs one scale, {x.name} is per-channel")
+        g_ = np.asarray(gamma, dtype=np.float64).reshape(-1)
+        if g_.size != x.shape[1] or not np.all(np.isfinite(g_)):
+            raise GraphError(f"node {nn!r} (rmsnorm): gamma must be {x.shape[1]} finite values, "
+                             f"not {g_.size}")
+        for what, v in (("eps", eps), ("out_scale", out_scale)):
+            if not (isinstance(v, (int, float)) and v > 0):
+                raise GraphError(f"node {nn!r} (rmsnorm): {what} must be a positive number, "
+                                 f"not {v!r}")
+        return self._node("rmsnorm", [x], [(f"{nn}.out", x.shape, "int8",
+                                             Quant(float(out_scale)))],
+                          {"gamma": [float(v) for v in g_], "eps": float(eps),
+                           "in_scale": float(x.quant.scales()[0]),
+                           "out_scale": float(out_scale)}, nn)[0]
+
+    def gelu(self, x, out_scale: float, *, out_dtype: str = "int8",
+             name: str | None = None) -> Value:
+        """GELU of an int16 ``x`` (one scale, the real unit) -> ``out_dtype`` (int8 or int16) of
+        unit ``out_scale``: ``relu(x)`` minus ``c(|x|) = |x| Phi(-|x|)`` read from a 256-entry
+        table (the chip's ``GATHER``; ``minilm_int.gelu_int``)."""
+        nn = name or self._new_name("gelu")
+        x = self._value(x, nn, "input")
+        _want(nn, x, "int16", 2)
+        if x.quant.scales().size != 1:
+            raise GraphError(f"node {nn!r} (gelu): needs one scale, {x.name} is per-channel")
+        if not (isinstance(out_scale, (int, float)) and out_scale > 0):
+            raise GraphError(f"node {nn!r} (gelu): out_scale must be a positive number, "
+                             f"not {out_scale!r}")
+        if out_dtype not in ("int8", "int16"):
+            raise GraphError(f"node {nn!r} (gelu): out_dtype must be int8 or int16, not "
+                             f"{out_dtype!r}")
+        return self._node("gelu", [x], [(f"{nn}.out", x.shape, out_dtype,
+                                          Quant(float(out_scale)))],
+                          {"out_scale": float(out_scale), "dtype": out_dtype}, nn)[0]
+
+    def residual(self, a, x, *, name: str | None = None) -> Value:
+        """Saturating add with scale alignment: an int32 ``a`` (the branch, its scale the
+        result's unit) plus an int16 ``x`` (the skip input, any one scale) rescaled to ``a``'s
+        unit, saturated to int16 (``minilm_int.residual_int``)."""
+        nn = name or self._new_name("residual")
+        a, x = self._value(a, nn, "input"), self._value(x, nn, "input")
+        _want(nn, a, "int32", 2)
+        _want(nn, x, "int16", 2)
+        if a.shape != x.shape:
+            raise GraphError(f"node {nn!r} (residual): shapes {a.shape} ({a.name}) and "
+                             f"{x.shape} ({x.name}) differ")
+        for v in (a, x):
+            if v.quant.scales().size != 1:
+                raise GraphError(f"node {nn!r} (residual): needs one scale, {v.name} is "
+                                 f"per-channel")
+        return self._node("residual", [a, x], [(f"{nn}.out", a.shape, "int16",
+                                                 Quant(float(a.quant.scales()[0])))], {}, nn)[0]
+
+    def attention(self, q, k, v, *, heads: int, causal: bool = False, key_mask=None,
+                  scale: float | None = None, name: str | None = None) -> Value:
+        """Multi-head attention of int8 ``q`` (Lq, heads*d), ``k`` and ``v`` (Lk, heads*d):
+        head ``h`` is columns ``h*d ..`` of each (split inside the op), its output columns
+        ``h*d ..`` of the result (merged), int8 (Lq, heads*d) in ``v``'s unit. Scores are
+        ``q k^T * scale`` (default ``scale_q scale_k / sqrt(d)``); ``causal``: query ``i`` sees
+        keys ``j <= i + Lk - Lq``; ``key_mask`` (Lk values, 1 a real key, 0 padding) masks
+        padding keys for every query (not together with ``causal``)."""
+        nn = name or self._new_name("attention")
+        q, k, v = (self._value(t, nn, w) for t, w in ((q, "q"), (k, "k"), (v, "v")))
+        for t in (q, k, v):
+            _want(nn, t, "int8", 2)
+            if t.quant.scales().size != 1:
+                raise GraphError(f"node {nn!r} (attention): needs one scale, {t.name} is "
+                                 f"per-channel")
+        if not isinstance(heads, int) or isinstance(heads, bool) or heads < 1 or \
+                q.shape[1] % heads:
+            raise GraphError(f"node {nn!r} (attention): heads={heads!r} does not divide the "
+                             f"{q.shape[1]} columns of {q.name}")
+        if k.shape != v.shape or k.shape[1] != q.shape[1]:
+            raise GraphError(f"node {nn!r} (attention): q {q.shape}, k {k.shape} and v "
+                             f"{v.shape} must share their columns and k, v their rows")
+        d = q.shape[1] // heads
+        attrs = {"heads": heads, "causal": bool(causal)}
+        if key_mask is not None:
+            m = np.asarray(key_mask)
+            if m.shape != (k.shape[0],) or m.dtype.kind not in "iub" or \
+                    not np.isin(m, (0, 1)).all():
+                raise GraphError(f"node {nn!r} (attention): key_mask must be {k.shape[0]} "
+                                 f"values 0 or 1")
+            if causal:
+                raise GraphError(f"node {nn!r} (attention): causal together with a key_mask "
+                                 f"is not supported")
+            attrs["key_mask"] = [int(x) for x in m]
+        if scale is None:
+            scale = float(q.quant.scales()[0] * k.quant.scales()[0] / np.sqrt(d))
+        if not (isinstance(scale, (int, float)) and scale > 0):
+            raise GraphError(f"node {nn!r} (attention): scale must be a positive number, not "
+                             f"{scale!r}")
+        attrs["scale"] = float(scale)
+        return self._node("attention", [q, k, v], [(f"{nn}.out", q.shape, "int8",
+                                                     copy.copy(v.quant))], attrs, nn)[0]
 
     # -- views -----------------------------------------------------------------------------------
     def to_json(self) -> dict:

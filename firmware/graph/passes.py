@@ -9,12 +9,21 @@ import   checks the graph (every operand defined, outputs computed, no cycle,  G
          insertion order), copying it
 tidy     drops nodes no output depends on; fuses ``matmul [-> bias_add] ->     Graph
          requantize [-> relu]`` chains whose intermediates have one consumer
-         and are no output into one ``qlinear``
+         and are no output into one ``qlinear`` (likewise ``matmul [->
+         bias_add] -> rescale``)
 quantize chooses every requantize's ``(multiplier, shift)`` from the scales    Graph
-         (:func:`~openlpu.firmware.graph.quant.multiplier_for`); zero points 0
+         (:func:`~openlpu.firmware.graph.quant.multiplier_for`), every rescale's,
+         gelu's and residual's per-channel multipliers and common shift
+         (:func:`~openlpu.firmware.graph.quant.rescale_for`, ``gelu_quant``);
+         zero points 0
 lower    one kernel per node (:class:`Kernel`: emitter and its arguments;     KernelPlan
-         a linear feeding a softmax is computed transposed); errors name a
-         node no kernel implements
+         a linear feeding a softmax is computed transposed; a qlinear with a
+         bias or a rescale is :func:`~openlpu.firmware.linear.emit_linear`,
+         rmsnorm :func:`~openlpu.firmware.norm.emit_rmsnorm` (as softmax), gelu
+         :func:`~openlpu.firmware.gelu.emit_gelu`, residual
+         :func:`~openlpu.firmware.linear.emit_residual`, attention
+         :func:`~openlpu.firmware.attention.emit_attention` (a linear feeding
+         its v computed transposed); errors name a node no kernel implements
 allocate tensor lifetimes: the kernel that writes each value, the last that    KernelPlan
          reads it; an intermediate's MEM is freed after its last reader
 schedule places every kernel on one :class:`ChipState` in order, each from     Scheduled
@@ -48,14 +57,17 @@ import numpy as np
 
 from openlpu.params import LpuParams
 
-from ..chipstate import ChipState
+from ..attention import emit_attention
+from ..chipstate import ChipState, Emitted
 from ..compiler import emit_elementwise, emit_matmul
-from ..norm import emit_softmax
+from ..gelu import emit_gelu
+from ..linear import emit_linear, emit_residual
+from ..norm import emit_rmsnorm, emit_softmax
 from ..package import TensorDesc
 from ..schedule import CompileError
 from .ir import Graph, GraphError, Node, Quant
 from .kernels import emit_copy
-from .quant import multiplier_for
+from .quant import DTYPE_CODE, gelu_quant, gelu_table, multiplier_for, rescale_for
 
 __all__ = ["PASSES", "compile_graph", "Kernel", "KernelPlan", "Scheduled", "GraphCompileError"]
 
@@ -134,7 +146,7 @@ def tidy(g: Graph, params: LpuParams) -> Graph:
         if bias:
             chain.append(bias)
             v = bias.outputs[0]
-        rq = sole(v, "requantize")
+        rq = sole(v, "requantize") or sole(v, "rescale")
         if rq is None:
             out_nodes.append(n)
             if bias:
@@ -143,12 +155,15 @@ def tidy(g: Graph, params: LpuParams) -> Graph:
             continue
         chain.append(rq)
         v = rq.outputs[0]
-        relu = sole(v, "relu")
+        relu = sole(v, "relu") if rq.op == "requantize" else None
         if relu:
             chain.append(relu)
             v = relu.outputs[0]
         inputs = list(n.inputs) + ([bias.inputs[1]] if bias else [])
-        attrs = {k: rq.attrs[k] for k in ("out_scale", "multiplier", "shift") if k in rq.attrs}
+        attrs = {k: rq.attrs[k] for k in ("out_scale", "multiplier", "shift", "dtype", "mult")
+                 if k in rq.attrs}
+        if rq.op == "rescale":
+            attrs["epilogue"] = "rescale"
         attrs.update(relu=bool(relu), bias=bool(bias),
                      transpose_b=bool(n.attrs.get("transpose_b")),
                      acc_scale=g.values[n.outputs[0]].quant.to_json()["scale"])
@@ -177,7 +192,20 @@ def quantize(g: Graph, params: LpuParams) -> Graph:
                 raise GraphError(f"node {n.name!r}: {v} has zero point "
                                  f"{g.values[v].quant.zero_point}; only symmetric (0) is "
                                  f"compiled")
-        if n.op not in ("requantize", "qlinear") or "multiplier" in n.attrs:
+        try:
+            if n.op == "gelu" and "idx_mult" not in n.attrs:
+                n.attrs.update(_gelu_attrs(g, n))
+            if n.op == "residual" and "mult" not in n.attrs:
+                rq = residual_rescale(g, n)
+                n.attrs.update(mult=int(rq.mult[0]), shift=int(rq.shift))
+            if (n.op == "rescale" or n.attrs.get("epilogue") == "rescale") and \
+                    "mult" not in n.attrs:
+                rq = node_rescale(g, n)
+                n.attrs.update(mult=[int(m) for m in rq.mult], shift=int(rq.shift))
+        except ValueError as e:
+            raise GraphError(str(e)) from None
+        if n.op not in ("requantize", "qlinear") or "multiplier" in n.attrs or \
+                n.attrs.get("epilogue") == "rescale":
             continue
         if n.op == "qlinear":
             acc = np.asarray(n.attrs["acc_scale"], dtype=np.float64).reshape(-1)
@@ -196,11 +224,46 @@ def quantize(g: Graph, params: LpuParams) -> Graph:
     return g
 
 
+def _acc_scales(g: Graph, n: Node) -> np.ndarray:
+    if n.op == "qlinear":
+        return np.asarray(n.attrs["acc_scale"], dtype=np.float64).reshape(-1)
+    return g.values[n.inputs[0]].quant.scales()
+
+
+def node_rescale(g: Graph, n: Node):
+    """The ``Rescale`` of a rescale node or a qlinear with the rescale epilogue: the
+    accumulator's scale(s) over ``out_scale``, one shift (:func:`~.quant.rescale_for`)."""
+    return rescale_for(_acc_scales(g, n) / n.attrs["out_scale"], n.attrs["dtype"],
+                       f"node {n.name!r}")
+
+
+def residual_rescale(g: Graph, n: Node):
+    """The ``Rescale`` of a residual's skip input into the branch's unit (int32)."""
+    sa = g.values[n.inputs[0]].quant.scales()[0]
+    sx = g.values[n.inputs[1]].quant.scales()[0]
+    return rescale_for(sx / sa, "int32", f"node {n.name!r}")
+
+
+def node_gelu_quant(g: Graph, n: Node):
+    """The ``GeluQuant`` of a gelu node from its input's scale and ``out_scale``."""
+    return gelu_quant(float(g.values[n.inputs[0]].quant.scales()[0]), n.attrs["out_scale"],
+                      n.attrs["dtype"], f"node {n.name!r}")
+
+
+def _gelu_attrs(g: Graph, n: Node) -> dict:
+    q = node_gelu_quant(g, n)
+    return {"idx_mult": int(q.idx.mult[0]), "idx_shift": int(q.idx.shift),
+            "c_mult": int(q.c_to_x.mult[0]), "c_shift": int(q.c_to_x.shift),
+            "out_mult": [int(m) for m in np.broadcast_to(q.out.mult, (1,))],
+            "out_shift": int(q.out.shift)}
+
+
 # -- lower ----------------------------------------------------------------------------------------
 @dataclass
 class Kernel:
-    """One emitter call: ``kind`` (``matmul``, ``elementwise``), the node it implements, the
-    value names it reads and writes and the emitter's arguments."""
+    """One emitter call: ``kind`` (``matmul``, ``linear``, ``elementwise``, ``softmax``,
+    ``rmsnorm``, ``gelu``, ``residual``, ``attention``), the node it implements, the value names
+    it reads and writes and the emitter's arguments."""
     name: str
     kind: str
     inputs: list
@@ -258,10 +321,28 @@ def lower(g: Graph, params: LpuParams) -> KernelPlan:
             N = w.shape[0] if tb else w.shape[1]
             args = {"M": M, "K": K, "N": N, "requantize": None, "relu": False,
                     "transpose_b": tb}
+            epi = n.op == "qlinear" and (n.attrs.get("epilogue") == "rescale" or
+                                         (n.attrs.get("bias") and not n.attrs.get("relu")
+                                          and not isinstance(n.attrs["multiplier"], list)))
+            if epi:
+                # emit_linear: int32 bias and per-channel rescale (a requantize's (m, s) is
+                # the rescale (m, 31 + s) into int8)
+                if n.attrs.get("epilogue") == "rescale":
+                    mult, shift = list(n.attrs["mult"]), int(n.attrs["shift"])
+                    dt = DTYPE_CODE[n.attrs["dtype"]]
+                else:
+                    mult, shift, dt = [int(n.attrs["multiplier"])], 31 + int(n.attrs["shift"]), 0
+                ins_ = list(n.inputs[:2]) + ([n.inputs[2]] if n.attrs.get("bias") else [])
+                ks.append(Kernel(n.name, "linear", ins_, list(n.outputs),
+                                 {"M": M, "K": K, "N": N, "mult": mult, "shift": shift,
+                                  "out_dtype": dt}))
+                continue
             if n.op == "qlinear":
                 if n.attrs.get("bias"):
-                    raise GraphCompileError(f"node {n.name!r}: the int32 bias epilogue is not "
-                                            f"lowered yet (qlinear with a bias)")
+                    raise GraphCompileError(f"node {n.name!r}: a bias with a ReLU or with "
+                                            f"per-channel requantize multipliers is not "
+                                            f"lowered (g.linear(..., out_dtype=...) without "
+                                            f"relu takes the rescale epilogue)")
                 m, s = n.attrs["multiplier"], n.attrs["shift"]
                 if isinstance(m, list):
                     raise GraphCompileError(f"node {n.name!r}: per-channel requantize "
@@ -269,21 +350,79 @@ def lower(g: Graph, params: LpuParams) -> KernelPlan:
                                             f"takes one multiplier)")
                 args.update(requantize=[int(m), int(s)], relu=bool(n.attrs["relu"]))
             ks.append(Kernel(n.name, "matmul", list(n.inputs[:2]), list(n.outputs), args))
-        elif n.op == "softmax":
+        elif n.op in ("softmax", "rmsnorm"):
             x = ins[0]
             rows, cols = x.shape
             prod = next((k for k in ks if x.name in k.outputs), None)
             if prod is not None:
-                # the softmax reads X column-wise: its producer computes X^T = W^T @ x^T
+                # the kernel reads X column-wise: its producer computes X^T = W^T @ x^T
                 # (weights as A, x's rows as the B^T words), which stores X column-wise
                 if prod.kind != "matmul" or not prod.args["requantize"]:
                     raise GraphCompileError(
-                        f"node {n.name!r} (softmax): reads its input column-wise; {x.name} "
+                        f"node {n.name!r} ({n.op}): reads its input column-wise; {x.name} "
                         f"(from {prod.name!r}) is stored row-wise and a transpose is not "
-                        f"lowered yet (a softmax may follow a linear directly)")
+                        f"lowered yet (a {n.op} may follow a linear without bias directly)")
                 prod.args["transposed"] = True
-            ks.append(Kernel(n.name, "softmax", [x.name], list(n.outputs),
-                             {"rows": rows, "cols": cols, "scale": n.attrs["scale"]}))
+            if n.op == "softmax":
+                args = {"rows": rows, "cols": cols, "scale": n.attrs["scale"]}
+            else:
+                args = {"rows": rows, "cols": cols, **{k: n.attrs[k] for k in
+                                                       ("gamma", "eps", "in_scale", "out_scale")}}
+            ks.append(Kernel(n.name, n.op, [x.name], list(n.outputs), args))
+        elif n.op == "attention":
+            q, k_, v = ins
+            H = n.attrs["heads"]
+            Lq, Lk, d = q.shape[0], k_.shape[0], q.shape[1] // H
+            vl = params.vl
+            if H > 1 and (d != vl or Lq > vl or Lk > vl):
+                raise GraphCompileError(
+                    f"node {n.name!r} (attention): {H} heads of dimension {d} over {Lq} queries "
+                    f"and {Lk} keys; the head split in place needs head_dim == VL ({vl}) and "
+                    f"at most VL queries and keys (one column tile per head)")
+            for t in (q, k_):
+                pq = next((kk for kk in ks if t.name in kk.outputs), None)
+                if pq is not None and pq.args.get("transposed"):
+                    raise GraphCompileError(f"node {n.name!r} (attention): {t.name} is also "
+                                            f"read transposed")
+                if pq is not None and d % vl:
+                    # the kernel sums q.k over all VL lanes; a matmul's result lanes beyond
+                    # its N columns are not zero (they hold what the weight buffer held)
+                    raise GraphCompileError(
+                        f"node {n.name!r} (attention): {t.name} is computed with head_dim "
+                        f"{d}, not a multiple of VL ({vl}); the lanes beyond it would not "
+                        f"be zero")
+            pv = next((kk for kk in ks if v.name in kk.outputs), None)
+            if pv is not None and Lk % vl:
+                raise GraphCompileError(
+                    f"node {n.name!r} (attention): {v.name} is computed (stored transposed, "
+                    f"lanes = keys) for {Lk} keys, not a multiple of VL ({vl}); the lanes "
+                    f"beyond them would not be zero (pad the sequence, with key_mask)")
+            if pv is not None:
+                # the kernel reads V^T: its producer computes v^T = W^T @ x^T (as for softmax)
+                if pv.kind != "matmul" or not pv.args["requantize"] or pv.args["transpose_b"]:
+                    raise GraphCompileError(
+                        f"node {n.name!r} (attention): reads v transposed; {v.name} (from "
+                        f"{pv.name!r}) is stored row-wise and only a linear without bias "
+                        f"(requantize epilogue, constant weights) is computed transposed")
+                pv.args["transposed"] = True
+            args = {"seq_q": Lq, "seq_k": Lk, "head_dim": d, "heads": H,
+                    "causal": n.attrs["causal"], "scale": n.attrs["scale"]}
+            if "key_mask" in n.attrs:
+                args["key_mask"] = list(n.attrs["key_mask"])
+            ks.append(Kernel(n.name, "attention", list(n.inputs), list(n.outputs), args))
+        elif n.op == "gelu":
+            R, C = ins[0].shape
+            a = n.attrs
+            ks.append(Kernel(n.name, "gelu", list(n.inputs), list(n.outputs),
+                             {"R": R, "C": C, "idx_mult": a["idx_mult"],
+                              "idx_shift": a["idx_shift"], "c_mult": a["c_mult"],
+                              "c_shift": a["c_shift"], "out_mult": a["out_mult"],
+                              "out_shift": a["out_shift"], "out_dtype": DTYPE_CODE[a["dtype"]]}))
+        elif n.op == "residual":
+            R, C = ins[0].shape
+            ks.append(Kernel(n.name, "residual", list(n.inputs), list(n.outputs),
+                             {"R": R, "C": C, "mult": n.attrs["mult"],
+                              "shift": n.attrs["shift"]}))
         elif n.op in ("add", "relu"):
             R, C = ins[0].shape
             ks.append(Kernel(n.name, "elementwise", list(n.inputs), list(n.outputs),
@@ -291,7 +430,10 @@ def lower(g: Graph, params: LpuParams) -> KernelPlan:
         else:
             why = {"requantize": "a requantize must follow a matmul directly (the fused "
                                  "epilogue); an int32 tensor in MEM is not requantized",
-                   "bias_add": "a bias_add must be between a matmul and a requantize",
+                   "bias_add": "a bias_add must be between a matmul and a requantize or "
+                               "rescale",
+                   "rescale": "a rescale must follow a matmul (or its bias_add) directly "
+                              "(the linear epilogue)",
                    }.get(n.op, "no kernel implements it yet")
             raise GraphCompileError(f"node {n.name!r} ({n.op}): {why}")
     return KernelPlan(g, ks)
@@ -379,17 +521,22 @@ def schedule(plan: KernelPlan, params: LpuParams) -> Scheduled:
     dirty = {}                                      # (slice, bank) -> words freed in the run
     fixed = {}                                      # kernel index -> placeholder owners
     for i, k in enumerate(plan.kernels):
-        if k.kind == "softmax":
+        if k.kind in ("softmax", "rmsnorm", "attention"):
             if any(fixed):
-                raise GraphCompileError(f"node {k.name!r} (softmax): one softmax per program "
-                                        f"(its MEM words are fixed)")
+                raise GraphCompileError(f"node {k.name!r} ({k.kind}): one softmax, rmsnorm or "
+                                        f"attention per program (their MEM words are fixed)")
             # a kernel with fixed MEM words: hold them from the start, so that the kernels
             # before it leave them free, and let them go just before it
             dry = ChipState(params)
             try:
-                emit_softmax(dry, k.args["rows"], k.args["cols"], scale=k.args["scale"])
+                if k.kind == "softmax":
+                    emit_softmax(dry, k.args["rows"], k.args["cols"], scale=k.args["scale"])
+                elif k.kind == "rmsnorm":
+                    _emit_rmsnorm(dry, k.args)
+                else:
+                    _emit_attention(dry, k.args)
             except CompileError as e:
-                raise GraphCompileError(f"node {k.name!r} (softmax): {e}") from None
+                raise GraphCompileError(f"node {k.name!r} ({k.kind}): {e}") from None
             fixed[i] = []
             for owner, ranges in sorted(dry.alloc._owned.items()):
                 for n_, (sl, bk, s0, e0) in enumerate(ranges):
@@ -437,6 +584,9 @@ def schedule(plan: KernelPlan, params: LpuParams) -> Scheduled:
         cycles.append((earliest, out.end))
         for v in plan.frees.get(i, ()):
             pending.append((out.end, v))
+        if k.kind == "linear":
+            # emit_linear's int32 accumulator is read by its own epilogue only
+            pending.append((out.end, f"{k.outputs[0]} accumulator"))
     return Scheduled(plan, state, layouts, cycles)
 
 
@@ -448,7 +598,8 @@ def _emit_somewhere(state, g, k, layouts, earliest):
     except CompileError:
         if state.end <= earliest:
             raise
-        return _emit(state, g, k, layouts, state.end), state.end
+        t = state.end           # (read before the emission moves it)
+        return _emit(state, g, k, layouts, t), t
 
 
 def _preloaded(state, g, k, out, before) -> set:
@@ -507,6 +658,18 @@ def _flip(d):
                       transposed=not d.transposed)
 
 
+def _emit_rmsnorm(state, a, earliest=0, names=("X", "Y"), inputs=None):
+    return emit_rmsnorm(state, a["rows"], a["cols"], gamma=np.asarray(a["gamma"]), eps=a["eps"],
+                        in_scale=a["in_scale"], out_scale=a["out_scale"], earliest=earliest,
+                        names=names, inputs=inputs)
+
+
+def _emit_attention(state, a, earliest=0, inputs=None):
+    return emit_attention(state, a["seq_q"], a["seq_k"], a["head_dim"], heads=a["heads"],
+                          scale=a["scale"], causal=a["causal"], key_mask=a.get("key_mask"),
+                          earliest=earliest, inputs=inputs)
+
+
 def _emit(state, g, k: Kernel, layouts, earliest):
     a = k.args
     if k.kind == "matmul" and a.get("transposed"):
@@ -519,7 +682,7 @@ def _emit(state, g, k: Kernel, layouts, earliest):
         return emit_matmul(state, a["N"], a["K"], a["M"], earliest=earliest, requantize=rq,
                            relu=a["relu"], names=(w, x, k.outputs[0]),
                            inputs=given if any(d is not None for d in given) else None)
-    if k.kind == "softmax":
+    if k.kind in ("softmax", "rmsnorm"):
         (x,), y = k.inputs, k.outputs[0]
         w0 = state.params.slice("mem_w0").index
         given = layouts.get(x)
@@ -529,6 +692,9 @@ def _emit(state, g, k: Kernel, layouts, earliest):
                                unit=(w0, 0), base=0)
                 given, earliest = cp.outputs[0], cp.end
         earliest = max(earliest, state.stream_hi + 1)
+        if k.kind == "rmsnorm":
+            return _emit_rmsnorm(state, a, earliest, (x, y),
+                                 (given,) if given is not None else None)
         return emit_softmax(state, a["rows"], a["cols"], scale=a["scale"], earliest=earliest,
                             names=(x, y), inputs=(given,) if given is not None else None)
     if k.kind == "matmul":
@@ -544,6 +710,63 @@ def _emit(state, g, k: Kernel, layouts, earliest):
         return emit_matmul(state, a["M"], a["K"], a["N"], earliest=earliest, requantize=rq,
                            relu=a["relu"], names=(x, w, k.outputs[0]),
                            inputs=given if any(d is not None for d in given) else None)
+    if k.kind == "linear":
+        x, w = k.inputs[:2]
+        if w in layouts:
+            raise CompileError(f"the weights {w} are read by two kernels; give each its own "
+                               f"constant")
+        N = a["N"]
+        bias = g.values[k.inputs[2]].data if len(k.inputs) > 2 else np.zeros(N, np.int64)
+        gx = layouts.get(x)
+        return emit_linear(state, a["M"], a["K"], N, bias=np.asarray(bias, dtype=np.int64),
+                           mult=np.asarray(a["mult"], dtype=np.int64), shift=a["shift"],
+                           out_dtype=a["out_dtype"], earliest=earliest,
+                           names=(x, w, k.outputs[0]),
+                           inputs=(gx,) if gx is not None else None)
+    if k.kind == "attention":
+        p = state.params
+        if len(set(k.inputs)) != 3:
+            raise CompileError("q, k and v must be three different values")
+        w0, w1 = p.slice("mem_w0").index, p.slice("mem_w1").index
+        given = []
+        for v, unit, tr in zip(k.inputs, ((w1, 1), (w0, 0), (w1, 0)), (False, False, True)):
+            d = layouts.get(v)
+            if d is None:
+                # a graph input: placed where the kernel reads it (the host writes it there)
+                val = g.values[v]
+                d = TensorDesc(v, val.shape, "int8", [unit], base=0, transposed=tr)
+                state.alloc.reserve(v, unit, 0, d.words(p.vl))
+            elif d.layout != [[(unit[0], unit[1], 0, 1)]] or bool(d.transposed) != tr:
+                if bool(d.transposed) != tr:
+                    raise CompileError(f"{v} is stored {'row-wise' if tr else 'transposed'}")
+                cp = emit_copy(state, d, f"{v}@{k.name}", earliest=earliest, unit=unit, base=0)
+                d, earliest = cp.outputs[0], cp.end
+            given.append(d)
+        earliest = max(earliest, state.stream_hi + 1)
+        out = _emit_attention(state, a, earliest, tuple(given))
+        H, d = a["heads"], a["head_dim"]
+        o = TensorDesc(k.outputs[0], (a["seq_q"], H * d), "int8",
+                       [(p.slice("mem_e0").index, 1)], base=0, transposed=True)
+        ins = [TensorDesc(v, t.shape, t.dtype, t.planes, base=t.base, transposed=t.transposed)
+               for v, t in zip(k.inputs, given)]
+        return Emitted(end=out.end, inputs=ins, outputs=[o], meta=out.meta)
+    if k.kind == "gelu":
+        (x,), y = k.inputs, k.outputs[0]
+        gx = layouts.get(x)
+        return emit_gelu(state, a["R"], a["C"], table=gelu_table(),
+                         idx_mult=a["idx_mult"], idx_shift=a["idx_shift"], c_mult=a["c_mult"],
+                         c_shift=a["c_shift"], out_mult=np.asarray(a["out_mult"], np.int64),
+                         out_shift=a["out_shift"], out_dtype=a["out_dtype"],
+                         earliest=earliest, names=(x, y),
+                         inputs=(gx,) if gx is not None else None)
+    if k.kind == "residual":
+        (va, vx), y = k.inputs, k.outputs[0]
+        if va == vx:
+            raise CompileError(f"both operands are {va}; not lowered")
+        given = (layouts.get(va), layouts.get(vx))
+        return emit_residual(state, a["R"], a["C"], mult=int(a["mult"]), shift=a["shift"],
+                             earliest=earliest, names=(va, vx, y),
+                             inputs=given if any(d is not None for d in given) else None)
     if k.kind == "elementwise":
         names = (k.inputs + [f"{k.outputs[0]}.unused"])[:2] + [k.outputs[0]]
         given = [layouts.get(v) for v in k.inputs]
