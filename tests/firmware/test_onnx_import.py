@@ -17,6 +17,7 @@ from openlpu.firmware.graph import GraphCompileError, compile_graph  # noqa: E40
 from openlpu.firmware.graph.onnx_import import (OnnxImportError, import_onnx,  # noqa: E402
                                                 import_onnx_model)
 from openlpu.host.backends.onnx_backend import OnnxBackend  # noqa: E402
+from openlpu.host.device import Device  # noqa: E402
 from openlpu.params import preset  # noqa: E402
 from openlpu.verification.graph_ref import run_graph  # noqa: E402
 
@@ -226,7 +227,7 @@ def test_qdq_relu_and_residual_add_against_onnxruntime():
     np.testing.assert_array_equal(got, ref)
 
 
-def test_gemm_bias_imports_and_names_the_unlowered_epilogue():
+def test_gemm_with_bias_compiles_on_base_and_matches_the_reference():
     rng = np.random.default_rng(9)
     M, K, N = 8, 32, 16
     W = _edge(rng, (N, K))
@@ -249,8 +250,15 @@ def test_gemm_bias_imports_and_names_the_unlowered_epilogue():
     ref = imp.convert_outputs(run_graph(imp.graph, imp.convert_inputs({"x": X})))["zq"]
     want = _ort(model, {"x": X})[0]
     assert np.max(np.abs(ref.astype(int) - want)) <= 1
-    with pytest.raises(GraphCompileError, match="bias epilogue"):
-        compile_graph(imp.graph, preset("default"))
+    # the bias epilogue (emit_linear) needs four MEM slices per side: base
+    with pytest.raises(GraphCompileError, match="gemm"):
+        compile_graph(imp.graph, preset("mini"))
+    p = preset("base")
+    pkg = compile_graph(imp.graph, p)
+    with Device.open("model", p) as dev:
+        cycles, out = dev.run_package(pkg, imp.convert_inputs({"x": X}))
+    assert cycles == pkg.predicted_cycles
+    np.testing.assert_array_equal(imp.convert_outputs(out)["zq"], ref)
 
 
 def test_qdq_softmax_imports_and_agrees_with_onnxruntime():
