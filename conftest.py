@@ -14,6 +14,11 @@ Markers:
 ``synth``
     FPGA synthesis and place-and-route (minutes; skipped with a reason when the tools are
     missing).
+``base_rtl``
+    opens the Verilator model of preset ``base`` (VL 64: about 6 minutes to build the first
+    time); ``make test`` leaves these out to stay within its time budget, ``make test-base``
+    runs them (the benchmarks ``base_rtl.py``, ``graph_blocks.py``, ``speed_table.py`` and
+    ``decoder_chip.py --backend verilator`` run the same kernels there).
 ``slow``
     a test of about 20 s or more in Amaranth's simulator, or an accuracy sweep of a model's
     reference over its whole sentence or prompt set.
@@ -39,6 +44,9 @@ VERILATOR_MODULES = (
     "tests/host/test_backends.py",
     "tests/host/test_backends_agree.py",
 )
+
+# Modules whose Verilator tests run on preset base (marker ``base_rtl``).
+BASE_RTL_MODULES = ("tests/firmware/test_graph_blocks.py",)
 
 # Tests (module path, test-name prefix) that run 20 s or more in Amaranth's simulator,
 # measured on the 2-core machine, and the models' accuracy sweeps.
@@ -67,6 +75,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "verilator: builds or opens a Verilator model of a chip")
     config.addinivalue_line("markers", "synth: FPGA synthesis + place-and-route (minutes)")
     config.addinivalue_line("markers", "slow: 20 s or more in Amaranth's simulator")
+    config.addinivalue_line("markers", "base_rtl: opens the Verilator model of preset base")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -75,6 +84,8 @@ def pytest_collection_modifyitems(config, items):
         name = item.nodeid.split("::")[-1]
         if path.startswith(VERILATOR_MODULES) or "[verilator" in name or "-verilator" in name:
             item.add_marker(pytest.mark.verilator)
+            if path in BASE_RTL_MODULES:
+                item.add_marker(pytest.mark.base_rtl)
         if any(path == mod and name.startswith(prefix) for mod, prefix in SLOW_TESTS):
             item.add_marker(pytest.mark.slow)
 
