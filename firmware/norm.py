@@ -349,6 +349,19 @@ def compile_softmax(params: LpuParams, rows: int, cols: int, *, scale: float,
     return _package(state, where, name or f"softmax_{rows}x{cols}", out)
 
 
+def _given_column_input(p, where, inputs, shape):
+    """The ``inputs=`` tensor of softmax / RMSNorm (or None): it must be int8 ``shape`` stored
+    column-wise from word 0 of ``mem_w0`` bank 0, where these kernels read it."""
+    given = inputs[0] if inputs else None
+    if given is not None and (tuple(given.shape) != shape or given.dtype != "int8"
+                              or not given.transposed
+                              or given.layout != [[(p.slice("mem_w0").index, 0, 0, 1)]]):
+        raise CompileError(f"{where}: input {given.name!r} must be int8 {shape} "
+                           f"column-wise from word 0 of mem_w0 bank 0, is {given.dtype} "
+                           f"{tuple(given.shape)} {given.layout}")
+    return given
+
+
 @transactional
 def emit_softmax(state: ChipState, rows: int, cols: int, *, scale: float, earliest: int = 0,
                  names: tuple = ("X", "Y"), inputs: tuple | None = None) -> Emitted:
@@ -365,13 +378,7 @@ def emit_softmax(state: ChipState, rows: int, cols: int, *, scale: float, earlie
     then not reserved again (the writer holds them)."""
     p = state.params
     where = _check(p, "softmax", rows, cols, "cols")
-    given = inputs[0] if inputs else None
-    if given is not None and (tuple(given.shape) != (rows, cols) or given.dtype != "int8"
-                              or not given.transposed
-                              or given.layout != [[(p.slice("mem_w0").index, 0, 0, 1)]]):
-        raise CompileError(f"{where}: input {given.name!r} must be int8 {(rows, cols)} "
-                           f"column-wise from word 0 of mem_w0 bank 0, is {given.dtype} "
-                           f"{tuple(given.shape)} {given.layout}")
+    given = _given_column_input(p, where, inputs, (rows, cols))
     try:
         consts = softmax_consts(scale)
     except ValueError as e:
@@ -504,13 +511,7 @@ def emit_rmsnorm(state: ChipState, rows: int, dim: int, *, gamma, eps: float, in
     again."""
     p = state.params
     where = _check(p, "rmsnorm", rows, dim, "dim")
-    given = inputs[0] if inputs else None
-    if given is not None and (tuple(given.shape) != (rows, dim) or given.dtype != "int8"
-                              or not given.transposed
-                              or given.layout != [[(p.slice("mem_w0").index, 0, 0, 1)]]):
-        raise CompileError(f"{where}: input {given.name!r} must be int8 {(rows, dim)} "
-                           f"column-wise from word 0 of mem_w0 bank 0, is {given.dtype} "
-                           f"{tuple(given.shape)} {given.layout}")
+    given = _given_column_input(p, where, inputs, (rows, dim))
     try:
         consts = rmsnorm_consts(dim, gamma, eps, in_scale, out_scale)
     except (TypeError, ValueError) as e:

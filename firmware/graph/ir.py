@@ -324,9 +324,7 @@ class Graph:
         a, b = self._value(a, nn, "input"), self._value(b, nn, "input")
         _want(nn, a, "int8", 2)
         _want(nn, b, "int8", 2)
-        if a.shape != b.shape:
-            raise GraphError(f"node {nn!r} (add): shapes {a.shape} ({a.name}) and {b.shape} "
-                             f"({b.name}) differ")
+        _same_shape(nn, "add", a, b)
         sa, sb = a.quant.scales(), b.quant.scales()
         if sa.size != 1 or sb.size != 1 or not np.isclose(sa[0], sb[0], rtol=1e-9):
             raise GraphError(f"node {nn!r} (add): operands must share one scale, got "
@@ -443,9 +441,7 @@ class Graph:
         a, x = self._value(a, nn, "input"), self._value(x, nn, "input")
         _want(nn, a, "int32", 2)
         _want(nn, x, "int16", 2)
-        if a.shape != x.shape:
-            raise GraphError(f"node {nn!r} (residual): shapes {a.shape} ({a.name}) and "
-                             f"{x.shape} ({x.name}) differ")
+        _same_shape(nn, "residual", a, x)
         for v in (a, x):
             if v.quant.scales().size != 1:
                 raise GraphError(f"node {nn!r} (residual): needs one scale, {v.name} is "
@@ -525,6 +521,12 @@ def _fmt(s):
     if isinstance(s, (list, tuple, np.ndarray)):
         return f"[{len(s)} per-channel]"
     return f"{float(s):.6g}"
+
+
+def _same_shape(node, op, a: Value, b: Value):
+    if a.shape != b.shape:
+        raise GraphError(f"node {node!r} ({op}): shapes {a.shape} ({a.name}) and {b.shape} "
+                         f"({b.name}) differ")
 
 
 def _want(node, v: Value, dtype, ndim):
